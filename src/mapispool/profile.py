@@ -1,0 +1,262 @@
+"""Profiles (DESIGN §4): which transports to log on, in which order, and the spooler's settings.
+
+A profile is a TOML file or a dict. Every mistake is reported at load time with the file,
+the key and the fix, as a ``ProfileError`` (a ``MapiError`` with ``MAPI_E_UNCONFIGURED``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .mapi import MAPI_E_UNCONFIGURED, MapiError
+from .spi import TransportProvider
+from .transports.registry import ProviderNotFound, resolve_provider
+
+
+class ProfileError(MapiError):
+    """A profile that cannot be used; ``str()`` names the file, the key and the fix."""
+
+    def __init__(self, message: str, *, source: str | None = None, key: str | None = None):
+        where = source or "<profile>"
+        text = f"{where}: {key}: {message}" if key else f"{where}: {message}"
+        super().__init__(MAPI_E_UNCONFIGURED, text)
+        self.source = source
+        self.key = key
+
+
+#: Settings of a transport section that the spooler itself reads; the rest go to the provider.
+SPOOLER_TRANSPORT_KEYS = frozenset({"provider", "poll_interval"})
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    """One ``[transports.NAME]`` section, resolved."""
+
+    name: str
+    provider: str
+    provider_class: type[TransportProvider]
+    settings: Mapping[str, Any]
+    poll_interval: float = 60.0
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """``[retry]``: backoff between ``floor`` and ``cap`` seconds, doubling per attempt with
+    jitter; a message still undelivered ``lifetime`` seconds after submission fails with
+    an NDR. Defaults follow Postfix (300 s, 4000 s, 5 days)."""
+
+    floor: float = 300.0
+    cap: float = 4000.0
+    lifetime: float = 5 * 24 * 3600.0
+    delay_warning: float | None = None
+    resend_later: float = 60.0
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A loaded, validated profile. ``transports`` is in transport order."""
+
+    transports: tuple[TransportConfig, ...]
+    store: str | None = None
+    send_immediately: bool = True
+    parallel_flush: bool = False
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    flush_every: float | None = None
+    source: str | None = None
+
+    # -- loading ------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Profile:
+        """Read and validate a TOML profile file."""
+        source = os.fspath(path)
+        try:
+            text = Path(source).read_text(encoding="utf-8")
+        except FileNotFoundError as exc:
+            raise ProfileError(
+                "file not found; create one with 'mapispool init' or pass --profile",
+                source=source,
+            ) from exc
+        except OSError as exc:
+            raise ProfileError(f"cannot read the file: {exc.strerror}", source=source) from exc
+        return cls.from_toml(text, source=source)
+
+    @classmethod
+    def from_toml(cls, text: str, *, source: str | None = None) -> Profile:
+        """Parse and validate profile TOML text."""
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ProfileError(f"not valid TOML: {exc}", source=source) from exc
+        return cls.from_dict(data, source=source)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str | None = None) -> Profile:
+        """Validate a profile given as a mapping (the parsed form of the TOML file)."""
+        return _ProfileReader(data, source).read()
+
+    # -- queries ------------------------------------------------------------------
+
+    def transport(self, name: str) -> TransportConfig:
+        """The section called ``name``; ``KeyError`` if there is none."""
+        for config in self.transports:
+            if config.name == name:
+                return config
+        raise KeyError(name)
+
+    def store_path(self) -> Path:
+        """Where the SQLite store lives: ``store`` (``sqlite:///path`` or a path, relative
+        to the profile file) or ``store.db`` in the user data directory."""
+        if self.store is None:
+            from platformdirs import user_data_path
+
+            return user_data_path("mapispool") / "store.db"
+        raw = self.store.removeprefix("sqlite://")
+        path = Path(raw).expanduser()
+        if not path.is_absolute() and self.source is not None and raw != ":memory:":
+            path = Path(self.source).resolve().parent / path
+        return path
+
+
+TOP_LEVEL_KEYS = {
+    "store": "a store URL or path, e.g. store = \"sqlite:///home/me/.mapispool/store.db\"",
+    "transport_order": "a list of transport section names",
+    "send_immediately": "true or false",
+    "parallel_flush": "true or false",
+    "flush_every": "minutes between scheduled Send/Receive runs of the daemon",
+    "retry": "a table with floor, cap, lifetime, delay_warning, resend_later (seconds)",
+    "transports": "a table of [transports.NAME] sections",
+}
+
+
+class _ProfileReader:
+    """Validates one profile mapping, collecting the source for error messages."""
+
+    def __init__(self, data: Mapping[str, Any], source: str | None) -> None:
+        self.data = data
+        self.source = source
+
+    def error(self, key: str | None, message: str) -> ProfileError:
+        return ProfileError(message, source=self.source, key=key)
+
+    def read(self) -> Profile:
+        if not isinstance(self.data, Mapping):
+            raise self.error(None, "a profile must be a table of settings")
+        for key in self.data:
+            if key not in TOP_LEVEL_KEYS:
+                known = ", ".join(TOP_LEVEL_KEYS)
+                raise self.error(key, f"unknown setting; the known ones are: {known}")
+        transports = self.read_transports()
+        return Profile(
+            transports=transports,
+            store=self.optional_str("store"),
+            send_immediately=self.boolean("send_immediately", True),
+            parallel_flush=self.boolean("parallel_flush", False),
+            retry=self.read_retry(),
+            flush_every=self.minutes("flush_every"),
+            source=self.source,
+        )
+
+    def optional_str(self, key: str) -> str | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise self.error(key, f"must be a non-empty string, not {value!r}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.data.get(key, default)
+        if not isinstance(value, bool):
+            raise self.error(key, f"must be true or false, not {value!r}")
+        return value
+
+    def minutes(self, key: str) -> float | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise self.error(key, f"must be a positive number of minutes, not {value!r}")
+        return float(value) * 60.0
+
+    def read_retry(self) -> RetryConfig:
+        table = self.data.get("retry", {})
+        if not isinstance(table, Mapping):
+            raise self.error("retry", "must be a table, e.g. [retry] floor = 300")
+        defaults = RetryConfig()
+        values: dict[str, float | None] = {}
+        for key, value in table.items():
+            if not hasattr(defaults, key):
+                raise self.error(
+                    f"retry.{key}",
+                    "unknown setting; use floor, cap, lifetime, delay_warning or resend_later",
+                )
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise self.error(f"retry.{key}", f"must be a number of seconds, not {value!r}")
+            values[key] = float(value)
+        retry = RetryConfig(**values)  # type: ignore[arg-type]
+        if retry.floor > retry.cap:
+            raise self.error("retry.floor", "must not be larger than retry.cap")
+        return retry
+
+    def read_transports(self) -> tuple[TransportConfig, ...]:
+        sections = self.data.get("transports", {})
+        if not isinstance(sections, Mapping):
+            raise self.error("transports", "must be a table of [transports.NAME] sections")
+        order = self.data.get("transport_order")
+        if order is None:
+            order = list(sections)
+        if not isinstance(order, list) or not all(isinstance(n, str) for n in order):
+            raise self.error("transport_order", "must be a list of transport section names")
+        if len(set(order)) != len(order):
+            raise self.error("transport_order", "names a transport more than once")
+        for name in order:
+            if name not in sections:
+                raise self.error(
+                    "transport_order", f"names {name!r}, but there is no [transports.{name}]"
+                )
+        for name in sections:
+            if name not in order:
+                raise self.error(
+                    "transport_order",
+                    f"leaves out [transports.{name}]; list every transport exactly once",
+                )
+        return tuple(self.read_transport(name, sections[name]) for name in order)
+
+    def read_transport(self, name: str, section: Any) -> TransportConfig:
+        key = f"transports.{name}"
+        if not isinstance(section, Mapping):
+            raise self.error(key, "must be a table with at least provider = \"...\"")
+        provider = section.get("provider")
+        if not isinstance(provider, str) or not provider:
+            raise self.error(
+                f"{key}.provider",
+                "missing; set provider = \"smtp\" (or imap, pop3, maildir, loopback, "
+                "or 'package.module:ClassName')",
+            )
+        try:
+            provider_class = resolve_provider(provider)
+        except ProviderNotFound as exc:
+            raise self.error(f"{key}.provider", str(exc)) from exc
+        poll_interval = section.get("poll_interval", 60)
+        if isinstance(poll_interval, bool) or not isinstance(poll_interval, int | float):
+            raise self.error(f"{key}.poll_interval", "must be a number of seconds")
+        if poll_interval <= 0:
+            raise self.error(f"{key}.poll_interval", "must be more than 0 seconds")
+        settings = {k: v for k, v in section.items() if k not in SPOOLER_TRANSPORT_KEYS}
+        try:
+            provider_class.check_settings(settings)
+        except ValueError as exc:
+            raise self.error(key, str(exc)) from exc
+        return TransportConfig(
+            name=name,
+            provider=provider,
+            provider_class=provider_class,
+            settings=settings,
+            poll_interval=float(poll_interval),
+        )

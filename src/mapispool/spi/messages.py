@@ -1,0 +1,183 @@
+"""The message objects the spooler hands to transports: ``Recipient``, ``OutboundMessage``,
+``InboundMessage`` (the SPI's ``LPMESSAGE`` for ``SubmitMessage`` and ``StartMessage``)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import IO, Any, cast
+
+from ..mapi import (
+    MAPI_E_INVALID_PARAMETER,
+    MAPI_TO,
+    PR_RESPONSIBILITY,
+    PR_SENDER_EMAIL_ADDRESS,
+    MapiError,
+    RecipientType,
+)
+
+
+@dataclass
+class Recipient:
+    """One recipient of a message (a row of the MAPI recipient table).
+
+    ``address`` and ``addrtype`` form the one-off address (``SMTP:bob@example.com``);
+    ``props`` holds the recipient's MAPI properties and is mutable: a transport takes
+    responsibility for a recipient by setting ``PR_RESPONSIBILITY`` (or ``responsibility``)
+    to ``True`` once it has sent or definitively failed it.
+    """
+
+    address: str
+    addrtype: str = "SMTP"
+    recipient_type: RecipientType = MAPI_TO
+    display_name: str = ""
+    props: dict[int, Any] = field(default_factory=dict)
+    row_id: int = 0
+
+    @property
+    def responsibility(self) -> bool:
+        """``PR_RESPONSIBILITY``: true once some transport has dealt with this recipient."""
+        return bool(self.props.get(PR_RESPONSIBILITY, False))
+
+    @responsibility.setter
+    def responsibility(self, value: bool) -> None:
+        self.props[PR_RESPONSIBILITY] = bool(value)
+
+    @property
+    def one_off(self) -> str:
+        """The MAPI one-off form, ``"TYPE:address"``."""
+        return f"{self.addrtype}:{self.address}"
+
+
+ContentOpener = Callable[[], IO[bytes]]
+
+
+class OutboundMessage:
+    """A queued message offered to ``TransportLogon.submit_message``.
+
+    Valid from ``submit_message`` until ``end_message`` returns. ``recipients`` are all of
+    the message's recipients; those this transport should handle have
+    ``responsibility == False`` (the spooler sets it ``True`` on the others, as MAPI does).
+    ``props`` is mutable; ``content`` is the RFC 5322 form, loaded on first use;
+    ``open_content()`` streams it instead (use it for large messages).
+    ``reference`` is the transport's message reference (``*lpulMsgRef``), free to set.
+    """
+
+    def __init__(
+        self,
+        entry_id: bytes,
+        props: MutableMapping[int, Any],
+        recipients: list[Recipient],
+        *,
+        size: int,
+        open_content: ContentOpener,
+        on_handoff: Callable[[], None] | None = None,
+    ) -> None:
+        self.entry_id = entry_id
+        self.props = props
+        self.recipients = recipients
+        self.size = size
+        self.reference: object = 0
+        self._open_content = open_content
+        self._content: bytes | None = None
+        self._on_handoff = on_handoff
+
+    @property
+    def content(self) -> bytes:
+        """The whole RFC 5322 message (CRLF or LF line ends as submitted)."""
+        if self._content is None:
+            with self._open_content() as stream:
+                self._content = stream.read()
+        return self._content
+
+    def open_content(self) -> IO[bytes]:
+        """A fresh binary stream over the message's RFC 5322 bytes; the caller closes it."""
+        return self._open_content()
+
+    def as_email(self) -> EmailMessage:
+        """The content parsed with ``email.policy.default``."""
+        return cast(
+            EmailMessage, email.message_from_bytes(self.content, policy=email.policy.default)
+        )
+
+    @property
+    def sender(self) -> str:
+        """The envelope sender (``PR_SENDER_EMAIL_ADDRESS``), or ``""`` for the null sender."""
+        return str(self.props.get(PR_SENDER_EMAIL_ADDRESS, ""))
+
+    def pending_recipients(self) -> list[Recipient]:
+        """The recipients this transport is being asked to handle (responsibility false)."""
+        return [r for r in self.recipients if not r.responsibility]
+
+    def begin_handoff(self) -> None:
+        """Record, durably, that the message is about to pass the point of no return.
+
+        A transport calls this right before an irreversible hand-over (for SMTP: before
+        the final ``.`` of DATA). If the process dies after this call and before
+        ``end_message``, the spooler marks the message *uncertain* on restart instead of
+        sending it again (DESIGN §7). Calling it is optional and idempotent.
+        """
+        if self._on_handoff is not None:
+            self._on_handoff()
+            self._on_handoff = None
+
+    def __repr__(self) -> str:
+        return f"<OutboundMessage {self.entry_id.hex()} {len(self.recipients)} recipients>"
+
+
+SaveCallback = Callable[["InboundMessage"], "bytes | None"]
+
+
+class InboundMessage:
+    """A new message in the receive folder, handed to ``TransportLogon.start_message``.
+
+    The transport fills it (``set_content``, ``props``, ``dedupe_key``) and commits it with
+    ``save_changes()``; returning from ``start_message`` without saving means "nothing
+    (more) to deliver" and ends the inbound loop (spec §6.2).
+    """
+
+    def __init__(self, save: SaveCallback, is_known: Callable[[str], bool]) -> None:
+        self.props: dict[int, Any] = {}
+        self.dedupe_key: str | None = None
+        self.reference: object = 1
+        self.entry_id: bytes | None = None
+        self.saved = False
+        self.duplicate = False
+        self._content: bytes | None = None
+        self._save = save
+        self._is_known = is_known
+
+    def set_content(self, data: bytes) -> None:
+        """Set the RFC 5322 bytes of the received message."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise MapiError(MAPI_E_INVALID_PARAMETER, "set_content() takes bytes")
+        self._content = bytes(data)
+
+    @property
+    def content(self) -> bytes | None:
+        """The bytes given to ``set_content``, or ``None``."""
+        return self._content
+
+    def is_known(self, dedupe_key: str) -> bool:
+        """True when a message with this dedupe key is already in the store."""
+        return self._is_known(dedupe_key)
+
+    def save_changes(self) -> bytes | None:
+        """Commit the message to the receive folder, atomically with its dedupe key.
+
+        Returns the new entry id, or ``None`` when a message with the same ``dedupe_key``
+        was already stored (then ``duplicate`` is true and nothing is written: the
+        transport may go on to delete or flag the server copy). Either way the call counts
+        as "saved" for the inbound loop. Raises ``MapiError`` when there is no content or
+        the store cannot write (nothing is committed then).
+        """
+        if self._content is None:
+            raise MapiError(MAPI_E_INVALID_PARAMETER, "save_changes() before set_content()")
+        entry_id = self._save(self)
+        self.saved = True
+        self.entry_id = entry_id
+        self.duplicate = entry_id is None
+        return entry_id

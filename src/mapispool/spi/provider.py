@@ -1,0 +1,305 @@
+"""``TransportProvider``, ``TransportLogon`` and ``Support``: the transport SPI (DESIGN §5).
+
+Modelled on MAPI's IXPProvider, IXPLogon and IMAPISupport, in snake_case and async. The
+base classes carry the MRXP-style defaults (spec §5.2), so a minimal outbound transport
+implements ``address_types`` and ``submit_message`` and nothing else.
+
+Who calls what: only the spooler calls a logon's methods, and it serializes them: no two
+calls into one logon overlap, except ``transport_notify(NOTIFY_CANCEL_MESSAGE)``, which
+may arrive while another call runs, and ``submit_message``/``end_message`` pairs, which
+overlap up to ``max_in_flight``. Transports call back into the spooler only through the
+``Support`` object they were given.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from ..mapi import (
+    FLUSH_DOWNLOAD,
+    FLUSH_UPLOAD,
+    MAPI_E_NOT_ME,
+    NOTIFY_BEGIN_INBOUND,
+    NOTIFY_BEGIN_OUTBOUND,
+    NOTIFY_END_INBOUND,
+    NOTIFY_END_INBOUND_FLUSH,
+    NOTIFY_END_OUTBOUND,
+    NOTIFY_END_OUTBOUND_FLUSH,
+    PR_STATUS_CODE,
+    PR_STATUS_STRING,
+    STATUS_FLUSH_QUEUES,
+    STATUS_INBOUND_ENABLED,
+    STATUS_INBOUND_FLUSH,
+    STATUS_OUTBOUND_ENABLED,
+    STATUS_OUTBOUND_FLUSH,
+    STATUS_VALIDATE_STATE,
+    STATUSROW_UPDATE,
+    MapiError,
+)
+from .messages import InboundMessage, OutboundMessage, Recipient
+
+#: The one table that maps FlushQueues flags to the status bits a transport sets for them
+#: (spec §6.1: FLUSH_UPLOAD is outbound, FLUSH_DOWNLOAD inbound). Flip it here, nowhere else.
+FLUSH_FLAG_TO_STATUS_BIT: Mapping[int, int] = {
+    FLUSH_UPLOAD: STATUS_OUTBOUND_FLUSH,
+    FLUSH_DOWNLOAD: STATUS_INBOUND_FLUSH,
+}
+
+#: ``NOTIFY_END_*_FLUSH`` → the status bit it clears (MRXP), and BEGIN/END ↔ ENABLED bits.
+END_FLUSH_CLEARS: Mapping[int, int] = {
+    NOTIFY_END_OUTBOUND_FLUSH: STATUS_OUTBOUND_FLUSH,
+    NOTIFY_END_INBOUND_FLUSH: STATUS_INBOUND_FLUSH,
+}
+ENABLE_NOTIFICATIONS: Mapping[int, tuple[int, bool]] = {
+    NOTIFY_BEGIN_INBOUND: (STATUS_INBOUND_ENABLED, True),
+    NOTIFY_END_INBOUND: (STATUS_INBOUND_ENABLED, False),
+    NOTIFY_BEGIN_OUTBOUND: (STATUS_OUTBOUND_ENABLED, True),
+    NOTIFY_END_OUTBOUND: (STATUS_OUTBOUND_ENABLED, False),
+}
+
+
+def flush_bits_for(flags: int) -> int:
+    """The status bits that ``flags`` (FLUSH_UPLOAD / FLUSH_DOWNLOAD) ask a transport to set."""
+    bits = 0
+    for flag, bit in FLUSH_FLAG_TO_STATUS_BIT.items():
+        if flags & flag:
+            bits |= bit
+    return bits
+
+
+class Support(ABC):
+    """IMAPISupport: what the spooler offers each logged-on transport.
+
+    One ``Support`` per logon; the spooler creates it and passes it to
+    ``TransportProvider.transport_logon``. Every method is synchronous and cheap; none
+    performs network I/O, so a transport may call them from any of its coroutines.
+    """
+
+    @property
+    @abstractmethod
+    def name(self) -> str:
+        """The transport's profile section name (its status row's ``PR_DISPLAY_NAME``)."""
+
+    @property
+    @abstractmethod
+    def settings(self) -> Mapping[str, Any]:
+        """The transport's profile section, without ``provider``."""
+
+    @property
+    @abstractmethod
+    def logger(self) -> logging.Logger:
+        """A logger named after the transport; never log secrets through it."""
+
+    @abstractmethod
+    def modify_status_row(self, props: Mapping[int, object], flags: int = 0) -> None:
+        """``ModifyStatusRow``: replace the transport's row with ``props`` (``flags`` 0) or
+        merge them into it (``STATUSROW_UPDATE``). Columns the spooler computes
+        (``PR_ENTRYID``, ``PR_DISPLAY_NAME``, ``PR_RESOURCE_TYPE``, ``PR_OBJECT_TYPE``) are
+        kept whatever the transport passes. Every change is published to status-table
+        subscribers; the spooler re-reads the row after every call it makes."""
+
+    @abstractmethod
+    def status_row(self) -> Mapping[int, object]:
+        """A snapshot of the transport's current status row."""
+
+    @abstractmethod
+    def spooler_notify(self, flags: int, data: object | None = None) -> None:
+        """``SpoolerNotify``: ``NOTIFY_NEWMAIL`` (inbound is waiting: the spooler will call
+        ``start_message`` soon), ``NOTIFY_SENTDEFERRED`` (``data`` is the entry id of a
+        message this transport deferred, or ``None`` for all of them: offer it again with
+        ``BEGIN_DEFERRED``), ``NOTIFY_READYTOSEND`` (the transport can send again),
+        ``NOTIFY_CRITICAL_ERROR`` (never call this transport again except to log it off),
+        ``NOTIFY_CONFIG_CHANGE`` (address types changed: the spooler asks again)."""
+
+    @abstractmethod
+    def status_recips(self, message: OutboundMessage, recipients: Sequence[Recipient]) -> None:
+        """``StatusRecips``: report recipients of ``message`` that failed for good.
+
+        Each gets a non-delivery report naming it and the reason, taken from its
+        ``PR_REPORT_TEXT`` (and ``PR_NDR_DIAG_CODE`` / ``PR_NDR_REASON_CODE`` if set); the
+        spooler marks them responsible. Call it once per message with every failed one."""
+
+    @abstractmethod
+    def has_dedupe_key(self, key: str) -> bool:
+        """True when an inbound message with this dedupe key is already committed."""
+
+    @abstractmethod
+    def get_state(self, key: str) -> Any:
+        """Durable per-transport state (JSON values) saved with ``set_state``, or None."""
+
+    @abstractmethod
+    def set_state(self, key: str, value: Any) -> None:
+        """Save a JSON-serialisable value that survives restarts (e.g. a UIDVALIDITY)."""
+
+
+class TransportLogon(ABC):
+    """IXPLogon: one logged-on transport, driven by the spooler.
+
+    Class attributes the spooler reads once, right after ``transport_logon``:
+    ``logon_flags`` (``LOGON_SP_POLL``: call ``poll`` every ``poll_interval`` seconds;
+    ``LOGON_SP_IDLE``: call ``idle`` when nothing else happens), ``resource_methods``
+    (``PR_RESOURCE_METHODS`` of the row), ``resources`` (names of exclusive external
+    resources held from ``flush_queues`` to the end of the flush; two transports that
+    share one never flush at the same time) and ``max_in_flight`` (how many
+    submit/end pairs may overlap).
+    """
+
+    logon_flags: int = 0
+    resource_methods: int = STATUS_VALIDATE_STATE | STATUS_FLUSH_QUEUES
+    resources: frozenset[str] = frozenset()
+    max_in_flight: int = 1
+
+    def __init__(self, support: Support) -> None:
+        self.support = support
+
+    # -- identity and routing -------------------------------------------------------
+
+    def address_types(self) -> Sequence[str]:
+        """``AddressTypes``: recipient address types this transport sends to, matched
+        exactly against ``Recipient.addrtype`` (``["*"]`` takes every type; ``[]`` sends
+        nothing: an inbound-only transport). Called after logon and after
+        ``NOTIFY_CONFIG_CHANGE``. Default: none."""
+        return ()
+
+    # -- notifications ----------------------------------------------------------------
+
+    async def transport_notify(self, flags: int, data: object | None = None) -> None:
+        """``TransportNotify``. Default (MRXP): BEGIN/END_INBOUND and BEGIN/END_OUTBOUND
+        set or clear the ENABLED bits; ``NOTIFY_END_OUTBOUND_FLUSH`` and
+        ``NOTIFY_END_INBOUND_FLUSH`` clear the matching FLUSH bit. ``data`` carries the
+        entry id for ``NOTIFY_ABORT_DEFERRED`` / ``NOTIFY_CANCEL_MESSAGE``; the default
+        ignores both. May be called concurrently with another call only for
+        ``NOTIFY_CANCEL_MESSAGE``."""
+        set_bits = clear_bits = 0
+        for flag, (bit, enable) in ENABLE_NOTIFICATIONS.items():
+            if flags & flag:
+                if enable:
+                    set_bits |= bit
+                else:
+                    clear_bits |= bit
+        for flag, bit in END_FLUSH_CLEARS.items():
+            if flags & flag:
+                clear_bits |= bit
+        if set_bits or clear_bits:
+            self.update_status(set_bits=set_bits, clear_bits=clear_bits)
+
+    # -- outbound ---------------------------------------------------------------------
+
+    async def submit_message(self, message: OutboundMessage, flags: int) -> None:
+        """``SubmitMessage``: handle ``message`` for the recipients whose responsibility is
+        false and that this transport can reach; set ``responsibility = True`` on each one
+        sent or definitively failed (report failures with ``support.status_recips``).
+        ``flags`` is ``BEGIN_DEFERRED`` when the message is one this transport deferred
+        earlier. Return normally for S_OK (``end_message`` follows), or raise
+        ``MapiError``: ``MAPI_E_WAIT`` / ``MAPI_E_NETWORK_ERROR`` with ``retry_after``
+        (retry later), ``MAPI_E_NOT_ME`` (offer it elsewhere; no ``end_message``),
+        ``MAPI_E_BUSY`` (retry later; no ``end_message``), ``MAPI_E_CANCEL`` (do not
+        resend). Anything else leaves the message safely queued with the error recorded.
+        Default: ``MAPI_E_NOT_ME``."""
+        raise MapiError(MAPI_E_NOT_ME, "this transport sends nothing")
+
+    async def end_message(self, message: OutboundMessage) -> int:
+        """``EndMessage``: called once after a ``submit_message`` that returned normally.
+        Return 0 (sent), ``END_RESEND_NOW``, ``END_RESEND_LATER`` or ``END_DONT_RESEND``
+        (deferred: the spooler parks it until ``spooler_notify(NOTIFY_SENTDEFERRED)``).
+        Default: 0."""
+        return 0
+
+    # -- inbound ----------------------------------------------------------------------
+
+    async def poll(self) -> int:
+        """``Poll``: a positive number when inbound messages wait. Called every
+        ``poll_interval`` seconds, only with ``LOGON_SP_POLL``. Default: 0."""
+        return 0
+
+    async def start_message(self, message: InboundMessage) -> None:
+        """``StartMessage``: fill ``message`` with one received message and call
+        ``message.save_changes()``; return without saving when nothing is waiting.
+        Commit locally before deleting or flagging anything on a server. Default:
+        nothing to deliver."""
+        return None
+
+    # -- flushing and state -----------------------------------------------------------
+
+    async def flush_queues(self, flags: int) -> None:
+        """``IXPLogon::FlushQueues``: the spooler is about to flush this transport.
+        Called once with every flag of the request. Release deferred messages
+        (``spooler_notify(NOTIFY_SENTDEFERRED)``), take external resources, and set the
+        FLUSH bits to ask for ``submit_message`` / ``start_message`` calls. Default (MRXP):
+        set ``STATUS_OUTBOUND_FLUSH`` for ``FLUSH_UPLOAD`` and ``STATUS_INBOUND_FLUSH`` for
+        ``FLUSH_DOWNLOAD``."""
+        bits = flush_bits_for(flags)
+        if bits:
+            self.update_status(set_bits=bits)
+
+    async def validate_state(self, flags: int) -> None:
+        """``ValidateState``: check the connection and set ``STATUS_AVAILABLE``,
+        ``STATUS_OFFLINE`` or ``STATUS_FAILURE`` (with a ``PR_STATUS_STRING``). Never take
+        shared resources here. Default: nothing to check."""
+        return None
+
+    async def idle(self) -> None:
+        """``Idle``: low-priority background work; only with ``LOGON_SP_IDLE``."""
+        return None
+
+    async def logoff(self, flags: int) -> None:
+        """``TransportLogoff``: close connections and free everything. Always accepted;
+        any error still counts as logged off."""
+        return None
+
+    # -- helpers for implementations --------------------------------------------------
+
+    def update_status(
+        self, *, set_bits: int = 0, clear_bits: int = 0, text: str | None = None
+    ) -> None:
+        """Merge a change of ``PR_STATUS_CODE`` bits (and optionally the status string)
+        into this logon's row with ``STATUSROW_UPDATE``."""
+        code = int(self.support.status_row().get(PR_STATUS_CODE, 0) or 0)  # type: ignore[call-overload]
+        props: dict[int, object] = {PR_STATUS_CODE: (code | set_bits) & ~clear_bits}
+        if text is not None:
+            props[PR_STATUS_STRING] = text
+        self.support.modify_status_row(props, STATUSROW_UPDATE)
+
+    @property
+    def status_code(self) -> int:
+        """The current ``PR_STATUS_CODE`` of this logon's row."""
+        return int(self.support.status_row().get(PR_STATUS_CODE, 0) or 0)  # type: ignore[call-overload]
+
+
+class TransportProvider(ABC):
+    """IXPProvider: one per transport section of the profile.
+
+    ``name`` is the section name, ``settings`` the section's keys (without ``provider``).
+    The default ``transport_logon`` returns ``logon_class(support)``, so a provider can be
+    as short as ``class P(TransportProvider): logon_class = MyLogon``.
+    """
+
+    logon_class: ClassVar[type[TransportLogon] | None] = None
+
+    def __init__(self, name: str, settings: Mapping[str, Any]) -> None:
+        self.name = name
+        self.settings = settings
+
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Any]) -> None:
+        """Validate a profile section before any logon; raise ``ValueError`` naming the
+        key and the fix. Called when the profile is loaded. Default: accept anything."""
+        return None
+
+    async def transport_logon(self, support: Support, flags: int) -> TransportLogon:
+        """``TransportLogon``: log on and return the logon object. ``flags`` carry the
+        spooler's ``LOGON_NO_*`` requests (inbound and outbound are enabled afterwards with
+        ``transport_notify(NOTIFY_BEGIN_INBOUND | NOTIFY_BEGIN_OUTBOUND)``). Raise
+        ``MapiError(MAPI_E_LOGON_FAILED / MAPI_E_FAILONEPROVIDER, ...)`` on failure."""
+        if self.logon_class is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} must set logon_class or override transport_logon()"
+            )
+        return self.logon_class(support)
+
+    async def shutdown(self) -> None:
+        """``Shutdown``: every logon of this provider has been logged off."""
+        return None
