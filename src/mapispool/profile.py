@@ -124,7 +124,7 @@ class Profile:
 
 
 TOP_LEVEL_KEYS = {
-    "store": "a store URL or path, e.g. store = \"sqlite:///home/me/.mapispool/store.db\"",
+    "store": 'a store URL or path, e.g. store = "sqlite:///home/me/.mapispool/store.db"',
     "transport_order": "a list of transport section names",
     "send_immediately": "true or false",
     "parallel_flush": "true or false",
@@ -231,12 +231,12 @@ class _ProfileReader:
     def read_transport(self, name: str, section: Any) -> TransportConfig:
         key = f"transports.{name}"
         if not isinstance(section, Mapping):
-            raise self.error(key, "must be a table with at least provider = \"...\"")
+            raise self.error(key, 'must be a table with at least provider = "..."')
         provider = section.get("provider")
         if not isinstance(provider, str) or not provider:
             raise self.error(
                 f"{key}.provider",
-                "missing; set provider = \"smtp\" (or imap, pop3, maildir, loopback, "
+                'missing; set provider = "smtp" (or imap, pop3, maildir, loopback, '
                 "or 'package.module:ClassName')",
             )
         try:

@@ -8,7 +8,7 @@ import email.policy
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import IO, Any, cast
+from typing import IO, Any
 
 from ..mapi import (
     MAPI_E_INVALID_PARAMETER,
@@ -74,7 +74,7 @@ class OutboundMessage:
         *,
         size: int,
         open_content: ContentOpener,
-        on_handoff: Callable[[], None] | None = None,
+        on_handoff: Callable[[bool], None] | None = None,
     ) -> None:
         self.entry_id = entry_id
         self.props = props
@@ -84,6 +84,8 @@ class OutboundMessage:
         self._open_content = open_content
         self._content: bytes | None = None
         self._on_handoff = on_handoff
+        self.handoff_begun = False
+        self.handoff_ended = False
 
     @property
     def content(self) -> bytes:
@@ -99,9 +101,9 @@ class OutboundMessage:
 
     def as_email(self) -> EmailMessage:
         """The content parsed with ``email.policy.default``."""
-        return cast(
-            EmailMessage, email.message_from_bytes(self.content, policy=email.policy.default)
-        )
+        parsed = email.message_from_bytes(self.content, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
 
     @property
     def sender(self) -> str:
@@ -120,9 +122,28 @@ class OutboundMessage:
         ``end_message``, the spooler marks the message *uncertain* on restart instead of
         sending it again (DESIGN §7). Calling it is optional and idempotent.
         """
-        if self._on_handoff is not None:
-            self._on_handoff()
-            self._on_handoff = None
+        if not self.handoff_begun:
+            self.handoff_begun = True
+            if self._on_handoff is not None:
+                self._on_handoff(True)
+
+    def end_handoff(self) -> None:
+        """Record that the receiving side answered after ``begin_handoff`` (with any reply).
+
+        From then on the outcome is known again: an error raised afterwards makes the
+        spooler retry or fail the message as usual. An error raised between
+        ``begin_handoff`` and ``end_handoff`` makes the message *uncertain*: reported,
+        never silently resent.
+        """
+        if self.handoff_begun and not self.handoff_ended:
+            self.handoff_ended = True
+            if self._on_handoff is not None:
+                self._on_handoff(False)
+
+    @property
+    def handoff_uncertain(self) -> bool:
+        """True between ``begin_handoff`` and ``end_handoff``."""
+        return self.handoff_begun and not self.handoff_ended
 
     def __repr__(self) -> str:
         return f"<OutboundMessage {self.entry_id.hex()} {len(self.recipients)} recipients>"

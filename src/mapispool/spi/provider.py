@@ -135,7 +135,7 @@ class Support(ABC):
         """Save a JSON-serialisable value that survives restarts (e.g. a UIDVALIDITY)."""
 
 
-class TransportLogon(ABC):
+class TransportLogon(ABC):  # noqa: B024 - every method has a default; subclass it
     """IXPLogon: one logged-on transport, driven by the spooler.
 
     Class attributes the spooler reads once, right after ``transport_logon``:
@@ -257,7 +257,7 @@ class TransportLogon(ABC):
     ) -> None:
         """Merge a change of ``PR_STATUS_CODE`` bits (and optionally the status string)
         into this logon's row with ``STATUSROW_UPDATE``."""
-        code = int(self.support.status_row().get(PR_STATUS_CODE, 0) or 0)  # type: ignore[call-overload]
+        code = self.status_code
         props: dict[int, object] = {PR_STATUS_CODE: (code | set_bits) & ~clear_bits}
         if text is not None:
             props[PR_STATUS_STRING] = text
@@ -266,10 +266,11 @@ class TransportLogon(ABC):
     @property
     def status_code(self) -> int:
         """The current ``PR_STATUS_CODE`` of this logon's row."""
-        return int(self.support.status_row().get(PR_STATUS_CODE, 0) or 0)  # type: ignore[call-overload]
+        value = self.support.status_row().get(PR_STATUS_CODE, 0)
+        return value if isinstance(value, int) else 0
 
 
-class TransportProvider(ABC):
+class TransportProvider(ABC):  # noqa: B024 - transport_logon has a default via logon_class
     """IXPProvider: one per transport section of the profile.
 
     ``name`` is the section name, ``settings`` the section's keys (without ``provider``).
