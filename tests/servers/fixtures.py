@@ -1,1 +1,17 @@
-"""Placeholder until the server fixtures land."""
+"""pytest plugin that registers the real-server fixtures (see tests/servers/README.md).
+
+Loaded from the root conftest with ``pytest_plugins = ["tests.servers.fixtures"]``.
+"""
+
+from __future__ import annotations
+
+from tests.servers._util import need
+from tests.servers.smtp import smtp_server, smtp_server_factory
+from tests.servers.tls import tls_ca
+
+__all__ = [
+    "need",
+    "smtp_server",
+    "smtp_server_factory",
+    "tls_ca",
+]
