@@ -1,0 +1,36 @@
+"""The ``maildir`` transport: delivers messages into Maildirs and receives from one.
+
+Outbound, like the file-share transport of Microsoft's samples but with Maildirs:
+recipients ``MAILDIR:/path/to/Maildir``, and SMTP recipients whose domain is listed in
+``domains`` (delivered to ``<deliver_root>/<local part>/``). Inbound: the files of one
+Maildir's ``new/`` (and ``cur/`` with ``include_cur``), each committed to the store with
+the dedupe key ``maildir:<unique part of the file name>`` before it is moved to ``cur/``
+(marked seen) or deleted. Settings: docs/transports/maildir.md.
+
+Why not ``mailbox.Maildir``: its ``add`` fsyncs the file but not the ``new/`` directory,
+so a power cut right after a delivery can lose a message the spooler already counted as
+sent; it also rewrites line endings of some inputs, whereas this transport delivers the
+submitted bytes unchanged. The delivery here follows the Maildir protocol CPython's
+``mailbox`` implements (unique name in ``tmp/``, write, fsync, link into ``new/``) and adds
+the directory fsync. Reading needs nothing from ``mailbox`` beyond listing a directory.
+
+POSIX only: the ``:2,`` info separator is not a valid file-name character on Windows.
+"""
+
+from __future__ import annotations
+
+from ._logon import MAILDIR_ADDRTYPE, MaildirLogon, MaildirProvider, route
+from ._names import dedupe_key, seen_name, unique_name, unique_part
+from ._settings import MaildirSettings
+
+__all__ = [
+    "MAILDIR_ADDRTYPE",
+    "MaildirLogon",
+    "MaildirProvider",
+    "MaildirSettings",
+    "dedupe_key",
+    "route",
+    "seen_name",
+    "unique_name",
+    "unique_part",
+]
