@@ -1,0 +1,395 @@
+"""``ImapLogon``: the asynchronous half of the IMAP transport (IXPLogon for inbound).
+
+A *pass* walks the configured folders once: SELECT, reconcile UIDVALIDITY, list the UIDs
+not yet committed, download them in batches (``BODY.PEEK[]``, so reading sets no flag),
+hand them out one per ``start_message``, and only after ``save_changes()`` returned apply
+the server action (``\\Seen``, delete, move) to the committed UIDs, batched. A failure
+drops what was fetched but not committed; the next pass fetches it again.
+
+Every call into the ``Support`` (dedupe keys, state, status row) happens on the event
+loop; every imapclient call happens on the logon's worker thread.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field, replace
+
+from ...mapi import (
+    FLUSH_DOWNLOAD,
+    FORCE_XP_DISCONNECT,
+    LOGON_SP_POLL,
+    MAPI_E_LOGON_FAILED,
+    NOTIFY_END_INBOUND_FLUSH,
+    STATUS_AVAILABLE,
+    STATUS_FAILURE,
+    STATUS_INBOUND_ACTIVE,
+    STATUS_INBOUND_FLUSH,
+    STATUS_OFFLINE,
+    MapiError,
+)
+from ...spi import InboundMessage, Support, TransportLogon
+from .._inbound.worker import Worker
+from .client import FolderInfo, ImapConnection
+from .settings import ImapSettings
+from .sync import (
+    FolderState,
+    advance_floor,
+    byte_bounded,
+    dedupe_key,
+    fingerprint,
+    reconcile,
+    state_key,
+)
+
+#: Upper bound, in bytes, of the messages one FETCH brings into memory.
+FETCH_BYTES = 32 * 1024 * 1024
+#: How long ``poll`` waits in IDLE for new mail before it answers "nothing".
+IDLE_WAIT = 3.0
+
+
+@dataclass
+class _Item:
+    uid: int
+    key: str
+    data: bytes
+
+
+@dataclass
+class _Cursor:
+    """Progress through one folder within a pass."""
+
+    info: FolderInfo
+    state: FolderState
+    remaining: list[int]
+    """Candidate UIDs not fetched yet, ascending."""
+    done: list[int] = field(default_factory=list)
+    """UIDs committed locally (now or earlier) whose server action is still to be done."""
+    fingerprints: dict[str, str] | None = None
+
+
+class ImapLogon(TransportLogon):
+    """Downloads new mail from IMAP folders; see docs/transports/imap.md."""
+
+    logon_flags = LOGON_SP_POLL
+
+    def __init__(self, support: Support, settings: ImapSettings) -> None:
+        super().__init__(support)
+        self.settings = settings
+        self.common = settings.common
+        self._conn = ImapConnection(settings, support.logger)
+        self._worker = Worker(f"imap-{support.name}")
+        self._queue: deque[_Item] = deque()
+        self._cursor: _Cursor | None = None
+        self._folders: deque[str] | None = None
+        self._received = 0
+        self._notes: list[str] = []
+
+    def address_types(self) -> tuple[str, ...]:
+        """Inbound only: no address type is handled."""
+        return ()
+
+    # -- the inbound loop ---------------------------------------------------------------
+
+    async def flush_queues(self, flags: int) -> None:
+        """MRXP default (set the FLUSH bits), and a fresh pass for ``FLUSH_DOWNLOAD`` so
+        that a flush sees mail that arrived after an earlier, unfinished pass."""
+        if flags & FLUSH_DOWNLOAD and self._folders is not None:
+            await self._abandon_pass()
+        await super().flush_queues(flags)
+
+    async def transport_notify(self, flags: int, data: object | None = None) -> None:
+        """MRXP default; at the end of an inbound flush, apply the server action to what
+        was committed, even if the spooler stopped the loop early."""
+        if flags & NOTIFY_END_INBOUND_FLUSH and self._folders is not None:
+            await self._abandon_pass()
+        await super().transport_notify(flags, data)
+
+    async def start_message(self, message: InboundMessage) -> None:
+        """Deliver the next new message, or return without saving when the pass is over.
+
+        Raises ``MapiError`` on a network, login or server failure (after clearing the
+        inbound bits and recording the error in the status row); what was committed
+        stays committed, the rest is fetched again by the next pass.
+        """
+        try:
+            item = await self._next_item()
+            if item is None:
+                await self._end_pass()
+                return
+            message.set_content(item.data)
+            message.dedupe_key = item.key
+            message.save_changes()
+        except MapiError as error:
+            await self._fail(error)
+            raise
+        if not message.duplicate:
+            self._received += 1
+        assert self._cursor is not None
+        self._cursor.done.append(item.uid)
+
+    async def _next_item(self) -> _Item | None:
+        if self._folders is None:
+            self._begin_pass()
+        assert self._folders is not None
+        while not self._queue:
+            cursor = self._cursor
+            if cursor is not None and cursor.remaining:
+                await self._apply_actions(cursor)
+                await self._load_batch(cursor)
+                continue
+            if cursor is not None:
+                await self._apply_actions(cursor)
+                self._cursor = None
+            if not self._folders:
+                return None
+            self._cursor = await self._open_folder(self._folders.popleft())
+        return self._queue.popleft()
+
+    def _begin_pass(self) -> None:
+        self._folders = deque(self.settings.folders)
+        self._received = 0
+        self._notes = []
+        self.update_status(
+            set_bits=STATUS_INBOUND_ACTIVE, text=f"Checking for new mail on {self.common.host}"
+        )
+
+    async def _end_pass(self) -> None:
+        self._folders = None
+        text = f"Received {self._received} new message(s) from {self.common.host}"
+        if self._notes:
+            text += "; " + "; ".join(self._notes)
+        self.update_status(
+            set_bits=STATUS_AVAILABLE,
+            clear_bits=STATUS_INBOUND_ACTIVE | STATUS_OFFLINE | STATUS_FAILURE,
+            text=text,
+        )
+
+    async def _abandon_pass(self) -> None:
+        cursor = self._cursor
+        self._queue.clear()
+        self._cursor = None
+        self._folders = None
+        if cursor is not None and cursor.done:
+            try:
+                await self._apply_actions(cursor)
+            except MapiError as error:
+                # Committed messages are safe; the next pass applies the action again.
+                self.support.logger.warning("server action deferred: %s", error)
+        self.update_status(clear_bits=STATUS_INBOUND_ACTIVE)
+
+    async def _fail(self, error: MapiError) -> None:
+        self._queue.clear()
+        self._cursor = None
+        self._folders = None
+        bit = STATUS_FAILURE if error.hresult == MAPI_E_LOGON_FAILED else STATUS_OFFLINE
+        self.support.logger.warning("inbound pass failed: %s", error)
+        self.update_status(
+            set_bits=bit,
+            clear_bits=STATUS_INBOUND_ACTIVE | STATUS_INBOUND_FLUSH | STATUS_AVAILABLE,
+            text=f"Last error: {error}",
+        )
+
+    # -- folders and batches -----------------------------------------------------------
+
+    def _key(self, cursor: _Cursor, uid: int) -> str:
+        return dedupe_key(self.common.account_id, cursor.info.name, cursor.info.uidvalidity, uid)
+
+    def _save_state(self, folder: str, state: FolderState) -> None:
+        self.support.set_state(state_key(self.common.account_id, folder), state.to_json())
+
+    async def _open_folder(self, folder: str) -> _Cursor:
+        await self._worker.run(self._conn.ensure)
+        info = await self._worker.run(self._conn.select, folder)
+        stored = FolderState.from_json(
+            self.support.get_state(state_key(self.common.account_id, folder))
+        )
+        outcome = reconcile(stored, info.uidvalidity, info.uidnext)
+        if outcome.changed:
+            note = (
+                f"UIDVALIDITY of {folder} changed from {outcome.previous} to "
+                f"{info.uidvalidity}: re-baselined by Message-ID and size"
+            )
+            self.support.logger.warning("%s", note)
+            self._notes.append(note)
+            self.update_status(text=note)
+        if outcome.state != stored:
+            self._save_state(folder, outcome.state)
+        keep = self.common.action == "keep"
+        uids = await self._worker.run(self._conn.uids_above, outcome.state.floor if keep else 0)
+        cursor = _Cursor(info=info, state=outcome.state, remaining=[])
+        for uid in uids:
+            if self.support.has_dedupe_key(self._key(cursor, uid)):
+                cursor.done.append(uid)
+            else:
+                cursor.remaining.append(uid)
+        if cursor.remaining:
+            self.update_status(text=f"Downloading {len(cursor.remaining)} message(s) from {folder}")
+        return cursor
+
+    def _fingerprint_index(self, cursor: _Cursor) -> dict[str, str]:
+        if cursor.fingerprints is None:
+            index: dict[str, str] = {}
+            for page in range(cursor.state.fp_batches):
+                value = self.support.get_state(
+                    state_key(self.common.account_id, cursor.info.name, f"fp:{page}")
+                )
+                if isinstance(value, dict):
+                    index.update({k: v for k, v in value.items() if isinstance(v, str)})
+            cursor.fingerprints = index
+        return cursor.fingerprints
+
+    async def _rebaseline(self, cursor: _Cursor, batch: list[int]) -> list[int]:
+        """Of ``batch`` (UIDs from before a UIDVALIDITY change), mark those whose
+        fingerprint belongs to a message already committed as done and return the rest,
+        leaving out UIDs that no longer exist."""
+        heads = await self._worker.run(self._conn.headers, batch)
+        index = self._fingerprint_index(cursor)
+        rest: list[int] = []
+        for uid in batch:
+            if uid not in heads:
+                continue
+            prior = index.get(fingerprint(*heads[uid]))
+            if prior is not None and self.support.has_dedupe_key(prior):
+                cursor.done.append(uid)
+            else:
+                rest.append(uid)
+        return rest
+
+    async def _load_batch(self, cursor: _Cursor) -> None:
+        batch = cursor.remaining[: self.common.batch_size]
+        del cursor.remaining[: len(batch)]
+        until = cursor.state.rebaseline_until
+        old = [u for u in batch if u <= until]
+        if old:
+            kept = set(await self._rebaseline(cursor, old))
+            batch = [u for u in batch if u > until or u in kept]
+        if not batch:
+            return
+        sizes = await self._worker.run(self._conn.sizes, batch)
+        groups = byte_bounded([u for u in batch if u in sizes], sizes, FETCH_BYTES)
+        if not groups:
+            return
+        # Fetch one memory-bounded group now; the others go back to the front of the line.
+        cursor.remaining[:0] = [u for g in groups[1:] for u in g]
+        fetched = await self._worker.run(self._conn.bodies, groups[0])
+        items = [_Item(f.uid, self._key(cursor, f.uid), f.data) for f in fetched]
+        # The fingerprints are written before anything is committed: a fingerprint whose
+        # key never got committed is ignored by the re-baseline (has_dedupe_key is false).
+        page = {
+            fingerprint(f.data, f.size): item.key for f, item in zip(fetched, items, strict=True)
+        }
+        if page:
+            number = cursor.state.fp_batches
+            self.support.set_state(
+                state_key(self.common.account_id, cursor.info.name, f"fp:{number}"), page
+            )
+            cursor.state = replace(cursor.state, fp_batches=number + 1)
+            self._save_state(cursor.info.name, cursor.state)
+        self._queue.extend(items)
+
+    async def _apply_actions(self, cursor: _Cursor) -> None:
+        """Apply the server action to committed UIDs; then move the keep-mode floor."""
+        if not cursor.done:
+            return
+        uids = sorted(set(cursor.done))
+        action = self.common.action
+        if action == "keep":
+            await self._worker.run(self._conn.mark_seen, uids)
+        elif action == "delete":
+            await self._worker.run(self._conn.delete, uids)
+        else:
+            assert self.settings.move_to is not None
+            await self._worker.run(self._conn.move, uids, self.settings.move_to)
+        cursor.done.clear()
+        if action == "keep":
+            pending = cursor.remaining + [item.uid for item in self._queue]
+            floor = advance_floor(cursor.state.floor, uids, pending)
+            if floor != cursor.state.floor:
+                cursor.state = replace(cursor.state, floor=floor)
+                self._save_state(cursor.info.name, cursor.state)
+
+    # -- polling, state, logoff --------------------------------------------------------
+
+    async def poll(self) -> int:
+        """How many messages wait (a lower bound); 0 when none. Checks each folder with
+        SELECT + UID SEARCH above the floor; when nothing waits and the server offers
+        IDLE (and ``idle = true``), waits up to ``IDLE_WAIT`` seconds for new mail.
+        Never raises: a failure is recorded in the status row and counts as 0."""
+        if self._queue or self._cursor is not None:
+            return max(1, len(self._queue))
+        try:
+            return await self._count_waiting()
+        except MapiError as error:
+            bit = STATUS_FAILURE if error.hresult == MAPI_E_LOGON_FAILED else STATUS_OFFLINE
+            self.update_status(
+                set_bits=bit, clear_bits=STATUS_AVAILABLE, text=f"Last error: {error}"
+            )
+            return 0
+
+    async def _count_waiting(self) -> int:
+        await self._worker.run(self._conn.ensure)
+        keep = self.common.action == "keep"
+        waiting = 0
+        for folder in self.settings.folders:
+            info = await self._worker.run(self._conn.select, folder)
+            state = FolderState.from_json(
+                self.support.get_state(state_key(self.common.account_id, folder))
+            )
+            if state.uidvalidity != info.uidvalidity:
+                waiting += max(1, info.exists)
+                continue
+            uids = await self._worker.run(self._conn.uids_above, state.floor if keep else 0)
+            if keep:
+                uids = [
+                    u
+                    for u in uids
+                    if not self.support.has_dedupe_key(
+                        dedupe_key(self.common.account_id, folder, info.uidvalidity, u)
+                    )
+                ]
+            waiting += len(uids)
+        if waiting or not self.settings.idle or "IDLE" not in self._conn.capabilities:
+            return waiting
+        if len(self.settings.folders) > 1:
+            await self._worker.run(self._conn.select, self.settings.folders[0])
+        news = await self._worker.run(self._conn.idle_for_news, IDLE_WAIT)
+        return 1 if news else 0
+
+    async def validate_state(self, flags: int) -> None:
+        """Reconnect (or, with ``FORCE_XP_DISCONNECT``, disconnect) and set
+        ``STATUS_AVAILABLE``, ``STATUS_OFFLINE`` or ``STATUS_FAILURE`` with a status
+        string. Records failures in the row instead of raising."""
+        if flags & FORCE_XP_DISCONNECT:
+            await self._worker.run(self._conn.close)
+            self.update_status(
+                set_bits=STATUS_OFFLINE, clear_bits=STATUS_AVAILABLE, text="Disconnected"
+            )
+            return
+        try:
+            await self._worker.run(self._conn.ensure)
+        except MapiError as error:
+            bit = STATUS_FAILURE if error.hresult == MAPI_E_LOGON_FAILED else STATUS_OFFLINE
+            self.update_status(
+                set_bits=bit,
+                clear_bits=STATUS_AVAILABLE | (STATUS_OFFLINE | STATUS_FAILURE) & ~bit,
+                text=f"Last error: {error}",
+            )
+            return
+        self.update_status(
+            set_bits=STATUS_AVAILABLE,
+            clear_bits=STATUS_OFFLINE | STATUS_FAILURE,
+            text=f"Connected to {self.common.host}",
+        )
+
+    async def logoff(self, flags: int) -> None:
+        """LOGOUT and stop the worker thread. Never raises."""
+        self._queue.clear()
+        self._cursor = None
+        self._folders = None
+        try:
+            await self._worker.run(self._conn.close)
+        except Exception:  # logoff is always accepted (SPI contract)
+            self.support.logger.debug("IMAP logout failed", exc_info=True)
+        finally:
+            self._worker.close()
