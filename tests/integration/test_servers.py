@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import imaplib
+import poplib
 import smtplib
 import ssl
 
 import pytest
+from imapclient import IMAPClient
+from imapclient.exceptions import LoginError
 
+from tests.servers.dovecot import DovecotServer, MailUser
 from tests.servers.smtp import SmtpServer, SmtpServerFactory
 from tests.servers.tls import TlsFiles
 
@@ -116,7 +122,6 @@ def test_aiosmtpd_auth_login_over_plaintext(smtp_server_factory: SmtpServerFacto
 
 async def test_aiosmtpd_wait_for_async(smtp_server: SmtpServer) -> None:
     """wait_for_async lets an async test wait without blocking its own event loop."""
-    import asyncio
 
     def send() -> None:
         with smtplib.SMTP(smtp_server.host, smtp_server.port, timeout=5) as client:
@@ -126,3 +131,88 @@ async def test_aiosmtpd_wait_for_async(smtp_server: SmtpServer) -> None:
     got = await smtp_server.wait_for_async(1)
     await sender
     assert got[0].data == MESSAGE
+
+
+# -- Dovecot --------------------------------------------------------------------------
+
+
+def test_dovecot_imap_plain_fetches_delivered_message(
+    dovecot: DovecotServer, dovecot_user: MailUser
+) -> None:
+    """A message written by deliver() is fetched byte-for-byte (as CRLF) over plain IMAP."""
+    dovecot.deliver(dovecot_user, MESSAGE.replace(b"\r\n", b"\n"))
+    client = imaplib.IMAP4(dovecot.host, dovecot.imap_port, timeout=5)
+    try:
+        client.login(dovecot_user.name, dovecot_user.password)
+        status, data = client.select("INBOX")
+        assert (status, data) == ("OK", [b"1"])
+        status, fetched = client.fetch("1", "(BODY.PEEK[])")
+        assert status == "OK"
+        assert fetched[0][1] == MESSAGE
+    finally:
+        client.logout()
+
+
+def test_dovecot_imaps_and_starttls_with_test_ca(
+    dovecot: DovecotServer, dovecot_user: MailUser
+) -> None:
+    """IMAPS and IMAP STARTTLS both verify against the fixture's CA and serve the same mailbox."""
+    dovecot.deliver(dovecot_user, MESSAGE)
+    dovecot.deliver(dovecot_user, MESSAGE, folder="Archive")
+    context = ssl.create_default_context(cafile=str(dovecot.ca_file))
+    with IMAPClient(dovecot.host, dovecot.imaps_port, ssl=True, ssl_context=context) as client:
+        client.login(dovecot_user.name, dovecot_user.password)
+        client.select_folder("INBOX", readonly=True)
+        (uid,) = client.search()
+        assert client.fetch([uid], ["BODY.PEEK[]"])[uid][b"BODY[]"] == MESSAGE
+        assert client.folder_exists("Archive")
+    with IMAPClient(dovecot.host, dovecot.imap_port, ssl=False) as client:
+        client.starttls(context)
+        client.login(dovecot_user.name, dovecot_user.password)
+        assert client.select_folder("Archive")[b"EXISTS"] == 1
+
+
+def test_dovecot_pop3_uidl_retr_plain_stls_and_pop3s(
+    dovecot: DovecotServer, dovecot_user: MailUser
+) -> None:
+    """POP3 (with STLS) and POP3S list stable UIDLs and RETR the delivered bytes."""
+    dovecot.deliver(dovecot_user, MESSAGE)
+    context = ssl.create_default_context(cafile=str(dovecot.ca_file))
+    plain = poplib.POP3(dovecot.host, dovecot.pop3_port, timeout=5)
+    try:
+        plain.stls(context)
+        plain.user(dovecot_user.name)
+        plain.pass_(dovecot_user.password)
+        _, listing, _ = plain.uidl()
+        _, lines, _ = plain.retr(1)
+    finally:
+        plain.quit()
+    assert b"\r\n".join(lines) + b"\r\n" == MESSAGE
+    secure = poplib.POP3_SSL(dovecot.host, dovecot.pop3s_port, timeout=5, context=context)
+    try:
+        secure.user(dovecot_user.name)
+        secure.pass_(dovecot_user.password)
+        assert secure.uidl()[1] == listing
+    finally:
+        secure.quit()
+
+
+def test_dovecot_users_are_isolated_and_passwords_checked(dovecot: DovecotServer) -> None:
+    """Users added at run time log in at once, see only their own mail; bad passwords fail."""
+    first = dovecot.add_user()
+    second = dovecot.add_user("second-user", "pw-2")
+    dovecot.deliver(first, MESSAGE)
+    with IMAPClient(dovecot.host, dovecot.imap_port, ssl=False) as client:
+        with pytest.raises(LoginError):
+            client.login(second.name, "wrong")
+        client.login(second.name, "pw-2")
+        assert client.select_folder("INBOX")[b"EXISTS"] == 0
+
+
+def test_dovecot_restart_keeps_mail(dovecot: DovecotServer, dovecot_user: MailUser) -> None:
+    """restart() brings Dovecot back on the same ports with the mail still there."""
+    dovecot.deliver(dovecot_user, MESSAGE)
+    dovecot.restart()
+    with IMAPClient(dovecot.host, dovecot.imap_port, ssl=False) as client:
+        client.login(dovecot_user.name, dovecot_user.password)
+        assert client.select_folder("INBOX")[b"EXISTS"] == 1

@@ -6,10 +6,13 @@ Loaded from the root conftest with ``pytest_plugins = ["tests.servers.fixtures"]
 from __future__ import annotations
 
 from tests.servers._util import need
+from tests.servers.dovecot import dovecot, dovecot_user
 from tests.servers.smtp import smtp_server, smtp_server_factory
 from tests.servers.tls import tls_ca
 
 __all__ = [
+    "dovecot",
+    "dovecot_user",
     "need",
     "smtp_server",
     "smtp_server_factory",
