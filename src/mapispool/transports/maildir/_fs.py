@@ -131,13 +131,17 @@ def deliver(maildir: Path, content: bytes, warn: Callable[[str], None]) -> Path:
                 stream.write(content)
                 stream.flush()
                 os.fsync(stream.fileno())
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _os_failure("write", tmp, exc) from exc
+        try:
             _publish(tmp, new)
         except FileExistsError:
             tmp.unlink(missing_ok=True)
             continue
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise _os_failure("deliver into", maildir / "new", exc) from exc
+            raise _os_failure("move the message into", maildir / "new", exc) from exc
         try:
             fsync_directory(maildir / "new")
         except OSError as exc:
