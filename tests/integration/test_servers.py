@@ -14,6 +14,7 @@ from imapclient.exceptions import LoginError
 
 from tests.servers.dovecot import DovecotServer, MailUser
 from tests.servers.smtp import SmtpServer, SmtpServerFactory
+from tests.servers.smtp_sink import SmtpSink, SmtpSinkFactory
 from tests.servers.tls import TlsFiles
 
 MESSAGE = (
@@ -131,6 +132,44 @@ async def test_aiosmtpd_wait_for_async(smtp_server: SmtpServer) -> None:
     got = await smtp_server.wait_for_async(1)
     await sender
     assert got[0].data == MESSAGE
+
+
+# -- smtp-sink ------------------------------------------------------------------------
+
+
+def test_smtp_sink_dump_gives_envelope_and_body(smtp_sink: SmtpSink) -> None:
+    """smtp-sink's dump files give back MAIL FROM, every RCPT TO and the unstuffed body."""
+    with smtplib.SMTP(smtp_sink.host, smtp_sink.port, timeout=5) as client:
+        client.sendmail("alice@example.test", ["bob@example.test", "carol@example.test"], MESSAGE)
+        client.sendmail("second@example.test", ["bob@example.test"], MESSAGE)
+    by_sender = {t.mail_from: t for t in smtp_sink.wait_for(2)}
+    assert by_sender.keys() == {"alice@example.test", "second@example.test"}
+    first = by_sender["alice@example.test"]
+    assert first.rcpt_tos == ("bob@example.test", "carol@example.test")
+    assert first.data == MESSAGE
+    assert first.client_addr == "127.0.0.1"
+
+
+def test_smtp_sink_soft_rejects_rcpt(smtp_sink_factory: SmtpSinkFactory) -> None:
+    """soft_reject=["RCPT"] answers every RCPT TO with 4xx, so nothing is accepted."""
+    sink = smtp_sink_factory(soft_reject=["RCPT"], soft_bounce_reply="451 4.3.0 come back later")
+    client = smtplib.SMTP(sink.host, sink.port, timeout=5)
+    with client, pytest.raises(smtplib.SMTPRecipientsRefused) as info:
+        client.sendmail("a@x.test", ["b@x.test"], MESSAGE)
+    assert info.value.recipients == {"b@x.test": (451, b"4.3.0 come back later")}
+
+
+def test_smtp_sink_421_on_data(smtp_sink_factory: SmtpSinkFactory) -> None:
+    """reply_421=["DATA"] sends 421 to DATA and closes the connection."""
+    sink = smtp_sink_factory(reply_421=["DATA"])
+    client = smtplib.SMTP(sink.host, sink.port, timeout=5)
+    try:
+        with pytest.raises((smtplib.SMTPDataError, smtplib.SMTPServerDisconnected)) as info:
+            client.sendmail("a@x.test", ["b@x.test"], MESSAGE)
+        if isinstance(info.value, smtplib.SMTPDataError):
+            assert info.value.smtp_code == 421
+    finally:
+        client.close()
 
 
 # -- Dovecot --------------------------------------------------------------------------

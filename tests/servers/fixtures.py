@@ -8,6 +8,7 @@ from __future__ import annotations
 from tests.servers._util import need
 from tests.servers.dovecot import dovecot, dovecot_user
 from tests.servers.smtp import smtp_server, smtp_server_factory
+from tests.servers.smtp_sink import smtp_sink, smtp_sink_factory
 from tests.servers.tls import tls_ca
 
 __all__ = [
@@ -16,5 +17,7 @@ __all__ = [
     "need",
     "smtp_server",
     "smtp_server_factory",
+    "smtp_sink",
+    "smtp_sink_factory",
     "tls_ca",
 ]
