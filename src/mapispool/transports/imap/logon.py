@@ -337,7 +337,7 @@ class ImapLogon(TransportLogon):
                 self.support.get_state(state_key(self.common.account_id, folder))
             )
             if state.uidvalidity != info.uidvalidity:
-                waiting += max(1, info.exists)
+                waiting += info.exists
                 continue
             uids = await self._worker.run(self._conn.uids_above, state.floor if keep else 0)
             if keep:
