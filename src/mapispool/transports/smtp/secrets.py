@@ -9,9 +9,11 @@ contains the secret, the command's output or its error stream (which may echo it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import inspect
 import os
+import signal
 from pathlib import Path
 
 from ...mapi import MAPI_E_LOGON_FAILED, MapiError
@@ -43,14 +45,20 @@ async def run_secret_command(command: str, key: str, limit: float = COMMAND_TIME
     """
     try:
         process = await asyncio.create_subprocess_shell(
-            command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE
+            command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            # Its own process group, so a timeout kills the helper's children too (a
+            # surviving child would hold the pipe open and hang us anyway).
+            start_new_session=True,
         )
     except OSError as exc:
         raise MapiError(MAPI_E_LOGON_FAILED, f"{key}: cannot start the command") from exc
     try:
         stdout, _ = await asyncio.wait_for(process.communicate(), limit)
     except TimeoutError as exc:
-        process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         await process.wait()
         raise MapiError(
             MAPI_E_LOGON_FAILED, f"{key}: the command did not finish within {limit:g} s"
