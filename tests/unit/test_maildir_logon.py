@@ -441,6 +441,34 @@ async def test_a_file_that_cannot_be_moved_is_kept_and_not_stored_twice(
     assert len(support.inbox) == 1
 
 
+async def test_an_unreadable_file_is_skipped_reported_once_and_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unreadable file does not block the others, is logged once, leaves poll's count,
+    and is received at a later flush once it can be read."""
+    inbox = make_maildir(tmp_path / "Maildir")
+    bad = drop(inbox, "1.a.host", b"one")
+    drop(inbox, "2.b.host", b"two")
+    logon, support = await logon_with({"path": str(inbox)})
+    real_read = Path.read_bytes
+
+    def guarded(path: Path) -> bytes:
+        if path == bad:
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_read(path)
+
+    monkeypatch.setattr(Path, "read_bytes", guarded)
+    with caplog.at_level(logging.WARNING, logger="test.maildir"):
+        assert await support.receive_all(logon) == 1
+        assert await logon.poll() == 0
+        assert await support.receive_all(logon) == 0
+    assert caplog.text.count("cannot read") == 1
+    assert files(inbox / "new") == ["1.a.host"]
+    monkeypatch.undo()
+    assert await support.receive_all(logon) == 1
+    assert support.inbox == {"maildir:1.a.host": b"one", "maildir:2.b.host": b"two"}
+
+
 async def test_new_files_arriving_between_flushes_are_picked_up(tmp_path: Path) -> None:
     """A second flush sees files that arrived after the first one listed the folder."""
     inbox = make_maildir(tmp_path / "Maildir")

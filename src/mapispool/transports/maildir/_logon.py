@@ -96,7 +96,8 @@ class MaildirLogon(TransportLogon):
         # flush lists the folder once rather than once per message.
         self._queue: deque[Waiting] = deque()
         self._finished: set[str] = set()  # keys stored and finished: skip without a query
-        self._skipped: set[str] = set()  # unreadable files, reported once per logon
+        # Unreadable files: reported once, left out of poll's count, tried again at flushes.
+        self._unreadable: set[str] = set()
         self._warned: set[str] = set()  # files we could not move or delete, reported once
 
     # -- routing and outbound ---------------------------------------------------------
@@ -188,9 +189,8 @@ class MaildirLogon(TransportLogon):
                 listed_again = True
                 continue
             item = self._queue.popleft()
-            if item.key in self._skipped or (
-                item.key in self._finished and not needs_finishing(item, self.settings.action)
-            ):
+            pending = needs_finishing(item, self.settings.action)
+            if item.key in self._finished and not pending:
                 continue
             if not message.is_known(item.key):
                 try:
@@ -198,19 +198,24 @@ class MaildirLogon(TransportLogon):
                 except FileNotFoundError:
                     continue  # another reader took it after we listed
                 except OSError as exc:
-                    self._skipped.add(item.key)
-                    self.support.logger.warning(
-                        "cannot read %s: %s; leaving it in place", item.path, exc.strerror
-                    )
+                    if item.key not in self._unreadable:
+                        self._unreadable.add(item.key)
+                        self.support.logger.warning(
+                            "cannot read %s: %s; leaving it in place", item.path, exc.strerror
+                        )
                     continue
+                self._unreadable.discard(item.key)
                 self._fill(message, item, content)
                 message.save_changes()
                 await self._finish(item)
                 return
-            await self._finish(item)
+            if pending:
+                await self._finish(item)
+            else:
+                self._finished.add(item.key)
 
     def _is_new(self, item: Waiting) -> bool:
-        if item.key in self._finished or item.key in self._skipped:
+        if item.key in self._finished or item.key in self._unreadable:
             return False
         return not self.support.has_dedupe_key(item.key)
 
