@@ -7,9 +7,10 @@ exception, a log line or a status string: errors name the setting, not its value
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib
 import os
-import shlex
+import signal
 import subprocess
 from pathlib import Path
 
@@ -61,22 +62,32 @@ class Credentials:
 
 
 def _run_command(command: str, key: str, timeout: float) -> str:
-    # No shell: the command line is split like a shell would, but nothing is interpreted.
+    # Run by the shell, as the smtp transport does, so that the same command line works
+    # in every section; in its own session so that a timeout kills its children too.
     try:
-        done = subprocess.run(
-            shlex.split(command),
-            capture_output=True,
-            timeout=timeout,
-            check=False,
+        process = subprocess.Popen(
+            command,
+            shell=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
-    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+    except OSError:
+        raise MapiError(MAPI_E_LOGON_FAILED, f"{key}: cannot start the command") from None
+    try:
+        stdout, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
         raise MapiError(
-            MAPI_E_LOGON_FAILED, f"{key}: cannot run it ({type(exc).__name__})"
+            MAPI_E_LOGON_FAILED, f"{key}: the command did not finish within {timeout:g} s"
         ) from None
-    if done.returncode != 0:
-        raise MapiError(MAPI_E_LOGON_FAILED, f"{key} exited with status {done.returncode}")
+    if process.returncode != 0:
+        raise MapiError(MAPI_E_LOGON_FAILED, f"{key} exited with status {process.returncode}")
     # Only the first line counts: helpers such as `pass` print metadata after it.
-    lines = done.stdout.decode("utf-8", "replace").splitlines()
+    lines = stdout.decode("utf-8", "replace").splitlines()
     value = lines[0].strip() if lines else ""
     if not value:
         raise MapiError(MAPI_E_LOGON_FAILED, f"{key} printed nothing")

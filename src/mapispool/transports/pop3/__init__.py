@@ -1,0 +1,13 @@
+"""The ``pop3`` inbound transport: POP3 via stdlib poplib, off the event loop.
+
+Dedupe keys are ``pop3:<account>:<uidl>``; see docs/transports/pop3.md for settings and
+guarantees.
+"""
+
+from __future__ import annotations
+
+from .logon import Pop3Logon
+from .provider import Pop3Provider
+from .settings import Pop3Settings
+
+__all__ = ["Pop3Logon", "Pop3Provider", "Pop3Settings"]

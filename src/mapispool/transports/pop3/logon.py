@@ -1,0 +1,265 @@
+"""``Pop3Logon``: the asynchronous half of the POP3 transport (IXPLogon for inbound).
+
+A *pass* is one POP3 session: UIDL + LIST, skip UIDLs already committed (no RETR), leave
+messages over ``max_size`` on the server (reported), RETR the rest in batches and hand
+them out one per ``start_message``. With ``action = "delete"`` a message is DELE'd only
+after its ``save_changes()`` returned, and the deletions take effect at the QUIT that ends
+the pass; if the session dies first, the server keeps them and the next pass deletes
+them without downloading them again.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from ...mapi import (
+    FLUSH_DOWNLOAD,
+    FORCE_XP_DISCONNECT,
+    LOGON_SP_POLL,
+    MAPI_E_LOGON_FAILED,
+    NOTIFY_END_INBOUND_FLUSH,
+    STATUS_AVAILABLE,
+    STATUS_FAILURE,
+    STATUS_INBOUND_ACTIVE,
+    STATUS_INBOUND_FLUSH,
+    STATUS_OFFLINE,
+    MapiError,
+)
+from ...spi import InboundMessage, Support, TransportLogon
+from .._inbound.worker import Worker
+from .client import Pop3Connection
+from .protocol import Entry, Plan, plan_pass, take_batch
+from .settings import Pop3Settings
+
+#: Upper bound, in bytes, of the messages one batch of RETRs holds in memory.
+FETCH_BYTES = 32 * 1024 * 1024
+
+
+@dataclass
+class _Item:
+    entry: Entry
+    data: bytes
+
+
+class Pop3Logon(TransportLogon):
+    """Downloads new mail from a POP3 maildrop; see docs/transports/pop3.md."""
+
+    logon_flags = LOGON_SP_POLL
+
+    def __init__(self, support: Support, settings: Pop3Settings) -> None:
+        super().__init__(support)
+        self.settings = settings
+        self.common = settings.common
+        self._conn = Pop3Connection(settings, support.logger)
+        self._worker = Worker(f"pop3-{support.name}")
+        self._plan: Plan | None = None
+        self._queue: deque[_Item] = deque()
+        self._to_delete: list[int] = []
+        self._received = 0
+        self._notes: list[str] = []
+
+    def address_types(self) -> tuple[str, ...]:
+        """Inbound only: no address type is handled."""
+        return ()
+
+    async def flush_queues(self, flags: int) -> None:
+        """MRXP default, and a fresh session for ``FLUSH_DOWNLOAD`` (a POP3 session only
+        sees the maildrop as it was when it began)."""
+        if flags & FLUSH_DOWNLOAD and self._plan is not None:
+            await self._abandon_pass()
+        await super().flush_queues(flags)
+
+    async def transport_notify(self, flags: int, data: object | None = None) -> None:
+        """MRXP default; at the end of an inbound flush, end an unfinished session with
+        QUIT so that the deletions of committed messages take effect."""
+        if flags & NOTIFY_END_INBOUND_FLUSH and self._plan is not None:
+            await self._abandon_pass()
+        await super().transport_notify(flags, data)
+
+    async def start_message(self, message: InboundMessage) -> None:
+        """Deliver the next new message, or return without saving when the pass is over.
+
+        Raises ``MapiError`` on a network, login or server failure (after clearing the
+        inbound bits and recording the error in the status row); committed messages stay
+        committed, nothing uncommitted is deleted on the server.
+        """
+        try:
+            item = await self._next_item()
+            if item is None:
+                await self._end_pass()
+                return
+            message.set_content(item.data)
+            message.dedupe_key = item.entry.key
+            message.save_changes()
+        except MapiError as error:
+            await self._fail(error)
+            raise
+        if not message.duplicate:
+            self._received += 1
+        if self.common.action == "delete":
+            self._to_delete.append(item.entry.number)
+
+    async def _next_item(self) -> _Item | None:
+        if self._plan is None:
+            await self._begin_pass()
+        plan = self._plan
+        assert plan is not None
+        if not self._queue and plan.download:
+            await self._flush_deletes()
+            batch = take_batch(plan.download, self.common.batch_size, FETCH_BYTES)
+            numbers = [e.number for e in batch]
+            datas = await self._worker.run(self._conn.retrieve, numbers)
+            self._queue.extend(_Item(e, d) for e, d in zip(batch, datas, strict=True))
+        return self._queue.popleft() if self._queue else None
+
+    async def _begin_pass(self) -> None:
+        self._received = 0
+        self._notes = []
+        self._to_delete = []
+        self.update_status(
+            set_bits=STATUS_INBOUND_ACTIVE, text=f"Checking for new mail on {self.common.host}"
+        )
+        await self._worker.run(self._conn.connect)
+        uidls, sizes = await self._worker.run(self._conn.listing)
+        plan = plan_pass(
+            uidls,
+            sizes,
+            self.common.account_id,
+            self.support.has_dedupe_key,
+            self.settings.max_size,
+        )
+        if self.common.action == "delete":
+            self._to_delete.extend(e.number for e in plan.known)
+        for entry in plan.oversize:
+            what = await self._worker.run(self._conn.describe, entry.number)
+            note = (
+                f"message {what} is {entry.size} bytes, over max_size "
+                f"({self.settings.max_size}): left on the server"
+            )
+            self.support.logger.warning("%s", note)
+            self._notes.append(note)
+        self._plan = plan
+        if plan.download:
+            self.update_status(text=f"Downloading {len(plan.download)} message(s)")
+
+    def _plan_for(self, uidls: dict[int, str], sizes: dict[int, int]) -> Plan:
+        known = self.support.has_dedupe_key
+        return plan_pass(uidls, sizes, self.common.account_id, known, self.settings.max_size)
+
+    async def _flush_deletes(self) -> None:
+        if self._to_delete:
+            numbers, self._to_delete = self._to_delete, []
+            await self._worker.run(self._conn.delete, numbers)
+
+    async def _end_pass(self) -> None:
+        await self._flush_deletes()
+        await self._worker.run(self._conn.quit)
+        self._plan = None
+        text = f"Received {self._received} new message(s) from {self.common.host}"
+        if self._notes:
+            text += "; " + "; ".join(self._notes)
+        self.update_status(
+            set_bits=STATUS_AVAILABLE,
+            clear_bits=STATUS_INBOUND_ACTIVE | STATUS_OFFLINE | STATUS_FAILURE,
+            text=text,
+        )
+
+    async def _abandon_pass(self) -> None:
+        self._queue.clear()
+        try:
+            await self._flush_deletes()
+            await self._worker.run(self._conn.quit)
+        except MapiError as error:
+            # Committed messages are safe; the next pass deletes them again.
+            self.support.logger.warning("ending the POP3 session failed: %s", error)
+            await self._worker.run(self._conn.close)
+        self._plan = None
+        self.update_status(clear_bits=STATUS_INBOUND_ACTIVE)
+
+    async def _fail(self, error: MapiError) -> None:
+        self._queue.clear()
+        self._plan = None
+        self._to_delete = []
+        # No QUIT: deletions of this session are rolled back; the next pass redoes them.
+        await self._worker.run(self._conn.close)
+        bit = STATUS_FAILURE if error.hresult == MAPI_E_LOGON_FAILED else STATUS_OFFLINE
+        self.support.logger.warning("inbound pass failed: %s", error)
+        self.update_status(
+            set_bits=bit,
+            clear_bits=STATUS_INBOUND_ACTIVE | STATUS_INBOUND_FLUSH | STATUS_AVAILABLE,
+            text=f"Last error: {error}",
+        )
+
+    # -- polling, state, logoff --------------------------------------------------------
+
+    async def poll(self) -> int:
+        """How many messages wait (unknown UIDLs; with action=delete also committed ones
+        still to delete), from a short UIDL session. Never raises: a failure is recorded
+        in the status row and counts as 0."""
+        if self._plan is not None:
+            return max(1, len(self._queue) + len(self._plan.download))
+        try:
+            await self._worker.run(self._conn.connect)
+            try:
+                uidls, sizes = await self._worker.run(self._conn.listing)
+            finally:
+                await self._worker.run(self._conn.quit)
+        except MapiError as error:
+            bit = STATUS_FAILURE if error.hresult == MAPI_E_LOGON_FAILED else STATUS_OFFLINE
+            self.update_status(
+                set_bits=bit, clear_bits=STATUS_AVAILABLE, text=f"Last error: {error}"
+            )
+            return 0
+        plan = plan_pass(
+            uidls,
+            sizes,
+            self.common.account_id,
+            self.support.has_dedupe_key,
+            self.settings.max_size,
+        )
+        waiting = len(plan.download)
+        if self.common.action == "delete":
+            waiting += len(plan.known)
+        return waiting
+
+    async def validate_state(self, flags: int) -> None:
+        """Open and close a session (or only disconnect, with ``FORCE_XP_DISCONNECT``);
+        set ``STATUS_AVAILABLE``, ``STATUS_OFFLINE`` or ``STATUS_FAILURE``."""
+        if flags & FORCE_XP_DISCONNECT:
+            if self._plan is None:
+                await self._worker.run(self._conn.close)
+            self.update_status(
+                set_bits=STATUS_OFFLINE, clear_bits=STATUS_AVAILABLE, text="Disconnected"
+            )
+            return
+        if self._plan is not None:
+            return  # a session is open and working; checking it would disturb the pass
+        try:
+            await self._worker.run(self._conn.connect)
+            await self._worker.run(self._conn.quit)
+        except MapiError as error:
+            bit = STATUS_FAILURE if error.hresult == MAPI_E_LOGON_FAILED else STATUS_OFFLINE
+            self.update_status(
+                set_bits=bit,
+                clear_bits=STATUS_AVAILABLE | (STATUS_OFFLINE | STATUS_FAILURE) & ~bit,
+                text=f"Last error: {error}",
+            )
+            return
+        self.update_status(
+            set_bits=STATUS_AVAILABLE,
+            clear_bits=STATUS_OFFLINE | STATUS_FAILURE,
+            text=f"Connected to {self.common.host}",
+        )
+
+    async def logoff(self, flags: int) -> None:
+        """QUIT an open session (committing deletions of committed messages), stop the
+        worker thread. Never raises."""
+        try:
+            if self._plan is not None:
+                await self._abandon_pass()
+            await self._worker.run(self._conn.close)
+        except Exception:  # logoff is always accepted (SPI contract)
+            self.support.logger.debug("POP3 logoff failed", exc_info=True)
+        finally:
+            self._worker.close()
