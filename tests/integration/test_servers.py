@@ -13,6 +13,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
 from tests.servers.dovecot import DovecotServer, MailUser
+from tests.servers.postfix import PostfixServer
 from tests.servers.smtp import SmtpServer, SmtpServerFactory
 from tests.servers.smtp_sink import SmtpSink, SmtpSinkFactory
 from tests.servers.tls import TlsFiles
@@ -255,3 +256,27 @@ def test_dovecot_restart_keeps_mail(dovecot: DovecotServer, dovecot_user: MailUs
     with IMAPClient(dovecot.host, dovecot.imap_port, ssl=False) as client:
         client.login(dovecot_user.name, dovecot_user.password)
         assert client.select_folder("INBOX")[b"EXISTS"] == 1
+
+
+# -- Postfix --------------------------------------------------------------------------
+
+
+def test_postfix_delivers_into_dovecot_maildir(
+    postfix: PostfixServer, dovecot: DovecotServer
+) -> None:
+    """Mail sent to the full Postfix on its port lands in the Dovecot Maildir and is fetched
+    over IMAP with its body intact."""
+    user = postfix.user
+    with smtplib.SMTP(postfix.host, postfix.port, timeout=5) as client:
+        refused = client.sendmail("alice@other.test", [user.address], MESSAGE)
+    assert refused == {}
+    postfix.wait_for_messages(1)
+    with IMAPClient(dovecot.host, dovecot.imap_port, ssl=False) as client:
+        client.login(user.name, user.password)
+        client.select_folder("INBOX", readonly=True)
+        (uid,) = client.search()
+        fetched = client.fetch([uid], ["BODY.PEEK[]"])[uid][b"BODY[]"]
+    headers, _, body = fetched.partition(b"\r\n\r\n")
+    assert body == MESSAGE.partition(b"\r\n\r\n")[2]
+    assert b"Return-Path: <alice@other.test>" in headers
+    assert b"Subject: smoke" in headers

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from tests.servers._util import need
 from tests.servers.dovecot import dovecot, dovecot_user
+from tests.servers.postfix import postfix
 from tests.servers.smtp import smtp_server, smtp_server_factory
 from tests.servers.smtp_sink import smtp_sink, smtp_sink_factory
 from tests.servers.tls import tls_ca
@@ -15,6 +16,7 @@ __all__ = [
     "dovecot",
     "dovecot_user",
     "need",
+    "postfix",
     "smtp_server",
     "smtp_server_factory",
     "smtp_sink",
