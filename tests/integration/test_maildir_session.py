@@ -20,10 +20,13 @@ session_module = pytest.importorskip(
 )
 Session: Any = session_module.Session
 
+# With its own Date and Message-ID, so that submission adds nothing and the delivered file
+# must equal these bytes exactly.
 RAW = (
     b"From: alice@example.org\r\n"
     b"To: bob@local.test\r\n"
     b"Subject: maildir end to end\r\n"
+    b"Date: Tue, 14 Nov 2023 22:13:20 +0000\r\n"
     b"Message-ID: <e2e-1@example.org>\r\n"
     b"\r\n"
     b"Hello through a Maildir.\r\n"

@@ -514,16 +514,21 @@ async def test_logon_creates_the_inbox_when_asked(tmp_path: Path) -> None:
     assert status_code(support) & STATUS_AVAILABLE
 
 
-async def test_send_only_logons_do_not_poll(tmp_path: Path) -> None:
-    """Without path, or with LOGON_NO_INBOUND, the logon asks for no polling."""
-    logon, _ = await logon_with({})
+async def test_send_only_logon_does_not_poll() -> None:
+    """Without path the logon asks for no polling and receives nothing."""
+    logon, support = await logon_with({})
     assert not logon.logon_flags & LOGON_SP_POLL
     assert await logon.poll() == 0
+    assert await support.receive_all(logon) == 0
+
+
+async def test_logon_no_inbound_only_defers_receiving(tmp_path: Path) -> None:
+    """LOGON_NO_INBOUND (inbound enabled later by NOTIFY_BEGIN_INBOUND) keeps polling on."""
     inbox = make_maildir(tmp_path / "Maildir")
     drop(inbox, "1.a.host")
     logon, support = await logon_with({"path": str(inbox)}, LOGON_NO_INBOUND)
-    assert not logon.logon_flags & LOGON_SP_POLL
-    assert await support.receive_all(logon) == 0
+    assert logon.logon_flags & LOGON_SP_POLL
+    assert await support.receive_all(logon) == 1
 
 
 async def test_validate_state_reports_availability_and_failure(tmp_path: Path) -> None:

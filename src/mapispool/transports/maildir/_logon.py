@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from ...mapi import (
-    LOGON_NO_INBOUND,
     LOGON_SP_POLL,
     MAPI_E_DISK_ERROR,
     MAPI_E_FAILONEPROVIDER,
@@ -87,10 +86,10 @@ class MaildirLogon(TransportLogon):
     each ``start_message`` stores one file and only then moves or deletes it.
     """
 
-    def __init__(self, support: Support, settings: MaildirSettings, *, inbound: bool) -> None:
+    def __init__(self, support: Support, settings: MaildirSettings) -> None:
         super().__init__(support)
         self.settings = settings
-        self.inbox: Path | None = settings.path if inbound else None
+        self.inbox: Path | None = settings.path
         self.logon_flags = LOGON_SP_POLL if self.inbox is not None else 0
         # Files listed but not looked at yet: each start_message takes from here, so a
         # flush lists the folder once rather than once per message.
@@ -318,10 +317,11 @@ class MaildirProvider(_TransportProvider):
             settings = MaildirSettings.parse(self.settings)
         except ValueError as exc:
             raise MapiError(MAPI_E_UNCONFIGURED, f"transports.{self.name}: {exc}") from exc
-        inbound = settings.path is not None and not flags & LOGON_NO_INBOUND
-        if inbound and settings.path is not None:
+        # LOGON_NO_INBOUND only means "not yet": the spooler enables inbound afterwards
+        # with NOTIFY_BEGIN_INBOUND and calls poll only from then on, so it changes nothing.
+        if settings.path is not None:
             await asyncio.to_thread(_prepare_inbox, settings.path, settings.create)
-        logon = MaildirLogon(support, settings, inbound=inbound)
+        logon = MaildirLogon(support, settings)
         await logon.validate_state(0)
         return logon
 
