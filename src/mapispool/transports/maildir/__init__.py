@@ -9,10 +9,12 @@ the dedupe key ``maildir:<unique part of the file name>`` before it is moved to 
 
 Why not ``mailbox.Maildir``: its ``add`` fsyncs the file but not the ``new/`` directory,
 so a power cut right after a delivery can lose a message the spooler already counted as
-sent; it also rewrites line endings of some inputs, whereas this transport delivers the
-submitted bytes unchanged. The delivery here follows the Maildir protocol CPython's
-``mailbox`` implements (unique name in ``tmp/``, write, fsync, link into ``new/``) and adds
-the directory fsync. Reading needs nothing from ``mailbox`` beyond listing a directory.
+sent; and it rewrites what it is given to the platform's line separator (message objects
+are re-generated), whereas this transport must deliver the submitted bytes unchanged. The
+delivery here follows the same Maildir protocol as CPython's ``mailbox`` (unique name in
+``tmp/``, write, fsync, link into ``new/``, rename where links are unsupported) and adds
+the directory fsync. Receiving needs nothing from ``mailbox`` beyond listing a directory,
+and the exactly-once order (commit, then move) is easier to see in plain ``os`` calls.
 
 POSIX only: the ``:2,`` info separator is not a valid file-name character on Windows.
 """
