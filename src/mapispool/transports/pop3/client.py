@@ -16,7 +16,7 @@ from ...mapi import MAPI_E_CALL_FAILED, MAPI_E_LOGON_FAILED, MAPI_E_NO_SUPPORT, 
 from .._inbound.errors import translate_error
 from .._inbound.secrets import Credentials, b64, sasl_oauthbearer, sasl_xoauth2
 from .._inbound.tls import make_ssl_context
-from .protocol import describe_headers, parse_listing, parse_sizes
+from .protocol import describe_headers, is_temporary, parse_listing, parse_sizes
 from .settings import Pop3Settings
 
 T = TypeVar("T")
@@ -51,15 +51,20 @@ class Pop3Connection:
         except MapiError:
             raise
         except Exception as exc:
+            seen: BaseException = exc
+            if isinstance(exc, poplib.error_proto) and is_temporary(str(exc)):
+                # The server is going away or busy ("-ERR EOF" is poplib's way to say the
+                # connection closed): a network failure to retry, not a refusal.
+                seen = ConnectionResetError(str(exc).strip("b'\""))
             error = translate_error(
-                exc,
+                seen,
                 doing=doing,
                 where=self.where,
                 secrets=self._secrets,
                 protocol_errors=_PROTOCOL_ERRORS,
                 auth_errors=_PROTOCOL_ERRORS if login else (),
             )
-            if isinstance(exc, OSError | EOFError):
+            if isinstance(seen, OSError | EOFError):
                 self.close()
             raise error from exc
 

@@ -32,6 +32,13 @@ def parse_sizes(lines: Iterable[bytes]) -> dict[int, int]:
     return {n: int(v) for n, v in parse_listing(lines).items() if v.isdigit()}
 
 
+def is_temporary(reply: str) -> bool:
+    """True for ``-ERR`` replies that say "try again later" (RFC 2449/3206 response codes
+    ``[SYS/TEMP]`` and ``[IN-USE]``), and for poplib's "-ERR EOF" (connection closed)."""
+    upper = reply.upper()
+    return "[SYS/TEMP]" in upper or "[IN-USE]" in upper or upper.strip("b'\" ") == "-ERR EOF"
+
+
 def describe_headers(lines: Iterable[bytes]) -> str:
     """``From`` and ``Subject`` from a ``TOP n 0`` answer, for status messages."""
     raw = b"\r\n".join(lines)

@@ -1,0 +1,569 @@
+"""The spooler: logs transports on, sends queued mail, polls for new mail, runs flushes,
+keeps the status table, and shuts down without losing anything (DESIGN §2, §6, §7)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ..mapi import (
+    FLUSH_ASYNC_OK,
+    FLUSH_DOWNLOAD,
+    FLUSH_FORCE,
+    FLUSH_NO_UI,
+    FLUSH_UPLOAD,
+    LOGOFF_NORMAL,
+    LOGON_NO_DIALOG,
+    LOGON_NO_INBOUND,
+    LOGON_NO_OUTBOUND,
+    MAPI_E_BUSY,
+    MAPI_E_INVALID_PARAMETER,
+    MAPI_E_NO_SUPPORT,
+    MAPI_E_NOT_FOUND,
+    MAPI_E_UNKNOWN_FLAGS,
+    MAPI_SPOOLER,
+    MAPI_TRANSPORT_PROVIDER,
+    NOTIFY_ABORT_DEFERRED,
+    NOTIFY_BEGIN_INBOUND,
+    NOTIFY_BEGIN_OUTBOUND,
+    NOTIFY_CONFIG_CHANGE,
+    NOTIFY_CRITICAL_ERROR,
+    NOTIFY_END_INBOUND,
+    NOTIFY_END_INBOUND_FLUSH,
+    NOTIFY_END_OUTBOUND,
+    NOTIFY_END_OUTBOUND_FLUSH,
+    NOTIFY_NEWMAIL,
+    NOTIFY_READYTOSEND,
+    NOTIFY_SENTDEFERRED,
+    PR_RESOURCE_METHODS,
+    PR_STATUS_CODE,
+    PR_STATUS_STRING,
+    STATUS_AVAILABLE,
+    STATUS_FAILURE,
+    STATUS_FLUSH_QUEUES,
+    STATUS_INBOUND_ENABLED,
+    STATUS_INBOUND_FLUSH,
+    STATUS_OFFLINE,
+    STATUS_OUTBOUND_ENABLED,
+    STATUS_OUTBOUND_FLUSH,
+    STATUS_VALIDATE_STATE,
+    STATUSROW_UPDATE,
+    MapiError,
+)
+from ..profile import Profile
+from ..spi import InboundMessage
+from ..store import QueueEntry, QueueState, Store
+from .flush import FlushCoordinator, FlushResult, ProgressCallback
+from .inbound import InboundRunner
+from .logons import LogonHandle, SpoolerSupport
+from .outbound import Offered, OutboundRunner
+from .retry import RetryPolicy
+from .routing import Registration, route
+from .status import SPOOLER_ROW, StatusTable
+
+log = logging.getLogger("mapispool.spooler")
+
+VALID_FLUSH_FLAGS = FLUSH_UPLOAD | FLUSH_DOWNLOAD | FLUSH_FORCE | FLUSH_NO_UI | FLUSH_ASYNC_OK
+#: How long shutdown waits for a transport call in progress before giving up on it.
+SHUTDOWN_GRACE = 30.0
+
+
+@dataclass
+class FlushTicket:
+    """A flush started with FLUSH_ASYNC_OK: its task and, once done, its result."""
+
+    task: asyncio.Task[FlushResult]
+
+
+class Spooler:
+    """One spooler per store. Create with ``Spooler(profile, store)``, then ``await start()``."""
+
+    def __init__(self, profile: Profile, store: Store) -> None:
+        self.profile = profile
+        self.store = store
+        self.status = StatusTable()
+        self.retry_policy = RetryPolicy(profile.retry)
+        self.outbound = OutboundRunner(self)
+        self.inbound = InboundRunner(self)
+        self.flusher = FlushCoordinator(self)
+        self.handles = [LogonHandle(config) for config in profile.transports]
+        self.shutting_down = False
+        self.activity = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._requests = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._flush_waiting = 0
+        self._newmail_listeners: list[Callable[[InboundMessage], None]] = []
+        self.recovered: dict[str, int] = {}
+
+    # -- start and stop -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Take the store's spooler lock, repair what a killed spooler left, log every
+        transport on in transport order, and start the background work."""
+        if not self.store.acquire_spooler_lock():
+            raise MapiError(
+                MAPI_E_BUSY,
+                f"another spooler is already running on {self.store.path}; "
+                "talk to it (mapispool commands do) or stop it first",
+            )
+        self.recovered = self.store.recover()
+        self.status.add_row(
+            SPOOLER_ROW,
+            display_name="Spooler",
+            provider_display="mapispool",
+            resource_type=MAPI_SPOOLER,
+            resource_methods=STATUS_VALIDATE_STATE | STATUS_FLUSH_QUEUES,
+        )
+        for handle in self.handles:
+            await self._logon(handle)
+        self.persist_status()
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._serve_requests(), name="flush-requests"))
+        self._tasks.append(loop.create_task(self._persist_loop(), name="status-persist"))
+        if self.profile.send_immediately:
+            self._tasks.append(loop.create_task(self._sender_loop(), name="sender"))
+        for handle in self.handles:
+            if handle.polls:
+                self._tasks.append(
+                    loop.create_task(self._poll_loop(handle), name=f"poll-{handle.name}")
+                )
+
+    async def _logon(self, handle: LogonHandle) -> None:
+        config = handle.config
+        self.status.add_row(
+            handle.name,
+            display_name=handle.name,
+            provider_display=config.provider,
+            resource_type=MAPI_TRANSPORT_PROVIDER,
+            resource_methods=STATUS_VALIDATE_STATE | STATUS_FLUSH_QUEUES,
+            status_code=STATUS_AVAILABLE,
+        )
+        support = SpoolerSupport(self, handle)
+        try:
+            provider = config.provider_class(handle.name, config.settings)
+            logon = await provider.transport_logon(
+                support, LOGON_NO_DIALOG | LOGON_NO_INBOUND | LOGON_NO_OUTBOUND
+            )
+            handle.attach(provider, logon)
+            self.status.modify(
+                handle.name, {PR_RESOURCE_METHODS: int(logon.resource_methods)}, STATUSROW_UPDATE
+            )
+            handle.address_types = tuple(logon.address_types())
+            await handle.call(
+                lambda lg: lg.transport_notify(NOTIFY_BEGIN_INBOUND | NOTIFY_BEGIN_OUTBOUND)
+            )
+        except Exception as exc:
+            handle.logon_error = str(exc) or type(exc).__name__
+            log.error("transport %s failed to log on: %s", handle.name, handle.logon_error)
+            self.status.modify(
+                handle.name,
+                {
+                    PR_STATUS_CODE: STATUS_FAILURE,
+                    PR_STATUS_STRING: f"Logon failed: {handle.logon_error}",
+                },
+                STATUSROW_UPDATE,
+            )
+
+    async def shutdown(self) -> None:
+        """Stop: a flush in progress ends after its current call with one
+        ``transport_notify(NOTIFY_END_INBOUND_FLUSH | NOTIFY_END_OUTBOUND_FLUSH)``; parked
+        messages are handed back (NOTIFY_ABORT_DEFERRED); every transport is logged off."""
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        self._wake.set()
+        self._requests.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.activity.acquire(), SHUTDOWN_GRACE)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for handle in self.handles:
+            await self._logoff(handle)
+        self.persist_status()
+        self.store.release_spooler_lock()
+
+    async def _logoff(self, handle: LogonHandle) -> None:
+        if handle.logon is None:
+            return
+        try:
+            for entry in self.store.parked_entries(handle.name):
+                await handle.call(
+                    lambda lg, e=entry: lg.transport_notify(NOTIFY_ABORT_DEFERRED, e.entry_id)  # type: ignore[misc]
+                )
+                self.store.transition(entry.entry_id, QueueState.QUEUED, event="unparked",
+                                      transport=handle.name)  # fmt: skip
+            await handle.call(
+                lambda lg: lg.transport_notify(NOTIFY_END_INBOUND | NOTIFY_END_OUTBOUND)
+            )
+            await handle.call(lambda lg: lg.logoff(LOGOFF_NORMAL))
+        except Exception:  # logoff always counts, whatever the transport says
+            log.exception("transport %s failed while logging off", handle.name)
+        finally:
+            handle.logon = None
+            if handle.provider is not None:
+                with contextlib.suppress(Exception):
+                    await handle.provider.shutdown()
+
+    async def end_flush_for_shutdown(self, handle: LogonHandle) -> None:
+        """Shutdown in the middle of a flush: one combined end notification (DESIGN §6.7)."""
+        await handle.call(
+            lambda lg: lg.transport_notify(NOTIFY_END_INBOUND_FLUSH | NOTIFY_END_OUTBOUND_FLUSH)
+        )
+
+    # -- queries the runners use ----------------------------------------------------
+
+    def registrations(self) -> list[Registration]:
+        """(name, address types) of the logged-on transports, in transport order."""
+        return [(h.name, h.address_types) for h in self.handles if h.logged_on]
+
+    def all_logged_on(self) -> bool:
+        """True unless some transport failed to log on (then unroutable mail waits
+        instead of bouncing: the missing transport might have taken it)."""
+        return all(h.logon is not None for h in self.handles)
+
+    def handle_named(self, name: str) -> LogonHandle:
+        for handle in self.handles:
+            if handle.name == name:
+                return handle
+        raise MapiError(MAPI_E_NOT_FOUND, f"no transport called {name!r}")
+
+    def work_for(
+        self, handle: LogonHandle, *, force: bool, exclude: set[bytes]
+    ) -> list[QueueEntry]:
+        """Messages to offer ``handle`` now, in submit order: the deferred ones it released,
+        then every due message with a pending recipient that routing gives to it."""
+        self.expire_overdue()
+        work: list[QueueEntry] = []
+        for entry in self.store.parked_entries(handle.name):
+            if entry.entry_id not in exclude and (
+                handle.release_all or entry.entry_id in handle.released
+            ):
+                work.append(entry)
+        registrations = self.registrations()
+        after: tuple[float, int] | None = None
+        now = time.time()
+        while True:
+            page = self.store.due_entries(now, ignore_backoff=force, after=after)
+            if not page:
+                break
+            after = (page[-1].submit_time, page[-1].seq)
+            types = self.store.pending_types([e.seq for e in page])
+            for entry in page:
+                if entry.entry_id in exclude:
+                    continue
+                if any(
+                    route(t, registrations, entry.declined) == handle.name for t in types[entry.seq]
+                ):
+                    work.append(entry)
+        return work
+
+    def expire_overdue(self) -> None:
+        """Fail (with an NDR) every waiting message past its lifetime."""
+        for entry in self.store.overdue_entries(time.time()):
+            self.outbound.expire(entry.entry_id, entry.last_error or "not sent in time")
+
+    async def offer_many(
+        self,
+        handle: LogonHandle,
+        entries: Sequence[QueueEntry],
+        keep_going: Callable[[], bool],
+    ) -> list[tuple[QueueEntry, Offered]]:
+        """Offer ``entries`` to ``handle`` in order, up to ``max_in_flight`` at once."""
+        results: list[tuple[QueueEntry, Offered]] = []
+        if handle.max_in_flight <= 1:
+            for entry in entries:
+                if not keep_going():
+                    break
+                results.append((entry, await self._offer_fresh(handle, entry)))
+            return results
+        slots = asyncio.Semaphore(handle.max_in_flight)
+
+        async def one(entry: QueueEntry) -> None:
+            async with slots:
+                if keep_going():
+                    results.append((entry, await self._offer_fresh(handle, entry)))
+
+        async with asyncio.TaskGroup() as group:
+            for entry in entries:
+                await slots.acquire()
+                slots.release()
+                if not keep_going():
+                    break
+                group.create_task(one(entry))
+        return results
+
+    async def _offer_fresh(self, handle: LogonHandle, entry: QueueEntry) -> Offered:
+        """Offer an entry after re-reading it (it may have been cancelled meanwhile)."""
+        current = self.store.queue_entry(entry.entry_id)
+        if current.state is QueueState.PARKED:
+            handle.released.discard(entry.entry_id)
+        elif current.state not in (QueueState.QUEUED, QueueState.DEFERRED, QueueState.RETRY):
+            from .outbound import Outcome
+
+            return Offered(Outcome.NOTHING)
+        return await self.outbound.offer(handle, current)
+
+    # -- notifications from transports ------------------------------------------------
+
+    def spooler_notify(self, handle: LogonHandle, flags: int, data: object | None) -> None:
+        """IMAPISupport::SpoolerNotify from ``handle``'s transport."""
+        if flags & NOTIFY_CRITICAL_ERROR:
+            handle.critical = True
+            self.status.modify(
+                handle.name,
+                {PR_STATUS_CODE: self.status.code(handle.name) | STATUS_FAILURE},
+                STATUSROW_UPDATE,
+            )
+            return
+        if flags & NOTIFY_SENTDEFERRED:
+            if data is None:
+                handle.release_all = True
+            elif isinstance(data, bytes | bytearray):
+                handle.released.add(bytes(data))
+            self._wake.set()
+        if flags & NOTIFY_NEWMAIL:
+            handle.newmail_pending = True
+            self._requests.set()
+        if flags & NOTIFY_READYTOSEND:
+            self._wake.set()
+        if flags & NOTIFY_CONFIG_CHANGE and handle.logon is not None:
+            handle.address_types = tuple(handle.logon.address_types())
+
+    def row_changed(self, handle: LogonHandle) -> None:
+        """A transport changed its row: a FLUSH bit set outside a flush is a request for
+        service (a client flushed the transport's own status object, or the transport
+        wants attention), which the spooler runs at its convenience."""
+        wants = self.status.code(handle.name) & (STATUS_INBOUND_FLUSH | STATUS_OUTBOUND_FLUSH)
+        if wants and not handle.in_flush:
+            handle.flush_requested = True
+            self._requests.set()
+
+    def newmail(self, message: InboundMessage) -> None:
+        """A message was stored in the Inbox (NotifyNewMail)."""
+        for listener in list(self._newmail_listeners):
+            try:
+                listener(message)
+            except Exception:
+                log.exception("new-mail listener failed")
+
+    def on_newmail(self, listener: Callable[[InboundMessage], None]) -> None:
+        self._newmail_listeners.append(listener)
+
+    def queue_changed(self) -> None:
+        """Something was submitted or changed state: wake the sender."""
+        self._wake.set()
+
+    # -- the spooler's status row -------------------------------------------------------
+
+    def set_spooler_flushing(self, flags: int) -> None:
+        bits = 0
+        if flags & FLUSH_UPLOAD:
+            bits |= STATUS_OUTBOUND_FLUSH
+        if flags & FLUSH_DOWNLOAD:
+            bits |= STATUS_INBOUND_FLUSH
+        code = STATUS_AVAILABLE | bits
+        self.status.modify(SPOOLER_ROW, {PR_STATUS_CODE: code}, STATUSROW_UPDATE)
+
+    def persist_status(self) -> None:
+        """Save the status table so that other processes can show it."""
+        try:
+            self.store.save_status_rows(self.status.rows(), self.status.names())
+            self.status.dirty = False
+        except MapiError:
+            log.warning("could not save the status table", exc_info=True)
+
+    async def _persist_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self.status.dirty:
+                self.persist_status()
+
+    # -- FlushQueues ----------------------------------------------------------------------
+
+    def check_flush(self, flags: int, target: bytes | None) -> list[LogonHandle]:
+        """Validate a FlushQueues request on the spooler's status object; the handles to
+        flush, in transport order."""
+        if flags & ~VALID_FLUSH_FLAGS:
+            raise MapiError(MAPI_E_UNKNOWN_FLAGS, f"unknown FlushQueues flags 0x{flags:08X}")
+        if not flags & (FLUSH_UPLOAD | FLUSH_DOWNLOAD):
+            raise MapiError(
+                MAPI_E_INVALID_PARAMETER,
+                "FlushQueues needs FLUSH_UPLOAD (send), FLUSH_DOWNLOAD (receive) or both",
+            )
+        if target is None:
+            return list(self.handles)
+        name = self.status.find(target)
+        if name is None or name == SPOOLER_ROW:
+            raise MapiError(
+                MAPI_E_NOT_FOUND, f"no transport status row with entry id {target.hex()}"
+            )
+        handle = self.handle_named(name)
+        methods = int(self.status.row(name).get(PR_RESOURCE_METHODS, 0))
+        if not methods & STATUS_FLUSH_QUEUES:
+            raise MapiError(MAPI_E_NO_SUPPORT, f"transport {name!r} does not support FlushQueues")
+        return [handle]
+
+    async def flush(
+        self,
+        flags: int,
+        target: bytes | None = None,
+        progress: ProgressCallback | None = None,
+        *,
+        wait: bool = False,
+    ) -> FlushResult | FlushTicket:
+        """IMAPIStatus::FlushQueues on the spooler's status object (DESIGN §6)."""
+        targets = self.check_flush(flags, target)
+        if self.shutting_down:
+            raise MapiError(MAPI_E_BUSY, "the spooler is shutting down")
+        if self.flusher.lock.locked() and (flags & FLUSH_ASYNC_OK or not wait):
+            raise MapiError(MAPI_E_BUSY, "a Send/Receive is already running; wait for it to finish")
+        if flags & FLUSH_NO_UI:
+            progress = None
+        if flags & FLUSH_ASYNC_OK:
+            # Take the lock before returning, so that a request right after this one is
+            # MAPI_E_BUSY even if the flush task has not started yet.
+            await self.flusher.lock.acquire()
+            task = asyncio.get_running_loop().create_task(
+                self._flush_locked(targets, flags, progress, locked=True)
+            )
+            return FlushTicket(task)
+        return await self._flush_locked(targets, flags, progress, locked=False)
+
+    async def _flush_locked(
+        self,
+        targets: list[LogonHandle],
+        flags: int,
+        progress: ProgressCallback | None,
+        *,
+        locked: bool,
+    ) -> FlushResult:
+        if not locked:
+            await self.flusher.lock.acquire()
+        try:
+            # Background sending stops between two messages when it sees a flush waiting.
+            self._flush_waiting += 1
+            try:
+                await self.activity.acquire()
+            finally:
+                self._flush_waiting -= 1
+            try:
+                for handle in targets:
+                    handle.in_flush = True
+                    handle.flush_requested = False
+                return await self.flusher.run(targets, flags, progress)
+            finally:
+                for handle in targets:
+                    handle.in_flush = False
+                self.activity.release()
+        finally:
+            self.flusher.lock.release()
+            self._wake.set()
+
+    def request_transport_flush(self, handle: LogonHandle, flags: int) -> None:
+        """IMAPIStatus::FlushQueues on a transport's own status object: set the bits in its
+        row and return; the spooler flushes it later, asynchronously to the caller."""
+        from ..spi import flush_bits_for
+
+        bits = flush_bits_for(flags)
+        self.status.modify(
+            handle.name, {PR_STATUS_CODE: self.status.code(handle.name) | bits}, STATUSROW_UPDATE
+        )
+        handle.request_flags = flags
+        self.row_changed(handle)
+
+    async def _serve_requests(self) -> None:
+        """Background: service transports that asked for a flush or announced new mail."""
+        while not self.shutting_down:
+            await self._requests.wait()
+            self._requests.clear()
+            if self.shutting_down:
+                return
+            for handle in self.handles:
+                if not handle.logged_on or self.shutting_down:
+                    continue
+                if handle.flush_requested:
+                    await self._serve_flush_request(handle)
+                if handle.newmail_pending:
+                    handle.newmail_pending = False
+                    await self._receive(handle)
+
+    async def _serve_flush_request(self, handle: LogonHandle) -> None:
+        code = self.status.code(handle.name)
+        flags = handle.request_flags & (FLUSH_FORCE | FLUSH_NO_UI)
+        if code & STATUS_OUTBOUND_FLUSH:
+            flags |= FLUSH_UPLOAD
+        if code & STATUS_INBOUND_FLUSH:
+            flags |= FLUSH_DOWNLOAD
+        handle.flush_requested = False
+        if not flags & (FLUSH_UPLOAD | FLUSH_DOWNLOAD):
+            return
+        await self.flusher.lock.acquire()
+        await self._flush_locked([handle], flags, None, locked=True)
+
+    async def _receive(self, handle: LogonHandle) -> None:
+        """Outside flushes: fetch what a transport announced (poll or NOTIFY_NEWMAIL)."""
+        if not self.status.code(handle.name) & STATUS_INBOUND_ENABLED:
+            return
+        async with self.activity:
+            if self.shutting_down:
+                return
+            await self.inbound.run(handle, lambda: not self.shutting_down and not handle.critical)
+
+    async def _poll_loop(self, handle: LogonHandle) -> None:
+        interval = handle.config.poll_interval
+        while not self.shutting_down:
+            await asyncio.sleep(interval)
+            if not handle.logged_on or self.flusher.lock.locked():
+                continue
+            if not self.status.code(handle.name) & STATUS_INBOUND_ENABLED:
+                continue
+            try:
+                waiting = await handle.call(lambda lg: lg.poll())
+            except Exception as exc:
+                log.warning("transport %s failed in poll: %s", handle.name, exc)
+                continue
+            if waiting > 0:
+                await self._receive(handle)
+
+    # -- sending as messages arrive -------------------------------------------------------
+
+    def _can_send(self, handle: LogonHandle) -> bool:
+        code = self.status.code(handle.name)
+        return (
+            handle.logged_on and bool(code & STATUS_OUTBOUND_ENABLED) and not code & STATUS_OFFLINE
+        )
+
+    async def _sender_loop(self) -> None:
+        """Background (send_immediately): offer due messages to their transports."""
+        while not self.shutting_down:
+            wakeup = self.store.next_wakeup()
+            timeout = 60.0 if wakeup is None else max(0.0, min(60.0, wakeup - time.time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            if self.shutting_down:
+                return
+            if self.flusher.lock.locked():
+                continue
+            async with self.activity:
+                await self.send_pass()
+
+    async def send_pass(self) -> None:
+        """Offer every due message once to each transport it routes to."""
+        for handle in self.handles:
+            if self.shutting_down or self._flush_waiting:
+                return
+            if not self._can_send(handle):
+                continue
+            work = self.work_for(handle, force=False, exclude=set())
+            await self.offer_many(
+                handle, work, keep_going=lambda: not (self.shutting_down or self._flush_waiting)
+            )

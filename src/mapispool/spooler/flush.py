@@ -1,0 +1,263 @@
+"""The flush protocol (DESIGN §6, the 14 steps of seeds/implementing-flushqueues.md):
+``FlushCoordinator`` drives one Send/Receive over the transports in transport order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..mapi import (
+    FLUSH_ASYNC_OK,
+    FLUSH_DOWNLOAD,
+    FLUSH_FORCE,
+    NOTIFY_END_INBOUND_FLUSH,
+    NOTIFY_END_OUTBOUND_FLUSH,
+    STATUS_INBOUND_FLUSH,
+    STATUS_OFFLINE,
+    STATUS_OUTBOUND_FLUSH,
+)
+from .outbound import Outcome
+
+if TYPE_CHECKING:
+    from .engine import Spooler
+    from .logons import LogonHandle
+
+log = logging.getLogger("mapispool.flush")
+
+
+@dataclass
+class TransportFlushResult:
+    """What one transport did during a flush."""
+
+    transport: str
+    sent: int = 0
+    received: int = 0
+    deferred: int = 0
+    retried: int = 0
+    failed: int = 0
+    uncertain: int = 0
+    bytes_sent: int = 0
+    skipped: str | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class FlushResult:
+    """The result of one Send/Receive: per transport, in transport order."""
+
+    flags: int
+    transports: dict[str, TransportFlushResult] = field(default_factory=dict)
+    interrupted: bool = False
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+
+    def total(self, name: str) -> int:
+        """The sum of one counter (``"sent"``, ``"received"``, …) over every transport."""
+        return sum(int(getattr(t, name)) for t in self.transports.values())
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed, became uncertain or hit an error."""
+        return (
+            not any(t.failed or t.uncertain or t.error for t in self.transports.values())
+            and not self.interrupted
+        )
+
+
+@dataclass(frozen=True)
+class FlushProgress:
+    """A progress event: ``phase`` is ``"outbound"``, ``"inbound"`` or ``"done"``; ``done`` and
+    ``total`` count messages (``total`` is None when unknown, as for inbound)."""
+
+    transport: str
+    phase: str
+    done: int
+    total: int | None
+    bytes_done: int = 0
+    bytes_total: int | None = None
+
+
+ProgressCallback = Callable[[FlushProgress], None]
+
+
+class FlushCoordinator:
+    """Runs flushes for one spooler; at most one at a time (MAPI_E_BUSY otherwise)."""
+
+    def __init__(self, spooler: Spooler) -> None:
+        self.spooler = spooler
+        self.lock = asyncio.Lock()
+        self._resource_locks: dict[str, asyncio.Lock] = {}
+        self.current: FlushResult | None = None
+
+    @asynccontextmanager
+    async def resources(self, handle: LogonHandle) -> AsyncIterator[None]:
+        """Hold the transport's external resources (sorted, so two flushes never deadlock)."""
+        names = sorted(handle.logon.resources) if handle.logon else []
+        async with AsyncExitStack() as stack:
+            for name in names:
+                lock = self._resource_locks.setdefault(name, asyncio.Lock())
+                await stack.enter_async_context(lock)
+            yield
+
+    async def run(
+        self,
+        targets: Sequence[LogonHandle],
+        flags: int,
+        progress: ProgressCallback | None,
+    ) -> FlushResult:
+        """One flush over ``targets`` (the caller holds ``self.lock``)."""
+        spooler = self.spooler
+        result = FlushResult(flags=flags)
+        self.current = result
+        for handle in targets:
+            result.transports[handle.name] = TransportFlushResult(handle.name)
+        spooler.set_spooler_flushing(flags)
+        try:
+            if spooler.profile.parallel_flush:
+                await asyncio.gather(*(self.flush_one(h, flags, result, progress) for h in targets))
+            else:
+                for handle in targets:
+                    if spooler.shutting_down:
+                        break
+                    await self.flush_one(handle, flags, result, progress)
+        finally:
+            result.interrupted = spooler.shutting_down
+            result.finished = time.time()
+            spooler.set_spooler_flushing(0)
+            self.current = None
+            spooler.persist_status()
+        return result
+
+    async def flush_one(
+        self,
+        handle: LogonHandle,
+        flags: int,
+        result: FlushResult,
+        progress: ProgressCallback | None,
+    ) -> None:
+        """Steps 1 to 13 for one transport."""
+        spooler = self.spooler
+        mine = result.transports.setdefault(handle.name, TransportFlushResult(handle.name))
+        if not handle.logged_on:
+            mine.skipped = "not logged on" + (
+                f": {handle.logon_error}" if handle.logon_error else ""
+            )
+            return
+        if spooler.status.code(handle.name) & STATUS_OFFLINE and not flags & FLUSH_FORCE:
+            mine.skipped = "offline"
+            return
+        async with self.resources(handle):
+            # Step 1: FlushQueues once, with every flag of the request.
+            await handle.call(lambda logon: logon.flush_queues(flags & ~FLUSH_ASYNC_OK))
+            # Steps 3-7: SubmitMessage/EndMessage while STATUS_OUTBOUND_FLUSH stays set.
+            if not spooler.shutting_down:
+                await self.outbound_phase(handle, flags, mine, progress)
+            if spooler.shutting_down:
+                await spooler.end_flush_for_shutdown(handle)
+                return
+            # Step 8: the end of the outbound part, always: a transport that sets
+            # STATUS_INBOUND_FLUSH only now (step 9) is waiting for it.
+            await handle.call(lambda logon: logon.transport_notify(NOTIFY_END_OUTBOUND_FLUSH))
+            # Steps 10-12: StartMessage while STATUS_INBOUND_FLUSH stays set.
+            if flags & FLUSH_DOWNLOAD or spooler.status.code(handle.name) & STATUS_INBOUND_FLUSH:
+                await self.inbound_phase(handle, mine, progress)
+            if spooler.shutting_down:
+                await spooler.end_flush_for_shutdown(handle)
+                return
+            # Step 12-13: the end of the inbound part; the transport clears its bit.
+            await handle.call(lambda logon: logon.transport_notify(NOTIFY_END_INBOUND_FLUSH))
+        if progress is not None:
+            progress(FlushProgress(handle.name, "done", mine.sent + mine.received, None))
+
+    def _outbound_wanted(self, handle: LogonHandle) -> bool:
+        spooler = self.spooler
+        return bool(spooler.status.code(handle.name) & STATUS_OUTBOUND_FLUSH) and not (
+            spooler.shutting_down or handle.critical
+        )
+
+    async def outbound_phase(
+        self,
+        handle: LogonHandle,
+        flags: int,
+        mine: TransportFlushResult,
+        progress: ProgressCallback | None,
+    ) -> None:
+        """Offer every due message routed to ``handle``, each at most once per flush."""
+        spooler = self.spooler
+        if not self._outbound_wanted(handle):
+            return
+        force = bool(flags & FLUSH_FORCE)
+        offered: set[bytes] = set()
+        work = spooler.work_for(handle, force=force, exclude=offered)
+        total, bytes_total = len(work), sum(e.size for e in work)
+        done = bytes_done = 0
+        if progress is not None:
+            progress(FlushProgress(handle.name, "outbound", 0, total, 0, bytes_total))
+        while work and self._outbound_wanted(handle):
+            outcomes = await spooler.offer_many(
+                handle, work, keep_going=lambda: self._outbound_wanted(handle)
+            )
+            for entry, offered_result in outcomes:
+                offered.add(entry.entry_id)
+                count_outcome(mine, offered_result.outcome, offered_result.failed)
+                if offered_result.outcome is Outcome.SENT:
+                    mine.bytes_sent += offered_result.size
+                done += 1
+                bytes_done += entry.size
+                if progress is not None:
+                    progress(
+                        FlushProgress(handle.name, "outbound", done, max(total, done),
+                                      bytes_done, bytes_total)
+                    )  # fmt: skip
+            work = spooler.work_for(handle, force=force, exclude=offered)
+            total += len(work)
+            bytes_total += sum(e.size for e in work)
+
+    async def inbound_phase(
+        self, handle: LogonHandle, mine: TransportFlushResult, progress: ProgressCallback | None
+    ) -> None:
+        """StartMessage until the transport clears STATUS_INBOUND_FLUSH or saves nothing."""
+        spooler = self.spooler
+        if progress is not None:
+            progress(FlushProgress(handle.name, "inbound", 0, None))
+
+        def keep_going() -> bool:
+            return bool(spooler.status.code(handle.name) & STATUS_INBOUND_FLUSH) and not (
+                spooler.shutting_down or handle.critical
+            )
+
+        counter = [0]
+
+        def on_message(_message: object) -> None:
+            counter[0] += 1
+            if progress is not None:
+                progress(FlushProgress(handle.name, "inbound", counter[0], None))
+
+        received, error = await spooler.inbound.run(handle, keep_going, on_message)
+        mine.received += received
+        if error:
+            mine.error = error
+
+
+def count_outcome(result: TransportFlushResult, outcome: Outcome, failed: int) -> None:
+    """Add one offer's outcome to a transport's flush result."""
+    if outcome is Outcome.SENT:
+        result.sent += 1
+    elif outcome is Outcome.PARKED:
+        result.deferred += 1
+    elif outcome is Outcome.RETRY:
+        result.retried += 1
+    elif outcome is Outcome.UNCERTAIN:
+        result.uncertain += 1
+    elif outcome in (Outcome.FAILED, Outcome.CANCELLED):
+        result.failed += 1
+    if failed and outcome is not Outcome.FAILED:
+        result.failed += 1

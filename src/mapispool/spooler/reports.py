@@ -1,0 +1,107 @@
+"""Non-delivery reports (spec §3.4 StatusRecips): a ``Report.<class>.NDR`` message in the
+Inbox naming each failed recipient and why, in RFC 3464 form. Never an NDR for a report."""
+
+from __future__ import annotations
+
+import email.policy
+import email.utils
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.parser import BytesHeaderParser
+from typing import Any
+
+from ..mapi import (
+    PR_MESSAGE_CLASS,
+    PR_MESSAGE_DELIVERY_TIME,
+    PR_ORIGINATOR_NON_DELIVERY_REPORT_REQUESTED,
+    PR_REPORT_TIME,
+    PR_SENDER_EMAIL_ADDRESS,
+    PR_SUBJECT,
+)
+
+
+@dataclass(frozen=True)
+class FailedRecipient:
+    """A recipient that will not get the message, and the reason."""
+
+    address: str
+    addrtype: str
+    reason: str
+
+
+def wants_ndr(props: Mapping[int, Any]) -> bool:
+    """False for reports (never NDR an NDR) and when the sender explicitly declined NDRs."""
+    message_class = str(props.get(PR_MESSAGE_CLASS, "IPM.Note"))
+    if message_class.startswith("Report."):
+        return False
+    return props.get(PR_ORIGINATOR_NON_DELIVERY_REPORT_REQUESTED) is not False
+
+
+def _status_code(reason: str) -> str:
+    """An RFC 3463 status for the delivery-status part, taken from the reason if it has one."""
+    for word in reason.replace("(", " ").split():
+        parts = word.split(".")
+        if len(parts) == 3 and all(p.isdigit() for p in parts) and parts[0] in "245":
+            return word
+    return "5.0.0"
+
+
+def build_ndr(
+    original_props: Mapping[int, Any],
+    original_content: bytes,
+    failed: Sequence[FailedRecipient],
+    *,
+    reporting_host: str = "mapispool",
+) -> tuple[bytes, dict[int, Any]]:
+    """The RFC 5322 bytes and MAPI properties of an NDR for ``failed`` recipients."""
+    now = datetime.now(UTC)
+    original_class = str(original_props.get(PR_MESSAGE_CLASS, "IPM.Note"))
+    subject = str(original_props.get(PR_SUBJECT, ""))
+    sender = str(original_props.get(PR_SENDER_EMAIL_ADDRESS, ""))
+
+    report = EmailMessage(policy=email.policy.SMTP)
+    report["From"] = f"Mail Delivery System <MAILER-DAEMON@{reporting_host}>"
+    if sender:
+        report["To"] = sender
+    report["Subject"] = f"Undeliverable: {subject}" if subject else "Undeliverable message"
+    report["Date"] = email.utils.format_datetime(now)
+    report["Message-ID"] = email.utils.make_msgid(domain=reporting_host)
+    report["Auto-Submitted"] = "auto-replied"
+
+    lines = ["Your message could not be delivered to these recipients:", ""]
+    for recipient in failed:
+        lines.append(f"  {recipient.address} ({recipient.addrtype}): {recipient.reason}")
+    report.set_content("\n".join(lines) + "\n")
+
+    status = EmailMessage(policy=email.policy.SMTP)
+    fields = [f"Reporting-MTA: dns; {reporting_host}", ""]
+    for recipient in failed:
+        fields += [
+            f"Final-Recipient: rfc822; {recipient.address}",
+            "Action: failed",
+            f"Status: {_status_code(recipient.reason)}",
+            f"Diagnostic-Code: smtp; {recipient.reason}",
+            "",
+        ]
+    status.set_content("\n".join(fields), subtype="delivery-status")
+    report.make_mixed()
+    report.attach(status)
+    headers = BytesHeaderParser(policy=email.policy.default).parsebytes(original_content)
+    returned = EmailMessage(policy=email.policy.SMTP)
+    returned.set_content(
+        "".join(f"{name}: {value}\n" for name, value in headers.items()),
+        subtype="rfc822-headers",
+    )
+    report.attach(returned)
+    report.set_type("multipart/report")
+    report.set_param("report-type", "delivery-status")
+
+    props: dict[int, Any] = {
+        PR_MESSAGE_CLASS: f"Report.{original_class}.NDR",
+        PR_SUBJECT: str(report["Subject"]),
+        PR_REPORT_TIME: now,
+        PR_MESSAGE_DELIVERY_TIME: now,
+    }
+    return report.as_bytes(), props

@@ -1,0 +1,56 @@
+"""MAPI property values to and from JSON text, for the store's ``props`` columns.
+
+Keys are property tags written in decimal; ``bytes`` and ``datetime`` values are tagged
+so that they come back with their type.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+
+def _encode_value(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"$b": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, datetime):
+        return {"$t": value.isoformat()}
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    if isinstance(value, list | tuple):
+        return [_encode_value(v) for v in value]
+    raise TypeError(f"cannot store a property value of type {type(value).__name__}")
+
+
+def _decode_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "$b" in value:
+            return base64.b64decode(value["$b"])
+        if "$t" in value:
+            return datetime.fromisoformat(value["$t"])
+    if isinstance(value, list):
+        return [_decode_value(v) for v in value]
+    return value
+
+
+def dump_props(props: Mapping[int, Any]) -> str:
+    """Serialise a props mapping (tag → value) to JSON text."""
+    return json.dumps({str(int(tag)): _encode_value(v) for tag, v in props.items()})
+
+
+def load_props(text: str) -> dict[int, Any]:
+    """The inverse of ``dump_props``."""
+    return {int(tag): _decode_value(v) for tag, v in json.loads(text).items()}
+
+
+def dump_json(value: Any) -> str:
+    """JSON text for free-form values (transport state, lists)."""
+    return json.dumps(_encode_value(value))
+
+
+def load_json(text: str) -> Any:
+    """The inverse of ``dump_json``."""
+    return _decode_value(json.loads(text))

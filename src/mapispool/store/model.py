@@ -1,0 +1,126 @@
+"""What the store holds, as plain values: queue states and their legal transitions,
+queue entries, stored messages and events (DESIGN §7)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from ..spi import Recipient
+
+
+class QueueState(StrEnum):
+    """The persisted state of one submitted message (DESIGN §7)."""
+
+    QUEUED = "queued"  # ready to go
+    DEFERRED = "deferred"  # client "send later": waits until not_before
+    IN_FLIGHT = "in_flight"  # offered to a transport right now
+    RETRY = "retry"  # waits for its backoff (not_before) after a temporary failure
+    PARKED = "parked"  # a transport deferred it (END_DONT_RESEND) until NOTIFY_SENTDEFERRED
+    HELD = "held"  # a person put it on hold
+    UNCERTAIN = "uncertain"  # died after the data was handed over: reported, never resent
+    SENT = "sent"
+    FAILED = "failed"  # every recipient is done and none was delivered, or it expired
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """Terminal states: the spooler never touches the message again by itself."""
+        return self in FINISHED_STATES
+
+
+FINISHED_STATES = frozenset({QueueState.SENT, QueueState.FAILED, QueueState.CANCELLED})
+
+#: States from which the scheduler may pick a message once ``not_before`` has passed.
+DUE_STATES = (QueueState.QUEUED, QueueState.DEFERRED, QueueState.RETRY)
+
+_S = QueueState
+#: Every legal transition; the store refuses anything else (a bug, never a user error).
+TRANSITIONS: Mapping[QueueState, frozenset[QueueState]] = {
+    _S.QUEUED: frozenset({_S.IN_FLIGHT, _S.HELD, _S.CANCELLED, _S.FAILED, _S.SENT}),
+    _S.DEFERRED: frozenset({_S.QUEUED, _S.IN_FLIGHT, _S.HELD, _S.CANCELLED}),
+    _S.RETRY: frozenset({_S.QUEUED, _S.IN_FLIGHT, _S.HELD, _S.CANCELLED, _S.FAILED, _S.SENT}),
+    _S.IN_FLIGHT: frozenset(
+        {_S.QUEUED, _S.RETRY, _S.PARKED, _S.UNCERTAIN, _S.SENT, _S.FAILED, _S.CANCELLED}
+    ),
+    _S.PARKED: frozenset({_S.QUEUED, _S.IN_FLIGHT, _S.CANCELLED, _S.HELD}),
+    _S.HELD: frozenset({_S.QUEUED, _S.CANCELLED}),
+    _S.UNCERTAIN: frozenset({_S.QUEUED, _S.SENT, _S.CANCELLED}),
+    _S.FAILED: frozenset({_S.QUEUED}),
+    _S.SENT: frozenset(),
+    _S.CANCELLED: frozenset(),
+}
+
+
+class InvalidTransition(RuntimeError):
+    """A state change the state machine does not allow."""
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """One row of the outgoing queue, in submit order."""
+
+    entry_id: bytes
+    state: QueueState
+    submit_time: float
+    not_before: float | None
+    expires_at: float
+    attempts: int
+    last_error: str | None
+    parked_by: str | None
+    declined: tuple[str, ...]
+    subject: str
+    size: int
+    recipients: tuple[str, ...] = ()
+    seq: int = 0  # the message's row id: breaks ties in submit order, pages the queue
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-friendly form (entry id in hex)."""
+        return {
+            "entry_id": self.entry_id.hex(),
+            "state": self.state.value,
+            "submit_time": self.submit_time,
+            "not_before": self.not_before,
+            "expires_at": self.expires_at,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "parked_by": self.parked_by,
+            "subject": self.subject,
+            "size": self.size,
+            "recipients": list(self.recipients),
+        }
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """A message in a folder: its entry id, MAPI properties, recipients and content."""
+
+    entry_id: bytes
+    folder: str
+    props: Mapping[int, Any]
+    content: bytes
+    recipients: tuple[Recipient, ...] = field(default_factory=tuple)
+
+    @property
+    def message_class(self) -> str:
+        from ..mapi import PR_MESSAGE_CLASS
+
+        return str(self.props.get(PR_MESSAGE_CLASS, "IPM.Note"))
+
+    @property
+    def subject(self) -> str:
+        from ..mapi import PR_SUBJECT
+
+        return str(self.props.get(PR_SUBJECT, ""))
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of a message's history."""
+
+    at: float
+    kind: str
+    transport: str | None
+    detail: str | None

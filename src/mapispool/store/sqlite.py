@@ -1,0 +1,782 @@
+"""The SQLite store (WAL): folders, messages, the outgoing queue, dedupe keys, events,
+status rows and transport state. Every public method is one transaction.
+
+The store is synchronous: SQLite calls here are short, and the spooler calls them from
+its event loop thread. Several processes may open the same store (WAL, busy timeout);
+only one of them may run a spooler on it (``acquire_spooler_lock``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from ..mapi import (
+    MAPI_E_BUSY,
+    MAPI_E_CORRUPT_STORE,
+    MAPI_E_DISK_ERROR,
+    MAPI_E_NO_ACCESS,
+    MAPI_E_NOT_ENOUGH_DISK,
+    MAPI_E_NOT_FOUND,
+    MAPI_E_VERSION,
+    PR_MESSAGE_CLASS,
+    PR_SUBJECT,
+    MapiError,
+    RecipientType,
+)
+from ..spi import Recipient
+from .codec import dump_json, dump_props, load_json, load_props
+from .migrations import SchemaTooNew, migrate
+from .model import (
+    TRANSITIONS,
+    Event,
+    InvalidTransition,
+    QueueEntry,
+    QueueState,
+    StoredMessage,
+)
+
+FOLDERS = ("Outbox", "Inbox", "Sent Items", "Deleted Items")
+
+
+def new_entry_id() -> bytes:
+    """A fresh, opaque 16-byte message entry id."""
+    return uuid.uuid4().bytes
+
+
+def _translate(exc: sqlite3.Error, what: str) -> MapiError:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return MapiError(MAPI_E_BUSY, f"{what}: the store is locked by another process ({text})")
+    if "readonly" in text or "read-only" in text:
+        return MapiError(MAPI_E_NO_ACCESS, f"{what}: the store is read-only ({text})")
+    if "full" in text:
+        return MapiError(MAPI_E_NOT_ENOUGH_DISK, f"{what}: the disk is full ({text}); free space")
+    if "malformed" in text or "not a database" in text:
+        return MapiError(MAPI_E_CORRUPT_STORE, f"{what}: the store file is damaged ({text})")
+    return MapiError(MAPI_E_DISK_ERROR, f"{what}: {text}")
+
+
+class SqliteStore:
+    """A mapispool store in one SQLite file. ``Store`` is this class's public name."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock_file: IO[bytes] | None = None
+        try:
+            if str(self.path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                created = not self.path.exists()
+                self._conn = sqlite3.connect(
+                    self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+                )
+                if created:
+                    os.chmod(self.path, 0o600)
+            else:
+                self._conn = sqlite3.connect(
+                    ":memory:", isolation_level=None, check_same_thread=False
+                )
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = FULL")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            migrate(self._conn)
+        except SchemaTooNew as exc:
+            raise MapiError(MAPI_E_VERSION, f"{self.path}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise _translate(exc, f"cannot open the store {self.path}") from exc
+        self._folder_ids: dict[str, int] = {
+            str(name): int(fid) for fid, name in self._conn.execute("SELECT id, name FROM folders")
+        }
+
+    # -- plumbing -----------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self, what: str) -> Iterator[sqlite3.Connection]:
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _translate(exc, what) from exc
+        try:
+            yield self._conn
+        except sqlite3.Error as exc:
+            self._conn.execute("ROLLBACK")
+            raise _translate(exc, what) from exc
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        try:
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._conn.execute("ROLLBACK")
+            raise _translate(exc, what) from exc
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row | tuple[Any, ...]]:
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise _translate(exc, "reading the store") from exc
+
+    def close(self) -> None:
+        """Close the connection and release the spooler lock if held."""
+        self.release_spooler_lock()
+        self._conn.close()
+
+    def acquire_spooler_lock(self) -> bool:
+        """Take the one-spooler-per-store lock; False if another process holds it."""
+        if self._lock_file is not None:
+            return True
+        lock_path = Path(f"{self.path}.lock")
+        handle = open(lock_path, "ab")  # noqa: SIM115 - held open for the spooler's lifetime
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        self._lock_file = handle
+        return True
+
+    def release_spooler_lock(self) -> None:
+        """Give the spooler lock back."""
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+    def _message_id(self, entry_id: bytes) -> int:
+        rows = self._read("SELECT id FROM messages WHERE entry_id = ?", (entry_id,))
+        if not rows:
+            raise MapiError(MAPI_E_NOT_FOUND, f"no message with entry id {entry_id.hex()}")
+        return int(rows[0][0])
+
+    # -- folders and messages -----------------------------------------------------
+
+    def folder_names(self) -> list[str]:
+        """The folders, in their fixed order."""
+        return list(FOLDERS)
+
+    def folder_entry_id(self, name: str) -> bytes:
+        """The entry id of a folder (what ``PR_SENTMAIL_ENTRYID`` may name)."""
+        rows = self._read("SELECT entry_id FROM folders WHERE name = ?", (name,))
+        if not rows:
+            raise MapiError(MAPI_E_NOT_FOUND, f"no folder called {name!r}; use one of {FOLDERS}")
+        return bytes(rows[0][0])
+
+    def folder_by_entry_id(self, entry_id: bytes) -> str | None:
+        """The folder name for a folder entry id, or None."""
+        rows = self._read("SELECT name FROM folders WHERE entry_id = ?", (entry_id,))
+        return str(rows[0][0]) if rows else None
+
+    def _folder_id(self, name: str) -> int:
+        try:
+            return self._folder_ids[name]
+        except KeyError:
+            raise MapiError(
+                MAPI_E_NOT_FOUND, f"no folder called {name!r}; use one of {FOLDERS}"
+            ) from None
+
+    def _insert_message(
+        self,
+        conn: sqlite3.Connection,
+        folder: str,
+        content: bytes,
+        props: Mapping[int, Any],
+        recipients: Sequence[Recipient],
+        now: float,
+    ) -> tuple[int, bytes]:
+        entry_id = new_entry_id()
+        cur = conn.execute(
+            "INSERT INTO messages (entry_id, folder_id, message_class, subject, props, content,"
+            " size, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                entry_id,
+                self._folder_id(folder),
+                str(props.get(PR_MESSAGE_CLASS, "IPM.Note")),
+                str(props.get(PR_SUBJECT, "")),
+                dump_props(props),
+                content,
+                len(content),
+                now,
+            ),
+        )
+        message_id = int(cur.lastrowid or 0)
+        conn.executemany(
+            "INSERT INTO recipients (message_id, row_id, address, addrtype, display_name,"
+            " recipient_type, responsibility, props) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    message_id,
+                    index,
+                    r.address,
+                    r.addrtype,
+                    r.display_name,
+                    int(r.recipient_type),
+                    int(r.responsibility),
+                    dump_props(r.props),
+                )
+                for index, r in enumerate(recipients)
+            ],
+        )
+        return message_id, entry_id
+
+    def submit(
+        self,
+        content: bytes,
+        props: Mapping[int, Any],
+        recipients: Sequence[Recipient],
+        *,
+        submit_time: float,
+        not_before: float | None,
+        expires_at: float,
+    ) -> bytes:
+        """Write a message into the Outbox with its queue entry, in one transaction.
+
+        The entry is ``deferred`` when ``not_before`` is in the future (send later), else
+        ``queued``. Returns the new entry id."""
+        state = (
+            QueueState.DEFERRED if not_before and not_before > submit_time else QueueState.QUEUED
+        )
+        with self._tx("submitting a message") as conn:
+            message_id, entry_id = self._insert_message(
+                conn, "Outbox", content, props, recipients, submit_time
+            )
+            conn.execute(
+                "INSERT INTO queue (message_id, state, submit_time, not_before, expires_at,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (message_id, state.value, submit_time, not_before, expires_at, submit_time),
+            )
+            self._event(conn, entry_id, "submitted", None, state.value, submit_time)
+        return entry_id
+
+    def deliver(
+        self,
+        folder: str,
+        content: bytes,
+        props: Mapping[int, Any],
+        *,
+        dedupe_key: str | None = None,
+        recipients: Sequence[Recipient] = (),
+    ) -> bytes | None:
+        """Store a received (or generated) message in ``folder``, atomically with its dedupe
+        key. Returns its entry id, or None if the dedupe key was already stored."""
+        now = time.time()
+        with self._tx("storing a received message") as conn:
+            if (
+                dedupe_key is not None
+                and conn.execute("SELECT 1 FROM dedupe WHERE key = ?", (dedupe_key,)).fetchone()
+            ):
+                return None
+            message_id, entry_id = self._insert_message(
+                conn, folder, content, props, recipients, now
+            )
+            if dedupe_key is not None:
+                conn.execute(
+                    "INSERT INTO dedupe (key, message_id, created_at) VALUES (?, ?, ?)",
+                    (dedupe_key, message_id, now),
+                )
+            self._event(conn, entry_id, "received", None, folder, now)
+        return entry_id
+
+    def has_dedupe_key(self, key: str) -> bool:
+        """True when a message with this dedupe key was committed."""
+        return bool(self._read("SELECT 1 FROM dedupe WHERE key = ?", (key,)))
+
+    def add_dedupe_keys(self, keys: Iterable[str]) -> None:
+        """Record dedupe keys without messages (re-baselining after a UIDVALIDITY change)."""
+        now = time.time()
+        with self._tx("recording dedupe keys") as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO dedupe (key, message_id, created_at) VALUES (?, NULL, ?)",
+                [(k, now) for k in keys],
+            )
+
+    def _recipients(self, message_id: int) -> list[Recipient]:
+        rows = self._read(
+            "SELECT row_id, address, addrtype, display_name, recipient_type, responsibility,"
+            " props FROM recipients WHERE message_id = ? ORDER BY row_id",
+            (message_id,),
+        )
+        result = []
+        for row_id, address, addrtype, display_name, rtype, responsible, props in rows:
+            recipient = Recipient(
+                address=address,
+                addrtype=addrtype,
+                recipient_type=RecipientType(rtype),
+                display_name=display_name,
+                props=load_props(props),
+                row_id=row_id,
+            )
+            recipient.responsibility = bool(responsible)
+            result.append(recipient)
+        return result
+
+    def messages(self, folder: str) -> list[StoredMessage]:
+        """Every message in ``folder``, oldest first."""
+        rows = self._read(
+            "SELECT id, entry_id, props, content FROM messages WHERE folder_id = ? ORDER BY id",
+            (self._folder_id(folder),),
+        )
+        return [
+            StoredMessage(
+                entry_id=bytes(entry_id),
+                folder=folder,
+                props=load_props(props),
+                content=bytes(content),
+                recipients=tuple(self._recipients(mid)),
+            )
+            for mid, entry_id, props, content in rows
+        ]
+
+    def message_count(self, folder: str) -> int:
+        """How many messages ``folder`` holds."""
+        rows = self._read(
+            "SELECT count(*) FROM messages WHERE folder_id = ?", (self._folder_id(folder),)
+        )
+        return int(rows[0][0])
+
+    def message(self, entry_id: bytes) -> StoredMessage:
+        """One message by entry id, in whatever folder it is."""
+        rows = self._read(
+            "SELECT m.id, f.name, m.props, m.content FROM messages m"
+            " JOIN folders f ON f.id = m.folder_id WHERE m.entry_id = ?",
+            (entry_id,),
+        )
+        if not rows:
+            raise MapiError(MAPI_E_NOT_FOUND, f"no message with entry id {entry_id.hex()}")
+        mid, folder, props, content = rows[0]
+        return StoredMessage(
+            entry_id=entry_id,
+            folder=folder,
+            props=load_props(props),
+            content=bytes(content),
+            recipients=tuple(self._recipients(mid)),
+        )
+
+    def open_content(self, entry_id: bytes) -> IO[bytes]:
+        """A stream over a message's content that reads it in pieces from the database."""
+        message_id = self._message_id(entry_id)
+        try:
+            blob = self._conn.blobopen("messages", "content", message_id, readonly=True)
+        except sqlite3.Error as exc:
+            raise _translate(exc, "reading a message") from exc
+        return io.BufferedReader(_BlobReader(blob), buffer_size=1 << 20)
+
+    def load_outbound(self, entry_id: bytes) -> tuple[dict[int, Any], list[Recipient], int]:
+        """A queued message's props, recipients and size, for handing to a transport."""
+        rows = self._read("SELECT id, props, size FROM messages WHERE entry_id = ?", (entry_id,))
+        if not rows:
+            raise MapiError(MAPI_E_NOT_FOUND, f"no message with entry id {entry_id.hex()}")
+        mid, props, size = rows[0]
+        return load_props(props), self._recipients(mid), int(size)
+
+    def move_message(self, entry_id: bytes, folder: str) -> None:
+        """Move a message to another folder."""
+        with self._tx("moving a message") as conn:
+            conn.execute(
+                "UPDATE messages SET folder_id = ? WHERE entry_id = ?",
+                (self._folder_id(folder), entry_id),
+            )
+            self._event(conn, entry_id, "moved", None, folder, time.time())
+
+    def delete_message(self, entry_id: bytes) -> None:
+        """Delete a message for good (its queue entry and recipients go with it)."""
+        with self._tx("deleting a message") as conn:
+            conn.execute("DELETE FROM messages WHERE entry_id = ?", (entry_id,))
+            self._event(conn, entry_id, "deleted", None, None, time.time())
+
+    # -- the outgoing queue ---------------------------------------------------------
+
+    _QUEUE_SELECT = (
+        "SELECT m.entry_id, q.state, q.submit_time, q.not_before, q.expires_at, q.attempts,"
+        " q.last_error, q.parked_by, q.declined, m.subject, m.size, m.id"
+        " FROM queue q JOIN messages m ON m.id = q.message_id"
+    )
+
+    def _entry(self, row: Sequence[Any], with_recipients: bool = True) -> QueueEntry:
+        (entry_id, state, submit_time, not_before, expires_at, attempts, last_error, parked_by,
+         declined, subject, size, mid) = row  # fmt: skip
+        recipients: tuple[str, ...] = ()
+        if with_recipients:
+            recipients = tuple(
+                f"{t}:{a}"
+                for t, a in self._read(
+                    "SELECT addrtype, address FROM recipients WHERE message_id = ? ORDER BY row_id",
+                    (mid,),
+                )
+            )
+        return QueueEntry(
+            entry_id=bytes(entry_id),
+            state=QueueState(state),
+            submit_time=submit_time,
+            not_before=not_before,
+            expires_at=expires_at,
+            attempts=attempts,
+            last_error=last_error,
+            parked_by=parked_by,
+            declined=tuple(json.loads(declined)),
+            subject=subject,
+            size=size,
+            recipients=recipients,
+            seq=int(mid),
+        )
+
+    def queue_entry(self, entry_id: bytes) -> QueueEntry:
+        """The queue entry of a submitted message (finished ones included)."""
+        rows = self._read(self._QUEUE_SELECT + " WHERE m.entry_id = ?", (entry_id,))
+        if not rows:
+            raise MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the outgoing queue")
+        return self._entry(rows[0])
+
+    def outgoing_queue(self, *, include_finished: bool = False) -> list[QueueEntry]:
+        """Every submitted message not yet finished, in submit order."""
+        where = "" if include_finished else " WHERE q.state NOT IN ('sent', 'cancelled')"
+        rows = self._read(self._QUEUE_SELECT + where + " ORDER BY q.submit_time, m.id")
+        return [self._entry(row) for row in rows]
+
+    def due_entries(
+        self,
+        now: float,
+        *,
+        ignore_backoff: bool = False,
+        limit: int = 500,
+        after: tuple[float, int] | None = None,
+    ) -> list[QueueEntry]:
+        """Messages that may be offered now, in submit order: queued ones, send-later ones
+        whose time has come, and retries whose backoff has passed (all of them with
+        ``ignore_backoff``, as FLUSH_FORCE asks). ``after`` is the (submit_time, seq) of
+        the last entry of the previous page."""
+        since_time, since_seq = after if after is not None else (-1.0, -1)
+        rows = self._read(
+            self._QUEUE_SELECT
+            + " WHERE (q.state = 'queued' OR (q.state = 'deferred' AND q.not_before <= ?)"
+            " OR (q.state = 'retry' AND (? OR q.not_before <= ?)))"
+            " AND (q.submit_time, m.id) > (?, ?)"
+            " ORDER BY q.submit_time, m.id LIMIT ?",
+            (now, int(ignore_backoff), now, since_time, since_seq, limit),
+        )
+        return [self._entry(row, with_recipients=False) for row in rows]
+
+    def parked_entries(self, transport: str) -> list[QueueEntry]:
+        """Messages ``transport`` deferred (END_DONT_RESEND), in submit order."""
+        rows = self._read(
+            self._QUEUE_SELECT + " WHERE q.state = 'parked' AND q.parked_by = ?"
+            " ORDER BY q.submit_time, m.id",
+            (transport,),
+        )
+        return [self._entry(row, with_recipients=False) for row in rows]
+
+    def overdue_entries(self, now: float) -> list[QueueEntry]:
+        """Waiting messages whose lifetime has run out."""
+        rows = self._read(
+            self._QUEUE_SELECT + " WHERE q.state IN ('queued', 'deferred', 'retry')"
+            " AND q.expires_at <= ? ORDER BY q.submit_time, m.id",
+            (now,),
+        )
+        return [self._entry(row, with_recipients=False) for row in rows]
+
+    def pending_types(self, seqs: Sequence[int]) -> dict[int, list[str]]:
+        """For each message row id, the address types of its recipients still pending."""
+        result: dict[int, list[str]] = {seq: [] for seq in seqs}
+        for start in range(0, len(seqs), 500):
+            chunk = list(seqs[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            for mid, addrtype in self._read(
+                f"SELECT message_id, addrtype FROM recipients WHERE responsibility = 0"
+                f" AND outcome IS NULL AND message_id IN ({marks})",
+                chunk,
+            ):
+                result[int(mid)].append(str(addrtype))
+        return result
+
+    def next_wakeup(self) -> float | None:
+        """The earliest ``not_before`` of a deferred or retrying message, or None."""
+        rows = self._read(
+            "SELECT min(not_before) FROM queue WHERE state IN (?, ?)",
+            (QueueState.DEFERRED.value, QueueState.RETRY.value),
+        )
+        return float(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def count_by_state(self) -> dict[QueueState, int]:
+        """How many queue entries are in each state."""
+        rows = self._read("SELECT state, count(*) FROM queue GROUP BY state")
+        return {QueueState(state): int(n) for state, n in rows}
+
+    def transition(
+        self,
+        entry_id: bytes,
+        new: QueueState,
+        *,
+        expect: Iterable[QueueState] | None = None,
+        not_before: float | None = None,
+        error: str | None = None,
+        parked_by: str | None = None,
+        count_attempt: bool = False,
+        event: str | None = None,
+        transport: str | None = None,
+    ) -> QueueState:
+        """Move a queue entry to ``new``, checking the state machine; returns the old state.
+
+        ``expect`` narrows the allowed old states (MAPI_E_NOT_FOUND-style errors are raised
+        as ``InvalidTransition`` when the entry is elsewhere)."""
+        now = time.time()
+        with self._tx("updating the queue") as conn:
+            row = conn.execute(
+                "SELECT q.state FROM queue q JOIN messages m ON m.id = q.message_id"
+                " WHERE m.entry_id = ?",
+                (entry_id,),
+            ).fetchone()
+            if row is None:
+                raise MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the queue")
+            old = QueueState(row[0])
+            allowed = set(expect) if expect is not None else None
+            if (allowed is not None and old not in allowed) or new not in TRANSITIONS[old]:
+                raise InvalidTransition(
+                    f"{entry_id.hex()}: cannot go from {old.value} to {new.value}"
+                )
+            conn.execute(
+                "UPDATE queue SET state = ?, not_before = ?, last_error = coalesce(?, last_error),"
+                " parked_by = ?, attempts = attempts + ?, handoff = 0, updated_at = ?"
+                " WHERE message_id = (SELECT id FROM messages WHERE entry_id = ?)",
+                (new.value, not_before, error, parked_by, int(count_attempt), now, entry_id),
+            )
+            self._event(conn, entry_id, event or new.value, transport, error, now)
+        return old
+
+    def mark_handoff(self, entry_id: bytes, begun: bool) -> None:
+        """Persist that a transport began (True) or finished (False) the irreversible
+        hand-over of a message; a crash in between makes the message uncertain."""
+        with self._tx("recording a hand-over") as conn:
+            conn.execute(
+                "UPDATE queue SET handoff = ? WHERE message_id ="
+                " (SELECT id FROM messages WHERE entry_id = ?)",
+                (int(begun), entry_id),
+            )
+
+    def add_declined(self, entry_id: bytes, transport: str) -> None:
+        """Remember that ``transport`` answered MAPI_E_NOT_ME for this message."""
+        entry = self.queue_entry(entry_id)
+        declined = [*entry.declined, transport] if transport not in entry.declined else None
+        if declined is None:
+            return
+        with self._tx("updating the queue") as conn:
+            conn.execute(
+                "UPDATE queue SET declined = ? WHERE message_id ="
+                " (SELECT id FROM messages WHERE entry_id = ?)",
+                (json.dumps(declined), entry_id),
+            )
+
+    def save_recipients(self, entry_id: bytes, recipients: Sequence[Recipient]) -> None:
+        """Persist recipients' responsibility and properties after a transport call."""
+        message_id = self._message_id(entry_id)
+        with self._tx("saving recipients") as conn:
+            conn.executemany(
+                "UPDATE recipients SET responsibility = ?, props = ? WHERE message_id = ?"
+                " AND row_id = ?",
+                [
+                    (int(r.responsibility), dump_props(r.props), message_id, r.row_id)
+                    for r in recipients
+                ],
+            )
+
+    def set_recipient_outcome(
+        self,
+        entry_id: bytes,
+        row_ids: Iterable[int],
+        outcome: str,
+        *,
+        transport: str | None,
+        report_text: str | None = None,
+    ) -> None:
+        """Record ``delivered`` or ``failed`` for some recipients of a message."""
+        message_id = self._message_id(entry_id)
+        with self._tx("saving recipient outcomes") as conn:
+            conn.executemany(
+                "UPDATE recipients SET outcome = ?, transport = ?, report_text = ?,"
+                " responsibility = 1 WHERE message_id = ? AND row_id = ?",
+                [(outcome, transport, report_text, message_id, rid) for rid in row_ids],
+            )
+
+    def recipient_outcomes(self, entry_id: bytes) -> list[tuple[int, str | None, str | None, bool]]:
+        """(row id, outcome, report text, NDR already sent) for each recipient."""
+        rows = self._read(
+            "SELECT row_id, outcome, report_text, ndr_sent FROM recipients WHERE message_id = ?"
+            " ORDER BY row_id",
+            (self._message_id(entry_id),),
+        )
+        return [(int(r), o, t, bool(n)) for r, o, t, n in rows]
+
+    def mark_ndr_sent(self, entry_id: bytes, row_ids: Iterable[int]) -> None:
+        """Remember that these recipients' failures were reported."""
+        message_id = self._message_id(entry_id)
+        with self._tx("recording an NDR") as conn:
+            conn.executemany(
+                "UPDATE recipients SET ndr_sent = 1 WHERE message_id = ? AND row_id = ?",
+                [(message_id, rid) for rid in row_ids],
+            )
+
+    def finish(self, entry_id: bytes, state: QueueState, *, folder: str | None) -> None:
+        """End a message's life in the queue: ``state`` (sent, failed or cancelled), and the
+        message moved to ``folder`` or deleted when ``folder`` is None."""
+        now = time.time()
+        with self._tx("finishing a message") as conn:
+            row = conn.execute(
+                "SELECT q.state FROM queue q JOIN messages m ON m.id = q.message_id"
+                " WHERE m.entry_id = ?",
+                (entry_id,),
+            ).fetchone()
+            if row is None:
+                raise MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the queue")
+            old = QueueState(row[0])
+            if state not in TRANSITIONS[old]:
+                raise InvalidTransition(
+                    f"{entry_id.hex()}: cannot go from {old.value} to {state.value}"
+                )
+            self._event(conn, entry_id, state.value, None, folder, now)
+            if folder is None:
+                conn.execute("DELETE FROM messages WHERE entry_id = ?", (entry_id,))
+                return
+            conn.execute(
+                "UPDATE queue SET state = ?, not_before = NULL, updated_at = ? WHERE message_id ="
+                " (SELECT id FROM messages WHERE entry_id = ?)",
+                (state.value, now, entry_id),
+            )
+            conn.execute(
+                "UPDATE messages SET folder_id = ? WHERE entry_id = ?",
+                (self._folder_id(folder), entry_id),
+            )
+
+    def purge(self, entry_id: bytes) -> None:
+        """Remove a message and its queue entry for good (a person asked for it)."""
+        self.delete_message(entry_id)
+
+    def recover(self) -> dict[str, int]:
+        """Repair what a killed spooler left behind; call before a new spooler starts.
+
+        In-flight messages whose hand-over had begun become ``uncertain`` (never resent
+        silently); other in-flight ones go back to ``queued``; parked ones are re-queued,
+        since the transport that parked them is gone with the old process."""
+        now = time.time()
+        counts = {"requeued": 0, "uncertain": 0, "unparked": 0}
+        with self._tx("recovering the queue") as conn:
+            rows = conn.execute(
+                "SELECT m.entry_id, q.state, q.handoff FROM queue q"
+                " JOIN messages m ON m.id = q.message_id WHERE q.state IN ('in_flight', 'parked')"
+            ).fetchall()
+            for entry_id, state, handoff in rows:
+                if state == QueueState.PARKED.value:
+                    new, key, why = QueueState.QUEUED, "unparked", "the spooler restarted"
+                elif handoff:
+                    new, key = QueueState.UNCERTAIN, "uncertain"
+                    why = "the spooler stopped after the message was handed over"
+                else:
+                    new, key = QueueState.QUEUED, "requeued"
+                    why = "the spooler stopped before the message was handed over"
+                conn.execute(
+                    "UPDATE queue SET state = ?, handoff = 0, parked_by = NULL, last_error = ?,"
+                    " updated_at = ?"
+                    " WHERE message_id = (SELECT id FROM messages WHERE entry_id = ?)",
+                    (new.value, why, now, entry_id),
+                )
+                self._event(conn, bytes(entry_id), f"recovered-{new.value}", None, why, now)
+                counts[key] += 1
+        return counts
+
+    # -- events -----------------------------------------------------------------------
+
+    def _event(
+        self,
+        conn: sqlite3.Connection,
+        entry_id: bytes,
+        kind: str,
+        transport: str | None,
+        detail: str | None,
+        at: float,
+    ) -> None:
+        conn.execute(
+            "INSERT INTO events (entry_id, at, kind, transport, detail) VALUES (?, ?, ?, ?, ?)",
+            (entry_id, at, kind, transport, detail),
+        )
+
+    def log_event(
+        self, entry_id: bytes, kind: str, *, transport: str | None = None, detail: str | None = None
+    ) -> None:
+        """Append a line to a message's history."""
+        with self._tx("recording an event") as conn:
+            self._event(conn, entry_id, kind, transport, detail, time.time())
+
+    def events(self, entry_id: bytes) -> list[Event]:
+        """A message's history, oldest first."""
+        rows = self._read(
+            "SELECT at, kind, transport, detail FROM events WHERE entry_id = ? ORDER BY id",
+            (entry_id,),
+        )
+        return [Event(at, kind, transport, detail) for at, kind, transport, detail in rows]
+
+    # -- status rows and transport state -------------------------------------------------
+
+    def save_status_rows(self, rows: Sequence[Mapping[int, Any]], names: Sequence[str]) -> None:
+        """Replace the persisted status table (for commands run from another process)."""
+        now = time.time()
+        with self._tx("saving status rows") as conn:
+            conn.execute("DELETE FROM status_rows")
+            conn.executemany(
+                "INSERT INTO status_rows (name, position, props, updated_at) VALUES (?, ?, ?, ?)",
+                [
+                    (name, i, dump_props(row), now)
+                    for i, (name, row) in enumerate(zip(names, rows, strict=True))
+                ],
+            )
+
+    def load_status_rows(self) -> list[dict[int, Any]]:
+        """The status table as the last spooler saved it."""
+        return [
+            load_props(props)
+            for (props,) in self._read("SELECT props FROM status_rows ORDER BY position")
+        ]
+
+    def get_transport_state(self, transport: str, key: str) -> Any:
+        """A value saved by ``set_transport_state``, or None."""
+        rows = self._read(
+            "SELECT value FROM transport_state WHERE transport = ? AND key = ?", (transport, key)
+        )
+        return load_json(rows[0][0]) if rows else None
+
+    def set_transport_state(self, transport: str, key: str, value: Any) -> None:
+        """Durably save a JSON value for a transport."""
+        with self._tx("saving transport state") as conn:
+            conn.execute(
+                "INSERT INTO transport_state (transport, key, value) VALUES (?, ?, ?)"
+                " ON CONFLICT (transport, key) DO UPDATE SET value = excluded.value",
+                (transport, key, dump_json(value)),
+            )
+
+
+class _BlobReader(io.RawIOBase):
+    """A read-only stream over an SQLite blob handle."""
+
+    def __init__(self, blob: sqlite3.Blob) -> None:
+        self._blob = blob
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._blob.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._blob.close()
+        super().close()
+
+
+Store = SqliteStore

@@ -1,0 +1,209 @@
+"""Turning what a client submits (an ``EmailMessage`` or RFC 5322 bytes, and recipients)
+into the content, MAPI properties and recipient rows the store keeps.
+
+The submitted bytes are kept as they are, with two changes: the Bcc header is removed
+(Bcc recipients are in the recipient table, never in the transmitted header), and a
+missing Date or Message-ID is added once, so that it stays the same across retries.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import email.utils
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage, Message
+from email.parser import BytesHeaderParser
+from typing import Any
+
+from .mapi import (
+    MAPI_BCC,
+    MAPI_CC,
+    MAPI_E_INVALID_PARAMETER,
+    MAPI_E_NO_RECIPIENTS,
+    MAPI_TO,
+    PR_CLIENT_SUBMIT_TIME,
+    PR_DEFERRED_SEND_TIME,
+    PR_DELETE_AFTER_SUBMIT,
+    PR_DISPLAY_BCC,
+    PR_DISPLAY_CC,
+    PR_DISPLAY_TO,
+    PR_INTERNET_MESSAGE_ID,
+    PR_MESSAGE_CLASS,
+    PR_MESSAGE_FLAGS,
+    PR_MESSAGE_SIZE,
+    PR_SENDER_EMAIL_ADDRESS,
+    PR_SENDER_NAME,
+    PR_SUBJECT,
+    MapiError,
+    MessageFlags,
+    RecipientType,
+)
+from .spi import Recipient
+
+RecipientSpec = str | Recipient
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A message ready for ``Store.submit``."""
+
+    content: bytes
+    props: dict[int, Any]
+    recipients: list[Recipient]
+
+
+def _invalid(message: str) -> MapiError:
+    return MapiError(MAPI_E_INVALID_PARAMETER, message)
+
+
+def check_address(address: str, what: str = "address") -> str:
+    """Refuse empty addresses and CR/LF injection; return the address stripped."""
+    if any(ch in address for ch in "\r\n\0"):
+        raise _invalid(f"the {what} {address!r} contains a line break; remove it")
+    address = address.strip()
+    if not address:
+        raise _invalid(f"an empty {what}; give an address like bob@example.com")
+    return address
+
+
+def parse_recipient(spec: RecipientSpec, recipient_type: RecipientType = MAPI_TO) -> Recipient:
+    """``"TYPE:address"`` (a MAPI one-off, e.g. ``"FAX:+3312345"``) or a bare address
+    (SMTP) → ``Recipient``. ``Recipient`` objects are checked and passed through."""
+    if isinstance(spec, Recipient):
+        check_address(spec.address)
+        return spec
+    if not isinstance(spec, str):
+        raise _invalid(f"a recipient must be a string like 'SMTP:bob@example.com', not {spec!r}")
+    text = check_address(spec, "recipient")
+    addrtype, sep, address = text.partition(":")
+    if (
+        sep
+        and addrtype
+        and addrtype.replace("-", "").replace("_", "").isalnum()
+        and "@" not in addrtype
+    ):
+        return Recipient(address=check_address(address, "recipient"), addrtype=addrtype.upper(),
+                         recipient_type=recipient_type)  # fmt: skip
+    name, addr = email.utils.parseaddr(text)
+    if not addr or "@" not in addr:
+        raise _invalid(f"{text!r} is not an email address; write bob@example.com or TYPE:addr")
+    return Recipient(
+        address=addr, addrtype="SMTP", recipient_type=recipient_type, display_name=name
+    )
+
+
+def _split_header(raw: bytes) -> tuple[bytes, bytes, bytes]:
+    """(header block, separator, body) of RFC 5322 bytes."""
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        index = raw.find(sep)
+        if index >= 0:
+            return raw[:index], sep, raw[index + len(sep) :]
+    return raw, b"", b""
+
+
+def _drop_header(block: bytes, name: bytes) -> bytes:
+    """Remove every occurrence (with continuation lines) of header ``name``."""
+    lines = block.splitlines(keepends=True)
+    kept: list[bytes] = []
+    skipping = False
+    lower = name.lower() + b":"
+    for line in lines:
+        if line[:1] in (b" ", b"\t") and skipping:
+            continue
+        skipping = line.lower().startswith(lower)
+        if not skipping:
+            kept.append(line)
+    return b"".join(kept)
+
+
+def prepare(
+    message: EmailMessage | Message | bytes,
+    *,
+    recipients: Sequence[RecipientSpec] | None,
+    now: datetime,
+    deferred_send_time: datetime | None = None,
+    delete_after_submit: bool = False,
+    sender: str | None = None,
+) -> Prepared:
+    """Validate and convert a submission. Raises ``MapiError`` naming what is wrong."""
+    if isinstance(message, Message):
+        raw = message.as_bytes(policy=email.policy.SMTP)
+    elif isinstance(message, bytes | bytearray | memoryview):
+        raw = bytes(message)
+    else:
+        raise _invalid("submit() takes an email.message.EmailMessage or RFC 5322 bytes")
+    if not raw.strip():
+        raise _invalid("the message is empty")
+    headers = BytesHeaderParser(policy=email.policy.default).parsebytes(raw)
+
+    rows: list[Recipient] = []
+    if recipients is None:
+        for field, rtype in (("To", MAPI_TO), ("Cc", MAPI_CC), ("Bcc", MAPI_BCC)):
+            for value in headers.get_all(field, []):
+                if any(ch in str(value) for ch in "\r\n"):
+                    raise _invalid(f"the {field} header contains a line break")
+                for name, addr in email.utils.getaddresses([str(value)]):
+                    if addr:
+                        rows.append(parse_recipient(email.utils.formataddr((name, addr)), rtype))
+    else:
+        if isinstance(recipients, str):
+            raise _invalid("recipients must be a list of strings, not one string")
+        rows = [parse_recipient(spec) for spec in recipients]
+    if not rows:
+        raise MapiError(
+            MAPI_E_NO_RECIPIENTS,
+            "the message has no recipients: add To/Cc/Bcc headers or pass recipients=[...]",
+        )
+    for index, row in enumerate(rows):
+        row.row_id = index
+
+    block, sep, body = _split_header(raw)
+    newline = b"\r\n" if b"\r\n" in block or sep == b"\r\n\r\n" else b"\n"
+    if headers.get("Bcc") is not None:
+        block = _drop_header(block, b"Bcc")
+    added = b""
+    if headers.get("Date") is None:
+        added += b"Date: " + email.utils.format_datetime(now).encode() + newline
+    message_id = headers.get("Message-ID")
+    if message_id is None:
+        message_id = email.utils.make_msgid(domain="mapispool.invalid")
+        added += b"Message-ID: " + message_id.encode() + newline
+    content = added + block + sep + body
+
+    from_header = headers.get("From")
+    sender_addr = sender
+    sender_name = ""
+    if from_header is not None and getattr(from_header, "addresses", None):
+        first = from_header.addresses[0]
+        sender_name = first.display_name
+        if sender_addr is None:
+            sender_addr = first.addr_spec
+    if sender_addr is not None:
+        sender_addr = "" if sender_addr in ("", "<>") else check_address(sender_addr, "sender")
+
+    def display(rtype: RecipientType) -> str:
+        return "; ".join(r.display_name or r.address for r in rows if r.recipient_type == rtype)
+
+    props: dict[int, Any] = {
+        PR_MESSAGE_CLASS: "IPM.Note",
+        PR_SUBJECT: str(headers.get("Subject", "") or ""),
+        PR_CLIENT_SUBMIT_TIME: now,
+        PR_INTERNET_MESSAGE_ID: str(message_id),
+        PR_MESSAGE_SIZE: len(content),
+        PR_MESSAGE_FLAGS: int(MessageFlags.MSGFLAG_UNSENT | MessageFlags.MSGFLAG_FROMME),
+        PR_DISPLAY_TO: display(MAPI_TO),
+        PR_DISPLAY_CC: display(MAPI_CC),
+        PR_DISPLAY_BCC: display(MAPI_BCC),
+    }
+    if sender_addr is not None:
+        props[PR_SENDER_EMAIL_ADDRESS] = sender_addr
+        props[PR_SENDER_NAME] = sender_name
+    if delete_after_submit:
+        props[PR_DELETE_AFTER_SUBMIT] = True
+    if deferred_send_time is not None:
+        if deferred_send_time.tzinfo is None:
+            deferred_send_time = deferred_send_time.astimezone(UTC)
+        props[PR_DEFERRED_SEND_TIME] = deferred_send_time
+    return Prepared(content=content, props=props, recipients=rows)
