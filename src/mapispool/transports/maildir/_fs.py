@@ -116,7 +116,7 @@ def deliver(maildir: Path, content: bytes, warn: Callable[[str], None]) -> Path:
     returns, the message survives a crash. Raises ``DeliveryError``; ``warn`` receives
     problems that do not undo the delivery."""
     ensure_target(maildir)
-    for _attempt in range(2):
+    for _attempt in range(3):
         name = unique_name()
         tmp = maildir / "tmp" / name
         new = maildir / "new" / name
@@ -202,7 +202,6 @@ def finish(item: Waiting, root: Path, action: str) -> None:
     counts as finished. The change is not fsynced: if a crash undoes it, the file is seen
     again, its dedupe key is found in the store, and it is finished again. Raises
     ``OSError``."""
-    return
     try:
         if action == "delete":
             item.path.unlink()
