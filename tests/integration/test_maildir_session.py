@@ -10,7 +10,17 @@ from typing import Any
 
 import pytest
 
-from mapispool.mapi import FLUSH_DOWNLOAD, FLUSH_UPLOAD, PR_MESSAGE_CLASS
+from mapispool.mapi import (
+    FLUSH_DOWNLOAD,
+    FLUSH_UPLOAD,
+    PR_DISPLAY_NAME,
+    PR_ENTRYID,
+    PR_MESSAGE_CLASS,
+    PR_STATUS_CODE,
+    PR_STATUS_STRING,
+    STATUS_AVAILABLE,
+    STATUS_FAILURE,
+)
 from mapispool.profile import Profile
 from mapispool.transports.maildir import _logon as logon_module
 
@@ -167,3 +177,23 @@ def test_unwritable_target_gives_an_ndr(session: Any, tmp_path: Path, kind: str)
     send_receive(session)
     ndrs = [m for m in inbox(session) if message_class(m) == NDR_CLASS]
     assert len(ndrs) == 1
+
+
+def test_status_row_follows_the_receiving_maildir(session: Any, inbox_dir: Path) -> None:
+    """ValidateState on the transport's status object: available, then a failure naming
+    the Maildir once it loses new/, then available again."""
+
+    def row() -> Any:
+        [found] = [r for r in session.status_table() if r[PR_DISPLAY_NAME] == "md"]
+        return found
+
+    status = session.open_status(row()[PR_ENTRYID])
+    status.validate_state()
+    assert row()[PR_STATUS_CODE] & STATUS_AVAILABLE
+    (inbox_dir / "new").rmdir()
+    status.validate_state()
+    assert row()[PR_STATUS_CODE] & STATUS_FAILURE
+    assert f"{inbox_dir} is not a Maildir: it has no new/" in row()[PR_STATUS_STRING]
+    (inbox_dir / "new").mkdir()
+    status.validate_state()
+    assert not row()[PR_STATUS_CODE] & STATUS_FAILURE
