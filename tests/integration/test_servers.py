@@ -12,6 +12,7 @@ import pytest
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
+from tests.servers._util import need
 from tests.servers.dovecot import DovecotServer, MailUser
 from tests.servers.postfix import PostfixServer
 from tests.servers.smtp import SmtpServer, SmtpServerFactory
@@ -29,6 +30,20 @@ MESSAGE = (
 )
 
 
+# -- need() ---------------------------------------------------------------------------
+
+
+def test_need_skips_locally_but_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A missing server binary skips the test, except under CI=true where it fails it."""
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="install"):
+        need("no-such-mail-server-binary")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        need("no-such-mail-server-binary")
+    assert need("sh").endswith("/sh")
+
+
 # -- aiosmtpd -------------------------------------------------------------------------
 
 
@@ -36,6 +51,7 @@ def test_aiosmtpd_records_envelope_and_exact_bytes(smtp_server: SmtpServer) -> N
     """The aiosmtpd fixture records MAIL FROM, RCPT TOs, the exact DATA bytes and the peer."""
     with smtplib.SMTP(smtp_server.host, smtp_server.port, timeout=5) as client:
         client.sendmail("alice@example.test", ["bob@example.test", "carol@example.test"], MESSAGE)
+        assert client.sock is not None
         local_port = client.sock.getsockname()[1]
     (got,) = smtp_server.wait_for(1)
     assert got.mail_from == "alice@example.test"
@@ -188,6 +204,7 @@ def test_dovecot_imap_plain_fetches_delivered_message(
         assert (status, data) == ("OK", [b"1"])
         status, fetched = client.fetch("1", "(BODY.PEEK[])")
         assert status == "OK"
+        assert isinstance(fetched[0], tuple)
         assert fetched[0][1] == MESSAGE
     finally:
         client.logout()

@@ -141,25 +141,6 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def let_users_traverse(path: Path, basetemp: Path) -> None:
-    """Give others search (x) permission on *path* and its parents up to pytest's root.
-
-    pytest makes its temporary directories 0700, so daemons that drop to ``nobody`` or
-    ``postfix`` could not reach files below them. Only directories at or below the parent
-    of *basetemp* (``pytest-of-USER``) are touched; pytest tightens that one again at the
-    start of the next session.
-    """
-    stop = basetemp.parent if basetemp.parent.name.startswith("pytest-of-") else basetemp
-    current = path
-    while True:
-        mode = current.stat().st_mode
-        if not mode & 0o001:
-            current.chmod((mode & 0o7777) | 0o011)
-        if current in (stop, current.parent):
-            break
-        current = current.parent
-
-
 def chown_tree(path: Path, user: str, group: str) -> None:
     """Recursively give *path* to user:group (like ``chown -R``)."""
     shutil.chown(path, user, group)

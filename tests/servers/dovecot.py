@@ -27,7 +27,6 @@ from tests.servers._util import (
     HOST,
     chown_tree,
     free_port,
-    let_users_traverse,
     need,
     need_root,
     port_open,
@@ -35,6 +34,7 @@ from tests.servers._util import (
     wait_for_ports,
     wait_until,
 )
+from tests.servers.dirs import ServerDirs
 from tests.servers.tls import TlsFiles
 
 MAIL_USER = "nobody"
@@ -120,7 +120,7 @@ class DovecotServer:
     ``ca_file``. Everything lives under ``base``; mail under ``mail_root/<user>/Maildir``.
     """
 
-    def __init__(self, base: Path, tls: TlsFiles, basetemp: Path) -> None:
+    def __init__(self, base: Path, tls: TlsFiles) -> None:
         self.binary = need("dovecot")
         need_root("Dovecot")
         self.host = HOST
@@ -140,7 +140,6 @@ class DovecotServer:
         for sub in ("run", "state", "mail", "passwd.d"):
             (base / sub).mkdir(parents=True, exist_ok=True)
         shutil.chown(self.mail_root, MAIL_USER, MAIL_GROUP)
-        let_users_traverse(base, basetemp)
         self.config.write_text(
             _CONFIG.format(
                 base=base,
@@ -289,16 +288,14 @@ class DovecotServer:
 
 
 @pytest.fixture(scope="session")
-def dovecot(tmp_path_factory: pytest.TempPathFactory, tls_ca: TlsFiles) -> Iterator[DovecotServer]:
+def dovecot(server_dirs: ServerDirs, tls_ca: TlsFiles) -> Iterator[DovecotServer]:
     """One running Dovecot for the session (IMAP, IMAPS, POP3, POP3S on 127.0.0.1).
 
     Skips (fails under CI=true) when Dovecot is not installed or not running as root.
     Tests should use their own user (``dovecot_user``) rather than share mailboxes. A test
     that stops or restarts it must leave it running.
     """
-    server = DovecotServer(
-        tmp_path_factory.mktemp("dovecot"), tls_ca, tmp_path_factory.getbasetemp()
-    )
+    server = DovecotServer(server_dirs.make("dovecot"), tls_ca)
     server.start()
     yield server
     server.stop()

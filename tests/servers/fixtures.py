@@ -6,6 +6,7 @@ Loaded from the root conftest with ``pytest_plugins = ["tests.servers.fixtures"]
 from __future__ import annotations
 
 from tests.servers._util import need
+from tests.servers.dirs import server_dirs
 from tests.servers.dovecot import dovecot, dovecot_user
 from tests.servers.postfix import postfix
 from tests.servers.smtp import smtp_server, smtp_server_factory
@@ -17,6 +18,7 @@ __all__ = [
     "dovecot_user",
     "need",
     "postfix",
+    "server_dirs",
     "smtp_server",
     "smtp_server_factory",
     "smtp_sink",

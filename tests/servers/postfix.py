@@ -22,7 +22,6 @@ from tests.servers._process import descendants, kill_tree, wait_gone
 from tests.servers._util import (
     HOST,
     free_port,
-    let_users_traverse,
     need,
     need_root,
     pid_alive,
@@ -31,6 +30,7 @@ from tests.servers._util import (
     wait_for_ports,
     wait_until,
 )
+from tests.servers.dirs import ServerDirs
 from tests.servers.dovecot import MAIL_DOMAIN, DovecotServer, MailUser
 
 # Delivery runs as the Dovecot mail user (nobody:nogroup) so Dovecot can read what lands.
@@ -97,7 +97,7 @@ class PostfixServer:
     given Dovecot. ``log`` is Postfix's own log file (no syslog needed).
     """
 
-    def __init__(self, base: Path, basetemp: Path, dovecot: DovecotServer, user: MailUser) -> None:
+    def __init__(self, base: Path, dovecot: DovecotServer, user: MailUser) -> None:
         self.binary = need("postfix")
         need_root("Postfix")
         self.host = HOST
@@ -111,7 +111,6 @@ class PostfixServer:
         for sub in ("etc", "spool", "data"):
             (base / sub).mkdir(parents=True, exist_ok=True)
         shutil.chown(base / "data", "postfix")
-        let_users_traverse(base, basetemp)
         (self.config_dir / "main.cf").write_text(
             _MAIN_CF.format(
                 base=base,
@@ -214,7 +213,7 @@ class PostfixServer:
 
 @pytest.fixture
 def postfix(
-    tmp_path_factory: pytest.TempPathFactory, dovecot: DovecotServer, dovecot_user: MailUser
+    server_dirs: ServerDirs, dovecot: DovecotServer, dovecot_user: MailUser
 ) -> Iterator[PostfixServer]:
     """A full Postfix for this test, delivering ``*@example.test`` into ``dovecot_user``.
 
@@ -222,9 +221,7 @@ def postfix(
     then ``postfix.wait_for_messages(n)`` and read the mail from Dovecot as
     ``postfix.user``. Stopped (master and every child) at teardown.
     """
-    server = PostfixServer(
-        tmp_path_factory.mktemp("postfix"), tmp_path_factory.getbasetemp(), dovecot, dovecot_user
-    )
+    server = PostfixServer(server_dirs.make("postfix"), dovecot, dovecot_user)
     server.start()
     yield server
     server.stop()

@@ -19,7 +19,6 @@ import pytest
 from tests.servers._util import (
     HOST,
     free_port,
-    let_users_traverse,
     need,
     need_root,
     port_open,
@@ -27,6 +26,7 @@ from tests.servers._util import (
     wait_for_ports,
     wait_until,
 )
+from tests.servers.dirs import ServerDirs
 
 SINK_USER = "nobody"
 
@@ -109,7 +109,6 @@ class SmtpSink:
     def __init__(
         self,
         base: Path,
-        basetemp: Path,
         *,
         soft_reject: Iterable[str] = (),
         hard_reject: Iterable[str] = (),
@@ -130,7 +129,6 @@ class SmtpSink:
         self.dump_dir = base / "dump"
         self.dump_dir.mkdir(parents=True, exist_ok=True)
         shutil.chown(self.dump_dir, SINK_USER)
-        let_users_traverse(self.dump_dir, basetemp)
         args = [self.binary, "-u", SINK_USER, "-h", hostname, "-d", f"{self.dump_dir}/%H%M."]
         for flag, commands in (
             ("-r", soft_reject),
@@ -200,7 +198,7 @@ SmtpSinkFactory = Callable[..., SmtpSink]
 
 
 @pytest.fixture
-def smtp_sink_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpSinkFactory]:
+def smtp_sink_factory(server_dirs: ServerDirs) -> Iterator[SmtpSinkFactory]:
     """Start smtp-sink servers with fault options (see :class:`SmtpSink`); stopped at teardown.
 
     Skips (fails under CI=true) when Postfix's smtp-sink is missing or not running as root.
@@ -208,9 +206,7 @@ def smtp_sink_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Smtp
     sinks: list[SmtpSink] = []
 
     def make(**options: Any) -> SmtpSink:
-        sink = SmtpSink(
-            tmp_path_factory.mktemp("smtp-sink"), tmp_path_factory.getbasetemp(), **options
-        )
+        sink = SmtpSink(server_dirs.make("smtp-sink"), **options)
         sinks.append(sink.start())
         return sink
 
