@@ -29,6 +29,7 @@ from ...mapi import (
     MapiError,
 )
 from ...spi import InboundMessage, Support, TransportLogon
+from .._inbound.state import load_state, save_state
 from .._inbound.worker import Worker
 from .client import FolderInfo, ImapConnection
 from .settings import ImapSettings
@@ -196,13 +197,13 @@ class ImapLogon(TransportLogon):
         return dedupe_key(self.common.account_id, cursor.info.name, cursor.info.uidvalidity, uid)
 
     def _save_state(self, folder: str, state: FolderState) -> None:
-        self.support.set_state(state_key(self.common.account_id, folder), state.to_json())
+        save_state(self.support, state_key(self.common.account_id, folder), state.to_json())
 
     async def _open_folder(self, folder: str) -> _Cursor:
         await self._worker.run(self._conn.ensure)
         info = await self._worker.run(self._conn.select, folder)
         stored = FolderState.from_json(
-            self.support.get_state(state_key(self.common.account_id, folder))
+            load_state(self.support, state_key(self.common.account_id, folder))
         )
         outcome = reconcile(stored, info.uidvalidity, info.uidnext)
         if outcome.changed:
@@ -231,8 +232,8 @@ class ImapLogon(TransportLogon):
         if cursor.fingerprints is None:
             index: dict[str, str] = {}
             for page in range(cursor.state.fp_batches):
-                value = self.support.get_state(
-                    state_key(self.common.account_id, cursor.info.name, f"fp:{page}")
+                value = load_state(
+                    self.support, state_key(self.common.account_id, cursor.info.name, f"fp:{page}")
                 )
                 if isinstance(value, dict):
                     index.update({k: v for k, v in value.items() if isinstance(v, str)})
@@ -281,8 +282,10 @@ class ImapLogon(TransportLogon):
         }
         if page:
             number = cursor.state.fp_batches
-            self.support.set_state(
-                state_key(self.common.account_id, cursor.info.name, f"fp:{number}"), page
+            save_state(
+                self.support,
+                state_key(self.common.account_id, cursor.info.name, f"fp:{number}"),
+                page,
             )
             cursor.state = replace(cursor.state, fp_batches=number + 1)
             self._save_state(cursor.info.name, cursor.state)
@@ -334,7 +337,7 @@ class ImapLogon(TransportLogon):
         for folder in self.settings.folders:
             info = await self._worker.run(self._conn.select, folder)
             state = FolderState.from_json(
-                self.support.get_state(state_key(self.common.account_id, folder))
+                load_state(self.support, state_key(self.common.account_id, folder))
             )
             if state.uidvalidity != info.uidvalidity:
                 waiting += info.exists
