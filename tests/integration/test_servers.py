@@ -281,12 +281,15 @@ def test_dovecot_restart_keeps_mail(dovecot: DovecotServer, dovecot_user: MailUs
 def test_postfix_delivers_into_dovecot_maildir(
     postfix: PostfixServer, dovecot: DovecotServer
 ) -> None:
-    """Mail sent to the full Postfix on its port lands in the Dovecot Maildir and is fetched
-    over IMAP with its body intact."""
+    """Mail sent into the full Postfix lands in the Dovecot Maildir and is fetched over IMAP
+    intact, while a foreign domain is refused at RCPT."""
     user = postfix.user
     with smtplib.SMTP(postfix.host, postfix.port, timeout=5) as client:
-        refused = client.sendmail("alice@other.test", [user.address], MESSAGE)
-    assert refused == {}
+        refused = client.sendmail(
+            "alice@other.test", [user.address, "gone@discard.test", "x@elsewhere.test"], MESSAGE
+        )
+    assert refused.keys() == {"x@elsewhere.test"}
+    assert refused["x@elsewhere.test"][0] == 554
     postfix.wait_for_messages(1)
     with IMAPClient(dovecot.host, dovecot.imap_port, ssl=False) as client:
         client.login(user.name, user.password)

@@ -49,7 +49,10 @@ myhostname = mx.{domain}
 mydestination =
 mynetworks = 127.0.0.0/8
 relayhost =
-smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+smtpd_relay_restrictions = reject_unauth_destination
+relay_domains = discard.test
+transport_maps = inline:{{ {{discard.test = discard:}} }}
+default_transport = error:5.7.1 tests never relay beyond this machine
 alias_maps =
 alias_database =
 biff = no
@@ -94,7 +97,8 @@ class PostfixServer:
     """A running Postfix whose smtpd listens on ``host``:``port``.
 
     Mail for any address ``@example.test`` is delivered into ``user``'s Maildir in the
-    given Dovecot. ``log`` is Postfix's own log file (no syslog needed).
+    given Dovecot; ``@discard.test`` is accepted and discarded; any other domain is refused
+    at RCPT TO with 554 5.7.1 (relay access denied). ``log`` is Postfix's own log file.
     """
 
     def __init__(self, base: Path, dovecot: DovecotServer, user: MailUser) -> None:
@@ -217,7 +221,8 @@ def postfix(
 ) -> Iterator[PostfixServer]:
     """A full Postfix for this test, delivering ``*@example.test`` into ``dovecot_user``.
 
-    Send to ``postfix.host``/``postfix.port`` (no TLS, no AUTH; 127.0.0.0/8 may relay),
+    Send to ``postfix.host``/``postfix.port`` (no TLS, no AUTH; only example.test and
+    discard.test are accepted),
     then ``postfix.wait_for_messages(n)`` and read the mail from Dovecot as
     ``postfix.user``. Stopped (master and every child) at teardown.
     """
