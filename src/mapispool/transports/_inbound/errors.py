@@ -69,7 +69,7 @@ def translate_error(
             retry_after=RETRY_AFTER_NETWORK,
         )
     if isinstance(exc, ssl.SSLCertVerificationError):
-        reason = exc.verify_message or reply or "verification failed"
+        reason = getattr(exc, "verify_message", None) or reply or "verification failed"
         return MapiError(
             MAPI_E_NETWORK_ERROR,
             f"the TLS certificate of {where} is not trusted ({reason}); set ca_file to the "

@@ -16,7 +16,7 @@ from ...mapi import MAPI_E_CALL_FAILED, MAPI_E_LOGON_FAILED, MAPI_E_NO_SUPPORT, 
 from .._inbound.errors import translate_error
 from .._inbound.secrets import Credentials, b64, sasl_oauthbearer, sasl_xoauth2
 from .._inbound.tls import make_ssl_context
-from .protocol import describe_headers, is_temporary, parse_listing, parse_sizes
+from .protocol import describe_headers, is_temporary, parse_listing, parse_sizes, reply_text
 from .settings import Pop3Settings
 
 T = TypeVar("T")
@@ -52,10 +52,12 @@ class Pop3Connection:
             raise
         except Exception as exc:
             seen: BaseException = exc
-            if isinstance(exc, poplib.error_proto) and is_temporary(str(exc)):
+            if isinstance(exc, poplib.error_proto) and is_temporary(
+                exc.args[0] if exc.args else exc
+            ):
                 # The server is going away or busy ("-ERR EOF" is poplib's way to say the
                 # connection closed): a network failure to retry, not a refusal.
-                seen = ConnectionResetError(str(exc).strip("b'\""))
+                seen = ConnectionResetError(reply_text(exc.args[0] if exc.args else exc))
             error = translate_error(
                 seen,
                 doing=doing,

@@ -32,11 +32,21 @@ def parse_sizes(lines: Iterable[bytes]) -> dict[int, int]:
     return {n: int(v) for n, v in parse_listing(lines).items() if v.isdigit()}
 
 
-def is_temporary(reply: str) -> bool:
+def reply_text(reply: object) -> str:
+    """A poplib reply or error argument as text (poplib passes bytes, or their repr)."""
+    if isinstance(reply, bytes):
+        return reply.decode("utf-8", "replace").strip()
+    text = str(reply).strip()
+    if text[:2] in ("b'", 'b"') and text[-1:] == text[1]:
+        text = text[2:-1]
+    return text
+
+
+def is_temporary(reply: object) -> bool:
     """True for ``-ERR`` replies that say "try again later" (RFC 2449/3206 response codes
     ``[SYS/TEMP]`` and ``[IN-USE]``), and for poplib's "-ERR EOF" (connection closed)."""
-    upper = reply.upper()
-    return "[SYS/TEMP]" in upper or "[IN-USE]" in upper or upper.strip("b'\" ") == "-ERR EOF"
+    upper = reply_text(reply).upper()
+    return "[SYS/TEMP]" in upper or "[IN-USE]" in upper or upper == "-ERR EOF"
 
 
 def describe_headers(lines: Iterable[bytes]) -> str:
