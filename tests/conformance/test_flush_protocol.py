@@ -292,6 +292,9 @@ async def test_recipient_nobody_takes_gets_an_ndr(rig, session_factory):
     await session.spooler_status().flush_queues(FLUSH_UPLOAD)
     inbox = await session.folder("Inbox").messages()
     assert [m.message_class for m in inbox] == ["Report.IPM.Note.NDR"]
-    assert b"c=fr" in inbox[0].content and b"no transport accepts address type X400" in inbox[0].content
+    assert (
+        b"c=fr" in inbox[0].content
+        and b"no transport accepts address type X400" in inbox[0].content
+    )
     assert rig.scripts["a"].sent == [("mixed", ("bob@example.test",))]
     assert [m.subject for m in await session.folder("Sent Items").messages()] == ["mixed"]

@@ -33,7 +33,9 @@ from mapispool.testing import Defer, Raise, Refuse, ResendLater, ResendNow
 from .conftest import message
 
 
-async def test_deferred_message_is_parked_then_resubmitted_with_begin_deferred(rig, session_factory):
+async def test_deferred_message_is_parked_then_resubmitted_with_begin_deferred(
+    rig, session_factory
+):
     """END_DONT_RESEND parks the message; NOTIFY_SENTDEFERRED at the next flush brings it
     back through SubmitMessage(BEGIN_DEFERRED), and then it is sent."""
     rig.script("a").on("later", Defer())
@@ -122,9 +124,7 @@ async def test_status_recips_failures_become_one_ndr(rig, session_factory):
     """Recipients a transport reports failed get one NDR naming each and the reason."""
     rig.script("a").on("partly", Refuse(("bad@example.test",), "550 5.1.1 no such user"))
     session = await session_factory()
-    await session.submit(
-        message("partly"), recipients=["good@example.test", "bad@example.test"]
-    )
+    await session.submit(message("partly"), recipients=["good@example.test", "bad@example.test"])
     result = await session.spooler_status().flush_queues(FLUSH_UPLOAD)
     assert result.transports["a"].sent == 1 and result.transports["a"].failed == 1
     (ndr,) = await session.folder("Inbox").messages()
