@@ -6,11 +6,17 @@ Load it from a profile with  provider = "custom_transport:JsonLinesProvider"
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from mapispool.spi import OutboundMessage, TransportLogon, TransportProvider
+
+
+def append(path: Path, text: str) -> None:
+    with path.open("a", encoding="utf-8") as out:
+        out.write(text)
 
 
 class JsonLinesLogon(TransportLogon):
@@ -20,13 +26,12 @@ class JsonLinesLogon(TransportLogon):
         return ["SMTP"]
 
     async def submit_message(self, message: OutboundMessage, flags: int) -> None:
-        path = Path(self.support.settings["path"])
-        with path.open("a", encoding="utf-8") as out:
-            for recipient in message.pending_recipients():
-                line = {"to": recipient.address, "from": message.sender,
-                        "bytes": message.content.decode("utf-8", "replace")}  # fmt: skip
-                out.write(json.dumps(line) + "\n")
-                recipient.responsibility = True  # PR_RESPONSIBILITY: this one is done
+        text = message.content.decode("utf-8", "replace")
+        lines = ""
+        for recipient in message.pending_recipients():
+            lines += json.dumps({"to": recipient.address, "text": text}) + "\n"
+            recipient.responsibility = True  # PR_RESPONSIBILITY: this one is done
+        await asyncio.to_thread(append, Path(self.support.settings["path"]), lines)
 
 
 class JsonLinesProvider(TransportProvider):

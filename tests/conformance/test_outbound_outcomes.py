@@ -94,7 +94,8 @@ async def test_wait_and_network_error_retry_after_the_given_time(rig, session_fa
     result = await session.spooler_status().flush_queues(FLUSH_UPLOAD)
     assert (result.transports["a"].retried, result.transports["a"].sent) == (2, 1)
     entry = await session.queue_entry(w)
-    assert entry.state is QueueState.RETRY and entry.not_before > time.time() + 500
+    assert entry.state is QueueState.RETRY
+    assert entry.not_before > time.time() + 500
     assert "scripted failure" in (entry.last_error or "")
     assert (await session.queue_entry(ok)).state is QueueState.SENT
     await session.spooler_status().flush_queues(FLUSH_UPLOAD)
@@ -126,10 +127,12 @@ async def test_status_recips_failures_become_one_ndr(rig, session_factory):
     session = await session_factory()
     await session.submit(message("partly"), recipients=["good@example.test", "bad@example.test"])
     result = await session.spooler_status().flush_queues(FLUSH_UPLOAD)
-    assert result.transports["a"].sent == 1 and result.transports["a"].failed == 1
+    assert result.transports["a"].sent == 1
+    assert result.transports["a"].failed == 1
     (ndr,) = await session.folder("Inbox").messages()
     assert ndr.message_class == "Report.IPM.Note.NDR"
-    assert b"bad@example.test" in ndr.content and b"550 5.1.1 no such user" in ndr.content
+    assert b"bad@example.test" in ndr.content
+    assert b"550 5.1.1 no such user" in ndr.content
     assert b"good@example.test" not in ndr.content.split(b"\r\n\r\n", 1)[1].split(b"rfc822")[0]
 
 
@@ -189,7 +192,8 @@ async def test_status_table_rows_and_change_notifications(rig, session_factory):
     assert [r[PR_DISPLAY_NAME] for r in rows] == ["Spooler", "a"]
     spooler_row, a_row = rows
     assert (spooler_row[PR_RESOURCE_TYPE], spooler_row[PR_RESOURCE_METHODS]) == (0x25, 0x9)
-    assert a_row[PR_RESOURCE_TYPE] == 0x24 and a_row[PR_OBJECT_TYPE] == 0xA
+    assert a_row[PR_RESOURCE_TYPE] == 0x24
+    assert a_row[PR_OBJECT_TYPE] == 0xA
     assert a_row[PR_PROVIDER_DISPLAY] == "recording"
     assert a_row[PR_STATUS_CODE] & (STATUS_INBOUND_ENABLED | STATUS_OUTBOUND_ENABLED)
     assert a_row[PR_STATUS_STRING] == "Available"
@@ -204,5 +208,7 @@ async def test_status_table_rows_and_change_notifications(rig, session_factory):
     name, row = await asyncio.wait_for(waiter, 2)
     await iterator.aclose()
     unsubscribe()
-    assert "a" in seen and "spooler" in seen
-    assert name in ("a", "spooler") and PR_STATUS_CODE in row
+    assert "a" in seen
+    assert "spooler" in seen
+    assert name in ("a", "spooler")
+    assert PR_STATUS_CODE in row

@@ -30,16 +30,18 @@ def loopback(tmp_path: Path, who: str, office: str, **extra: object) -> Profile:
 def test_two_sessions_exchange_mail_through_a_post_office(tmp_path):
     """Alice's flush sends, Bob's flush receives, each message exactly once."""
     office = f"office-{tmp_path.name}"
-    with Session.logon(loopback(tmp_path, "alice", office)) as alice:
-        with Session.logon(loopback(tmp_path, "bob", office)) as bob:
-            alice.submit(
-                b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: hi\r\n\r\nx\r\n"
-            )
-            assert alice.spooler_status().flush_queues(FLUSH_UPLOAD).total("sent") == 1
-            assert bob.spooler_status().flush_queues(FLUSH_DOWNLOAD).total("received") == 1
-            assert bob.spooler_status().flush_queues(FLUSH_DOWNLOAD).total("received") == 0
-            assert [m.subject for m in bob.folder("Inbox").messages()] == ["hi"]
-            assert [m.subject for m in alice.folder("Sent Items").messages()] == ["hi"]
+    with (
+        Session.logon(loopback(tmp_path, "alice", office)) as alice,
+        Session.logon(loopback(tmp_path, "bob", office)) as bob,
+    ):
+        alice.submit(
+            b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: hi\r\n\r\nx\r\n"
+        )
+        assert alice.spooler_status().flush_queues(FLUSH_UPLOAD).total("sent") == 1
+        assert bob.spooler_status().flush_queues(FLUSH_DOWNLOAD).total("received") == 1
+        assert bob.spooler_status().flush_queues(FLUSH_DOWNLOAD).total("received") == 0
+        assert [m.subject for m in bob.folder("Inbox").messages()] == ["hi"]
+        assert [m.subject for m in alice.folder("Sent Items").messages()] == ["hi"]
 
 
 async def test_send_immediately_and_polling_without_a_flush(tmp_path):

@@ -40,16 +40,23 @@ def test_property_types_match_the_tags():
     known = {0x0003, 0x000A, 0x000B, 0x001E, 0x001F, 0x0040, 0x0102}
     for tag in PropTag:
         assert prop_type(tag) in known, tag.name
-    assert PropTag.PR_STATUS_CODE == 0x3E040003 and PropTag.PR_ENTRYID == 0x0FFF0102
+    assert PropTag.PR_STATUS_CODE == 0x3E040003
+    assert PropTag.PR_ENTRYID == 0x0FFF0102
 
 
 def test_spot_values_from_the_headers():
     """A sample of exact values from spec §2."""
-    assert mapi.FLUSH_UPLOAD == 0x2 and mapi.FLUSH_DOWNLOAD == 0x4 and mapi.FLUSH_ASYNC_OK == 0x20
-    assert mapi.STATUS_OUTBOUND_FLUSH == 0x00400000 and mapi.STATUS_INBOUND_FLUSH == 0x00040000
-    assert mapi.END_DONT_RESEND == 0x40000 and mapi.NOTIFY_SENTDEFERRED == 0x4
-    assert mapi.MAPI_E_BUSY == 0x8004010B and mapi.MAPI_E_NOT_ME == 0x80040502
-    assert mapi.STATUSROW_UPDATE == 0x10000000 and mapi.MAPI_SPOOLER == 0x25
+    assert mapi.FLUSH_UPLOAD == 0x2
+    assert mapi.FLUSH_DOWNLOAD == 0x4
+    assert mapi.FLUSH_ASYNC_OK == 0x20
+    assert mapi.STATUS_OUTBOUND_FLUSH == 0x00400000
+    assert mapi.STATUS_INBOUND_FLUSH == 0x00040000
+    assert mapi.END_DONT_RESEND == 0x40000
+    assert mapi.NOTIFY_SENTDEFERRED == 0x4
+    assert mapi.MAPI_E_BUSY == 0x8004010B
+    assert mapi.MAPI_E_NOT_ME == 0x80040502
+    assert mapi.STATUSROW_UPDATE == 0x10000000
+    assert mapi.MAPI_SPOOLER == 0x25
 
 
 def test_every_member_is_exported_under_its_mapi_name():
@@ -64,8 +71,10 @@ def test_mapi_error_carries_hresult_and_retry_after():
     """MapiError(hresult, message, retry_after=) keeps both as attributes and refuses
     success codes."""
     error = MapiError(mapi.MAPI_E_WAIT, "busy server", retry_after=30, reply="451 later")
-    assert error.hresult == HResult.MAPI_E_WAIT and error.retry_after == 30
-    assert "MAPI_E_WAIT" in str(error) and "451 later" in str(error)
+    assert error.hresult == HResult.MAPI_E_WAIT
+    assert error.retry_after == 30
+    assert "MAPI_E_WAIT" in str(error)
+    assert "451 later" in str(error)
     try:
         MapiError(mapi.S_OK)
     except ValueError:

@@ -20,8 +20,9 @@ def test_top_level_names():
 def test_spi_contract_names():
     """The SPI names of DESIGN §5 exist with their methods."""
     logon = mapispool.spi.TransportLogon
-    for method in ("address_types", "transport_notify", "submit_message", "end_message",
-                   "poll", "start_message", "flush_queues", "validate_state", "idle", "logoff"):  # fmt: skip
+    methods = ("address_types", "transport_notify", "submit_message", "end_message", "poll",
+               "start_message", "flush_queues", "validate_state", "idle", "logoff")  # fmt: skip
+    for method in methods:
         assert callable(getattr(logon, method)), method
     for method in ("modify_status_row", "status_row", "spooler_notify", "status_recips"):
         assert callable(getattr(mapispool.spi.Support, method)), method

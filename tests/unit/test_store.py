@@ -82,8 +82,10 @@ def test_dedupe_keys_make_delivery_exactly_once(store):
     """A second delivery with the same dedupe key stores nothing."""
     first = store.deliver("Inbox", b"Subject: a\r\n\r\n", {}, dedupe_key="imap:1:7")
     again = store.deliver("Inbox", b"Subject: a\r\n\r\n", {}, dedupe_key="imap:1:7")
-    assert first is not None and again is None
-    assert store.message_count("Inbox") == 1 and store.has_dedupe_key("imap:1:7")
+    assert first is not None
+    assert again is None
+    assert store.message_count("Inbox") == 1
+    assert store.has_dedupe_key("imap:1:7")
 
 
 def test_migrating_an_old_store_gives_the_current_schema(tmp_path):
@@ -117,7 +119,8 @@ def test_store_from_a_newer_version_is_refused(tmp_path):
     conn.close()
     with pytest.raises(MapiError) as error:
         Store(tmp_path / "s.db")
-    assert error.value.hresult == MAPI_E_VERSION and "upgrade mapispool" in str(error.value)
+    assert error.value.hresult == MAPI_E_VERSION
+    assert "upgrade mapispool" in str(error.value)
 
 
 def test_store_file_is_private(tmp_path):
@@ -129,7 +132,8 @@ def test_store_file_is_private(tmp_path):
 def test_only_one_spooler_per_store(tmp_path):
     """The spooler lock is exclusive."""
     one, two = Store(tmp_path / "s.db"), Store(tmp_path / "s.db")
-    assert one.acquire_spooler_lock() and not two.acquire_spooler_lock()
+    assert one.acquire_spooler_lock()
+    assert not two.acquire_spooler_lock()
     one.close()
     assert two.acquire_spooler_lock()
     two.close()
