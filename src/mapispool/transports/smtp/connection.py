@@ -218,6 +218,7 @@ class SmtpConnection:
             with contextlib.suppress(SMTPException, OSError, TimeoutError):
                 await asyncio.wait_for(client.quit(), QUIT_TIMEOUT)
         self.abort()
+        await asyncio.sleep(0)  # let the transport release its socket (see logoff)
 
     async def noop(self) -> None:
         """Check that the connection still answers. Raises ``SmtpError``."""

@@ -256,3 +256,6 @@ class SmtpLogon(TransportLogon):
         for connection in list(self._busy):
             connection.abort()
         self._busy.clear()
+        # A closed asyncio transport releases its socket one loop iteration later; give
+        # it that iteration so a caller that stops the loop next leaks no socket.
+        await asyncio.sleep(0)
