@@ -1,0 +1,5 @@
+"""``python -m mapispool.cli``: the same as the ``mapispool`` command."""
+
+from mapispool.cli import main
+
+main()

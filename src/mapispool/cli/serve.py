@@ -1,0 +1,33 @@
+"""``mapispool serve``: the spooler daemon."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+from ..daemon.logs import EventLog, install
+from ..daemon.server import serve as run_daemon
+from .context import Cli, pass_cli
+
+
+@click.command(
+    epilog="\b\nExamples:\n  mapispool serve\n  mapispool serve --log-format json"
+    "\n  kill -USR1 <pid>   (Send/Receive now)"
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["kv", "json"]),
+    default="kv",
+    show_default=True,
+    help="Log lines on stderr as key=value pairs or JSON objects.",
+)
+@pass_cli
+def serve(cli: Cli, log_format: str) -> None:
+    """Run the spooler until SIGTERM/SIGINT: send as messages arrive, poll, Send/Receive
+    every flush_every minutes and on SIGUSR1. Other mapispool commands on the same
+    store talk to it through a control socket next to the store file."""
+    events = EventLog(log_format)
+    install(events, cli.verbose)
+    profile = cli.profile
+    asyncio.run(run_daemon(profile, events))

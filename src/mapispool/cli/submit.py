@@ -1,0 +1,93 @@
+"""``mapispool submit``: queue one RFC 5322 message."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..daemon.client import encode_content
+from .context import Cli, pass_cli
+
+_RELATIVE = re.compile(r"^\+(\d+(?:\.\d+)?)([smhd]?)$")
+_UNITS = {"": 60.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_send_at(text: str, now: float | None = None) -> float:
+    """``+10m`` / ``+2h`` / ``+30s`` / ``+1d`` (a bare ``+N`` is minutes) or an ISO 8601
+    time (local time when it has no offset) → a POSIX timestamp."""
+    now = time.time() if now is None else now
+    match = _RELATIVE.match(text.strip())
+    if match:
+        return now + float(match.group(1)) * _UNITS[match.group(2)]
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"{text!r} is neither +10m/+2h/+1d nor an ISO time like 2030-01-31T09:00"
+        ) from exc
+    return moment.timestamp()  # naive: local time, as a person typing it means
+
+
+def add_missing_headers(content: bytes, headers: dict[str, str]) -> bytes:
+    """Prepend the headers the message lacks (To/Cc from --to/--cc on a bare message)."""
+    block = content.split(b"\n\n", 1)[0].lower()
+    newline = b"\r\n" if b"\r\n" in content[:2000] else b"\n"
+    added = b""
+    for name, value in headers.items():
+        if value and not re.search(rb"(^|\n)" + name.lower().encode() + rb":", block):
+            added += f"{name}: {value}".encode() + newline
+    return added + content
+
+
+def read_message(source: str) -> bytes:
+    if source == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(source).read_bytes()
+    except OSError as exc:
+        raise click.FileError(source, exc.strerror) from exc
+
+
+@click.command(
+    epilog="\b\nExamples:\n  mapispool submit message.eml\n"
+    "  mapispool submit --to bob@example.com --send-at +10m - < note.txt"
+)
+@click.argument("source", default="-", metavar="[FILE|-]")
+@click.option("--to", multiple=True, metavar="ADDR", help="A recipient (repeatable).")
+@click.option("--cc", multiple=True, metavar="ADDR", help="A Cc recipient (repeatable).")
+@click.option("--bcc", multiple=True, metavar="ADDR", help="A Bcc recipient (repeatable).")
+@click.option("--from", "sender", metavar="ADDR", help="The envelope sender.")
+@click.option("--send-at", metavar="WHEN", help="Send later: +10m, +2h, or an ISO time.")
+@pass_cli
+def submit(
+    cli: Cli,
+    source: str,
+    to: tuple[str, ...],
+    cc: tuple[str, ...],
+    bcc: tuple[str, ...],
+    sender: str | None,
+    send_at: str | None,
+) -> None:
+    """Queue a message (a file, or stdin with -) and print its entry id in hex.
+    Recipients come from the To/Cc/Bcc headers unless --to/--cc/--bcc are given."""
+    content = read_message(source)
+    recipients = [*to, *cc, *bcc] or None
+    if recipients:
+        content = add_missing_headers(content, {"To": ", ".join(to), "Cc": ", ".join(cc)})
+    params: dict[str, Any] = {
+        "content": encode_content(content),
+        "recipients": recipients,
+        "send_at": parse_send_at(send_at) if send_at else None,
+        "sender": sender,
+    }
+    backend = cli.backend()
+    entry_id = backend.call("submit", params)
+    click.echo(entry_id)
+    if backend.kind == "local" and not cli.quiet:
+        click.echo("queued; 'mapispool flush' or a running 'mapispool serve' sends it", err=True)

@@ -1,0 +1,154 @@
+"""How a ``mapispool`` command reaches the spooler: through the daemon's control socket
+when a daemon runs on the store, else in this process for the length of the command.
+
+``connect(profile)`` returns a ``Backend``; both kinds answer ``call(op, params,
+progress)`` with the same JSON-friendly values (see ``ops``)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..mapi import MAPI_E_BUSY, MAPI_E_CALL_FAILED, MapiError
+from ..profile import Profile
+from ..session import AsyncSession
+from ..spooler.engine import Spooler
+from ..store import Store
+from . import ops
+from .protocol import decode, encode, raise_error, socket_path
+
+Progress = Callable[[dict[str, Any]], None]
+
+CONNECT_TIMEOUT = 5.0
+
+
+class Backend(Protocol):
+    """Runs one operation and returns its JSON-friendly result."""
+
+    #: "daemon" or "local": where the operation ran (commands mention it in their output).
+    kind: str
+
+    def call(
+        self, op: str, params: dict[str, Any] | None = None, progress: Progress | None = None
+    ) -> Any: ...
+
+
+class DaemonBackend:
+    """Talks to a running ``mapispool serve`` over its AF_UNIX control socket."""
+
+    kind = "daemon"
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._reader = sock.makefile("rb")
+
+    @classmethod
+    def connect(cls, path: Path) -> DaemonBackend | None:
+        """A client for the daemon listening at ``path``, or None when none answers (no
+        socket file, or a stale one left by a daemon that was killed)."""
+        if not path.exists():
+            return None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(CONNECT_TIMEOUT)
+        try:
+            sock.connect(str(path))
+        except OSError:
+            sock.close()
+            return None
+        # A flush may take as long as it takes; only connecting has a deadline.
+        sock.settimeout(None)
+        return cls(sock)
+
+    def call(
+        self, op: str, params: dict[str, Any] | None = None, progress: Progress | None = None
+    ) -> Any:
+        try:
+            self._sock.sendall(encode({"op": op, "params": params or {}}))
+            while True:
+                line = self._reader.readline()
+                if not line:
+                    raise MapiError(MAPI_E_CALL_FAILED, "the daemon closed the control socket")
+                message = decode(line)
+                if message.get("event") == "progress":
+                    if progress is not None:
+                        progress(message)
+                    continue
+                if message.get("ok"):
+                    return message.get("result")
+                raise_error(dict(message.get("error") or {}))
+        except OSError as exc:
+            raise MapiError(MAPI_E_CALL_FAILED, f"lost the daemon's control socket: {exc}") from exc
+
+    def close(self) -> None:
+        self._reader.close()
+        self._sock.close()
+
+
+def offline_session(profile: Profile) -> AsyncSession:
+    """A session on the store with the spooler not started: no transport logs on. Enough
+    for queueing and for queue and folder management, which only touch the store."""
+    store = Store(profile.store_path())
+    return AsyncSession(profile, store, Spooler(profile, store))
+
+
+class LocalBackend:
+    """Runs each operation in this process: with the spooler (transports logged on) for
+    flush and status, on the store alone for everything else."""
+
+    kind = "local"
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+
+    def call(
+        self, op: str, params: dict[str, Any] | None = None, progress: Progress | None = None
+    ) -> Any:
+        return asyncio.run(self._run(op, dict(params or {}), progress))
+
+    async def _run(self, op: str, params: dict[str, Any], progress: Progress | None) -> Any:
+        def emit(event: dict[str, Any]) -> None:
+            if progress is not None:
+                progress(event)
+
+        if op not in ops.NEEDS_SPOOLER:
+            session = offline_session(self.profile)
+            try:
+                return await ops.dispatch(session, op, params, emit)
+            finally:
+                session.store.close()
+        if op == "flush" and params.get("async"):
+            # The spooler lives only as long as this command: it must see the flush end.
+            params["keep_waiting"] = True
+        try:
+            session = await AsyncSession.logon(self.profile)
+        except MapiError as exc:
+            if exc.hresult == MAPI_E_BUSY and op == "status":
+                return self._saved_status()
+            raise
+        async with session:
+            return await ops.dispatch(session, op, params, emit)
+
+    def _saved_status(self) -> Any:
+        """The status table another spooler process saved (it holds the store's lock)."""
+        store = Store(self.profile.store_path())
+        try:
+            return [ops.row_dict(row) for row in store.load_status_rows()]
+        finally:
+            store.close()
+
+
+def connect(profile: Profile) -> Backend:
+    """The daemon of the profile's store if one answers, else an in-process backend."""
+    daemon = DaemonBackend.connect(socket_path(profile.store_path()))
+    if daemon is not None:
+        return daemon
+    return LocalBackend(profile)
+
+
+def encode_content(content: bytes) -> str:
+    """Message bytes as they travel in a ``submit`` request."""
+    return base64.b64encode(content).decode("ascii")

@@ -1,0 +1,50 @@
+"""The control socket's wire format: one JSON object per line, both ways.
+
+A request is ``{"op": NAME, "params": {...}}``. The daemon answers with any number of
+``{"event": "progress", ...}`` lines, then exactly one ``{"ok": true, "result": ...}`` or
+``{"ok": false, "error": {"hresult": N, "message": TEXT}}``; then the connection may carry
+the next request.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..mapi import MAPI_E_CALL_FAILED, MapiError
+
+#: AF_UNIX paths are limited to about 108 bytes on Linux; longer ones cannot be bound.
+MAX_SOCKET_PATH = 100
+
+
+def socket_path(store_path: Path) -> Path:
+    """Where the daemon of the store at ``store_path`` listens: next to the store file."""
+    return store_path.with_name(store_path.name + ".sock")
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One message as a line of compact JSON."""
+    return json.dumps(message, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    """Parse one line; a line that is not a JSON object is a protocol error."""
+    try:
+        value = json.loads(line)
+    except ValueError as exc:
+        raise MapiError(MAPI_E_CALL_FAILED, f"the control socket sent bad JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise MapiError(MAPI_E_CALL_FAILED, "the control socket sent something not an object")
+    return value
+
+
+def error_message(exc: MapiError) -> dict[str, Any]:
+    """The failure answer carrying a ``MapiError`` across the socket."""
+    return {"ok": False, "error": {"hresult": int(exc.hresult), "message": exc.message}}
+
+
+def raise_error(error: dict[str, Any]) -> None:
+    """Re-raise a failure answer as the ``MapiError`` it was in the daemon."""
+    hresult = int(error.get("hresult", MAPI_E_CALL_FAILED))
+    raise MapiError(hresult, str(error.get("message", "")))
