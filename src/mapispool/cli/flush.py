@@ -64,7 +64,7 @@ def flush(
             click.echo(f"mapispool: {BUSY}", err=True)
             raise SystemExit(EX_TEMPFAIL) from exc
         raise
-    if isinstance(result, dict) and result.get("started"):
+    if isinstance(result, dict) and result.get("async_started"):
         cli.say("Send/Receive started; the daemon runs it (see 'mapispool status').")
         return
     if as_json:

@@ -113,7 +113,7 @@ async def transport_entry_id(session: AsyncSession, name: str) -> bytes:
 
 
 async def flush(session: AsyncSession, params: Params, emit: Emit) -> Any:
-    """Send/Receive: ``{"started": true}`` with ``async``, else the result when done."""
+    """Send/Receive: ``{"async_started": true}`` with ``async``, else the result when done."""
     flags = flush_flags(params)
     name = params.get("transport")
     target = await transport_entry_id(session, str(name)) if name else None
@@ -128,7 +128,7 @@ async def flush(session: AsyncSession, params: Params, emit: Emit) -> Any:
         if params.get("keep_waiting"):
             # In-process: the spooler ends with this command, so it waits all the same.
             return result_dict(await outcome.wait())
-        return {"started": True}
+        return {"async_started": True}
     outcome = await status.flush_queues(flags, target, progress, wait=bool(params.get("wait")))
     assert isinstance(outcome, FlushResult)
     return result_dict(outcome)
