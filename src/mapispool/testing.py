@@ -30,6 +30,7 @@ from .mapi import (
     LOGON_SP_POLL,
     MAPI_E_NOT_ME,
     NOTIFY_END_OUTBOUND_FLUSH,
+    NOTIFY_NEWMAIL,
     NOTIFY_SENTDEFERRED,
     PR_REPORT_TEXT,
     PR_SUBJECT,
@@ -161,7 +162,19 @@ class TransportScript:
     inbound: deque[bytes] = field(default_factory=deque)
     sent: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     deferred: list[bytes] = field(default_factory=list)
+    failures: dict[str, deque[MapiError]] = field(default_factory=dict)
     logon: RecordingLogon | None = None
+
+    def fail_next(self, method: str, error: MapiError) -> TransportScript:
+        """Make the next call of ``method`` (e.g. ``"flush_queues"``, ``"poll"``,
+        ``"start_message"``, ``"end_message"``) raise ``error`` (per-call scripting)."""
+        self.failures.setdefault(method, deque()).append(error)
+        return self
+
+    def announce_newmail(self) -> None:
+        """Tell the spooler, as a transport does, that inbound mail waits (NOTIFY_NEWMAIL)."""
+        assert self.logon is not None
+        self.logon.support.spooler_notify(NOTIFY_NEWMAIL)
 
     def on(self, subject: str, *actions: Action) -> TransportScript:
         """Queue ``actions`` for the messages with this subject, one per submit."""
@@ -207,6 +220,9 @@ class RecordingLogon(TransportLogon):
     def _record(self, method: str, flags: int | None = None, subject: str | None = None,
                 data: object | None = None) -> None:  # fmt: skip
         self.script.journal.record(Call(self.name, method, flags, subject, data))
+        scripted = self.script.failures.get(method)
+        if scripted:
+            raise scripted.popleft()
 
     def address_types(self) -> Sequence[str]:
         self._record("address_types")

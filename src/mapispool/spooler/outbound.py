@@ -248,6 +248,9 @@ class OutboundRunner:
             transport=attempt.handle.name,
         )  # fmt: skip
         self.settle(entry_id)
+        # Every recipient may be done after all (taken before the error): then it is sent.
+        if self.store.queue_entry(entry_id).state is QueueState.SENT:
+            return Outcome.SENT
         return Outcome.RETRY
 
     # -- StatusRecips ---------------------------------------------------------------
