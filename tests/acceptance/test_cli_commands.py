@@ -35,7 +35,8 @@ def test_demo_exits_0_and_prints_tables() -> None:
     assert done.returncode == 0, done.stderr
     assert "Send/Receive" in done.stdout
     assert "Status table" in done.stdout
-    assert "Sent Items" in done.stdout and "Inbox" in done.stdout
+    assert "Sent Items" in done.stdout
+    assert "Inbox" in done.stdout
 
 
 def test_submit_then_flush_delivers(profile: Path, smtp: SmtpServer) -> None:
@@ -43,7 +44,8 @@ def test_submit_then_flush_delivers(profile: Path, smtp: SmtpServer) -> None:
     done = run(profile, "submit", "-", stdin=message("first"))
     assert done.returncode == 0, done.stderr
     entry_id = done.stdout.strip()
-    assert len(entry_id) == 32 and int(entry_id, 16) >= 0
+    assert len(entry_id) == 32
+    assert int(entry_id, 16) >= 0
     assert smtp.messages == []
     flushed = run(profile, "flush")
     assert flushed.returncode == 0, flushed.stderr + flushed.stdout
@@ -85,7 +87,8 @@ def test_sendmail_with_t_and_with_arguments(profile: Path, smtp: SmtpServer) -> 
     assert run(profile, "flush").returncode == 0
     first, second = smtp.wait_for(2)
     assert sorted(first.rcpt_tos) == ["bob@example.test", "hidden@example.test"]
-    assert b"after" in first.data and b"Bcc" not in first.data
+    assert b"after" in first.data
+    assert b"Bcc" not in first.data
     assert second.rcpt_tos == ("dave@example.test",)
     assert second.mail_from == "me@example.test"
     assert b"From: Me Myself <me@example.test>" in second.data
