@@ -102,9 +102,7 @@ def test_submit_through_the_daemon_is_sent_at_once(
     assert "op=submit" in daemon.log.read_text()
 
 
-def test_flush_and_sigusr1_through_the_daemon(
-    lazy: tuple[Path, Daemon], smtp: SmtpServer
-) -> None:
+def test_flush_and_sigusr1_through_the_daemon(lazy: tuple[Path, Daemon], smtp: SmtpServer) -> None:
     """flush talks to the daemon (a second spooler could not log on); SIGUSR1 flushes."""
     profile, daemon = lazy
     assert run(profile, "submit", stdin=message("one")).returncode == 0
@@ -118,9 +116,7 @@ def test_flush_and_sigusr1_through_the_daemon(
     assert json.loads(run(profile, "queue", "list", "--json").stdout) == []
 
 
-def test_sigterm_in_the_middle_of_a_flush_loses_nothing(
-    tmp_path: Path, smtp: SmtpServer
-) -> None:
+def test_sigterm_in_the_middle_of_a_flush_loses_nothing(tmp_path: Path, smtp: SmtpServer) -> None:
     """SIGTERM during a slow flush: exit 0, and every message is sent or still queued."""
 
     def slow(transaction: SmtpTransaction) -> str:
