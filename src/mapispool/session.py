@@ -163,10 +163,13 @@ class AsyncFolder:
 class AsyncSession:
     """A logged-on session with its in-process spooler. Use ``await AsyncSession.logon()``."""
 
-    def __init__(self, profile: Profile, store: Store, spooler: Spooler) -> None:
+    def __init__(
+        self, profile: Profile, store: Store, spooler: Spooler, *, spooler_running: bool = True
+    ) -> None:
         self.profile = profile
         self.store = store
         self.spooler = spooler
+        self.spooler_running = spooler_running
         self._closed = False
 
     @classmethod
@@ -181,6 +184,17 @@ class AsyncSession:
             store.close()
             raise
         return cls(loaded, store, spooler)
+
+    @classmethod
+    def open(cls, profile: Profile | str | os.PathLike[str] | None = None) -> AsyncSession:
+        """A session on the store alone: no spooler runs and no transport logs on.
+
+        Enough to submit, list and manage the queue and read folders while another process
+        (a daemon) runs the spooler, or before one starts: submitted mail waits in the
+        store. ``spooler_status().flush_queues`` is not available on such a session."""
+        loaded = _load_profile(profile)
+        store = Store(loaded.store_path())
+        return cls(loaded, store, Spooler(loaded, store), spooler_running=False)
 
     async def __aenter__(self) -> AsyncSession:
         return self
@@ -276,13 +290,17 @@ class AsyncSession:
         self.spooler.queue_changed()
 
     async def retry(self, entry_id: bytes) -> None:
-        """Send again now: a message waiting for its backoff, uncertain, or failed."""
+        """Send again now: a message waiting for its backoff, uncertain, or failed (its
+        failed recipients are tried again, with a new lifetime)."""
+        if self.store.queue_entry(entry_id).state is QueueState.FAILED:
+            self.store.reopen_failed(entry_id, time.time() + self.profile.retry.lifetime)
         self.store.transition(
             entry_id,
             QueueState.QUEUED,
             expect=[QueueState.RETRY, QueueState.UNCERTAIN, QueueState.FAILED, QueueState.DEFERRED],
             event="retry-requested",
         )
+        self.spooler.outbound.settle(entry_id)  # nothing left to send: finish it now
         self.spooler.queue_changed()
 
     async def purge(self, entry_id: bytes) -> None:
@@ -298,7 +316,8 @@ class AsyncSession:
             return
         self._closed = True
         try:
-            await self.spooler.shutdown()
+            if self.spooler_running:
+                await self.spooler.shutdown()
         finally:
             self.store.close()
 

@@ -137,3 +137,11 @@ def test_only_one_spooler_per_store(tmp_path):
     one.close()
     assert two.acquire_spooler_lock()
     two.close()
+
+
+def test_transport_state_keeps_json_values(store):
+    """Support.set_state promises JSON values: dicts, lists, numbers and strings survive."""
+    value = {"INBOX": {"uidvalidity": 7, "seen": [1, 2]}, "name": "x", "n": 1.5}
+    store.set_transport_state("imap", "folders", value)
+    assert store.get_transport_state("imap", "folders") == value
+    assert store.get_transport_state("imap", "absent") is None

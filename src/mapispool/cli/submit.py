@@ -77,12 +77,14 @@ def submit(
     """Queue a message (a file, or stdin with -) and print its entry id in hex.
     Recipients come from the To/Cc/Bcc headers unless --to/--cc/--bcc are given."""
     content = read_message(source)
-    recipients = [*to, *cc, *bcc] or None
-    if recipients:
+    explicit = bool(to or cc or bcc)
+    if explicit:
         content = add_missing_headers(content, {"To": ", ".join(to), "Cc": ", ".join(cc)})
     params: dict[str, Any] = {
         "content": encode_content(content),
-        "recipients": recipients,
+        "recipients": list(to) if explicit else None,
+        "cc": list(cc),
+        "bcc": list(bcc),
         "send_at": parse_send_at(send_at) if send_at else None,
         "sender": sender,
     }

@@ -16,7 +16,6 @@ from typing import Any, Protocol
 from ..mapi import MAPI_E_BUSY, MAPI_E_CALL_FAILED, MapiError
 from ..profile import Profile
 from ..session import AsyncSession
-from ..spooler.engine import Spooler
 from ..store import Store
 from . import ops
 from .protocol import decode, encode, raise_error, socket_path
@@ -91,8 +90,7 @@ class DaemonBackend:
 def offline_session(profile: Profile) -> AsyncSession:
     """A session on the store with the spooler not started: no transport logs on. Enough
     for queueing and for queue and folder management, which only touch the store."""
-    store = Store(profile.store_path())
-    return AsyncSession(profile, store, Spooler(profile, store))
+    return AsyncSession.open(profile)
 
 
 class LocalBackend:

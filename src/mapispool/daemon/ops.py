@@ -17,8 +17,11 @@ from ..mapi import (
     FLUSH_FORCE,
     FLUSH_NO_UI,
     FLUSH_UPLOAD,
+    MAPI_BCC,
+    MAPI_CC,
     MAPI_E_INVALID_PARAMETER,
     MAPI_E_NOT_FOUND,
+    MAPI_TO,
     PR_DISPLAY_NAME,
     PR_ENTRYID,
     PR_PROVIDER_DISPLAY,
@@ -29,9 +32,11 @@ from ..mapi import (
     StatusCode,
 )
 from ..session import AsyncFlushHandle, AsyncSession
+from ..spi import Recipient
 from ..spooler.flush import FlushProgress, FlushResult
 from ..spooler.status import describe_status_code
 from ..store import QueueEntry, StoredMessage
+from ..submission import parse_recipient
 
 Emit = Callable[[dict[str, Any]], None]
 Params = Mapping[str, Any]
@@ -138,11 +143,16 @@ async def status(session: AsyncSession, params: Params, emit: Emit) -> Any:
     return [row_dict(row) for row in await session.status_table()]
 
 
-def _parse_recipients(params: Params) -> list[str] | None:
-    recipients = params.get("recipients")
-    if recipients is None:
+def _parse_recipients(params: Params) -> list[str | Recipient] | None:
+    """``recipients`` (To), ``cc`` and ``bcc`` lists of addresses; None when all are absent
+    (then the message's headers say who gets it)."""
+    typed: list[str | Recipient] = []
+    for key, rtype in (("recipients", MAPI_TO), ("cc", MAPI_CC), ("bcc", MAPI_BCC)):
+        for spec in params.get(key) or ():
+            typed.append(parse_recipient(str(spec), rtype))
+    if not typed and params.get("recipients") is None:
         return None
-    return [str(r) for r in recipients]
+    return typed
 
 
 async def submit(session: AsyncSession, params: Params, emit: Emit) -> Any:

@@ -156,8 +156,10 @@ class InboundMessage:
     """A new message in the receive folder, handed to ``TransportLogon.start_message``.
 
     The transport fills it (``set_content``, ``props``, ``dedupe_key``) and commits it with
-    ``save_changes()``; returning from ``start_message`` without saving means "nothing
-    (more) to deliver" and ends the inbound loop (spec §6.2).
+    ``save_changes()``. Dedupe keys are global to the store, so make them unique across
+    accounts (e.g. ``imap:<user@host>/<folder>:<uidvalidity>:<uid>``). Returning from
+    ``start_message`` without saving means "nothing (more) to deliver" and ends the inbound
+    loop (spec §6.2).
     """
 
     def __init__(self, save: SaveCallback, is_known: Callable[[str], bool]) -> None:

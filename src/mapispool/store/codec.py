@@ -22,6 +22,8 @@ def _encode_value(value: Any) -> Any:
         return value
     if isinstance(value, list | tuple):
         return [_encode_value(v) for v in value]
+    if isinstance(value, dict):
+        return {"$d": {str(k): _encode_value(v) for k, v in value.items()}}
     raise TypeError(f"cannot store a property value of type {type(value).__name__}")
 
 
@@ -31,6 +33,8 @@ def _decode_value(value: Any) -> Any:
             return base64.b64decode(value["$b"])
         if "$t" in value:
             return datetime.fromisoformat(value["$t"])
+        if "$d" in value:
+            return {k: _decode_value(v) for k, v in value["$d"].items()}
     if isinstance(value, list):
         return [_decode_value(v) for v in value]
     return value
