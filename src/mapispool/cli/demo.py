@@ -161,4 +161,4 @@ def _run(
         console.print("[bold]The loopback post office holds:[/bold]")
         for address, box in post_office("demo").mailboxes.items():
             console.print(f"   {address}: {len(box)} message(s)")
-    console.print("Next: 'mapispool init' writes your own profile; see docs/cli.md.")
+    console.print("Next: 'mapispool init' writes your own profile; see the README.")

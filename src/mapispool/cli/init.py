@@ -21,7 +21,7 @@ def _q(value: str) -> str:
 
 def render(template: str, values: dict[str, str]) -> str:
     """The profile text for ``template`` filled with ``values``."""
-    lines = ["# mapispool profile (see docs/cli.md); secrets by reference, never inline."]
+    lines = ["# mapispool profile (see the README); secrets by reference, never inline."]
     if values.get("store"):
         lines.append(f"store = {_q(values['store'])}")
     lines.append("send_immediately = true")

@@ -126,7 +126,7 @@ class SettingsReader:
 
 @dataclass(frozen=True)
 class CommonSettings:
-    """The settings every inbound transport shares (see docs/transports/imap.md, pop3.md).
+    """The settings every inbound transport shares (see the README (Transports)).
 
     ``tls`` is ``"implicit"``, ``"starttls"`` (IMAP) / ``"stls"`` (POP3) or ``"none"``;
     ``auth`` is ``"login"``, ``"xoauth2"``, ``"oauthbearer"`` or (POP3) ``"apop"``.

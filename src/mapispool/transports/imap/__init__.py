@@ -1,7 +1,7 @@
 """The ``imap`` inbound transport: IMAP4rev1 via imapclient, off the event loop.
 
 Dedupe keys are ``imap:<account>/<folder>:<uidvalidity>:<uid>``; see
-docs/transports/imap.md for settings and guarantees.
+the README (Transports, imap) for settings and guarantees.
 """
 
 from __future__ import annotations

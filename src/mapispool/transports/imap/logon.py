@@ -70,7 +70,7 @@ class _Cursor:
 
 
 class ImapLogon(TransportLogon):
-    """Downloads new mail from IMAP folders; see docs/transports/imap.md."""
+    """Downloads new mail from IMAP folders; see the README (Transports, imap)."""
 
     logon_flags = LOGON_SP_POLL
 

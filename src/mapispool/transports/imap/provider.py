@@ -20,7 +20,7 @@ class ImapProvider(TransportProvider):
 
     @classmethod
     def check_settings(cls, settings: Mapping[str, Any]) -> None:
-        """Validate the section; see docs/transports/imap.md for every key."""
+        """Validate the section; see the README (Transports, imap) for every key."""
         ImapSettings.parse(settings)
 
     async def transport_logon(self, support: Support, flags: int) -> TransportLogon:

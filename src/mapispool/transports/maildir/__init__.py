@@ -5,7 +5,7 @@ recipients ``MAILDIR:/path/to/Maildir``, and SMTP recipients whose domain is lis
 ``domains`` (delivered to ``<deliver_root>/<local part>/``). Inbound: the files of one
 Maildir's ``new/`` (and ``cur/`` with ``include_cur``), each committed to the store with
 the dedupe key ``maildir:<unique part of the file name>`` before it is moved to ``cur/``
-(marked seen) or deleted. Settings: docs/transports/maildir.md.
+(marked seen) or deleted. Settings: the README (Transports, maildir).
 
 Why not ``mailbox.Maildir``: its ``add`` fsyncs the file but not the ``new/`` directory,
 so a power cut right after a delivery can lose a message the spooler already counted as

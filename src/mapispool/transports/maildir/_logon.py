@@ -300,7 +300,7 @@ class MaildirLogon(TransportLogon):
 
 class MaildirProvider(_TransportProvider):
     """The ``maildir`` provider. Settings: ``path``, ``include_cur``, ``action``,
-    ``create``, ``domains``, ``deliver_root`` (docs/transports/maildir.md)."""
+    ``create``, ``domains``, ``deliver_root`` (the README (Transports, maildir))."""
 
     @classmethod
     def check_settings(cls, settings: Mapping[str, Any]) -> None:

@@ -1,6 +1,6 @@
 """The ``pop3`` inbound transport: POP3 via stdlib poplib, off the event loop.
 
-Dedupe keys are ``pop3:<account>:<uidl>``; see docs/transports/pop3.md for settings and
+Dedupe keys are ``pop3:<account>:<uidl>``; see the README (Transports, pop3) for settings and
 guarantees.
 """
 

@@ -43,7 +43,7 @@ class _Item:
 
 
 class Pop3Logon(TransportLogon):
-    """Downloads new mail from a POP3 maildrop; see docs/transports/pop3.md."""
+    """Downloads new mail from a POP3 maildrop; see the README (Transports, pop3)."""
 
     logon_flags = LOGON_SP_POLL
 

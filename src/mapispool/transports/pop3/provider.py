@@ -19,7 +19,7 @@ class Pop3Provider(TransportProvider):
 
     @classmethod
     def check_settings(cls, settings: Mapping[str, Any]) -> None:
-        """Validate the section; see docs/transports/pop3.md for every key."""
+        """Validate the section; see the README (Transports, pop3) for every key."""
         Pop3Settings.parse(settings)
 
     async def transport_logon(self, support: Support, flags: int) -> TransportLogon:

@@ -14,7 +14,7 @@ from .settings import parse_settings
 class SmtpProvider(TransportProvider):
     """Sends mail to an SMTP server (submission on 587, SMTPS on 465, or relay on 25).
 
-    Settings are those of ``SmtpSettings``; see docs/transports/smtp.md.
+    Settings are those of ``SmtpSettings``; see the README (Transports, smtp).
     """
 
     logon_class = SmtpLogon
