@@ -121,6 +121,7 @@ class Spooler:
         )
         for handle in self.handles:
             await self._logon(handle)
+        self.outbound.settle_leftovers()
         self.persist_status()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._serve_requests(), name="flush-requests"))
@@ -269,6 +270,7 @@ class Spooler:
         """Fail (with an NDR) every waiting message past its lifetime."""
         for entry in self.store.overdue_entries(time.time()):
             self.outbound.expire(entry.entry_id, entry.last_error or "not sent in time")
+        self.outbound.warn_delayed()
 
     async def offer_many(
         self,

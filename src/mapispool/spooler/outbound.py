@@ -29,7 +29,7 @@ from ..mapi import (
 )
 from ..spi import OutboundMessage, Recipient
 from ..store import QueueEntry, QueueState, Store
-from .reports import FailedRecipient, build_ndr, wants_ndr
+from .reports import FailedRecipient, build_delay_notice, build_ndr, wants_ndr
 from .routing import Registration, route
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ class OutboundRunner:
             recipients,
             size=size,
             open_content=lambda: self.store.open_content(entry_id),
-            on_handoff=lambda begun: self.store.mark_handoff(entry_id, begun),
+            on_handoff=lambda begun: self._handoff(entry_id, begun),
         )
         self.store.transition(
             entry_id, QueueState.IN_FLIGHT, count_attempt=True, event="offered",
@@ -142,6 +142,14 @@ class OutboundRunner:
         finally:
             self._attempts.pop(entry_id, None)
             self.spooler.queue_changed()
+
+    def _handoff(self, entry_id: bytes, begun: bool) -> None:
+        """Persist the start of a hand-over. Its end is not persisted on its own: the
+        transaction that records the attempt's outcome clears the flag, so that a crash
+        after the server answered but before the outcome was committed still counts as
+        uncertain (the answer is lost with the process)."""
+        if begun:
+            self.store.mark_handoff(entry_id, True)
 
     async def _submit_and_end(self, attempt: _Attempt, flags: int) -> Outcome:
         handle, message = attempt.handle, attempt.message
@@ -332,8 +340,9 @@ class OutboundRunner:
         ]
         if not fresh:
             return
-        self.store.mark_ndr_sent(entry_id, [r.row_id for r in fresh])
+        rows = [r.row_id for r in fresh]
         if not wants_ndr(props):
+            self.store.deliver_report(entry_id, None, {}, ndr_rows=rows)
             return
         failed = [
             FailedRecipient(r.address, r.addrtype, outcomes[r.row_id][1] or "delivery failed")
@@ -342,8 +351,39 @@ class OutboundRunner:
         with self.store.open_content(entry_id) as stream:
             head = stream.read(64 * 1024)
         content, ndr_props = build_ndr(props, head, failed)
-        self.store.deliver("Inbox", content, ndr_props)
+        self.store.deliver_report(entry_id, content, ndr_props, ndr_rows=rows)
         self.store.log_event(entry_id, "ndr", detail=", ".join(f.address for f in failed))
+
+    def warn_delayed(self) -> None:
+        """``retry.delay_warning``: tell the sender once (a ``Report.IPM.Note.DelayedDR``
+        in the Inbox) about each message still not sent that long after submission."""
+        after = self.spooler.profile.retry.delay_warning
+        if not after:
+            return
+        for entry in self.store.delayed_entries(time.time() - after):
+            props, recipients, _size = self.store.load_outbound(entry.entry_id)
+            if not wants_ndr(props):
+                self.store.deliver_report(entry.entry_id, None, {}, delay_notice=True)
+                continue
+            outcomes = self.store.recipient_outcomes(entry.entry_id)
+            pending = {row for row, outcome, _t, _s in outcomes if outcome is None}
+            reason = f"not delivered yet; last error: {entry.last_error or 'none'}"
+            waiting = [
+                FailedRecipient(r.address, r.addrtype, reason)
+                for r in recipients
+                if r.row_id in pending
+            ]
+            with self.store.open_content(entry.entry_id) as stream:
+                head = stream.read(64 * 1024)
+            content, report_props = build_delay_notice(props, head, waiting)
+            self.store.deliver_report(entry.entry_id, content, report_props, delay_notice=True)
+            self.store.log_event(entry.entry_id, "delay-notice")
+
+    def settle_leftovers(self) -> None:
+        """Finish the messages a previous spooler stopped before finishing: every
+        recipient has an outcome, but the message still waits in the queue."""
+        for entry in self.store.settled_entries():
+            self.settle(entry.entry_id)
 
     def _finish_sent(self, entry_id: bytes, props: dict[int, Any]) -> None:
         """Sent-items handling (spec §4.3 step 9): delete with PR_DELETE_AFTER_SUBMIT, move

@@ -56,6 +56,29 @@ def build_ndr(
     reporting_host: str = "mapispool",
 ) -> tuple[bytes, dict[int, Any]]:
     """The RFC 5322 bytes and MAPI properties of an NDR for ``failed`` recipients."""
+    return _build_report(original_props, original_content, failed, reporting_host, delayed=False)
+
+
+def build_delay_notice(
+    original_props: Mapping[int, Any],
+    original_content: bytes,
+    waiting: Sequence[FailedRecipient],
+    *,
+    reporting_host: str = "mapispool",
+) -> tuple[bytes, dict[int, Any]]:
+    """A ``Report.<class>.DelayedDR``: the message is not delivered yet to ``waiting``
+    recipients and is still being retried (RFC 3464 ``Action: delayed``)."""
+    return _build_report(original_props, original_content, waiting, reporting_host, delayed=True)
+
+
+def _build_report(
+    original_props: Mapping[int, Any],
+    original_content: bytes,
+    failed: Sequence[FailedRecipient],
+    reporting_host: str,
+    *,
+    delayed: bool,
+) -> tuple[bytes, dict[int, Any]]:
     now = datetime.now(UTC)
     original_class = str(original_props.get(PR_MESSAGE_CLASS, "IPM.Note"))
     subject = str(original_props.get(PR_SUBJECT, ""))
@@ -65,12 +88,23 @@ def build_ndr(
     report["From"] = f"Mail Delivery System <MAILER-DAEMON@{reporting_host}>"
     if sender:
         report["To"] = sender
-    report["Subject"] = f"Undeliverable: {subject}" if subject else "Undeliverable message"
+    if delayed:
+        report["Subject"] = f"Delayed: {subject}" if subject else "Delayed message"
+    else:
+        report["Subject"] = f"Undeliverable: {subject}" if subject else "Undeliverable message"
     report["Date"] = email.utils.format_datetime(now)
     report["Message-ID"] = email.utils.make_msgid(domain=reporting_host)
     report["Auto-Submitted"] = "auto-replied"
 
-    lines = ["Your message could not be delivered to these recipients:", ""]
+    lines = (
+        [
+            "Your message has not been delivered yet to these recipients; mapispool keeps",
+            "trying and will tell you if it gives up:",
+            "",
+        ]
+        if delayed
+        else ["Your message could not be delivered to these recipients:", ""]
+    )
     for recipient in failed:
         lines.append(f"  {recipient.address} ({recipient.addrtype}): {recipient.reason}")
     report.set_content("\n".join(lines) + "\n")
@@ -80,8 +114,8 @@ def build_ndr(
     for recipient in failed:
         fields += [
             f"Final-Recipient: rfc822; {recipient.address}",
-            "Action: failed",
-            f"Status: {_status_code(recipient.reason)}",
+            f"Action: {'delayed' if delayed else 'failed'}",
+            f"Status: {'4.0.0' if delayed else _status_code(recipient.reason)}",
             f"Diagnostic-Code: smtp; {recipient.reason}",
             "",
         ]
@@ -99,7 +133,7 @@ def build_ndr(
     report.set_param("report-type", "delivery-status")
 
     props: dict[int, Any] = {
-        PR_MESSAGE_CLASS: f"Report.{original_class}.NDR",
+        PR_MESSAGE_CLASS: f"Report.{original_class}.{'DelayedDR' if delayed else 'NDR'}",
         PR_SUBJECT: str(report["Subject"]),
         PR_REPORT_TIME: now,
         PR_MESSAGE_DELIVERY_TIME: now,

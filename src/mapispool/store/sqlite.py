@@ -285,6 +285,36 @@ class SqliteStore:
             self._event(conn, entry_id, "received", None, folder, now)
         return entry_id
 
+    def deliver_report(
+        self,
+        entry_id: bytes,
+        content: bytes | None,
+        props: Mapping[int, Any],
+        *,
+        ndr_rows: Iterable[int] = (),
+        delay_notice: bool = False,
+    ) -> bytes | None:
+        """Store a report about message ``entry_id`` in the Inbox and, in the same
+        transaction, remember that it was sent: an NDR for ``ndr_rows``, or the delay
+        notice. A crash leaves either both or neither (no lost and no repeated reports).
+        ``content`` None records the fact without storing a report."""
+        now = time.time()
+        message_id = self._message_id(entry_id)
+        with self._tx("storing a report") as conn:
+            conn.executemany(
+                "UPDATE recipients SET ndr_sent = 1 WHERE message_id = ? AND row_id = ?",
+                [(message_id, rid) for rid in ndr_rows],
+            )
+            if delay_notice:
+                conn.execute(
+                    "UPDATE queue SET delay_notified = 1 WHERE message_id = ?", (message_id,)
+                )
+            if content is None:
+                return None
+            _mid, report_id = self._insert_message(conn, "Inbox", content, props, (), now)
+            self._event(conn, report_id, "received", None, "Inbox", now)
+        return report_id
+
     def has_dedupe_key(self, key: str) -> bool:
         """True when a message with this dedupe key was committed."""
         return bool(self._read("SELECT 1 FROM dedupe WHERE key = ?", (key,)))
@@ -496,6 +526,26 @@ class SqliteStore:
                 result[int(mid)].append(str(addrtype))
         return result
 
+    def settled_entries(self) -> list[QueueEntry]:
+        """Queued or retrying messages none of whose recipients is pending any more (a
+        spooler stopped between recording the outcomes and finishing the message)."""
+        rows = self._read(
+            self._QUEUE_SELECT + " WHERE q.state IN ('queued', 'retry') AND NOT EXISTS"
+            " (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.outcome IS NULL)"
+            " ORDER BY q.submit_time, m.id"
+        )
+        return [self._entry(row, with_recipients=False) for row in rows]
+
+    def delayed_entries(self, submitted_before: float) -> list[QueueEntry]:
+        """Messages still waiting to be sent (queued or retrying, tried at least once),
+        submitted before ``submitted_before`` and whose sender has not been told yet."""
+        rows = self._read(
+            self._QUEUE_SELECT + " WHERE q.state IN ('queued', 'retry') AND q.attempts > 0"
+            " AND q.delay_notified = 0 AND q.submit_time <= ? ORDER BY q.submit_time, m.id",
+            (submitted_before,),
+        )
+        return [self._entry(row, with_recipients=False) for row in rows]
+
     def next_wakeup(self) -> float | None:
         """The earliest ``not_before`` of a deferred or retrying message, or None."""
         rows = self._read(
@@ -613,6 +663,22 @@ class SqliteStore:
         )
         return [(int(r), o, t, bool(n)) for r, o, t, n in rows]
 
+    def reopen_failed(self, entry_id: bytes, expires_at: float) -> None:
+        """A person asked to send a failed message again: its failed recipients become
+        pending again and it gets a new lifetime (the state change is ``transition``'s)."""
+        message_id = self._message_id(entry_id)
+        with self._tx("reopening a message") as conn:
+            conn.execute(
+                "UPDATE recipients SET outcome = NULL, report_text = NULL, ndr_sent = 0,"
+                " responsibility = 0, transport = NULL WHERE message_id = ? AND outcome = 'failed'",
+                (message_id,),
+            )
+            conn.execute(
+                "UPDATE queue SET expires_at = ?, declined = '[]', delay_notified = 0"
+                " WHERE message_id = ?",
+                (expires_at, message_id),
+            )
+
     def mark_ndr_sent(self, entry_id: bytes, row_ids: Iterable[int]) -> None:
         """Remember that these recipients' failures were reported."""
         message_id = self._message_id(entry_id)
@@ -661,18 +727,25 @@ class SqliteStore:
         """Repair what a killed spooler left behind; call before a new spooler starts.
 
         In-flight messages whose hand-over had begun become ``uncertain`` (never resent
-        silently); other in-flight ones go back to ``queued``; parked ones are re-queued,
+        silently) unless every recipient's outcome was already committed; other in-flight
+        ones go back to ``queued``; parked ones are re-queued,
         since the transport that parked them is gone with the old process."""
         now = time.time()
         counts = {"requeued": 0, "uncertain": 0, "unparked": 0}
         with self._tx("recovering the queue") as conn:
             rows = conn.execute(
-                "SELECT m.entry_id, q.state, q.handoff FROM queue q"
+                "SELECT m.entry_id, q.state, q.handoff, (SELECT count(*) FROM recipients r"
+                " WHERE r.message_id = m.id AND r.outcome IS NULL) FROM queue q"
                 " JOIN messages m ON m.id = q.message_id WHERE q.state IN ('in_flight', 'parked')"
             ).fetchall()
-            for entry_id, state, handoff in rows:
+            for entry_id, state, handoff, pending in rows:
                 if state == QueueState.PARKED.value:
                     new, key, why = QueueState.QUEUED, "unparked", "the spooler restarted"
+                elif handoff and not pending:
+                    # Every recipient's outcome was committed before the crash: nothing is
+                    # unknown, and the spooler finishes the message (Spooler.start).
+                    new, key = QueueState.QUEUED, "requeued"
+                    why = "the spooler stopped after recording every recipient's outcome"
                 elif handoff:
                     new, key = QueueState.UNCERTAIN, "uncertain"
                     why = "the spooler stopped after the message was handed over"
