@@ -1,0 +1,106 @@
+"""The benchmarks (bench/, scripts/bench) in their tiny version: each one runs against its
+real servers and prints its ratios. Nothing here is timed; the numbers are not checked."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from bench import empty, inbound, outbound, run, scaling, submit
+from bench.common import Section, Sizes
+
+from tests.servers._util import in_ci, need, need_root
+from tests.servers.dirs import ServerDirs
+
+
+@pytest.fixture
+def sizes() -> Sizes:
+    return Sizes.smoke_sizes()
+
+
+@pytest.fixture
+def bench_dirs() -> Iterator[ServerDirs]:
+    dirs = ServerDirs()
+    yield dirs
+    dirs.remove()
+
+
+def _check(section: Section, capsys: pytest.CaptureFixture[str]) -> str:
+    printed = capsys.readouterr().out
+    assert section.rows, f"{section.title}: no rows"
+    if in_ci():
+        skipped = [row.name for row in section.rows if row.note.startswith("skipped")]
+        assert not skipped, f"CI=true: {section.title} skipped {skipped}"
+    measured = [row for row in section.rows if row.times]
+    assert measured, f"{section.title}: nothing measured"
+    assert "x" in printed, "no ratio printed"
+    return printed
+
+
+def test_outbound_flush_prints_ratios_to_raw_clients(
+    sizes: Sizes, bench_dirs: ServerDirs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Benchmark 1 sends into smtp-sink with the spooler and the raw clients, and prints
+    every ratio target."""
+    need("smtp-sink")
+    need_root("smtp-sink")
+    section = outbound.run(sizes, bench_dirs)
+    printed = _check(section, capsys)
+    assert "flush 4 conns / raw aiosmtplib 4 conns" in printed
+    assert all(t.ratio is not None for t in section.targets)
+
+
+def test_inbound_download_prints_ratios_to_raw_clients(
+    sizes: Sizes, bench_dirs: ServerDirs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Benchmark 2 downloads the same Dovecot mailbox over IMAP and POP3, spooler and raw."""
+    need("dovecot")
+    need_root("Dovecot")
+    section = inbound.run(sizes, bench_dirs)
+    _check(section, capsys)
+    assert {t.label for t in section.targets} >= {
+        "imap flush / raw imapclient batched",
+        "pop3 flush / raw poplib",
+    }
+    assert all(t.ratio is not None for t in section.targets)
+
+
+def test_submit_prints_ratio_to_raw_sqlite(
+    sizes: Sizes, bench_dirs: ServerDirs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Benchmark 3 submits through Session.submit (and the CLI when present) and raw SQLite."""
+    section = submit.run(sizes, bench_dirs)
+    _check(section, capsys)
+    assert section.targets[0].ratio is not None
+
+
+def test_scaling_reports_time_per_message_and_peak_rss(
+    sizes: Sizes, bench_dirs: ServerDirs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Benchmark 4 flushes growing queues in child processes and one big message."""
+    need("smtp-sink")
+    need_root("smtp-sink")
+    section = scaling.run(sizes, bench_dirs)
+    printed = _check(section, capsys)
+    assert "peak RSS" in printed
+    assert "peak growth" in printed
+
+
+def test_empty_send_receive_over_five_transports(
+    sizes: Sizes, bench_dirs: ServerDirs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Benchmark 5 times an empty Send/Receive of five transports against raw checks."""
+    need("dovecot")
+    need_root("Dovecot")
+    section = empty.run(sizes, bench_dirs)
+    _check(section, capsys)
+
+
+def test_runner_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """scripts/bench's runner writes a RESULTS.md with the targets table."""
+    results = tmp_path / "RESULTS.md"
+    run.main(["--smoke", "--only", "submit", "--results", str(results)])
+    text = results.read_text()
+    assert "## Targets" in text
+    assert "Session.submit / raw SQLite" in text
