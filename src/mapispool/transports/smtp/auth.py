@@ -10,6 +10,8 @@ import base64
 from collections.abc import Iterable
 from enum import Enum
 
+from .._secrets import oauthbearer, xoauth2
+
 
 class Mechanism(Enum):
     """The SASL mechanisms the transport speaks, by their wire names."""
@@ -84,20 +86,12 @@ def login_responses(username: str, password: str) -> tuple[bytes, bytes]:
 
 def xoauth2_response(username: str, token: str) -> bytes:
     """``AUTH XOAUTH2`` initial response: ``user=U^Aauth=Bearer T^A^A`` in base64."""
-    return _b64(f"user={username}\x01auth=Bearer {token}\x01\x01".encode())
-
-
-def _gs2_name(username: str) -> str:
-    # RFC 5801 §4: "," and "=" in the authzid are written =2C and =3D.
-    return username.replace("=", "=3D").replace(",", "=2C")
+    return _b64(xoauth2(username, token))
 
 
 def oauthbearer_response(username: str, token: str, host: str, port: int) -> bytes:
     """``AUTH OAUTHBEARER`` initial client response (RFC 7628 §3.1) in base64."""
-    message = (
-        f"n,a={_gs2_name(username)},\x01host={host}\x01port={port}\x01auth=Bearer {token}\x01\x01"
-    )
-    return _b64(message.encode())
+    return _b64(oauthbearer(username, token, host, port))
 
 
 #: What a client answers to a 334 error challenge to get the final failure reply:
