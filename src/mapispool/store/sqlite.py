@@ -72,6 +72,7 @@ class SqliteStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock_file: IO[bytes] | None = None
+        self._durable = True
         try:
             if str(self.path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +101,14 @@ class SqliteStore:
     # -- plumbing -----------------------------------------------------------------
 
     @contextmanager
-    def _tx(self, what: str) -> Iterator[sqlite3.Connection]:
+    def _tx(self, what: str, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction. ``durable`` ones (the default: submits, received mail,
+        dedupe keys, transport state) are fsync'd at commit (``synchronous = FULL``), which
+        also makes every earlier commit durable. The others are the spooler's state changes
+        after a durable submit (``synchronous = NORMAL``): WAL keeps them through a crash
+        of the process; after a power loss the last ones may be lost, which at worst
+        sends a message again (at-least-once, DESIGN §7)."""
+        self._set_sync(durable)
         try:
             self._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -118,6 +126,14 @@ class SqliteStore:
         except sqlite3.Error as exc:
             self._conn.execute("ROLLBACK")
             raise _translate(exc, what) from exc
+
+    def _set_sync(self, durable: bool) -> None:
+        if durable is not self._durable:
+            try:
+                self._conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            except sqlite3.Error as exc:
+                raise _translate(exc, "configuring the store") from exc
+            self._durable = durable
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row | tuple[Any, ...]]:
         try:
@@ -300,7 +316,7 @@ class SqliteStore:
         ``content`` None records the fact without storing a report."""
         now = time.time()
         message_id = self._message_id(entry_id)
-        with self._tx("storing a report") as conn:
+        with self._tx("storing a report", durable=False) as conn:
             conn.executemany(
                 "UPDATE recipients SET ndr_sent = 1 WHERE message_id = ? AND row_id = ?",
                 [(message_id, rid) for rid in ndr_rows],
@@ -577,7 +593,7 @@ class SqliteStore:
         ``expect`` narrows the allowed old states (MAPI_E_NOT_FOUND-style errors are raised
         as ``InvalidTransition`` when the entry is elsewhere)."""
         now = time.time()
-        with self._tx("updating the queue") as conn:
+        with self._tx("updating the queue", durable=False) as conn:
             row = conn.execute(
                 "SELECT q.state FROM queue q JOIN messages m ON m.id = q.message_id"
                 " WHERE m.entry_id = ?",
@@ -603,7 +619,7 @@ class SqliteStore:
     def mark_handoff(self, entry_id: bytes, begun: bool) -> None:
         """Persist that a transport began (True) or finished (False) the irreversible
         hand-over of a message; a crash in between makes the message uncertain."""
-        with self._tx("recording a hand-over") as conn:
+        with self._tx("recording a hand-over", durable=False) as conn:
             conn.execute(
                 "UPDATE queue SET handoff = ? WHERE message_id ="
                 " (SELECT id FROM messages WHERE entry_id = ?)",
@@ -616,7 +632,7 @@ class SqliteStore:
         declined = [*entry.declined, transport] if transport not in entry.declined else None
         if declined is None:
             return
-        with self._tx("updating the queue") as conn:
+        with self._tx("updating the queue", durable=False) as conn:
             conn.execute(
                 "UPDATE queue SET declined = ? WHERE message_id ="
                 " (SELECT id FROM messages WHERE entry_id = ?)",
@@ -626,7 +642,7 @@ class SqliteStore:
     def save_recipients(self, entry_id: bytes, recipients: Sequence[Recipient]) -> None:
         """Persist recipients' responsibility and properties after a transport call."""
         message_id = self._message_id(entry_id)
-        with self._tx("saving recipients") as conn:
+        with self._tx("saving recipients", durable=False) as conn:
             conn.executemany(
                 "UPDATE recipients SET responsibility = ?, props = ? WHERE message_id = ?"
                 " AND row_id = ?",
@@ -647,7 +663,7 @@ class SqliteStore:
     ) -> None:
         """Record ``delivered`` or ``failed`` for some recipients of a message."""
         message_id = self._message_id(entry_id)
-        with self._tx("saving recipient outcomes") as conn:
+        with self._tx("saving recipient outcomes", durable=False) as conn:
             conn.executemany(
                 "UPDATE recipients SET outcome = ?, transport = ?, report_text = ?,"
                 " responsibility = 1 WHERE message_id = ? AND row_id = ?",
@@ -682,7 +698,7 @@ class SqliteStore:
     def mark_ndr_sent(self, entry_id: bytes, row_ids: Iterable[int]) -> None:
         """Remember that these recipients' failures were reported."""
         message_id = self._message_id(entry_id)
-        with self._tx("recording an NDR") as conn:
+        with self._tx("recording an NDR", durable=False) as conn:
             conn.executemany(
                 "UPDATE recipients SET ndr_sent = 1 WHERE message_id = ? AND row_id = ?",
                 [(message_id, rid) for rid in row_ids],
@@ -692,7 +708,7 @@ class SqliteStore:
         """End a message's life in the queue: ``state`` (sent, failed or cancelled), and the
         message moved to ``folder`` or deleted when ``folder`` is None."""
         now = time.time()
-        with self._tx("finishing a message") as conn:
+        with self._tx("finishing a message", durable=False) as conn:
             row = conn.execute(
                 "SELECT q.state FROM queue q JOIN messages m ON m.id = q.message_id"
                 " WHERE m.entry_id = ?",
@@ -782,7 +798,7 @@ class SqliteStore:
         self, entry_id: bytes, kind: str, *, transport: str | None = None, detail: str | None = None
     ) -> None:
         """Append a line to a message's history."""
-        with self._tx("recording an event") as conn:
+        with self._tx("recording an event", durable=False) as conn:
             self._event(conn, entry_id, kind, transport, detail, time.time())
 
     def events(self, entry_id: bytes) -> list[Event]:
@@ -798,7 +814,7 @@ class SqliteStore:
     def save_status_rows(self, rows: Sequence[Mapping[int, Any]], names: Sequence[str]) -> None:
         """Replace the persisted status table (for commands run from another process)."""
         now = time.time()
-        with self._tx("saving status rows") as conn:
+        with self._tx("saving status rows", durable=False) as conn:
             conn.execute("DELETE FROM status_rows")
             conn.executemany(
                 "INSERT INTO status_rows (name, position, props, updated_at) VALUES (?, ?, ?, ?)",
