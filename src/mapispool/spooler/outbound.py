@@ -74,6 +74,8 @@ class _Attempt:
     message: OutboundMessage
     mine: list[Recipient]
     failed_rows: set[int]
+    #: The message's properties as stored (the transport may change ``message.props``).
+    stored_props: dict[int, Any]
 
 
 class OutboundRunner:
@@ -134,7 +136,7 @@ class OutboundRunner:
             entry_id, QueueState.IN_FLIGHT, count_attempt=True, event="offered",
             transport=handle.name,
         )  # fmt: skip
-        attempt = _Attempt(handle, entry, message, mine, set())
+        attempt = _Attempt(handle, entry, message, mine, set(), dict(props))
         self._attempts[entry_id] = attempt
         try:
             outcome = await self._submit_and_end(attempt, flags)
@@ -190,6 +192,8 @@ class OutboundRunner:
 
     def _after_end(self, attempt: _Attempt, answer: int) -> Outcome:
         entry_id, name = attempt.entry.entry_id, attempt.handle.name
+        if self._delivered_whole(attempt, answer):
+            return Outcome.SENT
         self._record_taken(attempt)
         if answer & END_DONT_RESEND:
             self.store.transition(entry_id, QueueState.PARKED, parked_by=name, transport=name)
@@ -212,6 +216,34 @@ class OutboundRunner:
         self.store.transition(entry_id, QueueState.QUEUED, event="handed-over", transport=name)
         self.settle(entry_id)
         return Outcome.SENT
+
+    def _delivered_whole(self, attempt: _Attempt, answer: int) -> bool:
+        """The common case in two transactions instead of five: the transport took every
+        recipient of the message and reported none failed, so after the outcomes the
+        hand-over and the sent-items move commit together (what ``save_recipients``,
+        the transition back to queued and ``settle`` would do one by one)."""
+        message = attempt.message
+        if (
+            answer & (END_DONT_RESEND | END_RESEND_LATER)
+            or attempt.failed_rows
+            or len(attempt.mine) != len(message.recipients)
+            or not all(r.responsibility for r in attempt.mine)
+        ):
+            return False
+        props = attempt.stored_props
+        folder: str | None = "Sent Items"
+        if props.get(PR_DELETE_AFTER_SUBMIT):
+            folder = None
+        elif isinstance(props.get(PR_SENTMAIL_ENTRYID), bytes):
+            folder = self.store.folder_by_entry_id(props[PR_SENTMAIL_ENTRYID]) or "Sent Items"
+        entry_id, name = attempt.entry.entry_id, attempt.handle.name
+        # The outcomes commit first and on their own, as on every path: a crash right
+        # after them finishes the message at the next start, never resends it.
+        self.store.set_recipient_outcome(
+            entry_id, [r.row_id for r in attempt.mine], "delivered", transport=name
+        )
+        self.store.complete_delivery(entry_id, attempt.mine, transport=name, folder=folder)
+        return True
 
     def _after_error(self, attempt: _Attempt, exc: Exception) -> Outcome:
         entry_id, name = attempt.entry.entry_id, attempt.handle.name

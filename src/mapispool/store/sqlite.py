@@ -670,6 +670,55 @@ class SqliteStore:
                 [(outcome, transport, report_text, message_id, rid) for rid in row_ids],
             )
 
+    def complete_delivery(
+        self,
+        entry_id: bytes,
+        recipients: Sequence[Recipient],
+        *,
+        transport: str,
+        folder: str | None,
+    ) -> None:
+        """An in-flight message whose every recipient ``transport`` took (their outcomes
+        already recorded with ``set_recipient_outcome``), in one transaction: the
+        recipients' responsibility and properties saved, the entry back from in flight
+        (event ``handed-over``) and finished as sent, the message moved to ``folder`` or
+        deleted when it is None. The same rows and events as ``save_recipients`` +
+        ``transition`` + ``finish``."""
+        now = time.time()
+        with self._tx("recording a delivery", durable=False) as conn:
+            row = conn.execute(
+                "SELECT q.state, m.id FROM queue q JOIN messages m ON m.id = q.message_id"
+                " WHERE m.entry_id = ?",
+                (entry_id,),
+            ).fetchone()
+            if row is None:
+                raise MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the queue")
+            old, message_id = QueueState(row[0]), int(row[1])
+            if QueueState.QUEUED not in TRANSITIONS[old]:
+                raise InvalidTransition(f"{entry_id.hex()}: cannot go from {old.value} to queued")
+            conn.executemany(
+                "UPDATE recipients SET responsibility = ?, props = ? WHERE message_id = ?"
+                " AND row_id = ?",
+                [
+                    (int(r.responsibility), dump_props(r.props), message_id, r.row_id)
+                    for r in recipients
+                ],
+            )
+            self._event(conn, entry_id, "handed-over", transport, None, now)
+            self._event(conn, entry_id, QueueState.SENT.value, None, folder, now)
+            if folder is None:
+                conn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+                return
+            conn.execute(
+                "UPDATE queue SET state = ?, not_before = NULL, parked_by = NULL, handoff = 0,"
+                " updated_at = ? WHERE message_id = ?",
+                (QueueState.SENT.value, now, message_id),
+            )
+            conn.execute(
+                "UPDATE messages SET folder_id = ? WHERE id = ?",
+                (self._folder_id(folder), message_id),
+            )
+
     def recipient_outcomes(self, entry_id: bytes) -> list[tuple[int, str | None, str | None, bool]]:
         """(row id, outcome, report text, NDR already sent) for each recipient."""
         rows = self._read(
