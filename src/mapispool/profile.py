@@ -6,7 +6,10 @@ the key and the fix, as a ``ProfileError`` (a ``MapiError`` with ``MAPI_E_UNCONF
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +19,49 @@ from typing import Any
 from .mapi import MAPI_E_UNCONFIGURED, MapiError
 from .spi import TransportProvider
 from .transports.registry import ProviderNotFound, resolve_provider
+
+log = logging.getLogger("mapispool.profile")
+
+#: Setting names that hold a secret itself (not a reference to one such as password_env).
+_SECRET_NAME = re.compile(
+    r"(^|_)(password|passwd|passphrase|secret|token|api_?key|private_key|credentials?)$",
+    re.IGNORECASE,
+)
+
+
+def inline_secrets(data: Any, prefix: str = "") -> list[str]:
+    """The dotted keys of ``data`` whose name says they hold a secret with a value."""
+    found: list[str] = []
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            dotted = f"{prefix}{key}"
+            if isinstance(value, Mapping):
+                found += inline_secrets(value, f"{dotted}.")
+            elif _SECRET_NAME.search(str(key)) and value not in (None, ""):
+                found.append(dotted)
+    return found
+
+
+def warn_if_exposed(path: str, data: Mapping[str, Any]) -> bool:
+    """Log a warning when a profile that others may read holds secrets inline; True if
+    it did. (A warning, not an error: the profile still works.)"""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    secrets = inline_secrets(data)
+    if not secrets or not mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return False
+    log.warning(
+        "%s holds secrets (%s) and other users may read it (mode %s); run 'chmod 600 %s', "
+        "or keep the secrets outside the profile (password_env, password_file, "
+        "password_command)",
+        path,
+        ", ".join(secrets),
+        stat.filemode(mode),
+        path,
+    )
+    return True
 
 
 class ProfileError(MapiError):
@@ -84,7 +130,9 @@ class Profile:
             ) from exc
         except OSError as exc:
             raise ProfileError(f"cannot read the file: {exc.strerror}", source=source) from exc
-        return cls.from_toml(text, source=source)
+        profile = cls.from_toml(text, source=source)
+        warn_if_exposed(source, tomllib.loads(text))
+        return profile
 
     @classmethod
     def from_toml(cls, text: str, *, source: str | None = None) -> Profile:

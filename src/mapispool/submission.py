@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.policy
 import email.utils
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -94,13 +95,13 @@ def parse_recipient(spec: RecipientSpec, recipient_type: RecipientType = MAPI_TO
     )
 
 
-def _split_header(raw: bytes) -> tuple[bytes, bytes, bytes]:
-    """(header block, separator, body) of RFC 5322 bytes."""
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        index = raw.find(sep)
-        if index >= 0:
-            return raw[:index], sep, raw[index + len(sep) :]
-    return raw, b"", b""
+def _split_header(raw: bytes) -> tuple[bytes, bytes, int]:
+    """(header block, separator, offset of the body) of RFC 5322 bytes."""
+    found = [(i, sep) for sep in (b"\r\n\r\n", b"\n\n") if (i := raw.find(sep)) >= 0]
+    if found:
+        index, sep = min(found)
+        return raw[:index], sep, index + len(sep)
+    return raw, b"", len(raw)
 
 
 def _drop_header(block: bytes, name: bytes) -> bytes:
@@ -118,6 +119,43 @@ def _drop_header(block: bytes, name: bytes) -> bytes:
     return b"".join(kept)
 
 
+_FIELD = re.compile(rb"^[!-9;-~]+[ \t]*:")
+_INJECTED = re.compile(r"(\r\n|\r|\n)(?![ \t])")
+
+
+def _check_header_block(block: bytes) -> None:
+    """Refuse a header block that is not header fields: a line that is neither
+    ``Name: value`` nor a continuation, or 8-bit bytes that are not UTF-8 (RFC 6532)."""
+    for number, line in enumerate(block.splitlines(), start=1):
+        if line[:1] in (b" ", b"\t") and number > 1:
+            continue
+        if not _FIELD.match(line):
+            shown = line[:60].decode("ascii", "backslashreplace")
+            raise _invalid(
+                f"line {number} of the message header is not a header field ({shown!r}); "
+                "a message is header fields (Name: value), an empty line, then the body"
+            )
+    try:
+        block.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        start = block.rfind(b"\n", 0, exc.start) + 1
+        name = block[start:].split(b":", 1)[0].decode("ascii", "replace")
+        raise _invalid(
+            f"the {name} header has 8-bit bytes that are not UTF-8; encode it "
+            "(RFC 2047, as email.message.EmailMessage does) or write it in UTF-8"
+        ) from None
+
+
+def _check_injection(message: Message) -> None:
+    """A header value given through the API must not start a new header line."""
+    for name, value in message.items():
+        if _INJECTED.search(str(name)) or _INJECTED.search(str(value)):
+            raise _invalid(
+                f"the {str(name).strip()!r} header contains a line break that would start a "
+                "new header; remove the CR/LF from its value"
+            )
+
+
 def prepare(
     message: EmailMessage | Message | bytes,
     *,
@@ -129,14 +167,20 @@ def prepare(
 ) -> Prepared:
     """Validate and convert a submission. Raises ``MapiError`` naming what is wrong."""
     if isinstance(message, Message):
+        _check_injection(message)
         raw = message.as_bytes(policy=email.policy.SMTP)
-    elif isinstance(message, bytes | bytearray | memoryview):
+    elif isinstance(message, bytes):
+        raw = message
+    elif isinstance(message, bytearray | memoryview):
         raw = bytes(message)
     else:
         raise _invalid("submit() takes an email.message.EmailMessage or RFC 5322 bytes")
-    if not raw.strip():
+    if not raw or raw.isspace():
         raise _invalid("the message is empty")
-    headers = BytesHeaderParser(policy=email.policy.default).parsebytes(raw)
+    block, sep, body_start = _split_header(raw)
+    _check_header_block(block)
+    # Only the header block is parsed: a large body is never decoded or copied here.
+    headers = BytesHeaderParser(policy=email.policy.default).parsebytes(block + b"\r\n\r\n")
 
     rows: list[Recipient] = []
     if recipients is None:
@@ -159,9 +203,9 @@ def prepare(
     for index, row in enumerate(rows):
         row.row_id = index
 
-    block, sep, body = _split_header(raw)
     newline = b"\r\n" if b"\r\n" in block or sep == b"\r\n\r\n" else b"\n"
-    if headers.get("Bcc") is not None:
+    had_bcc = headers.get("Bcc") is not None
+    if had_bcc:
         block = _drop_header(block, b"Bcc")
     added = b""
     if headers.get("Date") is None:
@@ -170,7 +214,10 @@ def prepare(
     if message_id is None:
         message_id = email.utils.make_msgid(domain="mapispool.invalid")
         added += b"Message-ID: " + message_id.encode() + newline
-    content = added + block + sep + body
+    if added or had_bcc:
+        content = b"".join((added, block, sep, memoryview(raw)[body_start:]))
+    else:
+        content = raw  # unchanged: no copy of a large message
 
     from_header = headers.get("From")
     sender_addr = sender
