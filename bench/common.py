@@ -27,9 +27,9 @@ class Sizes:
     msmtp: int = 50
     postfix: int = 5000
     inbound: int = 5000
-    getmail: int = 5000
+    getmail: int = 1000
     submit: int = 10000
-    cli_submit: int = 200
+    cli_submit: int = 50
     scales: tuple[int, ...] = (1000, 10000, 100000)
     big_mb: int = 50
     empty_runs: int = 20

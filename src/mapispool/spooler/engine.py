@@ -304,7 +304,7 @@ class Spooler:
 
     async def _offer_fresh(self, handle: LogonHandle, entry: QueueEntry) -> Offered:
         """Offer an entry after re-reading it (it may have been cancelled meanwhile)."""
-        current = self.store.queue_entry(entry.entry_id)
+        current = self.store.queue_entry(entry.entry_id, with_recipients=False)
         if current.state is QueueState.PARKED:
             handle.released.discard(entry.entry_id)
         elif current.state not in (QueueState.QUEUED, QueueState.DEFERRED, QueueState.RETRY):

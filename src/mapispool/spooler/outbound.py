@@ -276,7 +276,7 @@ class OutboundRunner:
 
     def _retry(self, attempt: _Attempt, error: str, *, hint: float | None) -> Outcome:
         entry_id = attempt.entry.entry_id
-        queue_entry = self.store.queue_entry(entry_id)
+        queue_entry = self.store.queue_entry(entry_id, with_recipients=False)
         delay = self.spooler.retry_policy.delay(queue_entry.attempts, hint=hint)
         not_before = time.time() + delay
         if not_before >= queue_entry.expires_at:
@@ -289,7 +289,7 @@ class OutboundRunner:
         )  # fmt: skip
         self.settle(entry_id)
         # Every recipient may be done after all (taken before the error): then it is sent.
-        if self.store.queue_entry(entry_id).state is QueueState.SENT:
+        if self.store.queue_entry(entry_id, with_recipients=False).state is QueueState.SENT:
             return Outcome.SENT
         return Outcome.RETRY
 
@@ -323,7 +323,7 @@ class OutboundRunner:
     def settle(self, entry_id: bytes) -> None:
         """After any attempt: fail recipients no transport can take, send the NDR for new
         failures, and finish the message once every recipient is done."""
-        entry = self.store.queue_entry(entry_id)
+        entry = self.store.queue_entry(entry_id, with_recipients=False)
         if entry.state.finished:
             return
         props, recipients, _size = self.store.load_outbound(entry_id)

@@ -474,12 +474,13 @@ class SqliteStore:
             seq=int(mid),
         )
 
-    def queue_entry(self, entry_id: bytes) -> QueueEntry:
-        """The queue entry of a submitted message (finished ones included)."""
+    def queue_entry(self, entry_id: bytes, *, with_recipients: bool = True) -> QueueEntry:
+        """The queue entry of a submitted message (finished ones included); without
+        ``with_recipients`` its ``recipients`` stay empty (one read less)."""
         rows = self._read(self._QUEUE_SELECT + " WHERE m.entry_id = ?", (entry_id,))
         if not rows:
             raise MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the outgoing queue")
-        return self._entry(rows[0])
+        return self._entry(rows[0], with_recipients=with_recipients)
 
     def outgoing_queue(self, *, include_finished: bool = False) -> list[QueueEntry]:
         """Every submitted message not yet finished, in submit order."""
