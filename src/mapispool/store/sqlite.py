@@ -76,12 +76,14 @@ class SqliteStore:
         try:
             if str(self.path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                created = not self.path.exists()
+                if not self.path.exists():
+                    # Created private before SQLite opens it (SQLite gives its -wal and
+                    # -shm files the database file's mode), so no other user ever can.
+                    os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+                    os.chmod(self.path, 0o600)
                 self._conn = sqlite3.connect(
                     self.path, timeout=10.0, isolation_level=None, check_same_thread=False
                 )
-                if created:
-                    os.chmod(self.path, 0o600)
             else:
                 self._conn = sqlite3.connect(
                     ":memory:", isolation_level=None, check_same_thread=False
@@ -92,6 +94,12 @@ class SqliteStore:
             migrate(self._conn)
         except SchemaTooNew as exc:
             raise MapiError(MAPI_E_VERSION, f"{self.path}: {exc}") from exc
+        except OSError as exc:
+            raise MapiError(
+                MAPI_E_NO_ACCESS,
+                f"cannot create the store {self.path}: {exc.strerror}; "
+                "choose a writable place with 'store = ...' in the profile",
+            ) from exc
         except sqlite3.Error as exc:
             raise _translate(exc, f"cannot open the store {self.path}") from exc
         self._folder_ids: dict[str, int] = {
@@ -151,7 +159,8 @@ class SqliteStore:
         if self._lock_file is not None:
             return True
         lock_path = Path(f"{self.path}.lock")
-        handle = open(lock_path, "ab")  # noqa: SIM115 - held open for the spooler's lifetime
+        fd = os.open(lock_path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+        handle = os.fdopen(fd, "ab")  # held open for the spooler's lifetime
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
