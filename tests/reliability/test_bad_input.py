@@ -332,7 +332,7 @@ def test_prepare_keeps_the_message_and_hides_bcc(
     )
     assert b"\nDate: " in b"\n" + head
     if mid:
-        assert prepared.content.count(b"Message-ID:") == 1
+        assert head.count(b"Message-ID:") == 1
         assert b"<fixed@x.test>" in head
 
 

@@ -124,16 +124,22 @@ class SqliteStore:
         try:
             yield self._conn
         except sqlite3.Error as exc:
-            self._conn.execute("ROLLBACK")
+            self._rollback()
             raise _translate(exc, what) from exc
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            self._rollback()
             raise
         try:
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            self._conn.execute("ROLLBACK")
+            self._rollback()
             raise _translate(exc, what) from exc
+
+    def _rollback(self) -> None:
+        """Roll back, unless SQLite already did (it does on SQLITE_FULL and SQLITE_IOERR;
+        a second ROLLBACK would hide the real error behind 'no transaction is active')."""
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
 
     def _set_sync(self, durable: bool) -> None:
         if durable is not self._durable:
