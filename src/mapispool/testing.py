@@ -36,6 +36,7 @@ from .mapi import (
     PR_SUBJECT,
     STATUS_FLUSH_QUEUES,
     STATUS_INBOUND_FLUSH,
+    STATUS_OFFLINE,
     STATUS_OUTBOUND_FLUSH,
     STATUS_VALIDATE_STATE,
     MapiError,
@@ -145,7 +146,8 @@ class TransportScript:
     ``"seed"`` sets STATUS_INBOUND_FLUSH only after NOTIFY_END_OUTBOUND_FLUSH (step 9).
     ``stop_outbound_after`` / ``stop_inbound_after``: clear the FLUSH bit after that many
     messages (a transport ending the flush early). ``inbound``: messages to deliver.
-    ``submit_delay``: seconds each ``submit_message`` takes.
+    ``submit_delay``: seconds each ``submit_message`` takes. ``stay_offline``: after
+    ``logon.go_offline()``, ``validate_state`` does not bring the transport back.
     """
 
     journal: Journal = field(default_factory=Journal)
@@ -158,6 +160,7 @@ class TransportScript:
     stop_outbound_after: int | None = None
     stop_inbound_after: int | None = None
     submit_delay: float = 0.0
+    stay_offline: bool = False
     actions: dict[str, deque[Action]] = field(default_factory=dict)
     inbound: deque[bytes] = field(default_factory=deque)
     sent: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
@@ -314,6 +317,12 @@ class RecordingLogon(TransportLogon):
 
     async def validate_state(self, flags: int) -> None:
         self._record("validate_state", flags)
+        if not self.script.stay_offline:
+            self.update_status(clear_bits=STATUS_OFFLINE)
+
+    def go_offline(self) -> None:
+        """Set STATUS_OFFLINE, as a transport does after losing its server."""
+        self.update_status(set_bits=STATUS_OFFLINE)
 
     async def logoff(self, flags: int) -> None:
         self._record("logoff", flags)

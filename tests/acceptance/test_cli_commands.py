@@ -76,13 +76,18 @@ def test_submit_with_recipients_and_send_later(profile: Path) -> None:
     assert entry["entry_id"] == done.stdout.strip()
 
 
+MBOX_LINE = b"From me@example.test Sat Nov 21 08:00:00 2026\n"
+
+
 def test_sendmail_with_t_and_with_arguments(profile: Path, smtp: SmtpServer) -> None:
-    """sendmail -t takes recipients from headers; without -t the arguments are the envelope."""
+    """sendmail -t takes recipients from headers; without -t the arguments are the envelope;
+    a leading mbox "From " line is dropped, as sendmail does."""
     body = b"To: bob@example.test\nBcc: hidden@example.test\nSubject: via -t\n\nhi\n.\nafter\n"
     done = sendmail(["--profile", str(profile), "-t", "-oi", "-odi", "-oem", "-v"], body)
     assert done.returncode == 0, done.stderr
     done = run(profile, "sendmail", "-f", "me@example.test", "-F", "Me Myself", "-i",
-               "dave@example.test", stdin=b"Subject: via args\n\nhello\n")  # fmt: skip
+               "dave@example.test",
+               stdin=MBOX_LINE + b"Subject: via args\n\nhello\n")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert run(profile, "flush").returncode == 0
     first, second = smtp.wait_for(2)
@@ -92,6 +97,7 @@ def test_sendmail_with_t_and_with_arguments(profile: Path, smtp: SmtpServer) -> 
     assert second.rcpt_tos == ("dave@example.test",)
     assert second.mail_from == "me@example.test"
     assert b"From: Me Myself <me@example.test>" in second.data
+    assert b"From me@example.test Sat" not in second.data  # the mbox "From " line is dropped
 
 
 def test_sendmail_exit_codes(profile: Path, tmp_path: Path) -> None:

@@ -142,3 +142,24 @@ class BrokenProvider(TransportProvider):
 
     async def transport_logon(self, support, flags):
         raise MapiError(MAPI_E_LOGON_FAILED, "no credentials configured")
+
+
+async def test_offline_transport_gets_a_validate_state_before_being_skipped(rig, session_factory):
+    """An OFFLINE transport is asked to reconnect (ValidateState) before an ordinary flush;
+    if it comes back it is flushed, if not it is skipped, and FLUSH_FORCE flushes it anyway."""
+    from mapispool.mapi import FLUSH_FORCE
+
+    script = rig.script("a")
+    session = await session_factory()
+    await session.submit(message("back"))
+    script.logon.go_offline()
+    result = await session.spooler_status().flush_queues(FLUSH_UPLOAD)
+    assert rig.flush_trace()[:2] == ["a.validate_state 0x0", "a.flush_queues 0x2"]
+    assert result.transports["a"].sent == 1
+    script.stay_offline = True
+    script.logon.go_offline()
+    await session.submit(message("stays"))
+    skipped = await session.spooler_status().flush_queues(FLUSH_UPLOAD)
+    assert skipped.transports["a"].skipped == "offline"
+    forced = await session.spooler_status().flush_queues(FLUSH_UPLOAD | FLUSH_FORCE)
+    assert forced.transports["a"].sent == 1

@@ -113,8 +113,18 @@ def _default_sender() -> str:
     return f"{getpass.getuser()}@{socket.getfqdn()}"
 
 
+def strip_mbox_from_line(content: bytes) -> bytes:
+    """Drop a leading mbox "From sender date" line: programs that write mbox-style
+    messages (some cron and mail(1) setups) pass it, and sendmail/Postfix ignore it."""
+    if content.startswith(b"From "):
+        _line, sep, rest = content.partition(b"\n")
+        return rest if sep else b""
+    return content
+
+
 def prepare_message(content: bytes, inv: Invocation) -> bytes:
     """Add a From header when the message has none (from -F and -f, as sendmail does)."""
+    content = strip_mbox_from_line(content)
     address = inv.sender or _default_sender()
     sender = email.utils.formataddr((inv.full_name or "", address))
     return add_missing_headers(content, {"From": sender})

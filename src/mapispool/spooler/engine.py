@@ -68,6 +68,8 @@ from .status import SPOOLER_ROW, StatusTable
 log = logging.getLogger("mapispool.spooler")
 
 VALID_FLUSH_FLAGS = FLUSH_UPLOAD | FLUSH_DOWNLOAD | FLUSH_FORCE | FLUSH_NO_UI | FLUSH_ASYNC_OK
+#: Seconds between two attempts to bring an OFFLINE transport back outside a flush.
+REVIVE_INTERVAL = 30.0
 #: How long shutdown waits for a transport call in progress before giving up on it.
 SHUTDOWN_GRACE = 30.0
 
@@ -543,6 +545,23 @@ class Spooler:
             handle.logged_on and bool(code & STATUS_OUTBOUND_ENABLED) and not code & STATUS_OFFLINE
         )
 
+    async def revive(self, handle: LogonHandle, *, force: bool = False) -> bool:
+        """True when ``handle`` is not OFFLINE, after giving an offline transport a
+        ``validate_state`` to reconnect (at most every ``REVIVE_INTERVAL`` seconds unless
+        ``force``): a transport that went offline on a network error comes back by itself
+        once the server is reachable again, without needing FLUSH_FORCE."""
+        if not self.status.code(handle.name) & STATUS_OFFLINE:
+            return True
+        now = time.monotonic()
+        if not handle.logged_on or (not force and now - handle.revived_at < REVIVE_INTERVAL):
+            return False
+        handle.revived_at = now
+        try:
+            await handle.call(lambda logon: logon.validate_state(0))
+        except Exception as exc:  # a transport's failure to reconnect is an answer too
+            log.info("transport %s is still offline: %s", handle.name, exc)
+        return not self.status.code(handle.name) & STATUS_OFFLINE
+
     async def _sender_loop(self) -> None:
         """Background (send_immediately): offer due messages to their transports."""
         while not self.shutting_down:
@@ -563,7 +582,7 @@ class Spooler:
         for handle in self.handles:
             if self.shutting_down or self._flush_waiting:
                 return
-            if not self._can_send(handle):
+            if not await self.revive(handle) or not self._can_send(handle):
                 continue
             work = self.work_for(handle, force=False, exclude=set())
             await self.offer_many(

@@ -18,7 +18,6 @@ from ..mapi import (
     NOTIFY_END_INBOUND_FLUSH,
     NOTIFY_END_OUTBOUND_FLUSH,
     STATUS_INBOUND_FLUSH,
-    STATUS_OFFLINE,
     STATUS_OUTBOUND_FLUSH,
 )
 from .outbound import Outcome
@@ -151,7 +150,7 @@ class FlushCoordinator:
                 f": {handle.logon_error}" if handle.logon_error else ""
             )
             return
-        if spooler.status.code(handle.name) & STATUS_OFFLINE and not flags & FLUSH_FORCE:
+        if not flags & FLUSH_FORCE and not await spooler.revive(handle, force=True):
             mine.skipped = "offline"
             return
         async with self.resources(handle):

@@ -41,6 +41,8 @@ class LogonHandle:
         self.request_flags = 0
         #: NOTIFY_NEWMAIL arrived and is not serviced yet.
         self.newmail_pending = False
+        #: When the spooler last asked an OFFLINE transport to reconnect (monotonic).
+        self.revived_at = float("-inf")
         self._exclusive = asyncio.Lock()
         self._slots = asyncio.Semaphore(1)
         self._slot_count = 1
