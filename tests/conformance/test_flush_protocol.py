@@ -299,3 +299,22 @@ async def test_recipient_nobody_takes_gets_an_ndr(rig, session_factory):
     assert b"no transport accepts address type X400" in inbox[0].content
     assert rig.scripts["a"].sent == [("mixed", ("bob@example.test",))]
     assert [m.subject for m in await session.folder("Sent Items").messages()] == ["mixed"]
+
+
+async def test_a_flush_serves_the_queue_as_it_found_it(rig, session_factory):
+    """Mail submitted while a flush runs waits for the next one: a steady stream of new
+    mail cannot keep a Send/Receive from reaching its inbound part and ending."""
+    rig.script("a", submit_delay=0.1).deliver(1)
+    session = await session_factory()
+    await session.submit(message("before"))
+    flags = FLUSH_UPLOAD | FLUSH_DOWNLOAD | FLUSH_ASYNC_OK
+    handle = await session.spooler_status().flush_queues(flags)
+    for _ in range(500):
+        if rig.journal.of("a", "submit_message"):
+            break
+        await asyncio.sleep(0.01)
+    await session.submit(message("during"))
+    result = await handle.wait(5)
+    assert result.transports["a"].sent == 1
+    assert result.transports["a"].received == 1
+    assert [e.subject for e in await session.outgoing_queue()] == ["during"]

@@ -239,10 +239,17 @@ class Spooler:
         raise MapiError(MAPI_E_NOT_FOUND, f"no transport called {name!r}")
 
     def work_for(
-        self, handle: LogonHandle, *, force: bool, exclude: set[bytes]
+        self,
+        handle: LogonHandle,
+        *,
+        force: bool,
+        exclude: set[bytes],
+        submitted_before: float | None = None,
     ) -> list[QueueEntry]:
         """Messages to offer ``handle`` now, in submit order: the deferred ones it released,
-        then every due message with a pending recipient that routing gives to it."""
+        then every due message with a pending recipient that routing gives to it, submitted
+        before ``submitted_before`` if given (a flush serves the queue as it found it, so
+        that a steady stream of new mail cannot keep it from ever ending)."""
         self.expire_overdue()
         work: list[QueueEntry] = []
         for entry in self.store.parked_entries(handle.name):
@@ -258,6 +265,11 @@ class Spooler:
             if not page:
                 break
             after = (page[-1].submit_time, page[-1].seq)
+            if submitted_before is not None and page[-1].submit_time > submitted_before:
+                page = [e for e in page if e.submit_time <= submitted_before]
+                after = None  # pages are in submit order: nothing later qualifies
+            if not page:
+                break
             types = self.store.pending_types([e.seq for e in page])
             for entry in page:
                 if entry.entry_id in exclude:
@@ -266,6 +278,8 @@ class Spooler:
                     route(t, registrations, entry.declined) == handle.name for t in types[entry.seq]
                 ):
                     work.append(entry)
+            if after is None:
+                break
         return work
 
     def expire_overdue(self) -> None:

@@ -195,7 +195,8 @@ class FlushCoordinator:
             return
         force = bool(flags & FLUSH_FORCE)
         offered: set[bytes] = set()
-        work = spooler.work_for(handle, force=force, exclude=offered)
+        until = time.time()
+        work = spooler.work_for(handle, force=force, exclude=offered, submitted_before=until)
         total, bytes_total = len(work), sum(e.size for e in work)
         done = bytes_done = 0
         if progress is not None:
@@ -216,7 +217,7 @@ class FlushCoordinator:
                         FlushProgress(handle.name, "outbound", done, max(total, done),
                                       bytes_done, bytes_total)
                     )  # fmt: skip
-            work = spooler.work_for(handle, force=force, exclude=offered)
+            work = spooler.work_for(handle, force=force, exclude=offered, submitted_before=until)
             total += len(work)
             bytes_total += sum(e.size for e in work)
 
