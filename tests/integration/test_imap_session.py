@@ -34,9 +34,9 @@ from mapispool.spi import messages
 original = messages.InboundMessage.save_changes
 count = 0
 
-def save_changes(self):
+def save_changes(self, **kwargs):
     global count
-    result = original(self)
+    result = original(self, **kwargs)
     count += 1
     if count == int(sys.argv[2]):
         os.kill(os.getpid(), signal.SIGKILL)

@@ -160,9 +160,24 @@ class InboundMessage:
     accounts (e.g. ``imap:<user@host>/<folder>:<uidvalidity>:<uid>``). Returning from
     ``start_message`` without saving means "nothing (more) to deliver" and ends the inbound
     loop (spec §6.2).
+
+    Durability (DESIGN §7, exactly-once): ``save_changes()`` returns once the message is
+    durable, even against power loss, so the transport may then delete, move or flag the
+    server copy. A transport that downloads in batches may instead call
+    ``save_changes(sync=False)`` for each message and ``Support.sync()`` once, *before* it
+    changes anything on the server for any of them; see ``save_changes``.
+
+    ``save`` commits durably; ``save_unsynced``, if given, is what
+    ``save_changes(sync=False)`` uses (without it, every save is durable).
     """
 
-    def __init__(self, save: SaveCallback, is_known: Callable[[str], bool]) -> None:
+    def __init__(
+        self,
+        save: SaveCallback,
+        is_known: Callable[[str], bool],
+        *,
+        save_unsynced: SaveCallback | None = None,
+    ) -> None:
         self.props: dict[int, Any] = {}
         self.dedupe_key: str | None = None
         self.reference: object = 1
@@ -171,6 +186,7 @@ class InboundMessage:
         self.duplicate = False
         self._content: bytes | None = None
         self._save = save
+        self._save_unsynced = save_unsynced
         self._is_known = is_known
 
     def set_content(self, data: bytes) -> None:
@@ -188,18 +204,34 @@ class InboundMessage:
         """True when a message with this dedupe key is already in the store."""
         return self._is_known(dedupe_key)
 
-    def save_changes(self) -> bytes | None:
+    def save_changes(self, *, sync: bool = True) -> bytes | None:
         """Commit the message to the receive folder, atomically with its dedupe key.
 
         Returns the new entry id, or ``None`` when a message with the same ``dedupe_key``
-        was already stored (then ``duplicate`` is true and nothing is written: the
-        transport may go on to delete or flag the server copy). Either way the call counts
-        as "saved" for the inbound loop. Raises ``MapiError`` when there is no content or
-        the store cannot write (nothing is committed then).
+        was already stored (then ``duplicate`` is true and nothing is written). Either way
+        the call counts as "saved" for the inbound loop. Raises ``MapiError`` when there is
+        no content or the store cannot write (nothing is committed then).
+
+        ``sync=True`` (the default): the commit is durable when this returns, against a
+        crash of the process and a power loss; the transport may delete or flag the
+        server copy right away (a duplicate too).
+
+        ``sync=False``: the commit survives a crash of the process (kill -9) but may be
+        lost on a power loss until the transport calls ``Support.sync()``, the durability
+        barrier, which makes every earlier save of the store durable at once. The
+        contract: change nothing on the server (delete, move, flag, POP3 DELE, unlink or
+        rename a file) for a message saved with ``sync=False``, a duplicate included,
+        until a ``Support.sync()`` call made after its save has returned. If the commit is
+        lost, the message and its dedupe key are lost together and the next download
+        stores it again, once. The spooler also calls the barrier when the inbound loop
+        ends, but a transport must not rely on that for its own server actions.
         """
         if self._content is None:
             raise MapiError(MAPI_E_INVALID_PARAMETER, "save_changes() before set_content()")
-        entry_id = self._save(self)
+        if sync or self._save_unsynced is None:
+            entry_id = self._save(self)
+        else:
+            entry_id = self._save_unsynced(self)
         self.saved = True
         self.entry_id = entry_id
         self.duplicate = entry_id is None

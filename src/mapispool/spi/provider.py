@@ -126,6 +126,20 @@ class Support(ABC):
     def has_dedupe_key(self, key: str) -> bool:
         """True when an inbound message with this dedupe key is already committed."""
 
+    def sync(self) -> None:
+        """The durability barrier for inbound mail: when this returns, every message this
+        logon (or any other) saved with ``InboundMessage.save_changes(sync=False)`` before
+        the call is durable, against power loss too, as if saved with ``sync=True``.
+
+        Call it once per batch, after the batch's saves and *before* the first server-side
+        action for any message of it (delete, move, ``\\Seen``, POP3 DELE, Maildir
+        rename or unlink): that ordering is what keeps inbound exactly-once (DESIGN §7).
+        It costs one fsync when something waits for it, nothing otherwise. Raises
+        ``MapiError`` when the store cannot write; then apply no server action. The
+        default does nothing, which is right for a ``Support`` whose messages are always
+        saved durably."""
+        return None
+
     @abstractmethod
     def get_state(self, key: str) -> Any:
         """Durable per-transport state (JSON values) saved with ``set_state``, or None."""
@@ -218,8 +232,10 @@ class TransportLogon(ABC):  # noqa: B024 - every method has a default; subclass 
     async def start_message(self, message: InboundMessage) -> None:
         """``StartMessage``: fill ``message`` with one received message and call
         ``message.save_changes()``; return without saving when nothing is waiting.
-        Commit locally before deleting or flagging anything on a server. Default:
-        nothing to deliver."""
+        Commit locally before deleting or flagging anything on a server: either with
+        ``save_changes()`` (durable when it returns), or with ``save_changes(sync=False)``
+        and then ``self.support.sync()`` before the first server action that concerns
+        the message. Default: nothing to deliver."""
         return None
 
     # -- flushing and state -----------------------------------------------------------

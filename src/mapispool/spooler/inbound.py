@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.policy
 import logging
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -29,20 +30,89 @@ log = logging.getLogger("mapispool.spooler")
 
 def received_props(content: bytes, given: dict[int, Any]) -> dict[int, Any]:
     """The properties stored with a received message: what the transport set, completed
-    from the message's headers (subject, sender, Message-ID) and the delivery time."""
+    from the message's headers (subject, sender, Message-ID) and the delivery time.
+
+    The values are those of the ``email`` package with ``email.policy.default``; a
+    header section of plain ASCII header fields is read directly (``_quick_headers``),
+    anything else is parsed by the ``email`` package."""
     props = dict(given)
-    headers = BytesHeaderParser(policy=email.policy.default).parsebytes(content)
     props.setdefault(PR_MESSAGE_CLASS, "IPM.Note")
-    try:
-        props.setdefault(PR_SUBJECT, str(headers.get("Subject", "")))
-        props.setdefault(PR_INTERNET_MESSAGE_ID, str(headers.get("Message-ID", "")))
-        sender = headers.get("From")
-        if sender is not None and getattr(sender, "addresses", None):
-            props.setdefault(PR_SENDER_EMAIL_ADDRESS, sender.addresses[0].addr_spec)
-    except Exception:  # malformed headers: the message is still stored, as received
-        log.warning("could not read the headers of a received message")
+    wanted = (PR_SUBJECT, PR_INTERNET_MESSAGE_ID, PR_SENDER_EMAIL_ADDRESS)
+    if any(tag not in props for tag in wanted):
+        found: dict[int, Any] = {}
+        try:
+            if not _quick_headers(content, found):
+                _parsed_headers(content, found)
+        except Exception:  # malformed headers: the message is still stored, as received
+            log.warning("could not read the headers of a received message")
+        for tag, value in found.items():
+            props.setdefault(tag, value)
     props.setdefault(PR_MESSAGE_DELIVERY_TIME, datetime.now(UTC))
     return props
+
+
+def _parsed_headers(content: bytes, found: dict[int, Any]) -> None:
+    """Subject, Message-ID and sender into ``found``, as the ``email`` package reads
+    them; what was read before an error stays in ``found``."""
+    headers = BytesHeaderParser(policy=email.policy.default).parsebytes(content)
+    found[PR_SUBJECT] = str(headers.get("Subject", ""))
+    found[PR_INTERNET_MESSAGE_ID] = str(headers.get("Message-ID", ""))
+    sender = headers.get("From")
+    if sender is not None and getattr(sender, "addresses", None):
+        found[PR_SENDER_EMAIL_ADDRESS] = sender.addresses[0].addr_spec
+
+
+# The header section ends at the first empty line (or with the content).
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+# A header section of well-formed fields only: a name of printable ASCII without ":" right
+# before the colon, printable ASCII or tab values, folded lines starting with a blank,
+# CRLF or LF line ends. Anything else (8-bit bytes, a bare CR, an mbox From line, a line
+# that is not a field) is left to the email package, which has rules for all of it.
+_PLAIN_SECTION = re.compile(
+    rb"(?:[\x21-\x39\x3b-\x7e]+:[\t\x20-\x7e]*(?:\r?\n[\t ][\t\x20-\x7e]*)*(?:\r?\n|\Z))+\Z"
+)
+_FIELDS = re.compile(rb"^(subject|message-id|from):([^\n]*(?:\n[\t ][^\n]*)*)", re.I | re.M)
+# Values whose email.policy.default reading is the text itself (checked by the tests).
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOT_ATOM = rf"{_ATOM}(?:\.{_ATOM})*"
+_ADDR_SPEC = rf"({_DOT_ATOM}@{_DOT_ATOM})"
+_PLAIN_MESSAGE_ID = re.compile(rf"<{_DOT_ATOM}@{_DOT_ATOM}>")
+_PLAIN_FROM = re.compile(
+    rf"{_ADDR_SPEC}|(?:{_ATOM}(?: {_ATOM})*|\"[\x20\x21\x23-\x5b\x5d-\x7e]*\") ?<{_ADDR_SPEC}>"
+)
+
+
+def _quick_headers(content: bytes, found: dict[int, Any]) -> bool:
+    """What ``_parsed_headers`` gives, read without parsing the message when its header
+    section is plain (see ``_PLAIN_SECTION``); False (and nothing read) when it is not."""
+    end = _HEADER_END.search(content)
+    section = content[: end.start()] if end is not None else content
+    if not _PLAIN_SECTION.match(section):
+        return False
+    values: dict[bytes, str] = {}
+    for match in _FIELDS.finditer(section):
+        name = match.group(1).lower()
+        if name not in values:
+            # email.policy.default: blanks before the value go, line ends go (unfolding).
+            raw = match.group(2).decode("ascii").lstrip(" \t")
+            values[name] = raw.replace("\r", "").replace("\n", "")
+    factory = email.policy.default.header_factory
+    subject = values.get(b"subject", "")
+    found[PR_SUBJECT] = subject if "=?" not in subject else str(factory("Subject", subject))
+    mid = values.get(b"message-id", "")
+    found[PR_INTERNET_MESSAGE_ID] = (
+        mid if not mid or _PLAIN_MESSAGE_ID.fullmatch(mid) else str(factory("Message-ID", mid))
+    )
+    sender = values.get(b"from")
+    if sender is not None:
+        plain = _PLAIN_FROM.fullmatch(sender.strip(" \t"))
+        if plain is not None:
+            found[PR_SENDER_EMAIL_ADDRESS] = plain.group(1) or plain.group(2)
+        else:
+            header = factory("From", sender)
+            if getattr(header, "addresses", None):
+                found[PR_SENDER_EMAIL_ADDRESS] = header.addresses[0].addr_spec
+    return True
 
 
 class InboundRunner:
@@ -55,7 +125,7 @@ class InboundRunner:
         """A fresh message object in the receive folder, as CreateMessage gives MAPI."""
         store = self.spooler.store
 
-        def save(message: InboundMessage) -> bytes | None:
+        def save(message: InboundMessage, durable: bool = True) -> bytes | None:
             content = message.content
             assert content is not None
             return store.deliver(
@@ -63,9 +133,13 @@ class InboundRunner:
                 content,
                 received_props(content, message.props),
                 dedupe_key=message.dedupe_key,
+                durable=durable,
             )
 
-        return InboundMessage(save, store.has_dedupe_key)
+        def save_unsynced(message: InboundMessage) -> bytes | None:
+            return save(message, False)
+
+        return InboundMessage(save, store.has_dedupe_key, save_unsynced=save_unsynced)
 
     async def run(
         self,
@@ -76,7 +150,23 @@ class InboundRunner:
         """Call ``start_message`` while ``keep_going()`` and the last call saved a message.
 
         Returns (messages newly stored, error text or None). A duplicate (dedupe key already
-        stored) counts as saved for the loop but not as newly stored."""
+        stored) counts as saved for the loop but not as newly stored. Whatever the
+        transport saved with ``save_changes(sync=False)`` is made durable before this
+        returns (the barrier the transport should have called already)."""
+        try:
+            return await self._run(handle, keep_going, on_message)
+        finally:
+            try:
+                self.spooler.store.sync()
+            except MapiError as exc:
+                log.warning("could not make received mail durable: %s", exc)
+
+    async def _run(
+        self,
+        handle: LogonHandle,
+        keep_going: Callable[[], bool],
+        on_message: Callable[[InboundMessage], None] | None,
+    ) -> tuple[int, str | None]:
         received = 0
         while keep_going():
             message = self.new_message()

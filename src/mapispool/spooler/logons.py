@@ -132,6 +132,9 @@ class SpoolerSupport(Support):
     def has_dedupe_key(self, key: str) -> bool:
         return self._spooler.store.has_dedupe_key(key)
 
+    def sync(self) -> None:
+        self._spooler.store.sync()
+
     def get_state(self, key: str) -> Any:
         return self._spooler.store.get_transport_state(self._handle.name, key)
 

@@ -295,11 +295,16 @@ class SqliteStore:
         *,
         dedupe_key: str | None = None,
         recipients: Sequence[Recipient] = (),
+        durable: bool = True,
     ) -> bytes | None:
         """Store a received (or generated) message in ``folder``, atomically with its dedupe
-        key. Returns its entry id, or None if the dedupe key was already stored."""
+        key. Returns its entry id, or None if the dedupe key was already stored.
+
+        ``durable=False`` commits with ``synchronous = NORMAL``: the message survives a
+        crash of the process but not a power loss until the next ``sync()`` (or any other
+        durable commit). The caller must not act on the server copy before that."""
         now = time.time()
-        with self._tx("storing a received message") as conn:
+        with self._tx("storing a received message", durable=durable) as conn:
             if (
                 dedupe_key is not None
                 and conn.execute("SELECT 1 FROM dedupe WHERE key = ?", (dedupe_key,)).fetchone()
@@ -314,7 +319,28 @@ class SqliteStore:
                     (dedupe_key, message_id, now),
                 )
             self._event(conn, entry_id, "received", None, folder, now)
+        if not durable:
+            self._deliveries_unsynced = True
         return entry_id
+
+    #: True after a ``deliver(durable=False)`` that no ``sync()`` has made durable yet.
+    _deliveries_unsynced = False
+
+    def sync(self) -> None:
+        """The durability barrier: one fsync'd (``synchronous = FULL``) commit, which in WAL
+        mode makes every earlier commit durable, ``deliver(durable=False)`` ones included,
+        against power loss too. Nothing to do (and no fsync) when no delivery is waiting
+        for it. It writes and removes a row, because a commit that changes nothing writes
+        no WAL frame and so syncs nothing."""
+        if not self._deliveries_unsynced:
+            return
+        with self._tx("making received mail durable") as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO transport_state (transport, key, value)"
+                " VALUES ('', 'sync', '0')"
+            )
+            conn.execute("DELETE FROM transport_state WHERE transport = '' AND key = 'sync'")
+        self._deliveries_unsynced = False
 
     def deliver_report(
         self,

@@ -2,9 +2,10 @@
 
 A *pass* walks the configured folders once: SELECT, reconcile UIDVALIDITY, list the UIDs
 not yet committed, download them in batches (``BODY.PEEK[]``, so reading sets no flag),
-hand them out one per ``start_message``, and only after ``save_changes()`` returned apply
-the server action (``\\Seen``, delete, move) to the committed UIDs, batched. A failure
-drops what was fetched but not committed; the next pass fetches it again.
+hand them out one per ``start_message``, commit each with ``save_changes(sync=False)``,
+and apply the server action (``\\Seen``, delete, move) to the committed UIDs, batched,
+only after ``Support.sync()`` (the durability barrier) made those commits durable. A
+failure drops what was fetched but not committed; the next pass fetches it again.
 
 Every call into the ``Support`` (dedupe keys, state, status row) happens on the event
 loop; every imapclient call happens on the logon's worker thread.
@@ -120,7 +121,10 @@ class ImapLogon(TransportLogon):
                 return
             message.set_content(item.data)
             message.dedupe_key = item.key
-            message.save_changes()
+            # Durable at the latest when _apply_actions calls the barrier, before any
+            # server action; until then a power loss loses the commit and the server
+            # still has the message.
+            message.save_changes(sync=False)
         except MapiError as error:
             await self._fail(error)
             raise
@@ -292,11 +296,13 @@ class ImapLogon(TransportLogon):
         self._queue.extend(items)
 
     async def _apply_actions(self, cursor: _Cursor) -> None:
-        """Apply the server action to committed UIDs; then move the keep-mode floor."""
+        """Make the commits durable (``Support.sync()``), then apply the server action to
+        the committed UIDs and move the keep-mode floor."""
         if not cursor.done:
             return
         uids = sorted(set(cursor.done))
         action = self.common.action
+        self.support.sync()
         if action == "keep":
             await self._worker.run(self._conn.mark_seen, uids)
         elif action == "delete":

@@ -2,10 +2,11 @@
 
 A *pass* is one POP3 session: UIDL + LIST, skip UIDLs already committed (no RETR), leave
 messages over ``max_size`` on the server (reported), RETR the rest in batches and hand
-them out one per ``start_message``. With ``action = "delete"`` a message is DELE'd only
-after its ``save_changes()`` returned, and the deletions take effect at the QUIT that ends
-the pass; if the session dies first, the server keeps them and the next pass deletes
-them without downloading them again.
+them out one per ``start_message``, each committed with ``save_changes(sync=False)``. With
+``action = "delete"`` a message is DELE'd only after ``Support.sync()`` (the durability
+barrier, once per batch) made its commit durable, and the deletions take effect at the
+QUIT that ends the pass; if the session dies first, the server keeps them and the next
+pass deletes them without downloading them again.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class Pop3Logon(TransportLogon):
                 return
             message.set_content(item.data)
             message.dedupe_key = item.entry.key
-            message.save_changes()
+            message.save_changes(sync=False)  # durable before its DELE: _flush_deletes
         except MapiError as error:
             await self._fail(error)
             raise
@@ -148,7 +149,9 @@ class Pop3Logon(TransportLogon):
         return plan_pass(uidls, sizes, self.common.account_id, known, self.settings.max_size)
 
     async def _flush_deletes(self) -> None:
+        """DELE the committed messages, once their commits are durable."""
         if self._to_delete:
+            self.support.sync()
             numbers, self._to_delete = self._to_delete, []
             await self._worker.run(self._conn.delete, numbers)
 
