@@ -31,6 +31,10 @@ class MemorySupport(Support):
 
     ``fail_on_save`` (1-based) makes that save raise before anything is committed, like
     a process dying in the middle of a batch. ``on_save`` runs after each commit.
+
+    Durability is modelled: a ``save_changes(sync=False)`` commit is ``unsynced`` until
+    ``sync()`` (the barrier); ``power_loss()`` forgets the unsynced ones, as a power cut
+    would after commits with ``synchronous = NORMAL``.
     """
 
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
@@ -43,6 +47,8 @@ class MemorySupport(Support):
         self.fail_on_save: int | None = None
         self.on_save: Callable[[int], None] | None = None
         self.notifications: list[int] = []
+        self.unsynced: list[str | None] = []
+        self.syncs = 0
 
     @property
     def name(self) -> str:
@@ -91,8 +97,27 @@ class MemorySupport(Support):
     def set_state(self, key: str, value: Any) -> None:
         self.state[key] = json.dumps(value)
 
+    def sync(self) -> None:
+        self.syncs += 1
+        self.unsynced.clear()
+
+    def power_loss(self) -> None:
+        """Forget every commit no ``sync()`` made durable."""
+        lost = set(self.unsynced)
+        self.unsynced.clear()
+        self.keys -= {k for k in lost if k is not None}
+        self.messages = [m for m in self.messages if m[0] not in lost]
+
     def new_message(self) -> InboundMessage:
-        return InboundMessage(save=self._save, is_known=self.has_dedupe_key)
+        return InboundMessage(
+            save=self._save, is_known=self.has_dedupe_key, save_unsynced=self._save_unsynced
+        )
+
+    def _save_unsynced(self, message: InboundMessage) -> bytes | None:
+        entry_id = self._save(message)
+        if entry_id is not None:
+            self.unsynced.append(message.dedupe_key)
+        return entry_id
 
     def _save(self, message: InboundMessage) -> bytes | None:
         self.saves += 1

@@ -284,3 +284,54 @@ async def test_poll_counts_new_mail_and_idle_is_bounded(
         assert support.status_code & STATUS_AVAILABLE
     finally:
         await logon.logoff(0)
+
+
+@pytest.mark.parametrize("action", ["delete", "keep"])
+async def test_no_server_action_before_the_durability_barrier(
+    dovecot: DovecotServer, user: MailUser, raw_imap: Any, action: str
+) -> None:
+    """Messages are committed with save_changes(sync=False); the server action (expunge
+    or \\Seen) for a batch only comes after Support.sync() made every commit durable.
+    A power loss after some unsynced commits loses those commits but not the server
+    copies, so the restarted logon stores every message exactly once."""
+    for n in range(12):
+        dovecot.deliver(user, make_message(n))
+    support = MemorySupport()
+    logon = logon_for(support, settings(dovecot, user, action=action, batch_size=5))
+    acted: list[int] = []
+
+    def guard(name: str) -> None:
+        real = getattr(logon._conn, name)
+
+        def checked(uids: list[int], *args: Any) -> None:
+            assert support.unsynced == [], f"{name} before the barrier"
+            acted.extend(uids)
+            real(uids, *args)
+
+        setattr(logon._conn, name, checked)
+
+    guard("delete")
+    guard("mark_seen")
+    support.fail_on_save = 8  # dies in the 2nd batch: saves 6 and 7 are not synced yet
+    with pytest.raises(MapiError):
+        await run(logon, support)
+    assert len(support.unsynced) == 2
+    assert support.syncs >= 1
+    assert len(acted) == 5  # only the first batch, after its barrier
+    support.power_loss()
+    assert len(support.messages) == 5
+    raw_imap.select_folder("INBOX")
+    assert len(raw_imap.search(["ALL"])) == (7 if action == "delete" else 12)
+
+    support.fail_on_save = None
+    restarted = logon_for(support, settings(dovecot, user, action=action, batch_size=5))
+    assert await run(restarted, support) == 7
+    assert support.unsynced == []
+    assert sorted(support.bodies()) == sorted(
+        make_message(n).replace(b"\r\n", b"\n") for n in range(12)
+    )
+    raw_imap.select_folder("INBOX")
+    if action == "delete":
+        assert raw_imap.search(["ALL"]) == []
+    else:
+        assert all(b"\\Seen" in flags for flags in flags_of(raw_imap))

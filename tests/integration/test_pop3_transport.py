@@ -205,3 +205,37 @@ async def test_poll_counts_unknown_messages(dovecot: DovecotServer, user: MailUs
         assert await logon.poll() == 0
     finally:
         await logon.logoff(0)
+
+
+async def test_no_dele_before_the_durability_barrier(
+    dovecot: DovecotServer, user: MailUser
+) -> None:
+    """DELE only follows Support.sync(): a power loss after unsynced commits keeps the
+    server copies, and the restarted logon stores each message exactly once."""
+    for n in range(8):
+        dovecot.deliver(user, make_message(n))
+    support = MemorySupport()
+    logon = logon_for(support, settings(dovecot, user, action="delete", batch_size=3))
+    real = logon._conn.delete
+    deleted: list[int] = []
+
+    def checked(numbers: list[int]) -> None:
+        assert support.unsynced == [], "DELE before the barrier"
+        deleted.extend(numbers)
+        real(numbers)
+
+    logon._conn.delete = checked  # type: ignore[method-assign]
+    support.fail_on_save = 6  # dies in the 2nd batch: save 4 and 5 are not synced yet
+    with pytest.raises(MapiError):
+        await run(logon, support)
+    assert len(support.unsynced) == 2
+    assert deleted == [1, 2, 3]
+    support.power_loss()
+    assert len(support.messages) == 3
+    assert server_count(dovecot, user) == 8  # the session died: no QUIT, DELEs undone
+
+    support.fail_on_save = None
+    restarted = logon_for(support, settings(dovecot, user, action="delete", batch_size=3))
+    assert await run(restarted, support) == 5
+    assert sorted(support.bodies()) == expected(range(8))
+    assert server_count(dovecot, user) == 0
