@@ -646,3 +646,172 @@ async def test_connections_setting_opens_a_pool(smtp_server: SmtpServer) -> None
     assert 1 < len({t.peer for t in txns}) <= 3
     assert all(m.recipients[0].responsibility for m in messages)
     await xp.logoff(0)
+
+
+# -- RFC 2920 pipelining: the same outcomes with and without it ---------------------------
+
+
+def _advertise_pipelining(server: SmtpServer) -> None:
+    """Make aiosmtpd (which handles pipelined commands but does not say so) offer it."""
+
+    async def handle_ehlo(
+        _server: Any, session: Any, _envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname  # what aiosmtpd does itself when there is no hook
+        return [responses[0], "250-PIPELINING", *responses[1:]]
+
+    server.handler.handle_EHLO = handle_ehlo  # type: ignore[attr-defined]
+
+
+def _record_writes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    from mapispool.transports.smtp.connection import ReplyStream
+
+    writes: list[bytes] = []
+    original = ReplyStream.write
+
+    def write(self: ReplyStream, data: bytes) -> None:
+        writes.append(data)
+        original(self, data)
+
+    monkeypatch.setattr(ReplyStream, "write", write)
+    return writes
+
+
+def _summary(message: OutboundMessage, support: RecordingSupport, answer: int) -> object:
+    return (
+        answer,
+        [r.responsibility for r in message.recipients],
+        [(r.address, r.props.get(PR_REPORT_TEXT), r.props.get(PR_NDR_DIAG_CODE))
+         for _m, rs in support.reported for r in rs],
+        list(message.reference),  # type: ignore[call-overload]
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("advertised", [True, False], ids=["offered", "not-offered"])
+@pytest.mark.parametrize("enabled", [True, False], ids=["on", "off"])
+async def test_pipelining_keeps_per_recipient_outcomes(
+    smtp_server_factory: Any, monkeypatch: pytest.MonkeyPatch, advertised: bool, enabled: bool
+) -> None:
+    """Accepted, 5xx, 4xx and a locally refused address, then an all-refused message and
+    a refused sender, on one connection: the outcomes are those of the lock-step exchange
+    (kept below as literals), whether or not the server offers PIPELINING and whether or
+    not the profile allows it; MAIL, RCPT and DATA share one write only when both do."""
+    server = smtp_server_factory(
+        rcpt_answers={"gone@x.test": "550 5.1.1 no such user", "later@x.test": "450 4.2.0 busy"}
+    )
+    if advertised:
+        _advertise_pipelining(server)
+    writes = _record_writes(monkeypatch)
+    xp, support = await logon(plain(server, pipelining=enabled))
+    message = make_message(["ok@x.test", "gone@x.test", "later@x.test", "bad address@x"])
+    await xp.submit_message(message, 0)
+    assert _summary(message, support, await xp.end_message(message)) == (
+        END_RESEND_LATER,
+        [True, True, False, True],
+        [("gone@x.test", "550 5.1.1 no such user", 550),
+         ("bad address@x", "553 5.1.3 'bad address@x' is not a valid SMTP address", 553)],
+        [True, False],
+    )  # fmt: skip
+    pipelined = advertised and enabled
+    first = writes[0]
+    assert first.startswith(b"MAIL FROM:<alice@x.test>")
+    assert (b"RCPT TO:<ok@x.test>" in first and first.endswith(b"DATA\r\n")) is pipelined
+    assert b"bad address" not in b"".join(writes)
+    (txn,) = await server.wait_for_async(1)
+    assert txn.rcpt_tos == ("ok@x.test",)
+
+    support.reported.clear()
+    refused = make_message(["gone@x.test"], entry_id=b"\x03")
+    await xp.submit_message(refused, 0)
+    assert _summary(refused, support, await xp.end_message(refused)) == (
+        0, [True], [("gone@x.test", "550 5.1.1 no such user", 550)], [],
+    )  # fmt: skip
+
+    support.reported.clear()
+    unsendable = make_message(["ok@x.test"], sender="bad sender", entry_id=b"\x04")
+    await xp.submit_message(unsendable, 0)
+    assert _summary(unsendable, support, await xp.end_message(unsendable)) == (
+        0, [True], [("ok@x.test", "553 5.1.3 'bad sender' is not a valid SMTP address", 553)],
+        [],
+    )  # fmt: skip
+
+    after = make_message(["ok@x.test"], entry_id=b"\x05")
+    await xp.submit_message(after, 0)
+    txns = await server.wait_for_async(2)
+    assert len({t.peer for t in txns}) == 1  # every refusal left the connection usable
+    await xp.logoff(0)
+
+
+async def test_pipelining_with_a_refused_sender(
+    smtp_server_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MAIL refused while RCPT and DATA are already on the wire: every recipient fails
+    with the MAIL reply, the replies to RCPT and DATA are read and dropped, and the next
+    message goes out on the same connection."""
+    server = smtp_server_factory(mail_answer="550 5.7.1 sender refused")
+    _advertise_pipelining(server)
+    writes = _record_writes(monkeypatch)
+    xp, support = await logon(plain(server))
+    message = make_message(["a@x.test", "b@x.test"])
+    await xp.submit_message(message, 0)
+    assert _summary(message, support, await xp.end_message(message)) == (
+        0, [True, True],
+        [("a@x.test", "550 5.7.1 sender refused", 550),
+         ("b@x.test", "550 5.7.1 sender refused", 550)],
+        [],
+    )  # fmt: skip
+    assert writes[0].endswith(b"DATA\r\n")
+    assert server.transactions == []
+    await xp.logoff(0)
+
+
+SINK_FAULTS = [
+    ("-f", "RCPT"),
+    ("-r", "RCPT"),
+    ("-Q", "RCPT"),
+    ("-Q", "MAIL"),
+    ("-f", "MAIL"),
+    ("-r", "DATA"),
+    ("-f", "."),
+    ("-q", "RCPT"),
+    ("-q", "DATA"),
+    ("-q", "."),
+    ("-Q", "."),
+]
+
+
+@pytest.mark.parametrize(("flag", "command"), SINK_FAULTS, ids=[f"{f}{c}" for f, c in SINK_FAULTS])
+async def test_pipelining_against_smtp_sink_faults(
+    smtp_sink: Callable[..., int], flag: str, command: str
+) -> None:
+    """smtp-sink offers PIPELINING; with each of its fault injections the outcome (the
+    error or end_message's answer, the recipients, the reports, the hand-over calls) is
+    the same with pipelining as without it."""
+
+    async def run(pipelining: bool) -> object:
+        port = smtp_sink(flag, command)
+        xp, support = await logon({"host": HOST, "port": port, "tls": "none",
+                                   "pipelining": pipelining})  # fmt: skip
+        message = make_message(["a@x.test", "b@x.test"])
+        try:
+            await xp.submit_message(message, 0)
+        except MapiError as exc:
+            result: object = (exc.hresult, exc.reply, "uncertain" in str(exc))
+        else:
+            result = await xp.end_message(message)
+        await xp.logoff(0)
+        return result, _summary(message, support, 0)
+
+    assert await run(True) == await run(False)
+
+
+async def test_smtp_sink_without_pipelining(smtp_sink: Callable[..., int]) -> None:
+    """smtp-sink with PIPELINING switched off (-p): messages still go out, lock-step."""
+    port = smtp_sink("-p")
+    xp, _support = await logon({"host": HOST, "port": port, "tls": "none"})
+    for i in range(3):
+        message = make_message(["a@x.test", "b@x.test"], entry_id=bytes([i]))
+        await xp.submit_message(message, 0)
+        assert await xp.end_message(message) == 0
+        assert [r.responsibility for r in message.recipients] == [True, True]
+    await xp.logoff(0)

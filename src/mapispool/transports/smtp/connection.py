@@ -14,11 +14,16 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
-from typing import cast
+from collections import deque
+from collections.abc import Callable, Sequence
 
-from aiosmtplib import SMTP, SMTPException, SMTPResponseException
-from aiosmtplib.protocol import SMTPProtocol
+from aiosmtplib import (
+    SMTP,
+    SMTPException,
+    SMTPReadTimeoutError,
+    SMTPResponseException,
+    SMTPServerDisconnected,
+)
 
 from ...mapi import MAPI_E_LOGON_FAILED, MAPI_E_NETWORK_ERROR, STATUS_FAILURE
 from .auth import (
@@ -44,6 +49,8 @@ from .settings import SmtpSettings
 CHUNK = 64 * 1024
 #: How long a polite QUIT may take before the socket is simply closed.
 QUIT_TIMEOUT = 5.0
+#: Unparsed reply bytes beyond this are a broken peer, not SMTP (RFC 5321 allows 512 a line).
+MAX_REPLY_BYTES = 1 << 20
 
 Hook = Callable[[], None]
 
@@ -78,6 +85,7 @@ class SmtpConnection:
         self.transactions = 0
         self.description = ""
         self._client: SMTP | None = None
+        self._stream: ReplyStream | None = None
 
     @property
     def connected(self) -> bool:
@@ -132,6 +140,7 @@ class SmtpConnection:
         except (SMTPException, OSError, TimeoutError, ValueError) as exc:
             self.abort()
             raise network_error(exc, f"connecting to {where}") from exc
+        self._stream = ReplyStream.take_over(client)
         security = {"starttls": "STARTTLS", "implicit": "TLS", "none": "no TLS"}[s.tls]
         auth = f", AUTH {mechanism.value} as {s.username}" if mechanism else ""
         self.description = f"Connected to {where} ({security}{auth})"
@@ -206,17 +215,19 @@ class SmtpConnection:
     def abort(self) -> None:
         """Drop the connection at once, without QUIT."""
         client, self._client = self._client, None
+        self._stream = None
         if client is not None:
             client.close()
         self.stage = "idle"
 
     async def close(self) -> None:
         """Say QUIT (briefly) and close. Never raises."""
-        client = self._client
-        if client is not None and client.is_connected:
+        client, stream = self._client, self._stream
+        if client is not None and client.is_connected and stream is not None:
             # The server may already be gone; QUIT is only politeness.
             with contextlib.suppress(SMTPException, OSError, TimeoutError):
-                await asyncio.wait_for(client.quit(), QUIT_TIMEOUT)
+                stream.write(b"QUIT\r\n")
+                await stream.read(QUIT_TIMEOUT)
         self.abort()
         await asyncio.sleep(0)  # let the transport release its socket (see logoff)
 
@@ -293,6 +304,12 @@ class SmtpConnection:
             eight_bit=eight_bit and client.supports_extension("8bitmime"),
             smtputf8=utf8 and utf8_ok,
         )
+        if self.settings.pipelining and client.supports_extension("pipelining"):
+            await self._transact_pipelined(
+                transaction, sender, recipients, payload, utf8_ok, options, on_final_dot,
+                on_final_reply,
+            )  # fmt: skip
+            return
         self.stage = "mail"
         transaction.mail = await self._envelope(b"MAIL", b"FROM:", sender, utf8_ok, options)
         if transaction.mail.kind is not ReplyClass.OK:
@@ -312,36 +329,135 @@ class SmtpConnection:
         if transaction.data.code != 354:
             await self._rset(transaction.data)
             return
-        await self._write_body(payload)
+        await self._finish_data(transaction, payload, on_final_dot, on_final_reply)
+
+    async def _transact_pipelined(
+        self,
+        transaction: Transaction,
+        sender: str,
+        recipients: Sequence[str],
+        payload: bytes,
+        utf8_ok: bool,
+        options: list[bytes],
+        on_final_dot: Hook,
+        on_final_reply: Hook,
+    ) -> None:
+        """RFC 2920: MAIL, every RCPT and DATA in one write, their replies read in order;
+        then the body and the end of data. ``transaction`` ends up exactly as the
+        command-by-command exchange would fill it (a reply the lock-step client would not
+        have asked for is read and dropped), so the outcome does not depend on it."""
+        self.stage = "mail"
+        refused = _local_refusal(b"MAIL", sender, utf8_ok)
+        if refused is not None:
+            transaction.mail = refused
+            await self._rset(refused)
+            return
+        lines = [_command_line(b"MAIL", b"FROM:" + path(sender, allow_null=True), *options)]
+        local: list[Reply | None] = []
+        for address in recipients:
+            refused = _local_refusal(b"RCPT", address, utf8_ok)
+            local.append(refused)
+            if refused is None:
+                lines.append(_command_line(b"RCPT", b"TO:" + path(address)))
+        sends_data = any(reply is None for reply in local)
+        if sends_data:
+            lines.append(b"DATA\r\n")
+        stream = self._reader()
+        stream.write(b"".join(lines))
+        timeout = self.settings.timeout
+        transaction.mail = mail = await stream.read(timeout)
+        if is_closing(mail.code):
+            self.abort()
+            return
+        mail_ok = mail.kind is ReplyClass.OK
+        self.stage = "rcpt"
+        for refused in local:
+            if refused is None:
+                reply = await stream.read(timeout)
+            else:
+                reply = refused
+            if mail_ok:
+                transaction.rcpt.append(reply)
+            if is_closing(reply.code):
+                self.abort()
+                return
+        wanted = mail_ok and any(reply.kind is ReplyClass.OK for reply in transaction.rcpt)
+        if sends_data:
+            self.stage = "data"
+            data = await stream.read(timeout)
+            if wanted:
+                transaction.data = data
+            if is_closing(data.code):
+                self.abort()
+                return
+            if not wanted and data.code == 354:
+                # A server that opened DATA with no valid recipient: close it empty.
+                stream.write(END_OF_DATA)
+                await stream.read(timeout)
+        if not mail_ok:
+            await self._rset(mail)
+            return
+        if not wanted:
+            await self._rset(None)
+            return
+        assert transaction.data is not None
+        if transaction.data.code != 354:
+            await self._rset(transaction.data)
+            return
+        await self._finish_data(transaction, payload, on_final_dot, on_final_reply)
+
+    async def _finish_data(
+        self,
+        transaction: Transaction,
+        payload: bytes,
+        on_final_dot: Hook,
+        on_final_reply: Hook,
+    ) -> None:
+        """Write the body and the end of data, with the hand-over hooks around the dot.
+        A small body goes out in the same write as the dot, after ``on_final_dot``."""
+        stream = self._reader()
+        if len(payload) > CHUNK:
+            await self._write_body(stream, payload)
+            head = b""
+        else:
+            head = payload
+        if stream.closing:
+            raise SMTPServerDisconnected("Connection lost")  # before the hand-over began
         self.stage = "dot"
-        protocol = self._protocol()
         on_final_dot()
-        protocol.write(END_OF_DATA)
-        response = await protocol.read_response(timeout=self.settings.timeout)
+        stream.write(head + END_OF_DATA)
+        transaction.final = final = await stream.read(self.settings.timeout)
         on_final_reply()
-        transaction.final = Reply(response.code, response.message)
-        if is_closing(response.code):
+        if is_closing(final.code):
             self.abort()
 
     async def _envelope(
         self, verb: bytes, prefix: bytes, address: str, utf8_ok: bool, options: list[bytes]
     ) -> Reply:
-        # Addresses the server cannot take are refused here, as a server would, so they
-        # get an NDR instead of blocking the queue.
-        try:
-            wire = path(address, allow_null=verb == b"MAIL")
-        except BadAddress as exc:
-            return Reply(553, f"5.1.3 {exc}")
-        if not address.isascii() and not utf8_ok:
-            return Reply(553, f"5.6.7 {address!r} needs SMTPUTF8, which the server lacks")
-        return await self._command(verb, prefix + wire, *options)
+        refused = _local_refusal(verb, address, utf8_ok)
+        if refused is not None:
+            return refused
+        return await self._command(verb, prefix + path(address, allow_null=verb == b"MAIL"),
+                                   *options)  # fmt: skip
 
     async def _command(self, *args: bytes) -> Reply:
-        client = self._client
-        if client is None:
-            raise ConnectionError("not connected")
-        response = await client.execute_command(*args)
-        return Reply(response.code, response.message)
+        stream = self._reader()
+        stream.write(_command_line(*args))
+        try:
+            reply = await stream.read(self.settings.timeout)
+        except (SMTPServerDisconnected, SMTPReadTimeoutError):
+            # A reply given up on would pair with the next command: never reuse it.
+            self._close_transport()
+            raise
+        if is_closing(reply.code):
+            self._close_transport()  # the server hangs up after a 421
+        return reply
+
+    def _close_transport(self) -> None:
+        """Close the socket but keep ``stage`` and the client, as a failed command left
+        them (``connected`` turns false)."""
+        if self._client is not None:
+            self._client.close()
 
     async def _rset(self, last: Reply | None) -> None:
         """End a failed transaction so the connection can carry the next one."""
@@ -353,32 +469,189 @@ class SmtpConnection:
         except (SMTPException, OSError, TimeoutError):
             self.abort()  # nothing was delivered; the next message reconnects
 
-    def _protocol(self) -> SMTPProtocol:
-        client = self._client
-        if client is None or client.protocol is None:
-            raise ConnectionError("connection lost")
-        return client.protocol
+    def _reader(self) -> ReplyStream:
+        stream = self._stream
+        if self._client is None or stream is None:
+            raise SMTPServerDisconnected("Connection lost")
+        return stream
 
-    async def _write_body(self, payload: bytes) -> None:
-        protocol = self._protocol()
-        drain = _drainer(protocol)
+    async def _write_body(self, stream: ReplyStream, payload: bytes) -> None:
         view = memoryview(payload)
         for start in range(0, len(view), CHUNK):
-            protocol.write(bytes(view[start : start + CHUNK]))
-            await asyncio.wait_for(drain(), self.settings.timeout)
+            stream.write(bytes(view[start : start + CHUNK]))
+            if stream.paused:
+                await asyncio.wait_for(stream.drain(), self.settings.timeout)
 
 
-def _drainer(protocol: SMTPProtocol) -> Callable[[], Awaitable[None]]:
-    """A coroutine function that waits until the socket's write buffer has room.
+def _local_refusal(verb: bytes, address: str, utf8_ok: bool) -> Reply | None:
+    """The reply a server would give to an address that cannot go on the wire, or None.
+    Such addresses are refused here, so they get an NDR instead of blocking the queue."""
+    try:
+        path(address, allow_null=verb == b"MAIL")
+    except BadAddress as exc:
+        return Reply(553, f"5.1.3 {exc}")
+    if not address.isascii() and not utf8_ok:
+        return Reply(553, f"5.6.7 {address!r} needs SMTPUTF8, which the server lacks")
+    return None
 
-    aiosmtplib's protocol implements asyncio's flow control but only exposes it through
-    a private helper; without it we fall back to yielding, so a very large body is still
-    written, only with less back-pressure."""
-    helper = getattr(protocol, "_drain_helper", None)
-    if helper is not None:
-        return cast(Callable[[], Awaitable[None]], helper)
 
-    async def yield_once() -> None:
-        await asyncio.sleep(0)
+def _command_line(*args: bytes) -> bytes:
+    """One command as written to the wire; arguments never carry CR or LF (``path``
+    refuses control characters, options are ours)."""
+    line = b" ".join(args)
+    if b"\r" in line or b"\n" in line:
+        raise ValueError("a command argument contains a line break")
+    return line + b"\r\n"
 
-    return yield_once
+
+class ReplyStream(asyncio.Protocol):
+    """The socket's protocol once a connection is open: it queues every complete reply as
+    it arrives, so several commands may be outstanding (RFC 2920 pipelining) and none
+    is lost or paired with the wrong command. aiosmtplib's own protocol keeps a single
+    reply slot and drops data that arrives while no command waits, which is right for
+    lock-step use (greeting, EHLO, STARTTLS, AUTH, all done by aiosmtplib before this
+    takes over) and wrong for pipelining. Replies are parsed as aiosmtplib parses them
+    (lines joined with a newline), so a server's text reaches reports unchanged.
+
+    Events it does not handle itself (the connection lost, flow control) are passed on
+    to aiosmtplib's protocol, so the client still knows whether it is connected."""
+
+    def __init__(self, inner: asyncio.BaseProtocol, transport: asyncio.WriteTransport) -> None:
+        self._inner = inner
+        self._transport = transport
+        self._loop = asyncio.get_running_loop()
+        self._buffer = bytearray()
+        self._replies: deque[Reply] = deque()
+        self._error: Exception | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._drained: asyncio.Future[None] | None = None
+        self.paused = False
+
+    @classmethod
+    def take_over(cls, client: SMTP) -> ReplyStream:
+        """Put a stream between ``client``'s socket and its protocol; return it."""
+        protocol = client.protocol
+        transport = protocol.transport if protocol is not None else None
+        if protocol is None or transport is None:
+            raise SMTPServerDisconnected("Connection lost")
+        stream = cls(protocol, transport)  # type: ignore[arg-type]
+        transport.set_protocol(stream)
+        return stream
+
+    @property
+    def closing(self) -> bool:
+        """True once the socket is closed or closing: nothing written would go out."""
+        return self._transport.is_closing() or self._error is not None
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` for the socket. Raises ``SMTPServerDisconnected`` (nothing
+        written) when the connection is gone."""
+        if self._transport.is_closing():
+            raise SMTPServerDisconnected("Connection lost")
+        self._transport.write(data)
+
+    async def read(self, within: float | None) -> Reply:
+        """The next reply, in the order the commands went out. Raises
+        ``SMTPServerDisconnected`` or ``SMTPReadTimeoutError``."""
+        while not self._replies:
+            if self._error is not None:
+                raise self._error
+            waiter = self._loop.create_future()
+            self._waiter = waiter
+            timer = self._loop.call_later(within, _expire, waiter) if within is not None else None
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+        return self._replies.popleft()
+
+    async def drain(self) -> None:
+        """Wait until the socket's write buffer has room again."""
+        while self.paused:
+            if self._error is not None:
+                raise self._error
+            if self._drained is None:
+                self._drained = self._loop.create_future()
+            await asyncio.shield(self._drained)
+
+    # -- asyncio.Protocol ---------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        try:
+            parsed = self._parse()
+        except SMTPResponseException as exc:
+            self._fail(exc)
+            return
+        if len(self._buffer) > MAX_REPLY_BYTES:
+            self._fail(SMTPResponseException(-1, "Response too long"))
+            return
+        if parsed:
+            self._wake()
+
+    def _parse(self) -> bool:
+        found = False
+        while True:
+            buffer = self._buffer
+            offset = 0
+            code = -1
+            text: list[bytes] = []
+            complete = False
+            while True:
+                end = buffer.find(b"\n", offset)
+                if end == -1:
+                    break
+                line = bytes(buffer[offset : end + 1])
+                try:
+                    code = int(line[:3])
+                except ValueError:
+                    error = line.decode("utf-8", errors="ignore")
+                    raise SMTPResponseException(
+                        -1, f"Malformed SMTP response line: {error}"
+                    ) from None
+                offset = end + 1
+                text.append(line[4:].strip(b" \t\r\n"))
+                if line[3:4] != b"-":
+                    complete = True
+                    break
+            if not complete:
+                return found
+            del buffer[:offset]
+            self._replies.append(Reply(code, b"\n".join(text).decode("utf-8", "surrogateescape")))
+            found = True
+
+    def eof_received(self) -> bool:
+        self._fail(SMTPServerDisconnected("Unexpected EOF received"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(SMTPServerDisconnected("Connection lost"))
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        self._drained = None
+
+    def _fail(self, exc: Exception) -> None:
+        if self._error is None:
+            self._error = exc
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(SMTPReadTimeoutError("Timed out waiting for server response"))

@@ -40,6 +40,7 @@ KNOWN_KEYS = frozenset(
         "connections",
         "helo_name",
         "address_types",
+        "pipelining",
     }
 )
 
@@ -69,6 +70,9 @@ class SmtpSettings:
     connections: int = 1
     helo_name: str | None = None
     address_types: tuple[str, ...] = ("SMTP",)
+    #: RFC 2920 command pipelining when the server offers it; false only for a broken
+    #: middlebox that advertises it but loses pipelined commands.
+    pipelining: bool = True
 
     def __repr__(self) -> str:
         secret = "<inline>" if self.password is not None else None
@@ -215,6 +219,7 @@ def parse_settings(settings: Mapping[str, Any]) -> SmtpSettings:
         connections=connections,
         helo_name=helo_name,
         address_types=_address_types(settings),
+        pipelining=_bool(settings, "pipelining", True),
     )
     _check_auth(parsed)
     return parsed
