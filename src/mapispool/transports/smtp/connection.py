@@ -122,10 +122,10 @@ class SmtpConnection:
                 await self._starttls(client, context)
             mechanism = await self._authenticate(client) if s.wants_auth else None
         except SmtpError:
-            self.abort()
+            await self.abort_and_release()
             raise
         except SMTPResponseException as exc:
-            self.abort()
+            await self.abort_and_release()
             reply = format_reply(exc.code, exc.message)
             if classify(exc.code) is ReplyClass.TEMPORARY:
                 raise server_busy(reply, f"connecting to {where}") from exc
@@ -138,7 +138,7 @@ class SmtpConnection:
                 status_bit=STATUS_FAILURE,
             ) from exc
         except (SMTPException, OSError, TimeoutError, ValueError) as exc:
-            self.abort()
+            await self.abort_and_release()
             raise network_error(exc, f"connecting to {where}") from exc
         self._stream = ReplyStream.take_over(client)
         security = {"starttls": "STARTTLS", "implicit": "TLS", "none": "no TLS"}[s.tls]
@@ -217,8 +217,20 @@ class SmtpConnection:
         client, self._client = self._client, None
         self._stream = None
         if client is not None:
+            # transport.abort(), not close(): closing a TLS transport first waits for the
+            # peer's close_notify, and the socket would outlive the connection object.
+            transport = getattr(client, "transport", None)
+            if transport is not None:
+                transport.abort()
             client.close()
         self.stage = "idle"
+
+    async def abort_and_release(self) -> None:
+        """``abort``, then give the event loop a turn so that the transport really releases
+        its socket before the caller moves on (a transport left "closing" when the loop
+        ends leaks the socket)."""
+        self.abort()
+        await asyncio.sleep(0)
 
     async def close(self) -> None:
         """Say QUIT (briefly) and close. Never raises."""
