@@ -95,6 +95,14 @@ def parse_recipient(spec: RecipientSpec, recipient_type: RecipientType = MAPI_TO
     )
 
 
+def _header_recipient(name: str, addr: str, rtype: RecipientType) -> Recipient:
+    """A recipient taken from a To/Cc/Bcc header (already split by getaddresses)."""
+    address = check_address(addr, "recipient")
+    if "@" not in address:
+        raise _invalid(f"{address!r} is not an email address; write bob@example.com")
+    return Recipient(address=address, addrtype="SMTP", recipient_type=rtype, display_name=name)
+
+
 def _split_header(raw: bytes) -> tuple[bytes, bytes, int]:
     """(header block, separator, offset of the body) of RFC 5322 bytes."""
     found = [(i, sep) for sep in (b"\r\n\r\n", b"\n\n") if (i := raw.find(sep)) >= 0]
@@ -165,6 +173,7 @@ class _Headers:
 
     _NEEDS_DECODING = re.compile(rb"=\?|[\x80-\xff]")
     _FOLD = re.compile(r"\r?\n(?=[ \t])")
+    _PLAIN_FIELD = re.compile(r"^([!-9;-~]+)[ \t]*:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.M)
 
     def __init__(self, fields: list[tuple[str, str]]) -> None:
         self._fields = fields
@@ -175,8 +184,14 @@ class _Headers:
         if cls._NEEDS_DECODING.search(block):
             parsed = BytesHeaderParser(policy=email.policy.default).parsebytes(data)
             return cls([(name, str(value)) for name, value in parsed.items()])
-        plain = BytesHeaderParser(policy=email.policy.compat32).parsebytes(data)
-        return cls([(name, cls._FOLD.sub("", str(value))) for name, value in plain.items()])
+        # _check_header_block has already refused anything but fields and continuations.
+        text = block.decode("ascii")
+        return cls(
+            [
+                (match[1], cls._FOLD.sub("", match[2]).rstrip("\r\n"))
+                for match in cls._PLAIN_FIELD.finditer(text)
+            ]
+        )
 
     def get_all(self, name: str) -> list[str]:
         lower = name.lower()
@@ -221,7 +236,7 @@ def prepare(
                     raise _invalid(f"the {field} header contains a line break")
                 for name, addr in email.utils.getaddresses([str(value)]):
                     if addr:
-                        rows.append(parse_recipient(email.utils.formataddr((name, addr)), rtype))
+                        rows.append(_header_recipient(name, addr, rtype))
     else:
         if isinstance(recipients, str):
             raise _invalid("recipients must be a list of strings, not one string")
