@@ -4,8 +4,11 @@ envelope paths and the per-recipient decision table."""
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mapispool.transports.smtp.auth import (
     ERROR_CHALLENGE_ANSWER,
@@ -18,7 +21,13 @@ from mapispool.transports.smtp.auth import (
     plain_response,
     xoauth2_response,
 )
-from mapispool.transports.smtp.content import dot_stuff, has_8bit, strip_bcc
+from mapispool.transports.smtp.content import (
+    dot_stuff,
+    has_8bit,
+    prepare_payload,
+    strip_bcc,
+    stuffed_chunks,
+)
 from mapispool.transports.smtp.envelope import BadAddress, mail_options, needs_smtputf8, path
 from mapispool.transports.smtp.outcome import Reply, Transaction, Verdict, decide
 from mapispool.transports.smtp.replies import ReplyClass, classify, format_reply, is_closing
@@ -177,3 +186,35 @@ def test_decide_all_refused_sends_no_data() -> None:
     assert outcome.verdict is Verdict.DONE
     assert outcome.failed.keys() == {0}
     assert outcome.deferred == [1]
+
+
+@given(
+    st.binary().map(lambda b: bytes(b"a.\r\n"[x % 4] for x in b)),
+    st.lists(st.integers(min_value=0, max_value=64), max_size=8),
+)
+def test_streamed_dot_stuffing_equals_the_whole_message_version(
+    data: bytes, cuts: list[int]
+) -> None:
+    """However a message is cut into pieces, the streamed chunks join to dot_stuff(data)."""
+    points = sorted({min(c, len(data)) for c in cuts})
+    pieces = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+    assert b"".join(stuffed_chunks(pieces)) == dot_stuff(data)
+
+
+def test_large_payload_is_streamed_with_bcc_removed(tmp_path: Path) -> None:
+    """Above STREAM_ABOVE the payload is read from the store in pieces (never whole), the
+    Bcc field is still removed and the 8-bit scan covers the whole message."""
+    body = (b".line\n" * 300_000) + "é\n".encode()
+    raw = b"To: a@x.test\nBcc: hidden@x.test\nSubject: big\n\n" + body
+    path = tmp_path / "m"
+    path.write_bytes(raw)
+    payload, had_bcc, eight_bit = prepare_payload(
+        len(raw), lambda: pytest.fail("a large message must not be loaded whole"),
+        lambda: path.open("rb"), 64 * 1024,
+    )  # fmt: skip
+    assert had_bcc
+    assert eight_bit
+    assert payload.small is None
+    streamed = b"".join(payload.chunks())
+    assert streamed == dot_stuff(strip_bcc(raw)[0])
+    assert max(len(c) for c in payload.chunks()) < 3 * 1024 * 1024

@@ -233,12 +233,17 @@ class SqliteStore:
                 str(props.get(PR_MESSAGE_CLASS, "IPM.Note")),
                 str(props.get(PR_SUBJECT, "")),
                 dump_props(props),
-                content,
+                b"",
                 len(content),
                 now,
             ),
         )
         message_id = int(cur.lastrowid or 0)
+        # The content has a table of its own: later UPDATEs of the message row (a move to
+        # Sent Items, new properties) then never rewrite a large blob.
+        conn.execute(
+            "INSERT INTO contents (message_id, data) VALUES (?, ?)", (message_id, content)
+        )
         conn.executemany(
             "INSERT INTO recipients (message_id, row_id, address, addrtype, display_name,"
             " recipient_type, responsibility, props) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -408,7 +413,8 @@ class SqliteStore:
     def messages(self, folder: str) -> list[StoredMessage]:
         """Every message in ``folder``, oldest first."""
         rows = self._read(
-            "SELECT id, entry_id, props, content FROM messages WHERE folder_id = ? ORDER BY id",
+            "SELECT m.id, m.entry_id, m.props, c.data FROM messages m"
+            " JOIN contents c ON c.message_id = m.id WHERE m.folder_id = ? ORDER BY m.id",
             (self._folder_id(folder),),
         )
         return [
@@ -432,7 +438,8 @@ class SqliteStore:
     def message(self, entry_id: bytes) -> StoredMessage:
         """One message by entry id, in whatever folder it is."""
         rows = self._read(
-            "SELECT m.id, f.name, m.props, m.content FROM messages m"
+            "SELECT m.id, f.name, m.props, c.data FROM messages m"
+            " JOIN contents c ON c.message_id = m.id"
             " JOIN folders f ON f.id = m.folder_id WHERE m.entry_id = ?",
             (entry_id,),
         )
@@ -451,7 +458,7 @@ class SqliteStore:
         """A stream over a message's content that reads it in pieces from the database."""
         message_id = self._message_id(entry_id)
         try:
-            blob = self._conn.blobopen("messages", "content", message_id, readonly=True)
+            blob = self._conn.blobopen("contents", "data", message_id, readonly=True)
         except sqlite3.Error as exc:
             raise _translate(exc, "reading a message") from exc
         return io.BufferedReader(_BlobReader(blob), buffer_size=1 << 20)

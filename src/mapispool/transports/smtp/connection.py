@@ -36,7 +36,7 @@ from .auth import (
     plain_response,
     xoauth2_response,
 )
-from .content import END_OF_DATA
+from .content import END_OF_DATA, Payload
 from .envelope import BadAddress, mail_options, needs_smtputf8, path
 from .errors import SmtpError, auth_failed, misconfigured, network_error, server_busy
 from .outcome import Reply, Transaction
@@ -257,7 +257,7 @@ class SmtpConnection:
         self,
         sender: str,
         recipients: Sequence[str],
-        payload: bytes,
+        payload: Payload,
         *,
         eight_bit: bool,
         on_final_dot: Hook,
@@ -301,7 +301,7 @@ class SmtpConnection:
         transaction: Transaction,
         sender: str,
         recipients: Sequence[str],
-        payload: bytes,
+        payload: Payload,
         eight_bit: bool,
         on_final_dot: Hook,
         on_final_reply: Hook,
@@ -310,7 +310,7 @@ class SmtpConnection:
         assert client is not None
         utf8 = needs_smtputf8([sender, *recipients])
         utf8_ok = client.supports_extension("smtputf8")
-        size = len(payload) if client.supports_extension("size") else None
+        size = payload.size if client.supports_extension("size") else None
         options = mail_options(
             size=size,
             eight_bit=eight_bit and client.supports_extension("8bitmime"),
@@ -348,7 +348,7 @@ class SmtpConnection:
         transaction: Transaction,
         sender: str,
         recipients: Sequence[str],
-        payload: bytes,
+        payload: Payload,
         utf8_ok: bool,
         options: list[bytes],
         on_final_dot: Hook,
@@ -421,18 +421,18 @@ class SmtpConnection:
     async def _finish_data(
         self,
         transaction: Transaction,
-        payload: bytes,
+        payload: Payload,
         on_final_dot: Hook,
         on_final_reply: Hook,
     ) -> None:
         """Write the body and the end of data, with the hand-over hooks around the dot.
         A small body goes out in the same write as the dot, after ``on_final_dot``."""
         stream = self._reader()
-        if len(payload) > CHUNK:
+        if payload.small is None:
             await self._write_body(stream, payload)
             head = b""
         else:
-            head = payload
+            head = payload.small
         if stream.closing:
             raise SMTPServerDisconnected("Connection lost")  # before the hand-over began
         self.stage = "dot"
@@ -487,12 +487,13 @@ class SmtpConnection:
             raise SMTPServerDisconnected("Connection lost")
         return stream
 
-    async def _write_body(self, stream: ReplyStream, payload: bytes) -> None:
-        view = memoryview(payload)
-        for start in range(0, len(view), CHUNK):
-            stream.write(bytes(view[start : start + CHUNK]))
-            if stream.paused:
-                await asyncio.wait_for(stream.drain(), self.settings.timeout)
+    async def _write_body(self, stream: ReplyStream, payload: Payload) -> None:
+        for piece in payload.chunks():
+            view = memoryview(piece)
+            for start in range(0, len(view), CHUNK):
+                stream.write(bytes(view[start : start + CHUNK]))
+                if stream.paused:
+                    await asyncio.wait_for(stream.drain(), self.settings.timeout)
 
 
 def _local_refusal(verb: bytes, address: str, utf8_ok: bool) -> Reply | None:

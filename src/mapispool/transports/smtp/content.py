@@ -4,9 +4,13 @@ defensive removal of Bcc headers. Pure functions over bytes."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
+from typing import IO
 
 _LINE_ENDS = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
+_DOT_AFTER_LF = re.compile(rb"\n\.")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _BCC_FIELD = re.compile(rb"(?i)^(resent-)?bcc[ \t]*:")
 
@@ -54,3 +58,86 @@ def dot_stuff(content: bytes) -> bytes:
 def has_8bit(content: bytes) -> bool:
     """True when ``content`` has a byte above 127 (the body then needs 8BITMIME)."""
     return not content.isascii()
+
+
+def stuffed_chunks(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """``dot_stuff`` over a message given in pieces: the chunks it yields, joined, are
+    exactly ``dot_stuff(b"".join(pieces))``, but no more than one piece (plus a byte) is
+    held at a time, so a 50 MB message is never copied whole."""
+    carry = b""  # a trailing CR that may be the first half of a CRLF in the next piece
+    at_line_start = True
+    tail = b""  # the last two bytes yielded: to know whether a final CRLF is due
+    for piece in pieces:
+        data = carry + piece
+        carry = b""
+        if data.endswith(b"\r"):
+            data, carry = data[:-1], b"\r"
+        if not data:
+            continue
+        data = _DOT_AFTER_LF.sub(b"\n..", _LINE_ENDS.sub(b"\r\n", data))
+        if at_line_start and data.startswith(b"."):
+            data = b"." + data
+        at_line_start = data.endswith(b"\n")
+        tail = (tail + data[-2:])[-2:]
+        yield data
+    if carry or tail != b"\r\n":
+        yield b"\r\n"
+
+
+#: Messages up to this size are prepared in memory; larger ones are streamed.
+STREAM_ABOVE = 1 << 20
+#: How much is read at a time when streaming, and how much of the start is searched for
+#: the header (to remove a Bcc field).
+READ_SIZE = 1 << 20
+
+
+class Payload:
+    """The DATA payload of one message: dot-stuffed, CRLF line ends, without the end
+    marker. ``small`` holds it when it is at most ``small_limit`` bytes (it then goes out
+    in the same write as the end marker); otherwise ``chunks()`` streams it."""
+
+    def __init__(
+        self, *, size: int, small: bytes | None, chunks: Callable[[], Iterator[bytes]]
+    ) -> None:
+        self.size = size
+        self.small = small
+        self._chunks = chunks
+
+    def chunks(self) -> Iterator[bytes]:
+        return self._chunks()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, small_limit: int) -> Payload:
+        """A payload already stuffed and held in memory."""
+        return cls(
+            size=len(data), small=data if len(data) <= small_limit else None,
+            chunks=lambda: iter((data,)),
+        )  # fmt: skip
+
+
+def prepare_payload(
+    size: int, content: Callable[[], bytes], open_content: Callable[[], IO[bytes]],
+    small_limit: int,
+) -> tuple[Payload, bool, bool]:  # fmt: skip
+    """(payload, a Bcc field was removed, the content has 8-bit bytes) for a message of
+    ``size`` bytes. Small messages are prepared in memory; large ones are read twice from
+    the store in ``READ_SIZE`` pieces (once to look at them, once to send them), so memory
+    stays bounded whatever their size."""
+    if size <= STREAM_ABOVE:
+        stripped, had_bcc = strip_bcc(content())
+        return Payload.from_bytes(dot_stuff(stripped), small_limit), had_bcc, has_8bit(stripped)
+    with open_content() as stream:
+        head = stream.read(READ_SIZE)
+        eight_bit = has_8bit(head)
+        for piece in iter(lambda: stream.read(READ_SIZE), b""):
+            eight_bit = eight_bit or has_8bit(piece)
+    stripped_head, had_bcc = strip_bcc(head)
+
+    def chunks() -> Iterator[bytes]:
+        with open_content() as stream:
+            stream.read(len(head))
+            yield from stuffed_chunks(
+                chain((stripped_head,), iter(lambda: stream.read(READ_SIZE), b""))
+            )
+
+    return Payload(size=size, small=None, chunks=chunks), had_bcc, eight_bit

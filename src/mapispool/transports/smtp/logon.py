@@ -22,8 +22,8 @@ from ...mapi import (
     STATUS_OUTBOUND_ACTIVE,
 )
 from ...spi import OutboundMessage, Recipient, Support, TransportLogon
-from .connection import SmtpConnection
-from .content import dot_stuff, has_8bit, strip_bcc
+from .connection import CHUNK, SmtpConnection
+from .content import Payload, prepare_payload
 from .errors import SmtpError, server_busy
 from .outcome import Outcome, Transaction, Verdict, decide
 from .replies import is_closing
@@ -129,17 +129,18 @@ class SmtpLogon(TransportLogon):
         self._resend_later.discard(message.entry_id)
         if not recipients:
             return
-        content, had_bcc = strip_bcc(message.content)
+        payload, had_bcc, eight_bit = prepare_payload(
+            message.size, lambda: message.content, message.open_content, CHUNK
+        )
         if had_bcc:
             self.support.logger.warning(
                 "message %s still had a Bcc header; it was removed before sending",
                 message.entry_id.hex(),
             )
-        payload = dot_stuff(content)
         self._active += 1
         self.update_status(set_bits=STATUS_OUTBOUND_ACTIVE)
         try:
-            transaction = await self._send(message, recipients, payload, has_8bit(content))
+            transaction = await self._send(message, recipients, payload, eight_bit)
         except SmtpError as exc:
             self._failed(exc)
             raise
@@ -159,7 +160,7 @@ class SmtpLogon(TransportLogon):
         self,
         message: OutboundMessage,
         recipients: list[Recipient],
-        payload: bytes,
+        payload: Payload,
         eight_bit: bool,
     ) -> Transaction:
         connection = await self._acquire()
