@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 from ..mapi import (
     FLUSH_DOWNLOAD,
     FLUSH_UPLOAD,
+    MAPI_E_LOGON_FAILED,
     MAPI_E_NOT_ME,
     NOTIFY_BEGIN_INBOUND,
     NOTIFY_BEGIN_OUTBOUND,
@@ -30,9 +31,12 @@ from ..mapi import (
     NOTIFY_END_OUTBOUND_FLUSH,
     PR_STATUS_CODE,
     PR_STATUS_STRING,
+    STATUS_AVAILABLE,
+    STATUS_FAILURE,
     STATUS_FLUSH_QUEUES,
     STATUS_INBOUND_ENABLED,
     STATUS_INBOUND_FLUSH,
+    STATUS_OFFLINE,
     STATUS_OUTBOUND_ENABLED,
     STATUS_OUTBOUND_FLUSH,
     STATUS_VALIDATE_STATE,
@@ -278,6 +282,22 @@ class TransportLogon(ABC):  # noqa: B024 - every method has a default; subclass 
         if text is not None:
             props[PR_STATUS_STRING] = text
         self.support.modify_status_row(props, STATUSROW_UPDATE)
+
+    def report_health(self, error: MapiError | None, *, connected_text: str = "Available") -> None:
+        """Set the row's health after a connection check (``validate_state``):
+        ``STATUS_AVAILABLE`` with ``connected_text`` when ``error`` is None;
+        ``STATUS_FAILURE`` for ``MAPI_E_LOGON_FAILED`` (the settings need fixing);
+        ``STATUS_OFFLINE`` for anything else (unreachable: it may come back by itself).
+        The error's text goes into ``PR_STATUS_STRING``."""
+        health = STATUS_AVAILABLE | STATUS_OFFLINE | STATUS_FAILURE
+        if error is None:
+            self.update_status(
+                set_bits=STATUS_AVAILABLE, clear_bits=health & ~STATUS_AVAILABLE,
+                text=connected_text,
+            )  # fmt: skip
+            return
+        bit = STATUS_FAILURE if error.hresult == MAPI_E_LOGON_FAILED else STATUS_OFFLINE
+        self.update_status(set_bits=bit, clear_bits=health & ~bit, text=f"Last error: {error}")
 
     @property
     def status_code(self) -> int:

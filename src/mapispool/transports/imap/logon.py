@@ -378,18 +378,9 @@ class ImapLogon(TransportLogon):
         try:
             await self._worker.run(self._conn.ensure)
         except MapiError as error:
-            bit = STATUS_FAILURE if error.hresult == MAPI_E_LOGON_FAILED else STATUS_OFFLINE
-            self.update_status(
-                set_bits=bit,
-                clear_bits=STATUS_AVAILABLE | (STATUS_OFFLINE | STATUS_FAILURE) & ~bit,
-                text=f"Last error: {error}",
-            )
+            self.report_health(error)
             return
-        self.update_status(
-            set_bits=STATUS_AVAILABLE,
-            clear_bits=STATUS_OFFLINE | STATUS_FAILURE,
-            text=f"Connected to {self.common.host}",
-        )
+        self.report_health(None, connected_text=f"Connected to {self.common.host}")
 
     async def logoff(self, flags: int) -> None:
         """LOGOUT and stop the worker thread. Never raises."""
