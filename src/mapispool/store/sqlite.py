@@ -241,9 +241,7 @@ class SqliteStore:
         message_id = int(cur.lastrowid or 0)
         # The content has a table of its own: later UPDATEs of the message row (a move to
         # Sent Items, new properties) then never rewrite a large blob.
-        conn.execute(
-            "INSERT INTO contents (message_id, data) VALUES (?, ?)", (message_id, content)
-        )
+        conn.execute("INSERT INTO contents (message_id, data) VALUES (?, ?)", (message_id, content))
         conn.executemany(
             "INSERT INTO recipients (message_id, row_id, address, addrtype, display_name,"
             " recipient_type, responsibility, props) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -536,6 +534,15 @@ class SqliteStore:
         rows = self._read(self._QUEUE_SELECT + where + " ORDER BY q.submit_time, m.id")
         return [self._entry(row) for row in rows]
 
+    def _entries(
+        self, where: str, params: Sequence[Any] = (), *, limit: int | None = None
+    ) -> list[QueueEntry]:
+        """Queue entries matching ``where``, in submit order, without recipient lists."""
+        sql = f"{self._QUEUE_SELECT} WHERE {where} ORDER BY q.submit_time, m.id"
+        if limit is not None:
+            sql, params = f"{sql} LIMIT ?", (*params, limit)
+        return [self._entry(row, with_recipients=False) for row in self._read(sql, params)]
+
     def due_entries(
         self,
         now: float,
@@ -549,33 +556,23 @@ class SqliteStore:
         ``ignore_backoff``, as FLUSH_FORCE asks). ``after`` is the (submit_time, seq) of
         the last entry of the previous page."""
         since_time, since_seq = after if after is not None else (-1.0, -1)
-        rows = self._read(
-            self._QUEUE_SELECT
-            + " WHERE (q.state = 'queued' OR (q.state = 'deferred' AND q.not_before <= ?)"
+        return self._entries(
+            "(q.state = 'queued' OR (q.state = 'deferred' AND q.not_before <= ?)"
             " OR (q.state = 'retry' AND (? OR q.not_before <= ?)))"
-            " AND (q.submit_time, m.id) > (?, ?)"
-            " ORDER BY q.submit_time, m.id LIMIT ?",
-            (now, int(ignore_backoff), now, since_time, since_seq, limit),
+            " AND (q.submit_time, m.id) > (?, ?)",
+            (now, int(ignore_backoff), now, since_time, since_seq),
+            limit=limit,
         )
-        return [self._entry(row, with_recipients=False) for row in rows]
 
     def parked_entries(self, transport: str) -> list[QueueEntry]:
         """Messages ``transport`` deferred (END_DONT_RESEND), in submit order."""
-        rows = self._read(
-            self._QUEUE_SELECT + " WHERE q.state = 'parked' AND q.parked_by = ?"
-            " ORDER BY q.submit_time, m.id",
-            (transport,),
-        )
-        return [self._entry(row, with_recipients=False) for row in rows]
+        return self._entries("q.state = 'parked' AND q.parked_by = ?", (transport,))
 
     def overdue_entries(self, now: float) -> list[QueueEntry]:
         """Waiting messages whose lifetime has run out."""
-        rows = self._read(
-            self._QUEUE_SELECT + " WHERE q.state IN ('queued', 'deferred', 'retry')"
-            " AND q.expires_at <= ? ORDER BY q.submit_time, m.id",
-            (now,),
+        return self._entries(
+            "q.state IN ('queued', 'deferred', 'retry') AND q.expires_at <= ?", (now,)
         )
-        return [self._entry(row, with_recipients=False) for row in rows]
 
     def pending_types(self, seqs: Sequence[int]) -> dict[int, list[str]]:
         """For each message row id, the address types of its recipients still pending."""
@@ -594,22 +591,19 @@ class SqliteStore:
     def settled_entries(self) -> list[QueueEntry]:
         """Queued or retrying messages none of whose recipients is pending any more (a
         spooler stopped between recording the outcomes and finishing the message)."""
-        rows = self._read(
-            self._QUEUE_SELECT + " WHERE q.state IN ('queued', 'retry') AND NOT EXISTS"
+        return self._entries(
+            "q.state IN ('queued', 'retry') AND NOT EXISTS"
             " (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.outcome IS NULL)"
-            " ORDER BY q.submit_time, m.id"
         )
-        return [self._entry(row, with_recipients=False) for row in rows]
 
     def delayed_entries(self, submitted_before: float) -> list[QueueEntry]:
         """Messages still waiting to be sent (queued or retrying, tried at least once),
         submitted before ``submitted_before`` and whose sender has not been told yet."""
-        rows = self._read(
-            self._QUEUE_SELECT + " WHERE q.state IN ('queued', 'retry') AND q.attempts > 0"
-            " AND q.delay_notified = 0 AND q.submit_time <= ? ORDER BY q.submit_time, m.id",
+        return self._entries(
+            "q.state IN ('queued', 'retry') AND q.attempts > 0 AND q.delay_notified = 0"
+            " AND q.submit_time <= ?",
             (submitted_before,),
         )
-        return [self._entry(row, with_recipients=False) for row in rows]
 
     def next_wakeup(self) -> float | None:
         """The earliest ``not_before`` of a deferred or retrying message, or None."""
