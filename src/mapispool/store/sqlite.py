@@ -618,6 +618,28 @@ class SqliteStore:
         rows = self._read("SELECT state, count(*) FROM queue GROUP BY state")
         return {QueueState(state): int(n) for state, n in rows}
 
+    def _check_transition(
+        self,
+        conn: sqlite3.Connection,
+        entry_id: bytes,
+        new: QueueState,
+        expect: Iterable[QueueState] | None = None,
+    ) -> tuple[QueueState, int]:
+        """Inside a write transaction: the entry's current state and message row id, after
+        checking that the state machine (and ``expect``, if given) allows going to ``new``."""
+        row = conn.execute(
+            "SELECT q.state, m.id FROM queue q JOIN messages m ON m.id = q.message_id"
+            " WHERE m.entry_id = ?",
+            (entry_id,),
+        ).fetchone()
+        if row is None:
+            raise MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the queue")
+        old = QueueState(row[0])
+        allowed = set(expect) if expect is not None else None
+        if (allowed is not None and old not in allowed) or new not in TRANSITIONS[old]:
+            raise InvalidTransition(f"{entry_id.hex()}: cannot go from {old.value} to {new.value}")
+        return old, int(row[1])
+
     def transition(
         self,
         entry_id: bytes,
@@ -637,19 +659,7 @@ class SqliteStore:
         as ``InvalidTransition`` when the entry is elsewhere)."""
         now = time.time()
         with self._tx("updating the queue", durable=False) as conn:
-            row = conn.execute(
-                "SELECT q.state FROM queue q JOIN messages m ON m.id = q.message_id"
-                " WHERE m.entry_id = ?",
-                (entry_id,),
-            ).fetchone()
-            if row is None:
-                raise MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the queue")
-            old = QueueState(row[0])
-            allowed = set(expect) if expect is not None else None
-            if (allowed is not None and old not in allowed) or new not in TRANSITIONS[old]:
-                raise InvalidTransition(
-                    f"{entry_id.hex()}: cannot go from {old.value} to {new.value}"
-                )
+            old, _message_id = self._check_transition(conn, entry_id, new, expect)
             conn.execute(
                 "UPDATE queue SET state = ?, not_before = ?, last_error = coalesce(?, last_error),"
                 " parked_by = ?, attempts = attempts + ?, handoff = 0, updated_at = ?"
@@ -729,16 +739,7 @@ class SqliteStore:
         ``transition`` + ``finish``."""
         now = time.time()
         with self._tx("recording a delivery", durable=False) as conn:
-            row = conn.execute(
-                "SELECT q.state, m.id FROM queue q JOIN messages m ON m.id = q.message_id"
-                " WHERE m.entry_id = ?",
-                (entry_id,),
-            ).fetchone()
-            if row is None:
-                raise MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the queue")
-            old, message_id = QueueState(row[0]), int(row[1])
-            if QueueState.QUEUED not in TRANSITIONS[old]:
-                raise InvalidTransition(f"{entry_id.hex()}: cannot go from {old.value} to queued")
+            _old, message_id = self._check_transition(conn, entry_id, QueueState.QUEUED)
             conn.executemany(
                 "UPDATE recipients SET responsibility = ?, props = ? WHERE message_id = ?"
                 " AND row_id = ?",
@@ -801,18 +802,7 @@ class SqliteStore:
         message moved to ``folder`` or deleted when ``folder`` is None."""
         now = time.time()
         with self._tx("finishing a message", durable=False) as conn:
-            row = conn.execute(
-                "SELECT q.state FROM queue q JOIN messages m ON m.id = q.message_id"
-                " WHERE m.entry_id = ?",
-                (entry_id,),
-            ).fetchone()
-            if row is None:
-                raise MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the queue")
-            old = QueueState(row[0])
-            if state not in TRANSITIONS[old]:
-                raise InvalidTransition(
-                    f"{entry_id.hex()}: cannot go from {old.value} to {state.value}"
-                )
+            self._check_transition(conn, entry_id, state)
             self._event(conn, entry_id, state.value, None, folder, now)
             if folder is None:
                 conn.execute("DELETE FROM messages WHERE entry_id = ?", (entry_id,))
