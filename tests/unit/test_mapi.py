@@ -81,3 +81,13 @@ def test_mapi_error_carries_hresult_and_retry_after():
         pass
     else:
         raise AssertionError("S_OK is not an error")
+
+
+def test_flush_flag_table_reads_both_ways():
+    """FLUSH_UPLOAD is outbound and FLUSH_DOWNLOAD inbound (spec §6.1), from one table."""
+    from mapispool.spi import flush_bits_for, flush_flags_for
+
+    both = mapi.FLUSH_UPLOAD | mapi.FLUSH_DOWNLOAD
+    assert flush_bits_for(mapi.FLUSH_UPLOAD) == mapi.STATUS_OUTBOUND_FLUSH
+    assert flush_bits_for(mapi.FLUSH_DOWNLOAD) == mapi.STATUS_INBOUND_FLUSH
+    assert flush_flags_for(flush_bits_for(both)) == both

@@ -9,6 +9,7 @@ from .provider import (
     TransportLogon,
     TransportProvider,
     flush_bits_for,
+    flush_flags_for,
 )
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "TransportLogon",
     "TransportProvider",
     "flush_bits_for",
+    "flush_flags_for",
 ]

@@ -65,6 +65,16 @@ ENABLE_NOTIFICATIONS: Mapping[int, tuple[int, bool]] = {
 }
 
 
+def flush_flags_for(bits: int) -> int:
+    """The FlushQueues flags that status ``bits`` stand for (the inverse of
+    ``flush_bits_for``): how the spooler reads a flush a transport's row asks for."""
+    flags = 0
+    for flag, bit in FLUSH_FLAG_TO_STATUS_BIT.items():
+        if bits & bit:
+            flags |= flag
+    return flags
+
+
 def flush_bits_for(flags: int) -> int:
     """The status bits that ``flags`` (FLUSH_UPLOAD / FLUSH_DOWNLOAD) ask a transport to set."""
     bits = 0

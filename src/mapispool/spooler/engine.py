@@ -55,7 +55,7 @@ from ..mapi import (
     MapiError,
 )
 from ..profile import Profile
-from ..spi import InboundMessage
+from ..spi import InboundMessage, flush_bits_for, flush_flags_for
 from ..store import QueueEntry, QueueState, Store
 from .flush import FlushCoordinator, FlushResult, ProgressCallback
 from .inbound import InboundRunner
@@ -382,12 +382,7 @@ class Spooler:
     # -- the spooler's status row -------------------------------------------------------
 
     def set_spooler_flushing(self, flags: int) -> None:
-        bits = 0
-        if flags & FLUSH_UPLOAD:
-            bits |= STATUS_OUTBOUND_FLUSH
-        if flags & FLUSH_DOWNLOAD:
-            bits |= STATUS_INBOUND_FLUSH
-        code = STATUS_AVAILABLE | bits
+        code = STATUS_AVAILABLE | flush_bits_for(flags)
         self.status.modify(SPOOLER_ROW, {PR_STATUS_CODE: code}, STATUSROW_UPDATE)
 
     def persist_status(self) -> None:
@@ -488,8 +483,6 @@ class Spooler:
     def request_transport_flush(self, handle: LogonHandle, flags: int) -> None:
         """IMAPIStatus::FlushQueues on a transport's own status object: set the bits in its
         row and return; the spooler flushes it later, asynchronously to the caller."""
-        from ..spi import flush_bits_for
-
         bits = flush_bits_for(flags)
         self.status.modify(
             handle.name, {PR_STATUS_CODE: self.status.code(handle.name) | bits}, STATUSROW_UPDATE
@@ -514,12 +507,8 @@ class Spooler:
                     await self._receive(handle)
 
     async def _serve_flush_request(self, handle: LogonHandle) -> None:
-        code = self.status.code(handle.name)
         flags = handle.request_flags & (FLUSH_FORCE | FLUSH_NO_UI)
-        if code & STATUS_OUTBOUND_FLUSH:
-            flags |= FLUSH_UPLOAD
-        if code & STATUS_INBOUND_FLUSH:
-            flags |= FLUSH_DOWNLOAD
+        flags |= flush_flags_for(self.status.code(handle.name))
         handle.flush_requested = False
         if not flags & (FLUSH_UPLOAD | FLUSH_DOWNLOAD):
             return
