@@ -293,21 +293,26 @@ class TransportLogon(ABC):  # noqa: B024 - every method has a default; subclass 
             props[PR_STATUS_STRING] = text
         self.support.modify_status_row(props, STATUSROW_UPDATE)
 
-    def report_health(self, error: MapiError | None, *, connected_text: str = "Available") -> None:
-        """Set the row's health after a connection check (``validate_state``):
+    def report_health(
+        self,
+        error: MapiError | None,
+        *,
+        connected_text: str = "Available",
+        also_clear: int = 0,
+    ) -> None:
+        """Set the row's health after a connection check or a failed pass:
         ``STATUS_AVAILABLE`` with ``connected_text`` when ``error`` is None;
         ``STATUS_FAILURE`` for ``MAPI_E_LOGON_FAILED`` (the settings need fixing);
         ``STATUS_OFFLINE`` for anything else (unreachable: it may come back by itself).
-        The error's text goes into ``PR_STATUS_STRING``."""
+        The error's text goes into ``PR_STATUS_STRING``; ``also_clear`` names more bits to
+        clear at the same time (e.g. the ACTIVE and FLUSH bits of a pass that failed)."""
         health = STATUS_AVAILABLE | STATUS_OFFLINE | STATUS_FAILURE
         if error is None:
-            self.update_status(
-                set_bits=STATUS_AVAILABLE, clear_bits=health & ~STATUS_AVAILABLE,
-                text=connected_text,
-            )  # fmt: skip
-            return
-        bit = STATUS_FAILURE if error.hresult == MAPI_E_LOGON_FAILED else STATUS_OFFLINE
-        self.update_status(set_bits=bit, clear_bits=health & ~bit, text=f"Last error: {error}")
+            bit, text = STATUS_AVAILABLE, connected_text
+        else:
+            bit = STATUS_FAILURE if error.hresult == MAPI_E_LOGON_FAILED else STATUS_OFFLINE
+            text = f"Last error: {error}"
+        self.update_status(set_bits=bit, clear_bits=(health & ~bit) | also_clear, text=text)
 
     @property
     def status_code(self) -> int:

@@ -20,7 +20,6 @@ from ...mapi import (
     FLUSH_DOWNLOAD,
     FORCE_XP_DISCONNECT,
     LOGON_SP_POLL,
-    MAPI_E_LOGON_FAILED,
     NOTIFY_END_INBOUND_FLUSH,
     STATUS_AVAILABLE,
     STATUS_FAILURE,
@@ -187,13 +186,8 @@ class ImapLogon(TransportLogon):
         self._queue.clear()
         self._cursor = None
         self._folders = None
-        bit = STATUS_FAILURE if error.hresult == MAPI_E_LOGON_FAILED else STATUS_OFFLINE
         self.support.logger.warning("inbound pass failed: %s", error)
-        self.update_status(
-            set_bits=bit,
-            clear_bits=STATUS_INBOUND_ACTIVE | STATUS_INBOUND_FLUSH | STATUS_AVAILABLE,
-            text=f"Last error: {error}",
-        )
+        self.report_health(error, also_clear=STATUS_INBOUND_ACTIVE | STATUS_INBOUND_FLUSH)
 
     # -- folders and batches -----------------------------------------------------------
 
@@ -330,10 +324,7 @@ class ImapLogon(TransportLogon):
         try:
             return await self._count_waiting()
         except MapiError as error:
-            bit = STATUS_FAILURE if error.hresult == MAPI_E_LOGON_FAILED else STATUS_OFFLINE
-            self.update_status(
-                set_bits=bit, clear_bits=STATUS_AVAILABLE, text=f"Last error: {error}"
-            )
+            self.report_health(error)
             return 0
 
     async def _count_waiting(self) -> int:

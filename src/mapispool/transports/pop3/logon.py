@@ -18,7 +18,6 @@ from ...mapi import (
     FLUSH_DOWNLOAD,
     FORCE_XP_DISCONNECT,
     LOGON_SP_POLL,
-    MAPI_E_LOGON_FAILED,
     NOTIFY_END_INBOUND_FLUSH,
     STATUS_AVAILABLE,
     STATUS_FAILURE,
@@ -186,13 +185,8 @@ class Pop3Logon(TransportLogon):
         self._to_delete = []
         # No QUIT: deletions of this session are rolled back; the next pass redoes them.
         await self._worker.run(self._conn.close)
-        bit = STATUS_FAILURE if error.hresult == MAPI_E_LOGON_FAILED else STATUS_OFFLINE
         self.support.logger.warning("inbound pass failed: %s", error)
-        self.update_status(
-            set_bits=bit,
-            clear_bits=STATUS_INBOUND_ACTIVE | STATUS_INBOUND_FLUSH | STATUS_AVAILABLE,
-            text=f"Last error: {error}",
-        )
+        self.report_health(error, also_clear=STATUS_INBOUND_ACTIVE | STATUS_INBOUND_FLUSH)
 
     # -- polling, state, logoff --------------------------------------------------------
 
@@ -209,10 +203,7 @@ class Pop3Logon(TransportLogon):
             finally:
                 await self._worker.run(self._conn.quit)
         except MapiError as error:
-            bit = STATUS_FAILURE if error.hresult == MAPI_E_LOGON_FAILED else STATUS_OFFLINE
-            self.update_status(
-                set_bits=bit, clear_bits=STATUS_AVAILABLE, text=f"Last error: {error}"
-            )
+            self.report_health(error)
             return 0
         plan = plan_pass(
             uidls,
