@@ -60,7 +60,7 @@ from ..store import QueueEntry, QueueState, Store
 from .flush import FlushCoordinator, FlushResult, ProgressCallback
 from .inbound import InboundRunner
 from .logons import LogonHandle, SpoolerSupport
-from .outbound import Offered, OutboundRunner
+from .outbound import Offered, OutboundRunner, Outcome
 from .retry import RetryPolicy
 from .routing import Registration, route
 from .status import SPOOLER_ROW, StatusTable
@@ -324,8 +324,6 @@ class Spooler:
         if current.state is QueueState.PARKED:
             handle.released.discard(entry.entry_id)
         elif current.state not in (QueueState.QUEUED, QueueState.DEFERRED, QueueState.RETRY):
-            from .outbound import Outcome
-
             return Offered(Outcome.NOTHING)
         return await self.outbound.offer(handle, current)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import email.policy
 import logging
 import re
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
@@ -186,7 +185,3 @@ class InboundRunner:
             if on_message is not None:
                 on_message(message)
         return received, None
-
-    @staticmethod
-    def now() -> float:
-        return time.time()
