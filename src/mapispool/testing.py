@@ -148,10 +148,19 @@ class TransportScript:
     messages (a transport ending the flush early). ``inbound``: messages to deliver.
     ``submit_delay``: seconds each ``submit_message`` takes. ``stay_offline``: after
     ``logon.go_offline()``, ``validate_state`` does not bring the transport back.
+
+    ``marking`` is how the transport sets ``PR_RESPONSIBILITY`` (DESIGN §7: marking is
+    never delivery; the attempt's end decides):
+
+    - ``"on_success"`` (the default): marks a recipient only when it takes it for good, so
+      a deferring, resending or failing attempt leaves every recipient unmarked;
+    - ``"mrxp"``: the way MAPI's sample transport is written: ``submit_message`` first marks
+      every recipient it handles, then acts (defers, asks for a resend, raises or takes).
     """
 
     journal: Journal = field(default_factory=Journal)
     style: str = "mrxp"
+    marking: str = "on_success"
     address_types: Sequence[str] = ("SMTP",)
     resources: frozenset[str] = frozenset()
     resource_methods: int = STATUS_VALIDATE_STATE | STATUS_FLUSH_QUEUES
@@ -259,6 +268,11 @@ class RecordingLogon(TransportLogon):
         queue = self.script.actions.get(subject)
         action = queue.popleft() if queue else None
         answer = 0
+        handled = message.pending_recipients()
+        if self.script.marking == "mrxp":
+            # MRXP: every recipient this transport handles is marked before it acts.
+            for recipient in handled:
+                recipient.responsibility = True
         if isinstance(action, NotMe):
             raise MapiError(MAPI_E_NOT_ME, "scripted: not mine")
         if isinstance(action, Raise):
@@ -276,7 +290,7 @@ class RecordingLogon(TransportLogon):
             refused = action.addresses if isinstance(action, Refuse) else ()
             failed = []
             taken = []
-            for recipient in message.pending_recipients():
+            for recipient in handled:
                 if recipient.address in refused:
                     assert isinstance(action, Refuse)
                     recipient.props[PR_REPORT_TEXT] = action.reason

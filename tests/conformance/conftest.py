@@ -61,6 +61,14 @@ def rig(tmp_path: Path) -> Rig:
     return Rig(tmp_path)
 
 
+@pytest.fixture(params=["mrxp", "on_success"])
+def marking(request: pytest.FixtureRequest) -> str:
+    """Both ways a transport may set PR_RESPONSIBILITY (``TransportScript.marking``): a
+    test that takes this fixture runs once per style, e.g. ``rig.script("a",
+    marking=marking)``."""
+    return str(request.param)
+
+
 @pytest.fixture
 async def session_factory(rig: Rig) -> AsyncIterator[Callable[..., Any]]:
     sessions: list[AsyncSession] = []
