@@ -8,6 +8,11 @@ receives and can be scripted per message or per call.
 
 Messages are matched by subject. Without a scripted action a message is taken: every
 pending recipient becomes responsible and ``end_message`` answers 0.
+
+``TransportScript.marking`` chooses how the transport sets ``PR_RESPONSIBILITY``: the way
+MAPI's sample transport does (``"mrxp"``: every handled recipient first, then act) or only
+for recipients taken for good (``"on_success"``). A well-behaved spooler gives both the
+same fate for every scripted action.
 """
 
 from __future__ import annotations
@@ -113,7 +118,27 @@ class ResendNow(Action):
 
 @dataclass(frozen=True)
 class ResendLater(Action):
-    """Take nothing and answer END_RESEND_LATER."""
+    """Deliver nothing and answer END_RESEND_LATER (in the ``"mrxp"`` marking the
+    recipients are marked all the same: that is not delivery)."""
+
+
+@dataclass(frozen=True)
+class Take(Action):
+    """Handle only these addresses (mark them and send them); leave every other pending
+    recipient untouched, for the next transport that can reach it. Answers 0."""
+
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DeliverSome(Action):
+    """Report these addresses delivered with ``Support.delivered_recips`` (the explicit
+    partial delivery of DESIGN §5), then do ``then``: by default answer END_RESEND_LATER;
+    ``Raise(...)`` fails the attempt after the partial delivery, as the maildir transport
+    does when one Maildir of several is full."""
+
+    addresses: tuple[str, ...]
+    then: Action = ResendLater()
 
 
 @dataclass(frozen=True)
@@ -269,10 +294,18 @@ class RecordingLogon(TransportLogon):
         action = queue.popleft() if queue else None
         answer = 0
         handled = message.pending_recipients()
+        if isinstance(action, Take):
+            handled = [r for r in handled if r.address in action.addresses]
         if self.script.marking == "mrxp":
             # MRXP: every recipient this transport handles is marked before it acts.
             for recipient in handled:
                 recipient.responsibility = True
+        if isinstance(action, DeliverSome):
+            delivered = [r for r in handled if r.address in action.addresses]
+            self.support.delivered_recips(message, delivered)
+            self.script.sent.append((subject, tuple(r.address for r in delivered)))
+            handled = [r for r in handled if r.address not in action.addresses]
+            action = action.then
         if isinstance(action, NotMe):
             raise MapiError(MAPI_E_NOT_ME, "scripted: not mine")
         if isinstance(action, Raise):
@@ -381,6 +414,7 @@ __all__ = [
     "Action",
     "Call",
     "Defer",
+    "DeliverSome",
     "Journal",
     "NotMe",
     "Raise",
@@ -389,6 +423,7 @@ __all__ = [
     "Refuse",
     "ResendLater",
     "ResendNow",
+    "Take",
     "TransportScript",
     "register_script",
 ]
