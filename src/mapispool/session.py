@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime
 from email.message import Message
 from pathlib import Path
@@ -33,10 +35,11 @@ from .profile import Profile
 from .spooler.engine import FlushTicket, Spooler
 from .spooler.flush import FlushResult, ProgressCallback
 from .spooler.status import SPOOLER_ROW, StatusRow
-from .store import QueueEntry, QueueState, Store, StoredMessage
+from .store import TRANSITIONS, InvalidTransition, QueueEntry, QueueState, Store, StoredMessage
 from .submission import RecipientSpec, prepare
 
 T = TypeVar("T")
+log = logging.getLogger("mapispool.session")
 
 
 def default_profile_path() -> Path:
@@ -160,6 +163,31 @@ class AsyncFolder:
         return self._store.folder_entry_id(self.name)
 
 
+def _not_allowed(
+    entry_id: bytes,
+    action: str,
+    state: QueueState,
+    new: QueueState,
+    expect: Sequence[QueueState] | None,
+) -> MapiError:
+    """The error for a queue action the message's state does not allow, e.g. ``cannot
+    hold message 3fa2...: it is sent (hold applies to messages that are queued, deferred,
+    retry or parked)``."""
+    where = [
+        s.value.replace("_", " ")
+        for s in QueueState
+        if new in TRANSITIONS[s] and s is not QueueState.IN_FLIGHT
+        and (expect is None or s in expect)
+    ]  # fmt: skip
+    now = "being sent right now" if state is QueueState.IN_FLIGHT else state.value
+    states = where[0] if len(where) == 1 else f"{', '.join(where[:-1])} or {where[-1]}"
+    return MapiError(
+        MAPI_E_INVALID_PARAMETER,
+        f"cannot {action} message {entry_id.hex()}: it is {now}"
+        f" ({action} applies to messages that are {states})",
+    )
+
+
 class AsyncSession:
     """A logged-on session with its in-process spooler. Use ``await AsyncSession.logon()``."""
 
@@ -271,44 +299,84 @@ class AsyncSession:
         entry = self.store.queue_entry(entry_id)
         if entry.state is QueueState.IN_FLIGHT:
             raise MapiError(MAPI_E_UNABLE_TO_ABORT, "the message is being sent right now")
-        if entry.state is QueueState.PARKED and entry.parked_by:
-            handle = self.spooler.handle_named(entry.parked_by)
-            if handle.logon is not None:
-                await handle.logon.transport_notify(
-                    NOTIFY_ABORT_DEFERRED | NOTIFY_CANCEL_MESSAGE, entry_id
-                )
-        self.store.finish(entry_id, QueueState.CANCELLED, folder="Deleted Items")
+        await self._take_back_parked(entry)
+        with self._explained(entry_id, "cancel", QueueState.CANCELLED):
+            self.store.finish(entry_id, QueueState.CANCELLED, folder="Deleted Items")
 
     async def hold(self, entry_id: bytes) -> None:
-        """Keep a queued message from being sent until ``release``."""
-        self.store.transition(entry_id, QueueState.HELD, event="held")
+        """Keep a queued message from being sent until ``release``. A message a transport
+        deferred is taken back first (``NOTIFY_ABORT_DEFERRED | NOTIFY_CANCEL_MESSAGE``)."""
+        entry = self.store.queue_entry(entry_id)
+        await self._take_back_parked(entry)
+        with self._explained(entry_id, "hold", QueueState.HELD):
+            self.store.transition(entry_id, QueueState.HELD, event="held")
 
     async def release(self, entry_id: bytes) -> None:
-        self.store.transition(
-            entry_id, QueueState.QUEUED, expect=[QueueState.HELD], event="released"
-        )
+        """Let a held message go again."""
+        with self._explained(entry_id, "release", QueueState.QUEUED, [QueueState.HELD]):
+            self.store.transition(
+                entry_id, QueueState.QUEUED, expect=[QueueState.HELD], event="released"
+            )
         self.spooler.queue_changed()
 
     async def retry(self, entry_id: bytes) -> None:
         """Send again now: a message waiting for its backoff, uncertain, or failed (its
         failed recipients are tried again, with a new lifetime)."""
+        allowed = [QueueState.RETRY, QueueState.UNCERTAIN, QueueState.FAILED, QueueState.DEFERRED]
         if self.store.queue_entry(entry_id).state is QueueState.FAILED:
             self.store.reopen_failed(entry_id, time.time() + self.profile.retry.lifetime)
-        self.store.transition(
-            entry_id,
-            QueueState.QUEUED,
-            expect=[QueueState.RETRY, QueueState.UNCERTAIN, QueueState.FAILED, QueueState.DEFERRED],
-            event="retry-requested",
-        )
+        with self._explained(entry_id, "retry", QueueState.QUEUED, allowed):
+            self.store.transition(
+                entry_id, QueueState.QUEUED, expect=allowed, event="retry-requested"
+            )
         self.spooler.outbound.settle(entry_id)  # nothing left to send: finish it now
         self.spooler.queue_changed()
 
     async def purge(self, entry_id: bytes) -> None:
-        """Delete a message that is not being sent, for good."""
+        """Delete a message that is not being sent, for good. A message a transport
+        deferred is taken back first (``NOTIFY_ABORT_DEFERRED | NOTIFY_CANCEL_MESSAGE``)."""
         entry = self.store.queue_entry(entry_id)
         if entry.state is QueueState.IN_FLIGHT:
             raise MapiError(MAPI_E_UNABLE_TO_ABORT, "the message is being sent right now")
+        await self._take_back_parked(entry)
         self.store.purge(entry_id)
+
+    async def _take_back_parked(self, entry: QueueEntry) -> None:
+        """Before a hold, purge or cancel of a message a transport holds (END_DONT_RESEND):
+        tell that transport, ``NOTIFY_ABORT_DEFERRED | NOTIFY_CANCEL_MESSAGE``. The
+        person's request goes ahead whatever the transport answers."""
+        if entry.state is not QueueState.PARKED or not entry.parked_by:
+            return
+        try:
+            handle = self.spooler.handle_named(entry.parked_by)
+        except MapiError:
+            return  # the transport is no longer in the profile: nobody to tell
+        handle.released.discard(entry.entry_id)
+        if handle.logon is None:
+            return
+        try:
+            await handle.logon.transport_notify(
+                NOTIFY_ABORT_DEFERRED | NOTIFY_CANCEL_MESSAGE, entry.entry_id
+            )
+        except Exception:
+            log.exception("transport %s failed to give back %s", handle.name, entry.entry_id.hex())
+
+    @contextlib.contextmanager
+    def _explained(
+        self,
+        entry_id: bytes,
+        action: str,
+        new: QueueState,
+        expect: Sequence[QueueState] | None = None,
+    ) -> Iterator[None]:
+        """A queue action the message's state does not allow becomes a one-line
+        ``MapiError`` (MAPI_E_INVALID_PARAMETER) saying what the state is and where the
+        action applies, never the store's internal ``InvalidTransition``."""
+        try:
+            yield
+        except InvalidTransition:
+            state = self.store.queue_entry(entry_id, with_recipients=False).state
+            raise _not_allowed(entry_id, action, state, new, expect) from None
 
     async def logoff(self) -> None:
         """Stop the spooler (a flush in progress ends cleanly) and close the store."""

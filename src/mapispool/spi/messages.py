@@ -27,7 +27,12 @@ class Recipient:
     ``address`` and ``addrtype`` form the one-off address (``SMTP:bob@example.com``);
     ``props`` holds the recipient's MAPI properties and is mutable: a transport takes
     responsibility for a recipient by setting ``PR_RESPONSIBILITY`` (or ``responsibility``)
-    to ``True`` once it has sent or definitively failed it.
+    to ``True`` in ``submit_message``.
+
+    Responsibility means "this transport handles this recipient in this attempt", never
+    "delivered": the attempt's end decides (``TransportLogon.end_message``). Partial
+    delivery in an attempt that does not end well is reported explicitly with
+    ``Support.delivered_recips``.
     """
 
     address: str
@@ -39,7 +44,8 @@ class Recipient:
 
     @property
     def responsibility(self) -> bool:
-        """``PR_RESPONSIBILITY``: true once some transport has dealt with this recipient."""
+        """``PR_RESPONSIBILITY``: true for a recipient some transport handles (or has
+        handled): not one to offer to this transport."""
         return bool(self.props.get(PR_RESPONSIBILITY, False))
 
     @responsibility.setter

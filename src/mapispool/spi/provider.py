@@ -123,9 +123,11 @@ class Support(ABC):
     def spooler_notify(self, flags: int, data: object | None = None) -> None:
         """``SpoolerNotify``: ``NOTIFY_NEWMAIL`` (inbound is waiting: the spooler will call
         ``start_message`` soon), ``NOTIFY_SENTDEFERRED`` (``data`` is the entry id of a
-        message this transport deferred, or ``None`` for all of them: offer it again with
-        ``BEGIN_DEFERRED``), ``NOTIFY_READYTOSEND`` (the transport can send again),
-        ``NOTIFY_CRITICAL_ERROR`` (never call this transport again except to log it off),
+        message this transport deferred, or ``None`` for every message it holds at the
+        moment of the call, never one it defers later: offer it again with
+        ``BEGIN_DEFERRED``, in the same flush when called from ``flush_queues``),
+        ``NOTIFY_READYTOSEND`` (the transport can send again), ``NOTIFY_CRITICAL_ERROR``
+        (never call this transport again except to log it off),
         ``NOTIFY_CONFIG_CHANGE`` (address types changed: the spooler asks again)."""
 
     @abstractmethod
@@ -134,7 +136,31 @@ class Support(ABC):
 
         Each gets a non-delivery report naming it and the reason, taken from its
         ``PR_REPORT_TEXT`` (and ``PR_NDR_DIAG_CODE`` / ``PR_NDR_REASON_CODE`` if set); the
-        spooler marks them responsible. Call it once per message with every failed one."""
+        spooler marks them responsible. Call it once per message with every failed one.
+        A failure reported here stands whatever the attempt's end (answer or error).
+        Raises ``MapiError`` when the store cannot record it; let that propagate (the
+        attempt then fails and nothing in it counts as delivered)."""
+
+    def delivered_recips(self, message: OutboundMessage, recipients: Sequence[Recipient]) -> None:
+        """Beyond MAPI: report recipients of ``message`` that *were delivered in this
+        attempt, whatever the attempt's answer*: the explicit partial delivery.
+
+        Marking ``PR_RESPONSIBILITY`` only says "this transport handles the recipient in
+        this attempt"; the attempt's end decides (``end_message`` answering 0 delivers
+        every marked recipient not reported failed). When an attempt ends otherwise
+        (``END_RESEND_LATER``, ``END_RESEND_NOW``, ``END_DONT_RESEND``, or an error raised
+        from ``submit_message``/``end_message``), only the recipients reported here (or
+        failed through ``status_recips``) get an outcome; every other one stays pending
+        and is offered again. Use it when part of a message went out before the rest had
+        to wait: SMTP's "RCPT 250 for Bob, 451 for Carol", or a delivery to several
+        Maildirs that failed for one. The recipients are marked responsible and their
+        delivery is recorded at once (durably enough that a crash never resends to
+        them). Raises ``MapiError`` when the store cannot record it.
+
+        This default, for a ``Support`` that records nothing (a test double), only marks
+        them; the spooler's ``Support`` records them."""
+        for recipient in recipients:
+            recipient.responsibility = True
 
     @abstractmethod
     def has_dedupe_key(self, key: str) -> bool:
@@ -219,21 +245,45 @@ class TransportLogon(ABC):  # noqa: B024 - every method has a default; subclass 
     async def submit_message(self, message: OutboundMessage, flags: int) -> None:
         """``SubmitMessage``: handle ``message`` for the recipients whose responsibility is
         false and that this transport can reach; set ``responsibility = True`` on each one
-        sent or definitively failed (report failures with ``support.status_recips``).
+        it handles (report failures with ``support.status_recips``). Recipients left
+        unmarked are offered to the next transport that can reach them.
         ``flags`` is ``BEGIN_DEFERRED`` when the message is one this transport deferred
         earlier. Return normally for S_OK (``end_message`` follows), or raise
         ``MapiError``: ``MAPI_E_WAIT`` / ``MAPI_E_NETWORK_ERROR`` with ``retry_after``
         (retry later), ``MAPI_E_NOT_ME`` (offer it elsewhere; no ``end_message``),
         ``MAPI_E_BUSY`` (retry later; no ``end_message``), ``MAPI_E_CANCEL`` (do not
         resend). Anything else leaves the message safely queued with the error recorded.
-        Default: ``MAPI_E_NOT_ME``."""
+        Default: ``MAPI_E_NOT_ME``.
+
+        The fate of the message (DESIGN §7) follows how the attempt ends, never the marks
+        alone: marking means "handled in this attempt", not "delivered". ``end_message``
+        answering 0 delivers every marked recipient not reported failed. Any error raised
+        here (``MAPI_E_WAIT``, ``MAPI_E_NETWORK_ERROR``, ``MAPI_E_BUSY``, any other)
+        means nothing was delivered by this attempt, whatever was marked, except the
+        recipients reported with ``support.delivered_recips`` or ``status_recips``."""
         raise MapiError(MAPI_E_NOT_ME, "this transport sends nothing")
 
     async def end_message(self, message: OutboundMessage) -> int:
         """``EndMessage``: called once after a ``submit_message`` that returned normally.
-        Return 0 (sent), ``END_RESEND_NOW``, ``END_RESEND_LATER`` or ``END_DONT_RESEND``
-        (deferred: the spooler parks it until ``spooler_notify(NOTIFY_SENTDEFERRED)``).
-        Default: 0."""
+        The answer decides what the attempt delivered:
+
+        - 0: every recipient marked responsible (and not reported failed) is delivered;
+          unmarked ones go to the next capable transport.
+        - ``END_RESEND_NOW``: nothing marked is delivered; the message is offered again at
+          once with every recipient not yet delivered (their marks reset).
+        - ``END_RESEND_LATER``: nothing marked is delivered; the message waits in the retry
+          schedule and is never moved to Sent Items meanwhile.
+        - ``END_DONT_RESEND``: the transport holds the message; it stays parked, unsent,
+          its recipients pending for this transport, until
+          ``spooler_notify(NOTIFY_SENTDEFERRED)``; then it is submitted again here with
+          ``BEGIN_DEFERRED``. At logoff the spooler takes it back with
+          ``transport_notify(NOTIFY_ABORT_DEFERRED, entry_id)``, and before a hold, purge
+          or cancel with ``NOTIFY_ABORT_DEFERRED | NOTIFY_CANCEL_MESSAGE``.
+
+        With any non-zero answer only recipients reported through
+        ``support.delivered_recips`` (delivered) or ``status_recips`` (failed) get an
+        outcome. An error raised here counts as an error of the attempt (nothing marked
+        is delivered). Default: 0."""
         return 0
 
     # -- inbound ----------------------------------------------------------------------

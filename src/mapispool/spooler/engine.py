@@ -197,12 +197,18 @@ class Spooler:
         if handle.logon is None:
             return
         try:
+            # Messages the transport holds go back to the queue unsent, their recipients
+            # pending (marks never counted as delivery), even if the transport objects.
             for entry in self.store.parked_entries(handle.name):
-                await handle.call(
-                    lambda lg, e=entry: lg.transport_notify(NOTIFY_ABORT_DEFERRED, e.entry_id)  # type: ignore[misc]
-                )
+                try:
+                    await handle.call(
+                        lambda lg, e=entry: lg.transport_notify(NOTIFY_ABORT_DEFERRED, e.entry_id)  # type: ignore[misc]
+                    )
+                except Exception:
+                    log.exception("transport %s failed in NOTIFY_ABORT_DEFERRED", handle.name)
                 self.store.transition(entry.entry_id, QueueState.QUEUED, event="unparked",
                                       transport=handle.name)  # fmt: skip
+                handle.released.discard(entry.entry_id)
             await handle.call(
                 lambda lg: lg.transport_notify(NOTIFY_END_INBOUND | NOTIFY_END_OUTBOUND)
             )
@@ -253,9 +259,7 @@ class Spooler:
         self.expire_overdue()
         work: list[QueueEntry] = []
         for entry in self.store.parked_entries(handle.name):
-            if entry.entry_id not in exclude and (
-                handle.release_all or entry.entry_id in handle.released
-            ):
+            if entry.entry_id not in exclude and entry.entry_id in handle.released:
                 work.append(entry)
         registrations = self.registrations()
         after: tuple[float, int] | None = None
@@ -341,7 +345,8 @@ class Spooler:
             return
         if flags & NOTIFY_SENTDEFERRED:
             if data is None:
-                handle.release_all = True
+                # "All of them" means the ones it holds now, never ones it defers later.
+                handle.released.update(e.entry_id for e in self.store.parked_entries(handle.name))
             elif isinstance(data, bytes | bytearray):
                 handle.released.add(bytes(data))
             self._wake.set()

@@ -31,9 +31,9 @@ class LogonHandle:
         self.address_types: tuple[str, ...] = ()
         self.logon_error: str | None = None
         self.critical = False
-        #: Entry ids this transport released with NOTIFY_SENTDEFERRED (None = all of them).
+        #: Entry ids this transport released with NOTIFY_SENTDEFERRED (a release of "all"
+        #: is recorded as the ids it held at that moment).
         self.released: set[bytes] = set()
-        self.release_all = False
         #: Set while a flush runs for this transport.
         self.in_flush = False
         #: The transport's row asked for a flush outside one (its status object was used).
@@ -128,6 +128,9 @@ class SpoolerSupport(Support):
 
     def status_recips(self, message: OutboundMessage, recipients: Sequence[Recipient]) -> None:
         self._spooler.outbound.status_recips(self._handle, message, recipients)
+
+    def delivered_recips(self, message: OutboundMessage, recipients: Sequence[Recipient]) -> None:
+        self._spooler.outbound.delivered_recips(self._handle, message, recipients)
 
     def has_dedupe_key(self, key: str) -> bool:
         return self._spooler.store.has_dedupe_key(key)

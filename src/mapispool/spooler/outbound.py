@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -42,11 +42,17 @@ log = logging.getLogger("mapispool.spooler")
 MAX_RESEND_NOW = 5
 
 
+def printable(text: str) -> str:
+    """``text`` made safe to store and show: characters that cannot be encoded (lone
+    surrogates from a reply decoded with surrogateescape) become backslash escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class Outcome(Enum):
     """What one offer of a message to a transport ended in."""
 
     NOTHING = "nothing"  # the transport had no recipient of this message
-    SENT = "sent"  # the transport took its recipients (others may remain)
+    SENT = "sent"  # the attempt delivered its recipients (others may remain)
     DECLINED = "declined"  # MAPI_E_NOT_ME, or it took none of its recipients
     RETRY = "retry"
     PARKED = "parked"
@@ -76,6 +82,8 @@ class _Attempt:
     failed_rows: set[int]
     #: The message's properties as stored (the transport may change ``message.props``).
     stored_props: dict[int, Any]
+    #: Recipients reported with ``delivered_recips`` (their outcome is recorded already).
+    delivered_rows: set[int] = field(default_factory=set)
 
 
 class OutboundRunner:
@@ -114,6 +122,13 @@ class OutboundRunner:
         registrations = self.spooler.registrations()
         mine = self.recipients_for(handle, recipients, entry.declined, registrations)
         if not mine:
+            if entry.state is QueueState.PARKED:
+                # Released, but nothing of it is left for the transport that held it (a
+                # store written before marks stopped counting as delivery): unpark it,
+                # so that it finishes or goes on to other transports instead of waiting.
+                self.store.transition(entry.entry_id, QueueState.QUEUED, event="unparked",
+                                      transport=handle.name)  # fmt: skip
+                self.settle(entry.entry_id)
             return Offered(Outcome.NOTHING)
         flags = 0
         if entry.state is QueueState.PARKED:
@@ -154,6 +169,9 @@ class OutboundRunner:
             self.store.mark_handoff(entry_id, True)
 
     async def _submit_and_end(self, attempt: _Attempt, flags: int) -> Outcome:
+        """Run submit/end pairs (again at once on END_RESEND_NOW) and record the outcome.
+        Recording never raises: a store failure leaves the message retrying (never
+        delivered), see ``_recording_failed``."""
         handle, message = attempt.handle, attempt.message
         assert handle.logon is not None
         logon = handle.logon
@@ -163,23 +181,53 @@ class OutboundRunner:
                     await logon.submit_message(message, flags)
                     answer = await logon.end_message(message)
             except MapiError as exc:
-                return self._after_error(attempt, exc)
+                return self._recording(attempt, self._after_error, exc)
             except Exception as exc:  # a transport bug must not lose or block anything
                 log.exception("transport %s failed in submit_message", handle.name)
-                return self._after_error(attempt, exc)
+                return self._recording(attempt, self._after_error, exc)
             if answer & END_RESEND_NOW:
-                self._record_taken(attempt)
-                continue
-            return self._after_end(attempt, answer)
-        return self._retry(attempt, "the transport kept asking to resend now", hint=None)
+                try:
+                    left = self._record_attempt(attempt, marks_deliver=False)
+                except Exception as exc:
+                    return self._recording_failed(attempt, exc)
+                if left:
+                    # Offered again with every recipient not delivered yet, as a new attempt.
+                    message.handoff_begun = message.handoff_ended = False
+                    continue
+                answer = 0  # everything was reported delivered or failed: nothing to resend
+            return self._recording(attempt, self._after_end, answer)
+        return self._recording(attempt, self._resend_now_exhausted, None)
 
     # -- outcomes -------------------------------------------------------------------
 
-    def _record_taken(self, attempt: _Attempt) -> list[Recipient]:
-        """Persist the recipients the transport took (responsibility now true)."""
-        taken = [
-            r for r in attempt.mine if r.responsibility and r.row_id not in attempt.failed_rows
-        ]
+    def _recording(self, attempt: _Attempt, record: Any, arg: Any) -> Outcome:
+        """``record(attempt, arg)``, turning a failure to record into a retry."""
+        try:
+            outcome: Outcome = record(attempt, arg)
+        except Exception as exc:
+            return self._recording_failed(attempt, exc)
+        return outcome
+
+    def _record_attempt(self, attempt: _Attempt, *, marks_deliver: bool) -> list[Recipient]:
+        """Persist what one attempt did for the recipients it handled (DESIGN §7) and
+        return the ones still pending.
+
+        ``marks_deliver``: the attempt ended well (``end_message`` answered 0), so every
+        recipient the transport marked is delivered. Otherwise only the recipients it
+        reported through ``delivered_recips`` (already recorded) or ``status_recips``
+        have an outcome; the marks of every other one are reset, so that it stays
+        pending and is offered again."""
+        reported = attempt.failed_rows | attempt.delivered_rows
+        taken: list[Recipient] = []
+        left: list[Recipient] = []
+        for r in attempt.mine:
+            if r.row_id in reported:
+                r.responsibility = True
+            elif marks_deliver and r.responsibility:
+                taken.append(r)
+            else:
+                r.responsibility = False
+                left.append(r)
         if taken:
             self.store.set_recipient_outcome(
                 attempt.entry.entry_id,
@@ -188,44 +236,42 @@ class OutboundRunner:
                 transport=attempt.handle.name,
             )
         self.store.save_recipients(attempt.entry.entry_id, attempt.mine)
-        return taken
+        return left
 
     def _after_end(self, attempt: _Attempt, answer: int) -> Outcome:
         entry_id, name = attempt.entry.entry_id, attempt.handle.name
-        if self._delivered_whole(attempt, answer):
+        held = bool(answer & (END_DONT_RESEND | END_RESEND_LATER))
+        if not held and self._delivered_whole(attempt):
             return Outcome.SENT
-        self._record_taken(attempt)
-        if answer & END_DONT_RESEND:
+        left = self._record_attempt(attempt, marks_deliver=not held)
+        if answer & END_DONT_RESEND and left:
             self.store.transition(entry_id, QueueState.PARKED, parked_by=name, transport=name)
             attempt.handle.released.discard(entry_id)
             return Outcome.PARKED
-        if answer & END_RESEND_LATER:
+        if answer & END_RESEND_LATER and left:
             delay = self.spooler.profile.retry.resend_later
-            remaining = [r for r in attempt.mine if not r.responsibility]
-            if remaining:
-                return self._retry(attempt, "the transport will send it later", hint=delay)
-        left = [r for r in attempt.mine if not r.responsibility]
-        if left and len(left) == len(attempt.mine):
+            return self._retry(attempt, "the transport will send it later", hint=delay)
+        if not held and left and len(left) == len(attempt.mine):
             # The transport took none of its recipients: as if it had said MAPI_E_NOT_ME.
             self.store.add_declined(entry_id, name)
             self.store.transition(entry_id, QueueState.QUEUED, event="declined", transport=name)
             self.settle(entry_id)
             return Outcome.DECLINED
-        if left:
+        if not held and left:
             self.store.add_declined(entry_id, name)
         self.store.transition(entry_id, QueueState.QUEUED, event="handed-over", transport=name)
         self.settle(entry_id)
         return Outcome.SENT
 
-    def _delivered_whole(self, attempt: _Attempt, answer: int) -> bool:
-        """The common case in two transactions instead of five: the transport took every
-        recipient of the message and reported none failed, so after the outcomes the
-        hand-over and the sent-items move commit together (what ``save_recipients``,
-        the transition back to queued and ``settle`` would do one by one)."""
+    def _delivered_whole(self, attempt: _Attempt) -> bool:
+        """The common case in two transactions instead of five: the attempt ended well,
+        the transport took every recipient of the message and reported none failed, so
+        after the outcomes the hand-over and the sent-items move commit together (what
+        ``save_recipients``, the transition back to queued and ``settle`` would do one
+        by one)."""
         message = attempt.message
         if (
-            answer & (END_DONT_RESEND | END_RESEND_LATER)
-            or attempt.failed_rows
+            attempt.failed_rows
             or len(attempt.mine) != len(message.recipients)
             or not all(r.responsibility for r in attempt.mine)
         ):
@@ -246,33 +292,62 @@ class OutboundRunner:
         return True
 
     def _after_error(self, attempt: _Attempt, exc: Exception) -> Outcome:
+        """An error raised from the attempt: nothing marked in it was delivered; only
+        what the transport reported through delivered_recips / status_recips counts."""
         entry_id, name = attempt.entry.entry_id, attempt.handle.name
-        text = str(exc) or type(exc).__name__
+        text = printable(str(exc) or type(exc).__name__)
         hresult = exc.hresult if isinstance(exc, MapiError) else None
+        self._record_attempt(attempt, marks_deliver=False)
         if attempt.message.handoff_uncertain:
-            self._record_taken(attempt)
             self.store.transition(
                 entry_id, QueueState.UNCERTAIN, error=f"delivery uncertain: {text}",
                 transport=name,
             )  # fmt: skip
             return Outcome.UNCERTAIN
         if hresult == MAPI_E_NOT_ME:
-            self._record_taken(attempt)
             self.store.add_declined(entry_id, name)
             self.store.transition(entry_id, QueueState.QUEUED, event="not-me", transport=name)
             self.settle(entry_id)
             return Outcome.DECLINED
         if hresult == MAPI_E_CANCEL:
-            self._record_taken(attempt)
             self.store.finish(entry_id, QueueState.CANCELLED, folder="Deleted Items")
             return Outcome.CANCELLED
-        self._record_taken(attempt)
         hint = exc.retry_after if isinstance(exc, MapiError) else None
         if hresult == MAPI_E_BUSY and hint is None:
             hint = min(30.0, self.spooler.profile.retry.floor)
         if hresult not in (MAPI_E_WAIT, MAPI_E_NETWORK_ERROR, MAPI_E_BUSY):
             log.warning("transport %s failed on %s: %s", name, entry_id.hex(), text)
         return self._retry(attempt, text, hint=hint)
+
+    def _resend_now_exhausted(self, attempt: _Attempt, _arg: None) -> Outcome:
+        return self._retry(attempt, "the transport kept asking to resend now", hint=None)
+
+    def _recording_failed(self, attempt: _Attempt, exc: Exception) -> Outcome:
+        """Recording the attempt's outcome failed (the store raised). Never count that
+        as delivered: every recipient without a recorded outcome stays pending, and the
+        message goes to the retry schedule with the error visible. If even that cannot
+        be written, it stays in flight, which the next start turns back into queued (or
+        uncertain after a hand-over): never sent, never lost."""
+        entry_id, name = attempt.entry.entry_id, attempt.handle.name
+        log.error("could not record the outcome of %s on %s", entry_id.hex(), name, exc_info=exc)
+        error = printable(f"could not record the outcome of the attempt: {exc}")
+        try:
+            for r in attempt.mine:
+                if r.row_id not in attempt.failed_rows | attempt.delivered_rows:
+                    r.responsibility = False
+            self.store.save_recipients(entry_id, attempt.mine)
+            entry = self.store.queue_entry(entry_id, with_recipients=False)
+            if entry.state is not QueueState.IN_FLIGHT:
+                return Outcome.RETRY  # the state change was recorded; the rest will follow
+            delay = self.spooler.retry_policy.delay(entry.attempts, hint=None)
+            self.store.transition(
+                entry_id, QueueState.RETRY, not_before=time.time() + delay, error=error,
+                transport=name,
+            )  # fmt: skip
+        except Exception:
+            log.exception("could not put %s back in the queue either", entry_id.hex())
+            return Outcome.FAILED
+        return Outcome.RETRY
 
     def _retry(self, attempt: _Attempt, error: str, *, hint: float | None) -> Outcome:
         entry_id = attempt.entry.entry_id
@@ -293,7 +368,29 @@ class OutboundRunner:
             return Outcome.SENT
         return Outcome.RETRY
 
-    # -- StatusRecips ---------------------------------------------------------------
+    # -- StatusRecips and delivered_recips --------------------------------------------
+
+    def delivered_recips(
+        self, handle: LogonHandle, message: OutboundMessage, recipients: Sequence[Recipient]
+    ) -> None:
+        """A transport reports recipients delivered in this attempt, whatever its end:
+        record them at once (a crash after this never resends to them)."""
+        attempt = self._attempts.get(message.entry_id)
+        mine = {r.row_id for r in attempt.mine} if attempt is not None else None
+        rows = []
+        for recipient in recipients:
+            if mine is not None and recipient.row_id not in mine:
+                continue  # not one this transport was asked to handle
+            if attempt is not None and recipient.row_id in attempt.failed_rows:
+                continue  # reported failed first: that stands
+            recipient.responsibility = True
+            rows.append(recipient.row_id)
+        if rows:
+            self.store.set_recipient_outcome(
+                message.entry_id, rows, "delivered", transport=handle.name
+            )
+        if attempt is not None:
+            attempt.delivered_rows.update(rows)
 
     def status_recips(
         self, handle: LogonHandle, message: OutboundMessage, recipients: Sequence[Recipient]
