@@ -10,6 +10,8 @@ outcomes, Sent Items) and at the SPI call journal.
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,7 @@ from mapispool.mapi import (
     NOTIFY_CANCEL_MESSAGE,
     MapiError,
 )
+from mapispool.profile import Profile
 from mapispool.session import AsyncSession
 from mapispool.store import QueueState
 from mapispool.testing import (
@@ -202,6 +205,31 @@ async def test_rule3_delivered_recips_is_the_only_partial_delivery(rig, session_
     assert await sent_items(session) == [entry_id]
 
 
+async def test_rule3_smtp_rcpt_2xx_is_delivered_and_4xx_waits(tmp_path, smtp_server_factory):
+    """The smtp transport's partial delivery goes through delivered_recips: the recipient
+    accepted with 250 is delivered once; the one refused with 450 alone is retried."""
+    server = smtp_server_factory(rcpt_answers={CAROL: "450 4.2.0 busy"})
+    profile = Profile.from_dict({
+        "store": str(tmp_path / "store.db"), "send_immediately": False,
+        "transports": {"out": {"provider": "smtp", "host": "127.0.0.1", "port": server.port,
+                               "tls": "none"}},
+    })  # fmt: skip
+    session = await AsyncSession.logon(profile)
+    try:
+        entry_id = await session.submit(message("smtp", to=TWO))
+        await session.spooler_status().flush_queues(FLUSH_UPLOAD)
+        assert await outcomes(session, entry_id) == {BOB: "delivered", CAROL: None}
+        assert await state(session, entry_id) is QueueState.RETRY
+        server.rcpt_answers.clear()
+        await session.spooler_status().flush_queues(FLUSH_UPLOAD | FLUSH_FORCE)
+        first, second = await server.wait_for_async(2)
+        assert first.rcpt_tos == (BOB,)
+        assert second.rcpt_tos == (CAROL,)
+        assert await state(session, entry_id) is QueueState.SENT
+    finally:
+        await session.logoff()
+
+
 # -- rule 4: END_RESEND_NOW offers it again at once with its undelivered recipients ---------
 
 
@@ -258,6 +286,46 @@ async def test_rule5_delivered_recips_before_an_error_still_count(rig, session_f
     await session.spooler_status().flush_queues(FLUSH_UPLOAD)
     assert await outcomes(session, entry_id) == {BOB: "delivered", CAROL: None}
     assert await state(session, entry_id) is QueueState.RETRY
+
+
+def _maildir(path: Path) -> Path:
+    for sub in ("cur", "new", "tmp"):
+        (path / sub).mkdir(parents=True)
+    return path
+
+
+async def test_rule5_maildir_delivers_one_maildir_then_fails_for_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The maildir transport delivered to Bob's Maildir, then Carol's is full (ENOSPC):
+    MAPI_E_WAIT after delivered_recips(Bob). Bob gets one copy, Carol hers at the retry."""
+    bob, carol = _maildir(tmp_path / "bob"), _maildir(tmp_path / "carol")
+    real_fsync = os.fsync
+
+    def full_for_carol(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(str(carol)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    profile = Profile.from_dict({
+        "store": str(tmp_path / "store.db"), "send_immediately": False,
+        "transports": {"md": {"provider": "maildir"}},
+    })  # fmt: skip
+    session = await AsyncSession.logon(profile)
+    try:
+        recipients = [f"MAILDIR:{bob}", f"MAILDIR:{carol}"]
+        entry_id = await session.submit(message("disk"), recipients=recipients)
+        monkeypatch.setattr(os, "fsync", full_for_carol)
+        await session.spooler_status().flush_queues(FLUSH_UPLOAD)
+        monkeypatch.undo()
+        assert await outcomes(session, entry_id) == {str(bob): "delivered", str(carol): None}
+        assert await state(session, entry_id) is QueueState.RETRY
+        await session.spooler_status().flush_queues(FLUSH_UPLOAD | FLUSH_FORCE)
+        assert len(os.listdir(bob / "new")) == 1
+        assert len(os.listdir(carol / "new")) == 1
+        assert await state(session, entry_id) is QueueState.SENT
+    finally:
+        await session.logoff()
 
 
 async def test_rule5_an_error_while_recording_an_outcome_is_never_delivered(

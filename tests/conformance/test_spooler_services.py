@@ -77,7 +77,9 @@ async def test_validate_state_reaches_every_transport(rig, session_factory):
 async def test_failing_calls_are_contained(rig, session_factory):
     """A transport raising from submit_message or start_message loses nothing: the message
     waits for a retry and the flush result names the error. A failure in end_message after
-    the transport took the recipient keeps that recipient delivered: no duplicate."""
+    the transport marked the recipient is a failed attempt too: the recipient was not
+    delivered (issue 9: marks are not delivery; a transport that did deliver says so with
+    delivered_recips), so the message retries rather than risk a loss."""
     script = rig.script("a")
     session = await session_factory()
     entry_id = await session.submit(message("e"))
@@ -90,10 +92,10 @@ async def test_failing_calls_are_contained(rig, session_factory):
     entry = await session.queue_entry(entry_id)
     assert entry.state is QueueState.RETRY
     assert "link down" in (entry.last_error or "")
-    assert result.transports["a"].retried == 1
+    assert result.transports["a"].retried == 2
     assert "disk gone" in (result.transports["a"].error or "")
     assert await session.folder("Inbox").count() == 0
-    assert (await session.queue_entry(taken)).state is QueueState.SENT
+    assert (await session.queue_entry(taken)).state is QueueState.RETRY
 
 
 async def test_logon_failure_shows_in_the_status_row_and_mail_waits(rig, session_factory):

@@ -81,7 +81,8 @@ class MaildirLogon(TransportLogon):
     Outbound: ``submit_message`` delivers every pending recipient it routes (see ``route``)
     once per distinct Maildir; failures that retrying cannot fix are reported with
     ``status_recips`` (an NDR each); a temporary failure (disk full, I/O error) raises
-    ``MAPI_E_WAIT`` after the other recipients were delivered and marked responsible.
+    ``MAPI_E_WAIT`` after the other recipients were delivered and reported with
+    ``support.delivered_recips``.
     Inbound (with ``path``): ``LOGON_SP_POLL``; ``poll`` counts files not yet stored;
     each ``start_message`` stores one file and only then moves or deletes it.
     """
@@ -110,8 +111,8 @@ class MaildirLogon(TransportLogon):
     async def submit_message(self, message: OutboundMessage, flags: int) -> None:
         """Deliver ``message`` to each pending recipient this transport routes. Raises
         ``MAPI_E_NOT_ME`` when none is ours (they stay untouched for the next transport),
-        ``MAPI_E_WAIT`` when some Maildir failed temporarily (delivered recipients are
-        already marked responsible)."""
+        ``MAPI_E_WAIT`` when some Maildir failed temporarily (the recipients delivered
+        before are reported with ``support.delivered_recips`` first)."""
         targets: dict[str, tuple[Path, list[Recipient]]] = {}
         failed: list[Recipient] = []
         for recipient in message.pending_recipients():
@@ -127,6 +128,7 @@ class MaildirLogon(TransportLogon):
         if not targets and not failed:
             raise MapiError(MAPI_E_NOT_ME, "no recipient is a Maildir or in a local domain")
         temporary: list[str] = []
+        delivered: list[Recipient] = []
         if targets:
             content = message.content
             outcomes = await asyncio.to_thread(self._deliver_all, targets, content)
@@ -134,6 +136,7 @@ class MaildirLogon(TransportLogon):
                 if error is None:
                     for recipient in recipients:
                         recipient.responsibility = True
+                    delivered.extend(recipients)
                 elif error.permanent:
                     for recipient in recipients:
                         recipient.props[PR_REPORT_TEXT] = error.reason
@@ -145,6 +148,10 @@ class MaildirLogon(TransportLogon):
                 recipient.responsibility = True
             self.support.status_recips(message, failed)
         if temporary:
+            # An error ends the attempt, and marks alone then deliver nothing (DESIGN §7):
+            # report the Maildirs that did get the message, so they never get it twice.
+            if delivered:
+                self.support.delivered_recips(message, delivered)
             raise MapiError(MAPI_E_WAIT, "; ".join(temporary))
 
     def _deliver_all(

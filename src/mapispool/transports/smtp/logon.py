@@ -118,12 +118,14 @@ class SmtpLogon(TransportLogon):
         refused ones are reported in one ``support.status_recips`` call with
         ``PR_REPORT_TEXT`` (the server's reply) and ``PR_NDR_DIAG_CODE`` (its code).
         Recipients refused with 4xx stay pending and ``end_message`` returns
-        ``END_RESEND_LATER``. Raises ``MapiError``: ``MAPI_E_WAIT`` when the server asked
-        to retry the whole message (421, 4xx to MAIL or DATA), ``MAPI_E_NETWORK_ERROR``
-        when the connection failed (if that happened after the end of data went out and
-        before a reply, the handoff is left open and the spooler marks the message
-        uncertain), ``MAPI_E_LOGON_FAILED`` when authentication failed. Recipients are
-        untouched whenever it raises.
+        ``END_RESEND_LATER``; the delivered ones are then also reported with
+        ``support.delivered_recips``, since under that answer marks alone deliver nothing.
+        Raises ``MapiError``: ``MAPI_E_WAIT`` when the server asked to retry the whole
+        message (421, 4xx to MAIL or DATA), ``MAPI_E_NETWORK_ERROR`` when the connection
+        failed (if that happened after the end of data went out and before a reply, the
+        handoff is left open and the spooler marks the message uncertain),
+        ``MAPI_E_LOGON_FAILED`` when authentication failed. Recipients are untouched
+        whenever it raises.
         """
         recipients = self._mine(message)
         self._resend_later.discard(message.entry_id)
@@ -199,8 +201,13 @@ class SmtpLogon(TransportLogon):
     def _apply(
         self, message: OutboundMessage, recipients: list[Recipient], outcome: Outcome
     ) -> None:
-        for index in outcome.delivered:
-            recipients[index].responsibility = True
+        delivered = [recipients[index] for index in outcome.delivered]
+        for recipient in delivered:
+            recipient.responsibility = True
+        if outcome.resend_later and delivered:
+            # end_message will answer END_RESEND_LATER, under which marks alone deliver
+            # nothing (DESIGN §7): report what the server accepted explicitly.
+            self.support.delivered_recips(message, delivered)
         failed: list[Recipient] = []
         for index, reply in sorted(outcome.failed.items()):
             recipient = recipients[index]

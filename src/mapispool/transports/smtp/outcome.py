@@ -1,9 +1,12 @@
 """What one SMTP transaction means for a MAPI message: the decision table of the SPI's
 per-recipient semantics (DESIGN §5), with no I/O.
 
-* RCPT 2xx and DATA 2xx → the recipient is delivered (responsibility taken).
+* RCPT 2xx and DATA 2xx → the recipient is delivered (responsibility taken; reported
+  with ``Support.delivered_recips`` when others wait, see below).
 * RCPT 5xx, or MAIL/DATA 5xx → the recipient failed for good (report it, NDR follows).
-* RCPT 4xx → the recipient is left for a later retry (``END_RESEND_LATER``).
+* RCPT 4xx → the recipient is left for a later retry (``END_RESEND_LATER``). Under that
+  answer a mark is not delivery (DESIGN §7), so the delivered ones of the same
+  transaction are reported explicitly: the partial delivery of the SPI.
 * 421 anywhere, MAIL 4xx, DATA 4xx → the whole message is retried later.
 """
 
@@ -69,7 +72,8 @@ class Outcome:
 
     @property
     def resend_later(self) -> bool:
-        """True when some recipients must be tried again (``END_RESEND_LATER``)."""
+        """True when some recipients must be tried again (``END_RESEND_LATER``); then the
+        ``delivered`` ones must be reported with ``Support.delivered_recips``."""
         return bool(self.deferred)
 
 
