@@ -1,7 +1,10 @@
 """Crash bench: kill -9 the spooler at random moments and check that nothing is lost.
 
 Outbound: messages are submitted into the store, a spooler process runs Send/Receive
-against Postfix's smtp-sink (whose ``-d`` dumps say what really arrived), and is killed
+against Postfix's smtp-sink (whose ``-d`` dumps say what really arrived), every third
+one through a deferring transport (``DeferringSmtpProvider``: MAPI's MRXP style, it marks
+its recipients and answers END_DONT_RESEND, then releases the message at the next flush
+and sends it with BEGIN_DEFERRED), and is killed
 with SIGKILL at a random moment after it started; a new one is started, and so on, K
 times, then once more without a kill until the queue holds nothing but uncertain mail.
 Inbound: messages delivered into a Dovecot Maildir are fetched over IMAP (or POP3) with
@@ -42,8 +45,12 @@ for entry in (str(ROOT), str(ROOT / "src")):
     if entry not in sys.path:
         sys.path.insert(0, entry)
 
+from mapispool.mapi import BEGIN_DEFERRED, END_DONT_RESEND, NOTIFY_SENTDEFERRED  # noqa: E402
+from mapispool.spi import OutboundMessage, Support, TransportLogon  # noqa: E402
 from mapispool.store import QueueState, Store  # noqa: E402
 from mapispool.submission import prepare  # noqa: E402
+from mapispool.transports.smtp import SmtpProvider  # noqa: E402
+from mapispool.transports.smtp.logon import SmtpLogon  # noqa: E402
 
 PASSWORD_ENV = "MAPISPOOL_CRASH_PASSWORD"
 ID_HEADER = re.compile(rb"^X-Crash-Id: (\S+)", re.MULTILINE | re.IGNORECASE)
@@ -67,6 +74,54 @@ with Session.logon(Profile.from_dict(json.loads(sys.argv[1]))) as session:
             break
 print("done", flush=True)
 """
+
+
+#: The address type routed to the deferring transport (its section's ``address_types``).
+DEFER_TYPE = "DEFER"
+
+
+class DeferringSmtpLogon(SmtpLogon):
+    """An smtp logon written the way MAPI's sample transport is: ``submit_message`` marks
+    every recipient it handles and ``end_message`` answers END_DONT_RESEND; the next
+    ``flush_queues`` releases what it holds (NOTIFY_SENTDEFERRED with no entry id) and
+    the BEGIN_DEFERRED submit sends the message for real. Marks are not delivery: a
+    spooler that took them for it would lose these messages (issue 9)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._holding: set[bytes] = set()
+        self._deferring: set[bytes] = set()
+
+    async def flush_queues(self, flags: int) -> None:
+        if self._holding:
+            self._holding.clear()
+            self.support.spooler_notify(NOTIFY_SENTDEFERRED, None)
+        await super().flush_queues(flags)
+
+    async def submit_message(self, message: OutboundMessage, flags: int) -> None:
+        if flags & BEGIN_DEFERRED:
+            await super().submit_message(message, flags)
+            return
+        for recipient in self._mine(message):
+            recipient.responsibility = True  # MRXP: "mine in this attempt"
+        self._deferring.add(message.entry_id)
+
+    async def end_message(self, message: OutboundMessage) -> int:
+        if message.entry_id in self._deferring:
+            self._deferring.discard(message.entry_id)
+            self._holding.add(message.entry_id)
+            return int(END_DONT_RESEND)
+        return await super().end_message(message)
+
+
+class DeferringSmtpProvider(SmtpProvider):
+    """Provider ``bench.crash:DeferringSmtpProvider``: an smtp section whose logon defers
+    every message once (``DeferringSmtpLogon``)."""
+
+    async def transport_logon(self, support: Support, flags: int) -> TransportLogon:
+        plain = await super().transport_logon(support, flags)
+        assert isinstance(plain, SmtpLogon)
+        return DeferringSmtpLogon(support, plain.settings)
 
 
 @dataclass
@@ -143,6 +198,15 @@ def profile_dict(store: Path, servers: Servers, inbound: str) -> dict[str, Any]:
                 "timeout": 10,
                 "connect_timeout": 5,
             },
+            "defer": {
+                "provider": "bench.crash:DeferringSmtpProvider",
+                "host": servers.sink.host,
+                "port": servers.sink.port,
+                "tls": "none",
+                "timeout": 10,
+                "connect_timeout": 5,
+                "address_types": [DEFER_TYPE],
+            },
             "in": {
                 "provider": inbound,
                 "host": dovecot.host,
@@ -177,7 +241,10 @@ def inbound_message(crash_id: str) -> bytes:
 def submit_batch(store: Store, ids: list[str], lifetime: float) -> None:
     """Submit as a client of the store does (no spooler in this process)."""
     for crash_id in ids:
-        prepared = prepare(outbound_message(crash_id), recipients=None, now=datetime.now(UTC))
+        # Every third message goes through the deferring transport.
+        deferred = int(crash_id.lstrip("o")) % 3 == 0
+        recipients = [f"{DEFER_TYPE}:sink@example.test"] if deferred else None
+        prepared = prepare(outbound_message(crash_id), recipients=recipients, now=datetime.now(UTC))
         now = time.time()
         store.submit(
             prepared.content,
@@ -252,7 +319,9 @@ def crash_run(
     env = {
         **os.environ,
         PASSWORD_ENV: servers.user.password,
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join(
+            [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]
+        ),
     }
     report = Report()
     recovered: Counter[str] = Counter()
@@ -340,7 +409,12 @@ def _check(
         elif count > 1:
             report.duplicates_not_uncertain += 1
         if count == 0 and state is not QueueState.UNCERTAIN:
-            if state in (QueueState.QUEUED, QueueState.RETRY, QueueState.IN_FLIGHT):
+            if state in (
+                QueueState.QUEUED,
+                QueueState.RETRY,
+                QueueState.IN_FLIGHT,
+                QueueState.PARKED,
+            ):
                 report.still_queued += 1
             else:
                 report.lost += 1
