@@ -31,11 +31,14 @@ from mapispool.mapi import (
 )
 from mapispool.profile import Profile
 from mapispool.session import AsyncSession
+from mapispool.spi import OutboundMessage
 from mapispool.store import QueueState
 from mapispool.testing import (
     Defer,
     DeliverSome,
     Raise,
+    RecordingLogon,
+    RecordingTransport,
     Refuse,
     ResendLater,
     ResendNow,
@@ -343,6 +346,57 @@ async def test_rule5_an_error_while_recording_an_outcome_is_never_delivered(
     entry = await session.queue_entry(entry_id)
     assert entry.state is QueueState.RETRY
     assert entry.last_error
+
+
+async def test_rule5_an_error_text_the_store_cannot_write_leaves_the_message_retrying(
+    rig, session_factory, marking
+):
+    """A 451 whose text holds a byte that is not UTF-8 (decoded with surrogateescape):
+    the message is retrying with a readable error, not stuck in flight."""
+    rig.script("a", marking=marking).on(
+        "busy", Raise(MAPI_E_WAIT, message="451 4.3.0 Empf\udce4nger busy")
+    )
+    session = await session_factory()
+    entry_id = await session.submit(message("busy"))
+    await session.spooler_status().flush_queues(FLUSH_UPLOAD)
+    entry = await session.queue_entry(entry_id)
+    assert entry.state is QueueState.RETRY
+    assert "Empf\\udce4nger" in (entry.last_error or "")
+    await assert_waiting_unsent(session, entry_id)
+
+
+class SpoilingLogon(RecordingLogon):
+    """A recording logon that leaves a recipient property the store cannot save."""
+
+    async def submit_message(self, message: OutboundMessage, flags: int) -> None:
+        await super().submit_message(message, flags)
+        for recipient in message.recipients:
+            recipient.props[0x7FF00102] = object()
+
+
+class SpoilingTransport(RecordingTransport):
+    async def transport_logon(self, support, flags):
+        return SpoilingLogon(support, self.script)
+
+
+async def test_rule5_a_store_failure_while_recording_is_a_visible_retry(tmp_path, marking):
+    """The store raises while the spooler records the end of an attempt: the message
+    goes to the retry schedule with the error shown, nothing recorded delivered."""
+    script = Rig(tmp_path).script("a", marking=marking).on("spoiled", ResendLater())
+    profile = Profile.from_dict({
+        "store": str(tmp_path / "store.db"), "send_immediately": False,
+        "transports": {"a": {"provider": f"{__name__}:SpoilingTransport", "script": script}},
+    })  # fmt: skip
+    session = await AsyncSession.logon(profile)
+    try:
+        entry_id = await session.submit(message("spoiled"))
+        await session.spooler_status().flush_queues(FLUSH_UPLOAD)
+        entry = await session.queue_entry(entry_id)
+        assert entry.state is QueueState.RETRY
+        assert "could not record the outcome" in (entry.last_error or "")
+        await assert_waiting_unsent(session, entry_id)
+    finally:
+        await session.logoff()
 
 
 # -- rule 6: logoff hands deferred messages back, unsent -------------------------------------

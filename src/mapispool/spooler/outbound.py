@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..mapi import (
     BEGIN_DEFERRED,
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from .logons import LogonHandle
 
 log = logging.getLogger("mapispool.spooler")
+
+_T = TypeVar("_T")
 
 #: How many END_RESEND_NOW answers in a row before the spooler treats it as RESEND_LATER.
 MAX_RESEND_NOW = 5
@@ -200,13 +202,14 @@ class OutboundRunner:
 
     # -- outcomes -------------------------------------------------------------------
 
-    def _recording(self, attempt: _Attempt, record: Any, arg: Any) -> Outcome:
+    def _recording(
+        self, attempt: _Attempt, record: Callable[[_Attempt, _T], Outcome], arg: _T
+    ) -> Outcome:
         """``record(attempt, arg)``, turning a failure to record into a retry."""
         try:
-            outcome: Outcome = record(attempt, arg)
+            return record(attempt, arg)
         except Exception as exc:
             return self._recording_failed(attempt, exc)
-        return outcome
 
     def _record_attempt(self, attempt: _Attempt, *, marks_deliver: bool) -> list[Recipient]:
         """Persist what one attempt did for the recipients it handled (DESIGN §7) and
@@ -324,18 +327,22 @@ class OutboundRunner:
 
     def _recording_failed(self, attempt: _Attempt, exc: Exception) -> Outcome:
         """Recording the attempt's outcome failed (the store raised). Never count that
-        as delivered: every recipient without a recorded outcome stays pending, and the
-        message goes to the retry schedule with the error visible. If even that cannot
-        be written, it stays in flight, which the next start turns back into queued (or
-        uncertain after a hand-over): never sent, never lost."""
+        as delivered: every recipient without a recorded outcome stays pending (the
+        store still has it unmarked unless the marks were saved without their reset),
+        and the message goes to the retry schedule with the error visible. If even that
+        cannot be written, it stays in flight, which the next start turns back into
+        queued (or uncertain after a hand-over): never sent, never lost."""
         entry_id, name = attempt.entry.entry_id, attempt.handle.name
         log.error("could not record the outcome of %s on %s", entry_id.hex(), name, exc_info=exc)
         error = printable(f"could not record the outcome of the attempt: {exc}")
+        for r in attempt.mine:
+            if r.row_id not in attempt.failed_rows | attempt.delivered_rows:
+                r.responsibility = False
         try:
-            for r in attempt.mine:
-                if r.row_id not in attempt.failed_rows | attempt.delivered_rows:
-                    r.responsibility = False
             self.store.save_recipients(entry_id, attempt.mine)
+        except Exception:
+            log.warning("could not reset the recipients of %s", entry_id.hex(), exc_info=True)
+        try:
             entry = self.store.queue_entry(entry_id, with_recipients=False)
             if entry.state is not QueueState.IN_FLIGHT:
                 return Outcome.RETRY  # the state change was recorded; the rest will follow
