@@ -225,7 +225,11 @@ class TransportLogon(ABC):  # noqa: B024 - every method has a default; subclass 
         set or clear the ENABLED bits; ``NOTIFY_END_OUTBOUND_FLUSH`` and
         ``NOTIFY_END_INBOUND_FLUSH`` clear the matching FLUSH bit. ``data`` carries the
         entry id for ``NOTIFY_ABORT_DEFERRED`` / ``NOTIFY_CANCEL_MESSAGE``; the default
-        ignores both. May be called concurrently with another call only for
+        ignores both. The spooler takes back a message this transport holds
+        (``END_DONT_RESEND``) with ``NOTIFY_ABORT_DEFERRED`` at logoff or shutdown (the
+        message goes back to the queue unsent), and with ``NOTIFY_ABORT_DEFERRED |
+        NOTIFY_CANCEL_MESSAGE`` before a person holds, purges or cancels it: forget it.
+        May be called concurrently with another call only for
         ``NOTIFY_CANCEL_MESSAGE``."""
         set_bits = clear_bits = 0
         for flag, (bit, enable) in ENABLE_NOTIFICATIONS.items():
