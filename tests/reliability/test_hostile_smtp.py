@@ -36,10 +36,12 @@ MESSAGE = b"From: a@example.test\r\nTo: bob@example.test\r\nSubject: hi\r\n\r\nh
 NO_PIPELINING = (b"8BITMIME", b"SIZE 10000000")
 
 
-def smtp_profile(tmp_path: Path, port: int, *, send_immediately: bool = False) -> Profile:
-    """One smtp transport on the fake server."""
+def smtp_profile(
+    tmp_path: Path, port: int, *, send_immediately: bool = False, **settings: object
+) -> Profile:
+    """One smtp transport on the fake server (more ``settings`` for its section)."""
     transport = {"provider": "smtp", "host": "127.0.0.1", "port": port, "tls": "none",
-                 "timeout": 10, "connect_timeout": 10}  # fmt: skip
+                 "timeout": 10, "connect_timeout": 10, **settings}  # fmt: skip
     return Profile.from_dict({
         "store": str(tmp_path / "store.db"),
         "send_immediately": send_immediately,
@@ -211,5 +213,42 @@ def test_password_echoed_in_535_is_redacted_everywhere(
         status_text = str(row[PR_STATUS_STRING])
     assert "535 5.7.8 bad password *** *** / 5.7.8 or was it ***" in status_text
     everything = output + store_bytes(tmp_path) + status_text.encode()
+    for form in secret_forms():
+        assert form not in everything, form
+
+
+@pytest.mark.parametrize(
+    "replies",
+    [
+        {"AUTH": b"bad password " + PASSWORD.encode()},  # not even a reply code
+        {"MAIL": b"550 5.7.1 not with password " + PASSWORD.encode()},  # after AUTH
+        {"RCPT": b"550 5.1.1 " + base64.b64encode(PASSWORD.encode())},
+    ],
+    ids=["malformed-auth-reply", "mail-after-auth", "rcpt-base64"],
+)
+def test_password_echoed_in_any_reply_is_redacted(
+    tmp_path: Path,
+    hostile_smtp_factory: HostileSmtpFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    replies: dict[str, bytes],
+) -> None:
+    """Echoes outside a well-formed 535: a line without a code, a refusal of MAIL or RCPT
+    after a successful AUTH. The message is retried or bounced; no form of the password
+    reaches the store (NDR and status row included)."""
+    monkeypatch.setenv("HOSTILE_SMTP_PASSWORD", PASSWORD)
+    server = hostile_smtp_factory(auth=True, replies=replies)
+    profile = smtp_profile(tmp_path, server.port, username=USER, allow_plaintext_auth=True,
+                           password_env="HOSTILE_SMTP_PASSWORD")  # fmt: skip
+    with Session.logon(profile) as session:
+        entry_id = session.submit(MESSAGE)
+        session.spooler_status().flush_queues(FLUSH_UPLOAD)
+        state = session.queue_entry(entry_id).state
+        row = next(r for r in session.status_table() if r[PR_DISPLAY_NAME] == "out")
+        status_text = str(row[PR_STATUS_STRING])
+        reports = b"".join(m.content for m in session.folder("Inbox").messages())
+    assert state in (QueueState.RETRY, QueueState.FAILED)
+    assert server.auth_lines
+    everything = store_bytes(tmp_path) + status_text.encode() + reports
+    assert b"***" in everything
     for form in secret_forms():
         assert form not in everything, form
