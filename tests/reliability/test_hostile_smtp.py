@@ -18,13 +18,18 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from mapispool import Profile, Session
 from mapispool.mapi import FLUSH_FORCE, FLUSH_UPLOAD, PR_DISPLAY_NAME, PR_STATUS_STRING
-from mapispool.store import QueueState
+from mapispool.store import QueueState, Store
+from tests.acceptance.test_cli_daemon import Daemon
+from tests.acceptance.test_cli_support import message as cli_message
+from tests.acceptance.test_cli_support import run
+from tests.acceptance.test_cli_support import smtp_profile as cli_profile
 from tests.servers.hostile_smtp import HostileSmtpFactory, hostile_smtp_factory
 
 __all__ = ["hostile_smtp_factory"]
@@ -137,6 +142,47 @@ def test_latin1_451_to_mail_retries_and_the_spooler_keeps_sending(
         second = session.submit(MESSAGE.replace(b"hello", b"second"))
         assert wait_for_state(session, second, QueueState.SENT) is QueueState.SENT
     assert any(b"second" in m for m in server.messages)
+
+
+def test_latin1_451_to_mail_under_the_daemon_keeps_it_sending(
+    tmp_path: Path, hostile_smtp_factory: HostileSmtpFactory
+) -> None:
+    """The reported case: ``mapispool serve`` gets the Latin-1 451 to MAIL for one
+    message; that message waits in retry and the next one submitted is still sent."""
+    server = hostile_smtp_factory(replies={"MAIL": [b"451 4.3.0 " + LATIN1_REFUSAL]})
+    profile = cli_profile(tmp_path, server.port, send_immediately=True)
+    daemon = Daemon(profile)
+    try:
+        first = run(profile, "submit", "-", stdin=cli_message("first"))
+        assert first.returncode == 0, first.stderr
+        states = wait_for_daemon(tmp_path, lambda s: s.get("first") == QueueState.RETRY)
+        assert states["first"] is QueueState.RETRY, states
+        second = run(profile, "submit", "-", stdin=cli_message("second"))
+        assert second.returncode == 0, second.stderr
+        states = wait_for_daemon(tmp_path, lambda s: s.get("second") == QueueState.SENT)
+        assert states == {"first": QueueState.RETRY, "second": QueueState.SENT}
+    finally:
+        assert daemon.stop() == 0
+    assert "Traceback" not in daemon.log.read_text(errors="replace")
+    assert len(server.messages) == 1
+
+
+def wait_for_daemon(
+    tmp_path: Path, done: Callable[[dict[str, QueueState]], bool]
+) -> dict[str, QueueState]:
+    """The queue's states by subject, read from the store beside a running daemon, once
+    ``done`` says so or after a generous deadline."""
+    deadline = time.monotonic() + 60
+    store = Store(tmp_path / "store.db")
+    try:
+        while True:
+            entries = store.outgoing_queue(include_finished=True)
+            states = {entry.subject: entry.state for entry in entries}
+            if done(states) or time.monotonic() > deadline:
+                return states
+            time.sleep(0.05)
+    finally:
+        store.close()
 
 
 # -- item 9: a password echoed in a reply ----------------------------------------------

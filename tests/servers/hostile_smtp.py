@@ -10,7 +10,9 @@ in a thread, so sync tests and async tests (whose loop runs the client) can both
 reply is written with ``\\r\\n`` inside). Steps: ``"CONNECT"`` (the greeting), ``"EHLO"``,
 ``"AUTH"`` (the final answer to AUTH), ``"MAIL"``, ``"RCPT"``, ``"DATA"``, ``"."`` (the
 end of data), ``"RSET"``, ``"NOOP"``. A value that is a list is used one item per use,
-then the default reply follows. What the server saw is recorded in ``commands`` (every
+then the default reply follows. Like a real server it keeps the transaction's state:
+RCPT without an accepted MAIL gets ``503``, DATA without an accepted RCPT gets ``554``
+(neither uses up a chosen reply). What the server saw is recorded in ``commands`` (every
 line, CRLF stripped), ``auth_lines`` (the AUTH exchange) and ``messages`` (the content of
 every DATA answered 2xx).
 
@@ -53,6 +55,8 @@ DEFAULT_REPLIES: dict[str, bytes] = {
 
 #: The answer to DATA when no RCPT of the transaction was accepted (RFC 5321 §3.3).
 NO_RECIPIENTS = b"554 5.5.1 no valid recipients"
+#: The answer to RCPT outside a transaction (after a refused MAIL, say).
+NO_MAIL = b"503 5.5.1 MAIL first"
 #: The answer to a command the server does not know.
 UNKNOWN = b"502 5.5.2 command not recognised"
 
@@ -178,6 +182,7 @@ class HostileSmtp:
     async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not await self._say(writer, self._reply_for("CONNECT")):
             return
+        in_mail = False  # a MAIL was accepted and its transaction is open
         accepted = 0  # recipients accepted in the current transaction
         while line := await reader.readline():
             line = line.rstrip(b"\r\n")
@@ -201,17 +206,21 @@ class HostileSmtp:
                             self.messages.append(content)
                     if not await self._say(writer, final):
                         return
-                accepted = 0
+                accepted, in_mail = 0, False
             elif verb == b"QUIT":
                 await self._say(writer, self._reply_for("QUIT"))
                 return
             else:
                 step = verb.decode("ascii", "replace")
-                reply = self._reply_for(step) if step in DEFAULT_REPLIES else UNKNOWN
+                if step == "RCPT" and not in_mail:
+                    reply = NO_MAIL
+                else:
+                    reply = self._reply_for(step) if step in DEFAULT_REPLIES else UNKNOWN
                 if step == "RCPT" and reply.startswith(b"2"):
                     accepted += 1
                 elif step in ("MAIL", "RSET"):
                     accepted = 0
+                    in_mail = step == "MAIL" and reply.startswith(b"2")
                 if not await self._say(writer, reply):
                     return
 
