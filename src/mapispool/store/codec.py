@@ -1,7 +1,10 @@
 """MAPI property values to and from JSON text, for the store's ``props`` columns.
 
 Keys are property tags written in decimal; ``bytes`` and ``datetime`` values are tagged
-so that they come back with their type.
+so that they come back with their type. Strings are made ``storable`` both ways (no lone
+surrogate or NUL, see ``text``): JSON would escape a lone surrogate and bring it back
+intact, to break whatever encodes it next (an NDR, a terminal, a log line); a MAPI string
+property cannot hold a NUL anyway.
 """
 
 from __future__ import annotations
@@ -12,18 +15,22 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from .text import storable
+
 
 def _encode_value(value: Any) -> Any:
     if isinstance(value, bytes | bytearray | memoryview):
         return {"$b": base64.b64encode(bytes(value)).decode("ascii")}
     if isinstance(value, datetime):
         return {"$t": value.isoformat()}
-    if isinstance(value, bool | int | float | str) or value is None:
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, bool | int | float) or value is None:
         return value
     if isinstance(value, list | tuple):
         return [_encode_value(v) for v in value]
     if isinstance(value, dict):
-        return {"$d": {str(k): _encode_value(v) for k, v in value.items()}}
+        return {"$d": {storable(str(k)): _encode_value(v) for k, v in value.items()}}
     raise TypeError(f"cannot store a property value of type {type(value).__name__}")
 
 
@@ -34,9 +41,11 @@ def _decode_value(value: Any) -> Any:
         if "$t" in value:
             return datetime.fromisoformat(value["$t"])
         if "$d" in value:
-            return {k: _decode_value(v) for k, v in value["$d"].items()}
+            return {storable(k): _decode_value(v) for k, v in value["$d"].items()}
     if isinstance(value, list):
         return [_decode_value(v) for v in value]
+    if isinstance(value, str):
+        return storable(value)  # a store written before strings were made storable
     return value
 
 

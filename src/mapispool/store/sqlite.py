@@ -44,6 +44,7 @@ from .model import (
     QueueState,
     StoredMessage,
 )
+from .text import StorableTextConnection
 
 FOLDERS = ("Outbox", "Inbox", "Sent Items", "Deleted Items")
 
@@ -81,13 +82,16 @@ class SqliteStore:
                     # -shm files the database file's mode), so no other user ever can.
                     os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
                     os.chmod(self.path, 0o600)
+                # StorableTextConnection: no text parameter can make a write fail.
                 self._conn = sqlite3.connect(
-                    self.path, timeout=10.0, isolation_level=None, check_same_thread=False
-                )
+                    self.path, timeout=10.0, isolation_level=None, check_same_thread=False,
+                    factory=StorableTextConnection,
+                )  # fmt: skip
             else:
                 self._conn = sqlite3.connect(
-                    ":memory:", isolation_level=None, check_same_thread=False
-                )
+                    ":memory:", isolation_level=None, check_same_thread=False,
+                    factory=StorableTextConnection,
+                )  # fmt: skip
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = FULL")
             self._conn.execute("PRAGMA foreign_keys = ON")

@@ -6,6 +6,10 @@ and DATA are driven here command by command, so that the end of data can be writ
 its own: ``on_final_dot`` runs right before the final ``.`` goes out and
 ``on_final_reply`` as soon as any reply to it arrives (DESIGN §7, the uncertain window).
 Every foreign error leaves this module as ``SmtpError``.
+
+A server's text is decoded by ``reply_text`` (never fails, no control characters) and,
+once a secret was sent, has it redacted (``secrets.Redactor``) before it leaves this
+module in a ``Reply`` or an error.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ from .envelope import BadAddress, mail_options, needs_smtputf8, path
 from .errors import SmtpError, auth_failed, misconfigured, network_error, server_busy
 from .outcome import Reply, Transaction
 from .replies import ReplyClass, classify, format_reply, is_closing
-from .secrets import resolve_password, resolve_token
+from .reply_text import clean_reply, decode_reply
+from .secrets import Redactor, resolve_password, resolve_token
 from .settings import SmtpSettings
 
 #: Body bytes written between two waits for the socket to drain: bounds the memory held
@@ -86,6 +91,7 @@ class SmtpConnection:
         self.description = ""
         self._client: SMTP | None = None
         self._stream: ReplyStream | None = None
+        self._redactor = Redactor()
 
     @property
     def connected(self) -> bool:
@@ -98,9 +104,18 @@ class SmtpConnection:
         """Connect, greet, secure and authenticate; return a one-line description.
 
         Closes any previous client first. The password or token is looked up afresh, so
-        a refreshed OAuth token is used at every reconnect. Raises ``SmtpError``.
+        a refreshed OAuth token is used at every reconnect. Raises ``SmtpError``, with
+        the secret redacted from its texts and its causes'.
         """
         self.abort()
+        self._redactor = Redactor()
+        try:
+            return await self._open()
+        except SmtpError as exc:
+            self._redactor.scrub(exc)  # in place, causes included
+            raise
+
+    async def _open(self) -> str:
         s = self.settings
         self.stage = "connect"
         where = f"{s.host}:{s.port}"
@@ -126,7 +141,7 @@ class SmtpConnection:
             raise
         except SMTPResponseException as exc:
             await self.abort_and_release()
-            reply = format_reply(exc.code, exc.message)
+            reply = format_reply(exc.code, clean_reply(exc.message))
             if classify(exc.code) is ReplyClass.TEMPORARY:
                 raise server_busy(reply, f"connecting to {where}") from exc
             # A 5xx greeting or EHLO: the server refuses us. The message stays queued
@@ -140,7 +155,8 @@ class SmtpConnection:
         except (SMTPException, OSError, TimeoutError, ValueError) as exc:
             await self.abort_and_release()
             raise network_error(exc, f"connecting to {where}") from exc
-        self._stream = ReplyStream.take_over(client)
+        redactor = self._redactor
+        self._stream = ReplyStream.take_over(client, lambda raw: redactor.text(decode_reply(raw)))
         security = {"starttls": "STARTTLS", "implicit": "TLS", "none": "no TLS"}[s.tls]
         auth = f", AUTH {mechanism.value} as {s.username}" if mechanism else ""
         self.description = f"Connected to {where} ({security}{auth})"
@@ -185,6 +201,8 @@ class SmtpConnection:
         except NoMechanism as exc:
             raise misconfigured(str(exc), hresult=MAPI_E_LOGON_FAILED) from exc
         secret = await resolve_token(s) if mechanism.uses_token else await resolve_password(s)
+        # From here on every text from this server is redacted: it may echo the secret.
+        self._redactor = Redactor.for_secret(s, s.username, secret)
         reply = await self._auth_exchange(client, mechanism, s.username, secret)
         if reply.code == 235:
             return mechanism
@@ -210,7 +228,7 @@ class SmtpConnection:
         elif response.code == 334 and mechanism.uses_token:
             # The 334 carries the server's JSON error; answering it yields the final reply.
             response = await client.execute_command(ERROR_CHALLENGE_ANSWER[mechanism])
-        return Reply(response.code, response.message)
+        return Reply(response.code, self._redactor.text(clean_reply(response.message)))
 
     def abort(self) -> None:
         """Drop the connection at once, without QUIT."""
@@ -249,7 +267,8 @@ class SmtpConnection:
             await self._command(b"NOOP")
         except (SMTPException, OSError, TimeoutError) as exc:
             self.abort()
-            raise network_error(exc, "checking the connection") from exc
+            self._redactor.scrub(exc)
+            raise self._redactor.scrub(network_error(exc, "checking the connection")) from exc
 
     # -- one transaction ------------------------------------------------------------------
 
@@ -282,6 +301,7 @@ class SmtpConnection:
         except (SMTPException, OSError, TimeoutError) as exc:
             stage = self.stage
             self.abort()
+            self._redactor.scrub(exc)
             if stage == "dot":
                 error = network_error(exc, "waiting for the reply to the end of data")
                 raise SmtpError(
@@ -291,7 +311,7 @@ class SmtpConnection:
                     uncertain=True,
                 ) from exc
             self.stage = stage  # kept so the logon can tell a stale connection
-            raise network_error(exc, f"sending ({stage.upper()})") from exc
+            raise self._redactor.scrub(network_error(exc, f"sending ({stage.upper()})")) from exc
         self.stage = "idle"
         self.transactions += 1
         return transaction
@@ -524,13 +544,20 @@ class ReplyStream(asyncio.Protocol):
     reply slot and drops data that arrives while no command waits, which is right for
     lock-step use (greeting, EHLO, STARTTLS, AUTH, all done by aiosmtplib before this
     takes over) and wrong for pipelining. Replies are parsed as aiosmtplib parses them
-    (lines joined with a newline), so a server's text reaches reports unchanged.
+    (lines joined with a newline); their text is made by the ``text`` function given,
+    which decodes any bytes (``reply_text.decode_reply``) and redacts the secret.
 
     Events it does not handle itself (the connection lost, flow control) are passed on
     to aiosmtplib's protocol, so the client still knows whether it is connected."""
 
-    def __init__(self, inner: asyncio.BaseProtocol, transport: asyncio.WriteTransport) -> None:
+    def __init__(
+        self,
+        inner: asyncio.BaseProtocol,
+        transport: asyncio.WriteTransport,
+        text: Callable[[bytes], str] = decode_reply,
+    ) -> None:
         self._inner = inner
+        self._text = text
         self._transport = transport
         self._loop = asyncio.get_running_loop()
         self._buffer = bytearray()
@@ -541,13 +568,14 @@ class ReplyStream(asyncio.Protocol):
         self.paused = False
 
     @classmethod
-    def take_over(cls, client: SMTP) -> ReplyStream:
-        """Put a stream between ``client``'s socket and its protocol; return it."""
+    def take_over(cls, client: SMTP, text: Callable[[bytes], str] = decode_reply) -> ReplyStream:
+        """Put a stream between ``client``'s socket and its protocol; return it. ``text``
+        turns a reply's bytes into its text (decoded, cleaned, redacted)."""
         protocol = client.protocol
         transport = protocol.transport if protocol is not None else None
         if protocol is None or transport is None:
             raise SMTPServerDisconnected("Connection lost")
-        stream = cls(protocol, transport)  # type: ignore[arg-type]
+        stream = cls(protocol, transport, text)  # type: ignore[arg-type]
         transport.set_protocol(stream)
         return stream
 
@@ -620,7 +648,7 @@ class ReplyStream(asyncio.Protocol):
                 try:
                     code = int(line[:3])
                 except ValueError:
-                    error = line.decode("utf-8", errors="ignore")
+                    error = self._text(line.rstrip(b"\r\n"))
                     raise SMTPResponseException(
                         -1, f"Malformed SMTP response line: {error}"
                     ) from None
@@ -632,7 +660,7 @@ class ReplyStream(asyncio.Protocol):
             if not complete:
                 return found
             del buffer[:offset]
-            self._replies.append(Reply(code, b"\n".join(text).decode("utf-8", "surrogateescape")))
+            self._replies.append(Reply(code, self._text(b"\n".join(text))))
             found = True
 
     def eof_received(self) -> bool:
