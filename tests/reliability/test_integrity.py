@@ -1,0 +1,125 @@
+"""The store keeps its promises about data (issue #10 item 2 and "Integrity"): a message
+sent later than the lifetime is not expired before it is due; a stored message whose bytes
+changed is never sent, but visibly failed; a store that lost commits (a truncated WAL) says
+so in the status table."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from mapispool.mapi import FLUSH_UPLOAD, MAPI_E_NETWORK_ERROR, PR_MESSAGE_CLASS
+from mapispool.profile import Profile
+from mapispool.session import Session
+from mapispool.store import QueueState, Store
+from mapispool.store.migrations import migrate
+from mapispool.testing import Raise, TransportScript
+
+MESSAGE = b"From: a@x.test\r\nTo: b@x.test\r\nSubject: later\r\n\r\nhello\r\n"
+
+
+def profile(tmp_path: Path, script: TransportScript | None = None, **retry: Any) -> Profile:
+    return Profile.from_dict(
+        {
+            "store": str(tmp_path / "store.db"),
+            "send_immediately": False,
+            "retry": {"floor": 60, "cap": 600, **retry},
+            "transports": {"a": {"provider": "recording", "script": script or TransportScript()}},
+        }
+    )
+
+
+# -- item 2: the lifetime counts from when the message becomes due ---------------------------
+
+
+def test_send_later_beyond_the_lifetime_waits_then_is_sent(tmp_path: Path) -> None:
+    """A message deferred further ahead than retry.lifetime is neither expired nor
+    reported undeliverable while it waits, and is sent once it is due."""
+    script = TransportScript()
+    with Session.logon(profile(tmp_path, script, lifetime=0.5)) as session:
+        due = datetime.now(UTC) + timedelta(seconds=1.0)
+        entry_id = session.submit(MESSAGE, deferred_send_time=due)
+        entry = session.queue_entry(entry_id)
+        assert entry.expires_at >= due.timestamp() + 0.5
+        time.sleep(0.6)  # past submit time + lifetime, before the message is due
+        session.spooler_status().flush_queues(FLUSH_UPLOAD)
+        assert session.folder("Inbox").count() == 0
+        if time.time() < due.timestamp():
+            assert session.queue_entry(entry_id).state is QueueState.DEFERRED
+        while time.time() < due.timestamp():
+            time.sleep(0.05)
+        session.spooler_status().flush_queues(FLUSH_UPLOAD)
+        assert session.queue_entry(entry_id).state is QueueState.SENT
+        assert session.folder("Inbox").count() == 0
+
+
+def _version3_store(path: Path) -> sqlite3.Connection:
+    """A store as mapispool wrote it before this fix (schema version 3)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, target=3)
+    return conn
+
+
+def test_migration_moves_the_expiry_and_reopens_messages_expired_too_early(
+    tmp_path: Path,
+) -> None:
+    """An older store's send-later rows get their expiry counted from the send time; one
+    that the old rule already expired while it waited (every recipient failed, still
+    'deferred' for ever) is pending again, with an event that says so."""
+    path = tmp_path / "store.db"
+    with Session.logon(profile(tmp_path, lifetime=100)) as session:
+        due = datetime.now(UTC) + timedelta(days=30)
+        waiting = session.submit(MESSAGE, deferred_send_time=due)
+        stuck = session.submit(MESSAGE, deferred_send_time=due)
+        plain = session.submit(MESSAGE)
+    conn = sqlite3.connect(path, isolation_level=None)
+    # Put the rows back the way version 3 left them: expiry from submission, and one
+    # message already "expired" while it waited.
+    conn.execute("UPDATE queue SET expires_at = submit_time + 100")
+    conn.execute(
+        "UPDATE recipients SET outcome = 'failed', ndr_sent = 1, responsibility = 1,"
+        " report_text = 'gave up after the message lifetime; last error: not sent in time'"
+        " WHERE message_id = (SELECT id FROM messages WHERE entry_id = ?)",
+        (stuck,),
+    )
+    conn.execute("ALTER TABLE queue DROP COLUMN due_at")
+    conn.execute("ALTER TABLE contents DROP COLUMN sha256")
+    conn.execute("DROP TABLE store_meta")
+    conn.execute("PRAGMA user_version = 3")
+    conn.close()
+    store = Store(path)
+    try:
+        for entry_id in (waiting, stuck):
+            entry = store.queue_entry(entry_id)
+            assert entry.state is QueueState.DEFERRED
+            assert abs(entry.expires_at - (due.timestamp() + 100)) < 1e-3
+        assert store.queue_entry(plain).expires_at == store.queue_entry(plain).submit_time + 100
+        assert [o for _r, o, _t, _s in store.recipient_outcomes(stuck)] == [None]
+        assert "expiry-corrected" in [e.kind for e in store.events(stuck)]
+        assert "expiry-corrected" not in [e.kind for e in store.events(waiting)]
+    finally:
+        store.close()
+
+
+def test_delay_warning_counts_from_the_send_time(tmp_path: Path) -> None:
+    """retry.delay_warning counts from when a send-later message became due, not from its
+    submission: a message that failed right after its time came gets no notice yet."""
+    script = TransportScript()
+    script.on("later", Raise(MAPI_E_NETWORK_ERROR, message="connection refused"))
+    with Session.logon(profile(tmp_path, script, delay_warning=1.0)) as session:
+        due = datetime.now(UTC) + timedelta(seconds=1.05)
+        entry_id = session.submit(MESSAGE, deferred_send_time=due)
+        while time.time() < due.timestamp():
+            time.sleep(0.05)
+        session.spooler_status().flush_queues(FLUSH_UPLOAD)
+        assert session.queue_entry(entry_id).state is QueueState.RETRY
+        if time.time() < due.timestamp() + 1.0:  # else the notice is due anyway (a slow run)
+            assert session.folder("Inbox").count() == 0
+        while time.time() < due.timestamp() + 1.0:
+            time.sleep(0.05)
+        session.spooler_status().flush_queues(FLUSH_UPLOAD)
+        (notice,) = session.folder("Inbox").messages()
+        assert notice.props[PR_MESSAGE_CLASS] == "Report.IPM.Note.DelayedDR"
