@@ -11,12 +11,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mapispool.mapi import FLUSH_UPLOAD, MAPI_E_NETWORK_ERROR, PR_MESSAGE_CLASS
 from mapispool.profile import Profile
 from mapispool.session import Session
 from mapispool.store import QueueState, Store
 from mapispool.store.migrations import migrate
 from mapispool.testing import Raise, TransportScript
+from tests.servers.smtp import SmtpServer
 
 MESSAGE = b"From: a@x.test\r\nTo: b@x.test\r\nSubject: later\r\n\r\nhello\r\n"
 
@@ -123,3 +126,81 @@ def test_delay_warning_counts_from_the_send_time(tmp_path: Path) -> None:
         session.spooler_status().flush_queues(FLUSH_UPLOAD)
         (notice,) = session.folder("Inbox").messages()
         assert notice.props[PR_MESSAGE_CLASS] == "Report.IPM.Note.DelayedDR"
+
+
+# -- a checksum of every stored message --------------------------------------------------------
+
+
+def smtp_profile(tmp_path: Path, server: SmtpServer) -> Profile:
+    return Profile.from_dict(
+        {
+            "store": str(tmp_path / "store.db"),
+            "send_immediately": False,
+            "transports": {
+                "mail": {"provider": "smtp", "host": server.host, "port": server.port,
+                         "tls": "none"},
+            },
+        }
+    )  # fmt: skip
+
+
+def flip_a_byte(store_path: Path, entry_id: bytes, offset: int) -> None:
+    """Change one byte of a stored content behind the store's back, as a damaged disk
+    or a stray write would."""
+    conn = sqlite3.connect(store_path, isolation_level=None)
+    (data,) = conn.execute(
+        "SELECT c.data FROM contents c JOIN messages m ON m.id = c.message_id WHERE m.entry_id = ?",
+        (entry_id,),
+    ).fetchone()
+    changed = bytearray(data)
+    changed[offset] ^= 0x20
+    conn.execute(
+        "UPDATE contents SET data = ? WHERE message_id = (SELECT id FROM messages"
+        " WHERE entry_id = ?)",
+        (bytes(changed), entry_id),
+    )
+    conn.close()
+
+
+@pytest.mark.parametrize("size", [200, 3 << 20], ids=["small", "streamed"])
+def test_a_corrupt_stored_message_is_never_sent_but_visibly_failed(
+    tmp_path: Path, smtp_server: SmtpServer, size: int
+) -> None:
+    """A byte flipped in a stored body: the SMTP server never receives the message (a
+    streamed one neither: its last bytes are never handed over); the message ends
+    'failed' with a last error naming the corruption, an NDR says why, and a sound
+    message beside it is sent."""
+    body = (b"x" * 76 + b"\r\n") * (size // 78 + 1)
+    corrupt_message = b"From: a@x.test\r\nTo: b@x.test\r\nSubject: damaged\r\n\r\n" + body
+    with Session.logon(smtp_profile(tmp_path, smtp_server)) as session:
+        bad = session.submit(corrupt_message)
+        good = session.submit(MESSAGE)
+        flip_a_byte(tmp_path / "store.db", bad, len(corrupt_message) - 10)
+        result = session.spooler_status().flush_queues(FLUSH_UPLOAD)
+        assert result is not None
+        entry = session.queue_entry(bad)
+        assert entry.state is QueueState.FAILED
+        assert "corrupt" in (entry.last_error or "")
+        assert session.queue_entry(good).state is QueueState.SENT
+        (ndr,) = session.folder("Inbox").messages()
+        assert ndr.message_class == "Report.IPM.Note.NDR"
+        assert b"corrupt" in ndr.content
+    assert [b"Subject: later" in t.data for t in smtp_server.messages] == [True]
+    store = Store(tmp_path / "store.db")
+    try:
+        assert "corrupt" in [e.kind for e in store.events(bad)]
+    finally:
+        store.close()
+
+
+def test_messages_stored_before_checksums_are_sent_unchecked(tmp_path: Path) -> None:
+    """A content without a checksum (stored by an older version) is read as it is."""
+    script = TransportScript()
+    with Session.logon(profile(tmp_path, script)) as session:
+        entry_id = session.submit(MESSAGE)
+        conn = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
+        conn.execute("UPDATE contents SET sha256 = NULL")
+        conn.close()
+        flip_a_byte(tmp_path / "store.db", entry_id, len(MESSAGE) - 3)
+        session.spooler_status().flush_queues(FLUSH_UPLOAD)
+        assert session.queue_entry(entry_id).state is QueueState.SENT
