@@ -6,6 +6,8 @@ so in the status table."""
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +15,14 @@ from typing import Any
 
 import pytest
 
-from mapispool.mapi import FLUSH_UPLOAD, MAPI_E_NETWORK_ERROR, PR_MESSAGE_CLASS
+from mapispool.mapi import (
+    FLUSH_UPLOAD,
+    MAPI_E_NETWORK_ERROR,
+    PR_MESSAGE_CLASS,
+    PR_STATUS_CODE,
+    PR_STATUS_STRING,
+    STATUS_FAILURE,
+)
 from mapispool.profile import Profile
 from mapispool.session import Session
 from mapispool.store import QueueState, Store
@@ -204,3 +213,69 @@ def test_messages_stored_before_checksums_are_sent_unchecked(tmp_path: Path) -> 
         flip_a_byte(tmp_path / "store.db", entry_id, len(MESSAGE) - 3)
         session.spooler_status().flush_queues(FLUSH_UPLOAD)
         assert session.queue_entry(entry_id).state is QueueState.SENT
+
+
+# -- a store that lost commits ----------------------------------------------------------------
+
+CRASHING_SUBMITTER = """
+import os, sqlite3, sys
+from mapispool.profile import Profile
+from mapispool.session import Session
+data = {"store": sys.argv[1], "send_immediately": False,
+        "transports": {"a": {"provider": "loopback"}}}
+session = Session.logon(Profile.from_dict(data))
+message = b"From: a@x.test\\r\\nTo: b@x.test\\r\\nSubject: %d\\r\\n\\r\\nx\\r\\n"
+session.submit(message % 1)
+conn = sqlite3.connect(sys.argv[1])
+conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the first submission is in the main file
+conn.close()
+session.submit(message % 2)
+session.submit(message % 3)
+os._exit(0)  # a crash: no logoff, the write-ahead log still holds submissions 2 and 3
+"""
+
+
+def spooler_row(session: Session) -> dict[int, Any]:
+    return dict(session.status_table()[0])
+
+
+def test_a_truncated_wal_is_detected_and_reported(tmp_path: Path) -> None:
+    """Submissions lost with a truncated write-ahead log after a crash are noticed at the
+    next start: the spooler row shows STATUS_FAILURE with a status string saying how many
+    were lost, once; the store's quick_check runs after the unclean stop."""
+    store_path = tmp_path / "store.db"
+    subprocess.run(
+        [sys.executable, "-c", CRASHING_SUBMITTER, str(store_path)], check=True, timeout=60
+    )
+    wal = Path(f"{store_path}-wal")
+    assert wal.stat().st_size > 0
+    wal.write_bytes(b"")  # what a crash of the machine can leave, or a careless copy
+    Path(f"{store_path}-shm").unlink()
+    loopback = Profile.from_dict(
+        {"store": str(store_path), "send_immediately": False,
+         "transports": {"a": {"provider": "loopback"}}}
+    )  # fmt: skip
+    with Session.logon(loopback) as session:
+        assert [e.subject for e in session.outgoing_queue()] == ["1"]
+        row = spooler_row(session)
+        assert row[PR_STATUS_CODE] & STATUS_FAILURE
+        assert "lost its last 2 submission(s)" in row[PR_STATUS_STRING]
+        session.spooler_status().flush_queues(FLUSH_UPLOAD)
+        assert spooler_row(session)[PR_STATUS_CODE] & STATUS_FAILURE  # still shown
+    with Session.logon(loopback) as session:  # reported once; a clean store is quiet
+        assert not spooler_row(session)[PR_STATUS_CODE] & STATUS_FAILURE
+
+
+def test_an_intact_store_after_a_crash_is_not_reported(tmp_path: Path) -> None:
+    """A crash that lost nothing (the write-ahead log intact) raises no alarm."""
+    store_path = tmp_path / "store.db"
+    subprocess.run(
+        [sys.executable, "-c", CRASHING_SUBMITTER, str(store_path)], check=True, timeout=60
+    )
+    loopback = Profile.from_dict(
+        {"store": str(store_path), "send_immediately": False,
+         "transports": {"a": {"provider": "loopback"}}}
+    )  # fmt: skip
+    with Session.logon(loopback) as session:
+        assert [e.subject for e in session.outgoing_queue()] == ["1", "2", "3"]
+        assert not spooler_row(session)[PR_STATUS_CODE] & STATUS_FAILURE
