@@ -25,8 +25,16 @@ from ..mapi import (
 def recover_advice(path: Path) -> str:
     """What to do with a damaged store."""
     return (
-        f"stop mapispool, keep a copy of {path}, then restore a backup or rebuild it "
-        f"with: sqlite3 {path} .recover | sqlite3 {path.name}.recovered"
+        f"stop mapispool, keep a copy of it, then restore a backup, or rebuild it with "
+        f"'sqlite3 {path} .recover | sqlite3 {path}.recovered' and move {path}.recovered "
+        "into its place"
+    )
+
+
+def _full(what: str, path: Path, text: str) -> MapiError:
+    return MapiError(
+        MAPI_E_NOT_ENOUGH_DISK,
+        f"{what}: the disk holding the store {path} is full ({text}); free space, try again",
     )
 
 
@@ -40,11 +48,7 @@ def translate(exc: sqlite3.Error, what: str, path: Path) -> MapiError:
     if "readonly" in text or "read-only" in text:
         return describe_open_failure(path, what, text)
     if "full" in text:
-        return MapiError(
-            MAPI_E_NOT_ENOUGH_DISK,
-            f"{what}: the disk holding the store {path} is full ({text}); free space and "
-            "try again (the message was not stored)",
-        )
+        return _full(what, path, text)
     if "malformed" in text or "not a database" in text or "corrupt" in text:
         return MapiError(
             MAPI_E_CORRUPT_STORE,
@@ -52,7 +56,16 @@ def translate(exc: sqlite3.Error, what: str, path: Path) -> MapiError:
         )
     if "unable to open" in text:
         return describe_open_failure(path, what, text)
+    if _disk_full(path):  # SQLite says "disk I/O error" when it cannot grow -wal or -shm
+        return _full(what, path, text)
     return MapiError(MAPI_E_DISK_ERROR, f"{what}: the store {path}: {text}")
+
+
+def _disk_full(path: Path) -> bool:
+    try:
+        return os.statvfs(path.parent).f_bavail == 0
+    except OSError:
+        return False
 
 
 def describe_open_failure(path: Path, what: str, text: str) -> MapiError:
