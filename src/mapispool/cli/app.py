@@ -13,7 +13,7 @@ import click
 from ..mapi import MapiError
 from ..session import default_profile_path
 from .context import Cli
-from .errors import EX_SOFTWARE, EX_TEMPFAIL, describe, exit_code, install_log_handler
+from .errors import EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE, describe, exit_code, install_log_handler
 
 EPILOG = """\b
 Examples:
@@ -34,17 +34,42 @@ def _version() -> str:
         return "unknown"
 
 
+class SysexitsUsageError(click.UsageError):
+    """A command line mistake: exit 64 (EX_USAGE), as every code here is sysexits' (click
+    would exit 2)."""
+
+    exit_code = EX_USAGE
+
+
 class Group(click.Group):
     """Turns a ``MapiError`` (a ``ProfileError`` too) into one line on stderr and an exit
     code, never a traceback. An SQLite error that escaped the store's translation is 75
     (the store, try again later); any other unexpected error is one line and 70, with
     the traceback only under ``-v``."""
 
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            if isinstance(exc, SysexitsUsageError):
+                raise
+            raise SysexitsUsageError(exc.format_message(), exc.ctx) from exc
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except MapiError as exc:
             _fail(ctx, describe(exc, verbose=_verbose(ctx)), exit_code(exc))
+        except click.UsageError as exc:
+            if isinstance(exc, SysexitsUsageError):
+                raise
+            raise SysexitsUsageError(exc.format_message(), exc.ctx) from exc
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except sqlite3.Error as exc:

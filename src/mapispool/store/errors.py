@@ -72,16 +72,16 @@ def describe_open_failure(path: Path, what: str, text: str) -> MapiError:
     """Why the store (or its -wal/-shm files) cannot be opened or written: a read-only
     file system, a file or a directory this user may not write, as far as can be told."""
     directory = path.parent
-    cause = text
+    cause = f"the store {path} cannot be opened for writing"
     try:
         if os.statvfs(directory).f_flag & os.ST_RDONLY:
-            cause = f"the file system holding {directory} is mounted read-only"
+            cause = f"the store {path} is on a file system mounted read-only"
         elif path.exists() and not os.access(path, os.W_OK):
-            cause = f"{path} is not writable by this user (permissions)"
+            cause = f"the store {path} is not writable by this user (permissions)"
         elif not os.access(directory, os.W_OK):
             cause = (
-                f"the directory {directory} is not writable by this user (SQLite creates "
-                f"{path.name}-wal and {path.name}-shm beside the store)"
+                f"the directory of the store {path} is not writable by this user (SQLite "
+                f"creates {path.name}-wal and {path.name}-shm beside the store)"
             )
     except OSError:
         pass
