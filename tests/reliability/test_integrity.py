@@ -225,7 +225,7 @@ data = {"store": sys.argv[1], "send_immediately": False,
         "transports": {"a": {"provider": "loopback"}}}
 session = Session.logon(Profile.from_dict(data))
 message = b"From: a@x.test\\r\\nTo: b@x.test\\r\\nSubject: %d\\r\\n\\r\\nx\\r\\n"
-session.submit(message % 1)
+session.submit(message % 1 + b"y" * int(sys.argv[2]) + b"\\r\\n")
 conn = sqlite3.connect(sys.argv[1])
 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the first submission is in the main file
 conn.close()
@@ -245,7 +245,7 @@ def test_a_truncated_wal_is_detected_and_reported(tmp_path: Path) -> None:
     were lost, once; the store's quick_check runs after the unclean stop."""
     store_path = tmp_path / "store.db"
     subprocess.run(
-        [sys.executable, "-c", CRASHING_SUBMITTER, str(store_path)], check=True, timeout=60
+        [sys.executable, "-c", CRASHING_SUBMITTER, str(store_path), "0"], check=True, timeout=60
     )
     wal = Path(f"{store_path}-wal")
     assert wal.stat().st_size > 0
@@ -270,7 +270,7 @@ def test_an_intact_store_after_a_crash_is_not_reported(tmp_path: Path) -> None:
     """A crash that lost nothing (the write-ahead log intact) raises no alarm."""
     store_path = tmp_path / "store.db"
     subprocess.run(
-        [sys.executable, "-c", CRASHING_SUBMITTER, str(store_path)], check=True, timeout=60
+        [sys.executable, "-c", CRASHING_SUBMITTER, str(store_path), "0"], check=True, timeout=60
     )
     loopback = Profile.from_dict(
         {"store": str(store_path), "send_immediately": False,
@@ -279,3 +279,28 @@ def test_an_intact_store_after_a_crash_is_not_reported(tmp_path: Path) -> None:
     with Session.logon(loopback) as session:
         assert [e.subject for e in session.outgoing_queue()] == ["1", "2", "3"]
         assert not spooler_row(session)[PR_STATUS_CODE] & STATUS_FAILURE
+
+
+def test_a_damaged_store_after_a_crash_is_reported(tmp_path: Path) -> None:
+    """After an unclean stop the next spooler runs PRAGMA quick_check: a damaged page in
+    the store (here in the middle of a large message) shows on the spooler row, with
+    what to do."""
+    store_path = tmp_path / "store.db"
+    subprocess.run(
+        [sys.executable, "-c", CRASHING_SUBMITTER, str(store_path), str(400_000)],
+        check=True,
+        timeout=60,
+    )
+    size = store_path.stat().st_size
+    with store_path.open("r+b") as out:
+        out.seek(size // 2 // 4096 * 4096)
+        out.write(b"\xde\xad" * 4096)
+    loopback = Profile.from_dict(
+        {"store": str(store_path), "send_immediately": False,
+         "transports": {"a": {"provider": "loopback"}}}
+    )  # fmt: skip
+    with Session.logon(loopback) as session:
+        row = spooler_row(session)
+        assert row[PR_STATUS_CODE] & STATUS_FAILURE
+        assert "damaged" in row[PR_STATUS_STRING]
+        assert ".recover" in row[PR_STATUS_STRING]
