@@ -319,8 +319,9 @@ class SqliteStore:
                  submit_time),
             )  # fmt: skip
             self._event(conn, entry_id, "submitted", None, state.value, submit_time)
+            conn.execute("UPDATE store_meta SET value = value + 1 WHERE key = 'submitted'")
             (count,) = conn.execute(
-                "UPDATE store_meta SET value = value + 1 WHERE key = 'submitted' RETURNING value"
+                "SELECT value FROM store_meta WHERE key = 'submitted'"
             ).fetchone()
         if str(self.path) != ":memory:":
             write_seq(self.path, int(count))
