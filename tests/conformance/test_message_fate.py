@@ -331,21 +331,24 @@ async def test_rule5_maildir_delivers_one_maildir_then_fails_for_another(
         await session.logoff()
 
 
-async def test_rule5_an_error_while_recording_an_outcome_is_never_delivered(
+async def test_rule5_a_refusal_text_with_undecodable_bytes_is_recorded_as_a_refusal(
     rig, session_factory, marking
 ):
-    """status_recips with a reply text the store cannot write (a lone surrogate, as a
-    Latin-1 reply decoded with surrogateescape gives): the store raises inside the
-    attempt; the message must stay in the queue, visibly retrying, never sent."""
+    """status_recips with a reply text holding a lone surrogate (a Latin-1 reply decoded
+    with surrogateescape). Before the store made every text storable, writing it raised
+    inside the attempt and the refused recipient was recorded delivered. Now the text is
+    stored escaped: Bob is delivered, Carol failed with an NDR, nothing lost or faked.
+    (A store that raises while recording is covered by the SpoilingLogon test below.)"""
     rig.script("a", marking=marking).on("latin", Refuse((CAROL,), "550 Empf\udce4nger unbekannt"))
     session = await session_factory()
     entry_id = await session.submit(message("latin", to=TWO))
-    result = await session.spooler_status().flush_queues(FLUSH_UPLOAD)
-    assert result.transports["a"].sent == 0
-    await assert_waiting_unsent(session, entry_id)
-    entry = await session.queue_entry(entry_id)
-    assert entry.state is QueueState.RETRY
-    assert entry.last_error
+    await session.spooler_status().flush_queues(FLUSH_UPLOAD)
+    recorded = await outcomes(session, entry_id)
+    assert recorded[CAROL] == "failed"
+    assert recorded[BOB] == "delivered"
+    inbox = await session.folder("Inbox").messages()
+    reports = [m for m in inbox if b"Empf\\xe4nger" in m.content]
+    assert len(reports) == 1
 
 
 async def test_rule5_an_error_text_the_store_cannot_write_leaves_the_message_retrying(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sys
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +18,33 @@ _RELATIVE = re.compile(r"^\+(\d+(?:\.\d+)?)([smhd]?)$")
 _UNITS = {"": 60.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
+#: The last moment a send-later time may name (the end of year 9999, as ``datetime`` can).
+LATEST_SEND_AT = datetime(9999, 12, 31, tzinfo=UTC).timestamp()
+
+
 def parse_send_at(text: str, now: float | None = None) -> float:
     """``+10m`` / ``+2h`` / ``+30s`` / ``+1d`` (a bare ``+N`` is minutes) or an ISO 8601
-    time (local time when it has no offset) → a POSIX timestamp."""
+    time (local time when it has no offset) → a POSIX timestamp. A time past year 9999
+    is a usage error naming --send-at."""
     now = time.time() if now is None else now
     match = _RELATIVE.match(text.strip())
     if match:
-        return now + float(match.group(1)) * _UNITS[match.group(2)]
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError as exc:
+        moment = now + float(match.group(1)) * _UNITS[match.group(2)]
+    else:
+        try:
+            # naive: local time, as a person typing it means
+            moment = datetime.fromisoformat(text.strip()).timestamp()
+        except (ValueError, OverflowError) as exc:
+            raise click.BadParameter(
+                f"{text!r} is neither +10m/+2h/+1d nor an ISO time like 2030-01-31T09:00",
+                param_hint="--send-at",
+            ) from exc
+    if not moment <= LATEST_SEND_AT:
         raise click.BadParameter(
-            f"{text!r} is neither +10m/+2h/+1d nor an ISO time like 2030-01-31T09:00"
-        ) from exc
-    return moment.timestamp()  # naive: local time, as a person typing it means
+            f"{text!r} is too far ahead; give a time before the year 10000",
+            param_hint="--send-at",
+        )
+    return moment
 
 
 def add_missing_headers(content: bytes, headers: dict[str, str]) -> bytes:

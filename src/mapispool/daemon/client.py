@@ -13,7 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..mapi import MAPI_E_BUSY, MAPI_E_CALL_FAILED, MapiError
+from ..mapi import MAPI_E_BUSY, MapiError
+from ..mapi.errors import HResult
 from ..profile import Profile
 from ..session import AsyncSession
 from ..store import Store
@@ -23,6 +24,9 @@ from .protocol import decode, encode, raise_error, socket_path
 Progress = Callable[[dict[str, Any]], None]
 
 CONNECT_TIMEOUT = 5.0
+
+#: The daemon went away in the middle of a request: the session ended (exit 75, try again).
+LOST = HResult.MAPI_E_END_OF_SESSION
 
 
 class Backend(Protocol):
@@ -70,7 +74,7 @@ class DaemonBackend:
             while True:
                 line = self._reader.readline()
                 if not line:
-                    raise MapiError(MAPI_E_CALL_FAILED, "the daemon closed the control socket")
+                    raise MapiError(LOST, "the daemon closed the control socket; try again")
                 message = decode(line)
                 if message.get("event") == "progress":
                     if progress is not None:
@@ -80,7 +84,7 @@ class DaemonBackend:
                     return message.get("result")
                 raise_error(dict(message.get("error") or {}))
         except OSError as exc:
-            raise MapiError(MAPI_E_CALL_FAILED, f"lost the daemon's control socket: {exc}") from exc
+            raise MapiError(LOST, f"lost the daemon's control socket: {exc}; try again") from exc
 
     def close(self) -> None:
         self._reader.close()

@@ -1,5 +1,10 @@
 """Structured log lines for the daemon: one event per line on stderr, as ``key=value``
-pairs or JSON objects, so that journald, a log shipper or ``grep`` can read them."""
+pairs or JSON objects, so that journald, a log shipper or ``grep`` can read them.
+
+A record that carries an exception keeps its traceback in one field (``traceback``, its
+line breaks escaped like any other value), never as raw lines after the event. Records
+of other libraries (asyncio's "Task exception was never retrieved", for one) come the
+same way once ``install`` ran, instead of Python's plain multi-line fallback."""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import json
 import logging
 import sys
 import time
+import traceback
 from typing import Any, TextIO
 
 
@@ -49,16 +55,31 @@ class EventLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = record.getMessage()
-            if record.exc_info and record.exc_info[1] is not None:
-                message += f": {record.exc_info[1]!r}"
-            self.events("log", level=record.levelname.lower(), logger=record.name, message=message)
+            error = record.exc_info[1] if record.exc_info else None
+            if error is not None:
+                message += f": {error!r}"
+            self.events(
+                "log",
+                level=record.levelname.lower(),
+                logger=record.name,
+                message=message,
+                traceback="".join(traceback.format_exception(error)).rstrip()
+                if error is not None
+                else None,
+            )
         except Exception:  # logging must never take the daemon down
             self.handleError(record)
 
 
 def install(events: EventLog, verbose: bool) -> None:
-    """Send the ``mapispool`` loggers' records to ``events`` (INFO, or DEBUG if verbose)."""
+    """Send the ``mapispool`` loggers' records to ``events`` (INFO, or DEBUG if verbose),
+    and every other library's warnings and errors too (the root logger)."""
     logger = logging.getLogger("mapispool")
     logger.handlers[:] = [EventLogHandler(events)]
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
+    others = EventLogHandler(events)
+    others.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    root = logging.getLogger()
+    root.handlers[:] = [others]
+    root.setLevel(others.level)

@@ -121,6 +121,17 @@ class Spooler:
             resource_type=MAPI_SPOOLER,
             resource_methods=STATUS_VALIDATE_STATE | STATUS_FLUSH_QUEUES,
         )
+        if self.store.integrity_alert:
+            # The store lost commits or is damaged (store.integrity): the spooler row says
+            # so for as long as this spooler runs; the store logged it already.
+            self.status.modify(
+                SPOOLER_ROW,
+                {
+                    PR_STATUS_CODE: STATUS_AVAILABLE | STATUS_FAILURE,
+                    PR_STATUS_STRING: self.store.integrity_alert,
+                },
+                STATUSROW_UPDATE,
+            )
         for handle in self.handles:
             await self._logon(handle)
         self.outbound.settle_leftovers()
@@ -386,6 +397,7 @@ class Spooler:
 
     def set_spooler_flushing(self, flags: int) -> None:
         code = STATUS_AVAILABLE | flush_bits_for(flags)
+        code |= self.status.code(SPOOLER_ROW) & STATUS_FAILURE  # an integrity alert stays
         self.status.modify(SPOOLER_ROW, {PR_STATUS_CODE: code}, STATUSROW_UPDATE)
 
     def persist_status(self) -> None:

@@ -18,6 +18,7 @@ from ..mapi import (
     END_RESEND_NOW,
     MAPI_E_BUSY,
     MAPI_E_CANCEL,
+    MAPI_E_CORRUPT_DATA,
     MAPI_E_NETWORK_ERROR,
     MAPI_E_NOT_ME,
     MAPI_E_WAIT,
@@ -301,6 +302,8 @@ class OutboundRunner:
         text = printable(str(exc) or type(exc).__name__)
         hresult = exc.hresult if isinstance(exc, MapiError) else None
         self._record_attempt(attempt, marks_deliver=False)
+        if hresult == MAPI_E_CORRUPT_DATA:
+            return self._fail_corrupt(attempt, text)
         if attempt.message.handoff_uncertain:
             self.store.transition(
                 entry_id, QueueState.UNCERTAIN, error=f"delivery uncertain: {text}",
@@ -355,6 +358,26 @@ class OutboundRunner:
             log.exception("could not put %s back in the queue either", entry_id.hex())
             return Outcome.FAILED
         return Outcome.RETRY
+
+    def _fail_corrupt(self, attempt: _Attempt, error: str) -> Outcome:
+        """The stored content failed its checksum (``store.integrity``): the read that
+        would have given a transport its last bytes raised instead, so nothing complete
+        was handed over, and a resend would read the same bytes. Every pending recipient
+        fails (NDR) and the message ends ``failed`` with the reason as its last error.
+        Nothing the transport marked in this attempt counts as delivered."""
+        entry_id = attempt.entry.entry_id
+        log.error("message %s was not sent: %s", entry_id.hex(), error)
+        self.store.transition(
+            entry_id, QueueState.QUEUED, error=error, event="corrupt",
+            transport=attempt.handle.name,
+        )  # fmt: skip
+        pending = [row for row, outcome, _t, _s in self.store.recipient_outcomes(entry_id)
+                   if outcome is None]  # fmt: skip
+        self.store.set_recipient_outcome(
+            entry_id, pending, "failed", transport=None, report_text=error
+        )
+        self.settle(entry_id)
+        return Outcome.FAILED
 
     def _retry(self, attempt: _Attempt, error: str, *, hint: float | None) -> Outcome:
         entry_id = attempt.entry.entry_id
@@ -484,7 +507,7 @@ class OutboundRunner:
             FailedRecipient(r.address, r.addrtype, outcomes[r.row_id][1] or "delivery failed")
             for r in fresh
         ]
-        with self.store.open_content(entry_id) as stream:
+        with self.store.open_content(entry_id, verify=False) as stream:
             head = stream.read(64 * 1024)
         content, ndr_props = build_ndr(props, head, failed)
         self.store.deliver_report(entry_id, content, ndr_props, ndr_rows=rows)
@@ -509,7 +532,7 @@ class OutboundRunner:
                 for r in recipients
                 if r.row_id in pending
             ]
-            with self.store.open_content(entry.entry_id) as stream:
+            with self.store.open_content(entry.entry_id, verify=False) as stream:
                 head = stream.read(64 * 1024)
             content, report_props = build_delay_notice(props, head, waiting)
             self.store.deliver_report(entry.entry_id, content, report_props, delay_notice=True)

@@ -8,9 +8,11 @@ only one of them may run a spooler on it (``acquire_spooler_lock``).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import io
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -21,10 +23,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..mapi import (
-    MAPI_E_BUSY,
-    MAPI_E_CORRUPT_STORE,
-    MAPI_E_DISK_ERROR,
-    MAPI_E_NO_ACCESS,
     MAPI_E_NOT_ENOUGH_DISK,
     MAPI_E_NOT_FOUND,
     MAPI_E_VERSION,
@@ -35,6 +33,16 @@ from ..mapi import (
 )
 from ..spi import Recipient
 from .codec import dump_json, dump_props, load_json, load_props
+from .errors import describe_open_failure, translate
+from .integrity import (
+    ContentReader,
+    check_store,
+    content_digest,
+    forget_seq,
+    mark_running,
+    mark_stopped,
+    write_seq,
+)
 from .migrations import SchemaTooNew, migrate
 from .model import (
     TRANSITIONS,
@@ -46,25 +54,14 @@ from .model import (
 )
 from .text import StorableTextConnection
 
+log = logging.getLogger(__name__)
+
 FOLDERS = ("Outbox", "Inbox", "Sent Items", "Deleted Items")
 
 
 def new_entry_id() -> bytes:
     """A fresh, opaque 16-byte message entry id."""
     return uuid.uuid4().bytes
-
-
-def _translate(exc: sqlite3.Error, what: str) -> MapiError:
-    text = str(exc)
-    if "locked" in text or "busy" in text:
-        return MapiError(MAPI_E_BUSY, f"{what}: the store is locked by another process ({text})")
-    if "readonly" in text or "read-only" in text:
-        return MapiError(MAPI_E_NO_ACCESS, f"{what}: the store is read-only ({text})")
-    if "full" in text:
-        return MapiError(MAPI_E_NOT_ENOUGH_DISK, f"{what}: the disk is full ({text}); free space")
-    if "malformed" in text or "not a database" in text:
-        return MapiError(MAPI_E_CORRUPT_STORE, f"{what}: the store file is damaged ({text})")
-    return MapiError(MAPI_E_DISK_ERROR, f"{what}: {text}")
 
 
 class SqliteStore:
@@ -78,6 +75,8 @@ class SqliteStore:
             if str(self.path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 if not self.path.exists():
+                    # A new store: a .seq file left by a deleted one would report losses.
+                    forget_seq(self.path)
                     # Created private before SQLite opens it (SQLite gives its -wal and
                     # -shm files the database file's mode), so no other user ever can.
                     os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
@@ -96,21 +95,31 @@ class SqliteStore:
             self._conn.execute("PRAGMA synchronous = FULL")
             self._conn.execute("PRAGMA foreign_keys = ON")
             migrate(self._conn)
+            self._folder_ids: dict[str, int] = {
+                str(name): int(fid)
+                for fid, name in self._conn.execute("SELECT id, name FROM folders")
+            }
         except SchemaTooNew as exc:
             raise MapiError(MAPI_E_VERSION, f"{self.path}: {exc}") from exc
         except OSError as exc:
-            raise MapiError(
-                MAPI_E_NO_ACCESS,
-                f"cannot create the store {self.path}: {exc.strerror}; "
-                "choose a writable place with 'store = ...' in the profile",
+            if exc.errno == errno.ENOSPC:
+                raise MapiError(
+                    MAPI_E_NOT_ENOUGH_DISK,
+                    f"cannot create the store {self.path}: the disk is full; free space",
+                ) from exc
+            raise describe_open_failure(
+                self.path, f"cannot create the store {self.path}", str(exc.strerror)
             ) from exc
         except sqlite3.Error as exc:
-            raise _translate(exc, f"cannot open the store {self.path}") from exc
-        self._folder_ids: dict[str, int] = {
-            str(name): int(fid) for fid, name in self._conn.execute("SELECT id, name FROM folders")
-        }
+            raise self._error(exc, "opening the store") from exc
+        #: A one-line alert from the checks at the spooler's start (``integrity``), or None.
+        self.integrity_alert: str | None = None
 
     # -- plumbing -----------------------------------------------------------------
+
+    def _error(self, exc: sqlite3.Error, what: str) -> MapiError:
+        """``exc`` as a ``MapiError`` naming this store, the cause and what to do."""
+        return translate(exc, what, self.path)
 
     @contextmanager
     def _tx(self, what: str, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
@@ -124,12 +133,12 @@ class SqliteStore:
         try:
             self._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise _translate(exc, what) from exc
+            raise self._error(exc, what) from exc
         try:
             yield self._conn
         except sqlite3.Error as exc:
             self._rollback()
-            raise _translate(exc, what) from exc
+            raise self._error(exc, what) from exc
         except BaseException:
             self._rollback()
             raise
@@ -137,7 +146,7 @@ class SqliteStore:
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
-            raise _translate(exc, what) from exc
+            raise self._error(exc, what) from exc
 
     def _rollback(self) -> None:
         """Roll back, unless SQLite already did (it does on SQLITE_FULL and SQLITE_IOERR;
@@ -150,14 +159,14 @@ class SqliteStore:
             try:
                 self._conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
             except sqlite3.Error as exc:
-                raise _translate(exc, "configuring the store") from exc
+                raise self._error(exc, "configuring the store") from exc
             self._durable = durable
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row | tuple[Any, ...]]:
         try:
             return self._conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            raise _translate(exc, "reading the store") from exc
+            raise self._error(exc, "reading the store") from exc
 
     def close(self) -> None:
         """Close the connection and release the spooler lock if held."""
@@ -177,11 +186,25 @@ class SqliteStore:
             handle.close()
             return False
         self._lock_file = handle
+        self._check_integrity(unclean=mark_running(handle))
         return True
 
+    def _check_integrity(self, *, unclean: bool) -> None:
+        """The checks at a spooler's start (``integrity.check_store``); a problem becomes
+        ``integrity_alert`` and an error in the log, for the status table to show."""
+        if str(self.path) == ":memory:":
+            return
+        try:
+            self.integrity_alert, _count = check_store(self._conn, self.path, unclean=unclean)
+        except sqlite3.Error as exc:
+            self.integrity_alert = str(self._error(exc, "checking the store").message)
+        if self.integrity_alert:
+            log.error("%s", self.integrity_alert)
+
     def release_spooler_lock(self) -> None:
-        """Give the spooler lock back."""
+        """Give the spooler lock back (a clean stop: the next start skips quick_check)."""
         if self._lock_file is not None:
+            mark_stopped(self._lock_file)
             fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
             self._lock_file.close()
             self._lock_file = None
@@ -245,7 +268,10 @@ class SqliteStore:
         message_id = int(cur.lastrowid or 0)
         # The content has a table of its own: later UPDATEs of the message row (a move to
         # Sent Items, new properties) then never rewrite a large blob.
-        conn.execute("INSERT INTO contents (message_id, data) VALUES (?, ?)", (message_id, content))
+        conn.execute(
+            "INSERT INTO contents (message_id, data, sha256) VALUES (?, ?, ?)",
+            (message_id, content, content_digest(content)),
+        )
         conn.executemany(
             "INSERT INTO recipients (message_id, row_id, address, addrtype, display_name,"
             " recipient_type, responsibility, props) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -278,20 +304,31 @@ class SqliteStore:
         """Write a message into the Outbox with its queue entry, in one transaction.
 
         The entry is ``deferred`` when ``not_before`` is in the future (send later), else
-        ``queued``. Returns the new entry id."""
-        state = (
-            QueueState.DEFERRED if not_before and not_before > submit_time else QueueState.QUEUED
-        )
+        ``queued``. ``expires_at`` is the submit time plus the lifetime; the lifetime
+        counts from when the message becomes due, so for a message sent later it is moved
+        by the deferral (``expires_at - submit_time`` after ``not_before``). The same
+        transaction counts the submission (``integrity``). Returns the new entry id."""
+        deferred = not_before is not None and not_before > submit_time
+        state = QueueState.DEFERRED if deferred else QueueState.QUEUED
+        due_at = not_before if deferred and not_before is not None else submit_time
+        expires_at += due_at - submit_time
         with self._tx("submitting a message") as conn:
             message_id, entry_id = self._insert_message(
                 conn, "Outbox", content, props, recipients, submit_time
             )
             conn.execute(
                 "INSERT INTO queue (message_id, state, submit_time, not_before, expires_at,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (message_id, state.value, submit_time, not_before, expires_at, submit_time),
-            )
+                " due_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (message_id, state.value, submit_time, not_before, expires_at, due_at,
+                 submit_time),
+            )  # fmt: skip
             self._event(conn, entry_id, "submitted", None, state.value, submit_time)
+            conn.execute("UPDATE store_meta SET value = value + 1 WHERE key = 'submitted'")
+            (count,) = conn.execute(
+                "SELECT value FROM store_meta WHERE key = 'submitted'"
+            ).fetchone()
+        if str(self.path) != ":memory:":
+            write_seq(self.path, int(count))
         return entry_id
 
     def deliver(
@@ -456,14 +493,28 @@ class SqliteStore:
             recipients=tuple(self._recipients(mid)),
         )
 
-    def open_content(self, entry_id: bytes) -> IO[bytes]:
-        """A stream over a message's content that reads it in pieces from the database."""
-        message_id = self._message_id(entry_id)
+    def open_content(self, entry_id: bytes, *, verify: bool = True) -> IO[bytes]:
+        """A stream over a message's content that reads it in pieces from the database.
+
+        With ``verify`` (the default), reading to the end checks the content against the
+        SHA-256 taken when it was stored: the read that would return its last bytes
+        raises ``MapiError(MAPI_E_CORRUPT_DATA)`` (``integrity.CorruptContent``) instead
+        when they differ. Contents stored before checksums existed are not checked.
+        ``verify=False`` is for readers of a part (the head quoted in a report)."""
+        rows = self._read(
+            "SELECT c.message_id, c.sha256 FROM contents c JOIN messages m ON m.id ="
+            " c.message_id WHERE m.entry_id = ?",
+            (entry_id,),
+        )
+        if not rows:
+            raise MapiError(MAPI_E_NOT_FOUND, f"no message with entry id {entry_id.hex()}")
+        message_id, digest = rows[0]
         try:
             blob = self._conn.blobopen("contents", "data", message_id, readonly=True)
         except sqlite3.Error as exc:
-            raise _translate(exc, "reading a message") from exc
-        return io.BufferedReader(_BlobReader(blob), buffer_size=1 << 20)
+            raise self._error(exc, "reading a message") from exc
+        expected = bytes(digest) if verify and digest is not None else None
+        return io.BufferedReader(ContentReader(blob, entry_id, expected), buffer_size=1 << 20)
 
     def load_outbound(self, entry_id: bytes) -> tuple[dict[int, Any], list[Recipient], int]:
         """A queued message's props, recipients and size, for handing to a transport."""
@@ -573,10 +624,11 @@ class SqliteStore:
         return self._entries("q.state = 'parked' AND q.parked_by = ?", (transport,))
 
     def overdue_entries(self, now: float) -> list[QueueEntry]:
-        """Waiting messages whose lifetime has run out."""
-        return self._entries(
-            "q.state IN ('queued', 'deferred', 'retry') AND q.expires_at <= ?", (now,)
-        )
+        """Waiting messages whose lifetime has run out. A send-later message still waiting
+        for its time is never among them: its lifetime starts when it is due, and one
+        that was due long ago (the spooler was stopped) is tried once before it can
+        expire (an attempt that fails past the lifetime ends it)."""
+        return self._entries("q.state IN ('queued', 'retry') AND q.expires_at <= ?", (now,))
 
     def pending_types(self, seqs: Sequence[int]) -> dict[int, list[str]]:
         """For each message row id, the address types of its recipients still pending."""
@@ -602,10 +654,11 @@ class SqliteStore:
 
     def delayed_entries(self, submitted_before: float) -> list[QueueEntry]:
         """Messages still waiting to be sent (queued or retrying, tried at least once),
-        submitted before ``submitted_before`` and whose sender has not been told yet."""
+        due (submitted, or their send-later time reached) before ``submitted_before``,
+        and whose sender has not been told yet."""
         return self._entries(
             "q.state IN ('queued', 'retry') AND q.attempts > 0 AND q.delay_notified = 0"
-            " AND q.submit_time <= ?",
+            " AND coalesce(q.due_at, q.submit_time) <= ?",
             (submitted_before,),
         )
 
@@ -787,9 +840,9 @@ class SqliteStore:
                 (message_id,),
             )
             conn.execute(
-                "UPDATE queue SET expires_at = ?, declined = '[]', delay_notified = 0"
-                " WHERE message_id = ?",
-                (expires_at, message_id),
+                "UPDATE queue SET expires_at = ?, due_at = ?, declined = '[]',"
+                " delay_notified = 0 WHERE message_id = ?",
+                (expires_at, time.time(), message_id),
             )
 
     def mark_ndr_sent(self, entry_id: bytes, row_ids: Iterable[int]) -> None:
@@ -932,26 +985,6 @@ class SqliteStore:
                 " ON CONFLICT (transport, key) DO UPDATE SET value = excluded.value",
                 (transport, key, dump_json(value)),
             )
-
-
-class _BlobReader(io.RawIOBase):
-    """A read-only stream over an SQLite blob handle."""
-
-    def __init__(self, blob: sqlite3.Blob) -> None:
-        self._blob = blob
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._blob.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        if not self.closed:
-            self._blob.close()
-        super().close()
 
 
 Store = SqliteStore
