@@ -64,6 +64,7 @@ from .outbound import Offered, OutboundRunner, Outcome
 from .retry import RetryPolicy
 from .routing import Registration, route
 from .status import SPOOLER_ROW, StatusTable
+from .supervision import Supervisor
 
 log = logging.getLogger("mapispool.spooler")
 
@@ -97,8 +98,14 @@ class Spooler:
         self.activity = asyncio.Lock()
         self._wake = asyncio.Event()
         self._requests = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.supervisor = Supervisor(self._refresh_spooler_row)
         self._flush_waiting = 0
+        self._flushing_flags = 0
+        #: Messages being offered right now: entry id -> (transport, set when done).
+        self._offering: dict[bytes, tuple[str, asyncio.Event]] = {}
+        #: An offer ended in an error of the spooler's own (the store failed): its message
+        #: may be left in_flight with nobody sending it, to be put back in the queue.
+        self._stranded = False
         self._newmail_listeners: list[Callable[[InboundMessage], None]] = []
         self.recovered: dict[str, int] = {}
 
@@ -125,15 +132,17 @@ class Spooler:
             await self._logon(handle)
         self.outbound.settle_leftovers()
         self.persist_status()
-        loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._serve_requests(), name="flush-requests"))
-        self._tasks.append(loop.create_task(self._persist_loop(), name="status-persist"))
+        start = self.supervisor.start
+        start("flush-requests", "Serving flush requests", self._serve_requests)
+        start("status-persist", "Saving the status table", self._persist_loop)
         if self.profile.send_immediately:
-            self._tasks.append(loop.create_task(self._sender_loop(), name="sender"))
+            start("sender", "Background sending", self._sender_loop)
         for handle in self.handles:
             if handle.polls:
-                self._tasks.append(
-                    loop.create_task(self._poll_loop(handle), name=f"poll-{handle.name}")
+                start(
+                    f"poll-{handle.name}",
+                    f"Polling {handle.name}",
+                    lambda h=handle: self._poll_loop(h),  # type: ignore[misc]
                 )
 
     async def _logon(self, handle: LogonHandle) -> None:
@@ -157,9 +166,13 @@ class Spooler:
                 handle.name, {PR_RESOURCE_METHODS: int(logon.resource_methods)}, STATUSROW_UPDATE
             )
             handle.address_types = tuple(logon.address_types())
-            await handle.call(
-                lambda lg: lg.transport_notify(NOTIFY_BEGIN_INBOUND | NOTIFY_BEGIN_OUTBOUND)
-            )
+            # A row claims only the directions the transport has (issue #9 rule 12).
+            begin = NOTIFY_BEGIN_OUTBOUND if handle.address_types else 0
+            if logon.receives:
+                begin |= NOTIFY_BEGIN_INBOUND
+            handle.begun = begin
+            if begin:
+                await handle.call(lambda lg: lg.transport_notify(begin))
         except Exception as exc:
             handle.logon_error = str(exc) or type(exc).__name__
             log.error("transport %s failed to log on: %s", handle.name, handle.logon_error)
@@ -183,13 +196,19 @@ class Spooler:
         self._requests.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.activity.acquire(), SHUTDOWN_GRACE)
-        for task in self._tasks:
+        for task in self.supervisor.tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in self.supervisor.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         for handle in self.handles:
             await self._logoff(handle)
+        try:
+            # Nothing is being sent any more: a message left in_flight by an error goes
+            # back to the queue now, not only at the next start.
+            self.repair_stranded(force=True)
+        except Exception:
+            log.exception("could not put messages left in flight back in the queue")
         self.persist_status()
         self.store.release_spooler_lock()
 
@@ -203,9 +222,11 @@ class Spooler:
                 )
                 self.store.transition(entry.entry_id, QueueState.QUEUED, event="unparked",
                                       transport=handle.name)  # fmt: skip
-            await handle.call(
-                lambda lg: lg.transport_notify(NOTIFY_END_INBOUND | NOTIFY_END_OUTBOUND)
-            )
+            end = NOTIFY_END_INBOUND if handle.begun & NOTIFY_BEGIN_INBOUND else 0
+            if handle.begun & NOTIFY_BEGIN_OUTBOUND:
+                end |= NOTIFY_END_OUTBOUND
+            if end:
+                await handle.call(lambda lg: lg.transport_notify(end))
             await handle.call(lambda lg: lg.logoff(LOGOFF_NORMAL))
         except Exception:  # logoff always counts, whatever the transport says
             log.exception("transport %s failed while logging off", handle.name)
@@ -228,9 +249,9 @@ class Spooler:
         return [(h.name, h.address_types) for h in self.handles if h.logged_on]
 
     def all_logged_on(self) -> bool:
-        """True unless some transport failed to log on (then unroutable mail waits
-        instead of bouncing: the missing transport might have taken it)."""
-        return all(h.logon is not None for h in self.handles)
+        """True unless some transport failed to log on or sent NOTIFY_CRITICAL_ERROR (then
+        unroutable mail waits instead of bouncing: the missing transport might take it)."""
+        return all(h.logged_on for h in self.handles)
 
     def handle_named(self, name: str) -> LogonHandle:
         for handle in self.handles:
@@ -280,7 +301,57 @@ class Spooler:
                     work.append(entry)
             if after is None:
                 break
+        work.extend(self._busy_elsewhere(handle, exclude, submitted_before, registrations))
         return work
+
+    def _busy_elsewhere(
+        self,
+        handle: LogonHandle,
+        exclude: set[bytes],
+        submitted_before: float | None,
+        registrations: list[Registration],
+    ) -> list[QueueEntry]:
+        """Messages another transport is sending right now (a parallel flush) that still
+        have recipients for ``handle``: the store shows them in_flight, not due, yet they
+        are ``handle``'s work too; offering one waits until the other transport is done."""
+        if not self._offering:
+            return []
+        entries = []
+        for entry_id, (name, _done) in list(self._offering.items()):
+            if name == handle.name or entry_id in exclude:
+                continue
+            entry = self.store.queue_entry(entry_id, with_recipients=False)
+            if submitted_before is None or entry.submit_time <= submitted_before:
+                entries.append(entry)
+        types = self.store.pending_types([e.seq for e in entries])
+        return [
+            e
+            for e in entries
+            if any(route(t, registrations, e.declined) == handle.name for t in types[e.seq])
+        ]
+
+    def bounce_unroutable(self) -> None:
+        """Give every waiting message whose pending recipients include one that no
+        logged-on transport accepts its NDR for that recipient now (issue #9 rule 8), not
+        only at the end of its lifetime. Nothing bounces while a transport is not logged
+        on (it failed to, or sent NOTIFY_CRITICAL_ERROR): it might take the recipient."""
+        if not self.all_logged_on():
+            return
+        registrations = self.registrations()
+        waiting: list[QueueEntry] = []
+        for handle in self.handles:
+            waiting.extend(self.store.parked_entries(handle.name))
+        after: tuple[float, int] | None = None
+        while True:
+            page = self.store.due_entries(time.time(), ignore_backoff=True, after=after)
+            if not page:
+                break
+            waiting.extend(page)
+            after = (page[-1].submit_time, page[-1].seq)
+        types = self.store.pending_types([e.seq for e in waiting])
+        for entry in waiting:
+            if any(route(t, registrations, entry.declined) is None for t in types[entry.seq]):
+                self.outbound.settle(entry.entry_id)
 
     def expire_overdue(self) -> None:
         """Fail (with an NDR) every waiting message past its lifetime."""
@@ -319,13 +390,42 @@ class Spooler:
         return results
 
     async def _offer_fresh(self, handle: LogonHandle, entry: QueueEntry) -> Offered:
-        """Offer an entry after re-reading it (it may have been cancelled meanwhile)."""
-        current = self.store.queue_entry(entry.entry_id, with_recipients=False)
+        """Offer an entry after re-reading it (it may have been cancelled meanwhile, or
+        another transport may be sending its other recipients: then wait for that)."""
+        entry_id = entry.entry_id
+        while (busy := self._offering.get(entry_id)) is not None:
+            await busy[1].wait()
+        current = self.store.queue_entry(entry_id, with_recipients=False)
         if current.state is QueueState.PARKED:
-            handle.released.discard(entry.entry_id)
+            handle.released.discard(entry_id)
         elif current.state not in (QueueState.QUEUED, QueueState.DEFERRED, QueueState.RETRY):
             return Offered(Outcome.NOTHING)
-        return await self.outbound.offer(handle, current)
+        done = asyncio.Event()
+        self._offering[entry_id] = (handle.name, done)
+        try:
+            return await self.outbound.offer(handle, current)
+        except BaseException:
+            # Not a transport's failure (the runner handles those): the store or the
+            # spooler failed, or shutdown cancelled the call; the message may be left
+            # in_flight.
+            self._stranded = True
+            raise
+        finally:
+            del self._offering[entry_id]
+            done.set()
+
+    def repair_stranded(self, *, force: bool = False) -> None:
+        """Put messages that an error left in_flight back in the queue (or mark them
+        uncertain if their hand-over had begun), as a restart would, and finish those
+        whose recipients are all done. Call only while nothing is being offered (holding
+        ``activity``, or at shutdown); ``force`` repairs even without a known error."""
+        if not (self._stranded or force) or self._offering:
+            return
+        repaired = self.store.recover(parked=False)
+        self._stranded = False
+        if any(repaired.values()):
+            log.warning("put messages left in flight by an error back: %s", repaired)
+        self.outbound.settle_leftovers()
 
     # -- notifications from transports ------------------------------------------------
 
@@ -345,7 +445,9 @@ class Spooler:
             elif isinstance(data, bytes | bytearray):
                 handle.released.add(bytes(data))
             self._wake.set()
-        if flags & NOTIFY_NEWMAIL:
+        if flags & NOTIFY_NEWMAIL and not handle.receiving:
+            # During the transport's own StartMessage loop the announcement is absorbed:
+            # the loop that runs fetches the mail (issue #9 rule 11).
             handle.newmail_pending = True
             self._requests.set()
         if flags & NOTIFY_READYTOSEND:
@@ -353,12 +455,14 @@ class Spooler:
         if flags & NOTIFY_CONFIG_CHANGE and handle.logon is not None:
             handle.address_types = tuple(handle.logon.address_types())
 
-    def row_changed(self, handle: LogonHandle) -> None:
-        """A transport changed its row: a FLUSH bit set outside a flush is a request for
-        service (a client flushed the transport's own status object, or the transport
-        wants attention), which the spooler runs at its convenience."""
+    def row_changed(self, handle: LogonHandle, *, requested: bool = False) -> None:
+        """A transport changed its row: a FLUSH bit set outside its turn in a flush is a
+        request for service (a client flushed the transport's own status object, or the
+        transport wants attention), which the spooler runs at its convenience: after the
+        Send/Receive that is running, if any. ``requested``: a request made on its status
+        object during its turn, served again now that the turn is over."""
         wants = self.status.code(handle.name) & (STATUS_INBOUND_FLUSH | STATUS_OUTBOUND_FLUSH)
-        if wants and not handle.in_flush:
+        if (wants or requested) and not handle.in_flush:
             handle.flush_requested = True
             self._requests.set()
 
@@ -380,8 +484,20 @@ class Spooler:
     # -- the spooler's status row -------------------------------------------------------
 
     def set_spooler_flushing(self, flags: int) -> None:
-        code = STATUS_AVAILABLE | flush_bits_for(flags)
-        self.status.modify(SPOOLER_ROW, {PR_STATUS_CODE: code}, STATUSROW_UPDATE)
+        self._flushing_flags = flags
+        self._refresh_spooler_row()
+
+    def _refresh_spooler_row(self) -> None:
+        """The spooler's row: the FLUSH bits of a running Send/Receive, and
+        STATUS_FAILURE naming every background task that failed and is not working again
+        (STATUS_AVAILABLE otherwise)."""
+        code = flush_bits_for(self._flushing_flags)
+        failures = self.supervisor.failures
+        code |= STATUS_FAILURE if failures else STATUS_AVAILABLE
+        text = "; ".join(failures.values()) if failures else None
+        self.status.modify(
+            SPOOLER_ROW, {PR_STATUS_CODE: code, PR_STATUS_STRING: text}, STATUSROW_UPDATE
+        )
 
     def persist_status(self) -> None:
         """Save the status table so that other processes can show it."""
@@ -396,6 +512,7 @@ class Spooler:
             await asyncio.sleep(1.0)
             if self.status.dirty:
                 self.persist_status()
+            self.supervisor.ok("status-persist")
 
     # -- FlushQueues ----------------------------------------------------------------------
 
@@ -466,13 +583,9 @@ class Spooler:
             finally:
                 self._flush_waiting -= 1
             try:
-                for handle in targets:
-                    handle.in_flush = True
-                    handle.flush_requested = False
+                self.repair_stranded()
                 return await self.flusher.run(targets, flags, progress)
             finally:
-                for handle in targets:
-                    handle.in_flush = False
                 self.activity.release()
         finally:
             self.flusher.lock.release()
@@ -482,10 +595,13 @@ class Spooler:
         """IMAPIStatus::FlushQueues on a transport's own status object: set the bits in its
         row and return; the spooler flushes it later, asynchronously to the caller."""
         bits = flush_bits_for(flags)
+        handle.request_flags |= flags
+        if handle.in_flush:
+            # Its turn is running and may be past the part asked for: run it again after.
+            handle.requested_in_turn = True
         self.status.modify(
             handle.name, {PR_STATUS_CODE: self.status.code(handle.name) | bits}, STATUSROW_UPDATE
         )
-        handle.request_flags = flags
         self.row_changed(handle)
 
     async def _serve_requests(self) -> None:
@@ -503,14 +619,23 @@ class Spooler:
                 if handle.newmail_pending:
                     handle.newmail_pending = False
                     await self._receive(handle)
+            self.supervisor.ok("flush-requests")
 
     async def _serve_flush_request(self, handle: LogonHandle) -> None:
-        flags = handle.request_flags & (FLUSH_FORCE | FLUSH_NO_UI)
+        """Flush one transport that asked for it, once no Send/Receive runs. A full
+        Send/Receive that ran meanwhile may have served the request in the transport's
+        turn (which clears ``flush_requested``); one made after that turn is served now."""
+        await self.flusher.lock.acquire()
+        if not handle.flush_requested or self.shutting_down or not handle.logged_on:
+            self.flusher.lock.release()
+            return
+        flags = handle.request_flags & (FLUSH_UPLOAD | FLUSH_DOWNLOAD | FLUSH_FORCE | FLUSH_NO_UI)
         flags |= flush_flags_for(self.status.code(handle.name))
         handle.flush_requested = False
+        handle.request_flags = 0
         if not flags & (FLUSH_UPLOAD | FLUSH_DOWNLOAD):
+            self.flusher.lock.release()
             return
-        await self.flusher.lock.acquire()
         await self._flush_locked([handle], flags, None, locked=True)
 
     async def _receive(self, handle: LogonHandle) -> None:
@@ -537,6 +662,7 @@ class Spooler:
                 continue
             if waiting > 0:
                 await self._receive(handle)
+            self.supervisor.ok(f"poll-{handle.name}")
 
     # -- sending as messages arrive -------------------------------------------------------
 
@@ -564,7 +690,11 @@ class Spooler:
         return not self.status.code(handle.name) & STATUS_OFFLINE
 
     async def _sender_loop(self) -> None:
-        """Background (send_immediately): offer due messages to their transports."""
+        """Background (send_immediately): offer due messages to their transports. Runs
+        supervised: an error (a full disk) is logged and shown on the spooler's row, and
+        the loop starts again after a back-off, first putting back in the queue what the
+        error left in flight."""
+        self._wake.set()  # a restart looks at the queue at once
         while not self.shutting_down:
             wakeup = self.store.next_wakeup()
             timeout = 60.0 if wakeup is None else max(0.0, min(60.0, wakeup - time.time()))
@@ -576,10 +706,16 @@ class Spooler:
             if self.flusher.lock.locked():
                 continue
             async with self.activity:
+                if self.shutting_down:
+                    return
+                self.repair_stranded()
                 await self.send_pass()
+            self.supervisor.ok("sender")
 
     async def send_pass(self) -> None:
-        """Offer every due message once to each transport it routes to."""
+        """Bounce what no transport can take, then offer every due message once to each
+        transport it routes to."""
+        self.bounce_unroutable()
         for handle in self.handles:
             if self.shutting_down or self._flush_waiting:
                 return
