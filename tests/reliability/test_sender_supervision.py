@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import signal
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -182,8 +181,7 @@ def test_daemon_reports_the_failure_and_sigterm_leaves_nothing_in_flight(tmp_pat
             assert "FAILURE" in " ".join(rows[0]["status_bits"])
             assert FAULT in rows[0]["status_string"]
         finally:
-            daemon.process.send_signal(signal.SIGTERM)
-            assert daemon.stop() == 0, daemon.log.read_text()
+            assert daemon.stop() == 0, daemon.log.read_text()  # SIGTERM
         assert queue_states(store) == {"caught": "queued"}
         clear_fault(store)
         flushed = run(profile, "flush", "--json")
