@@ -87,15 +87,16 @@ async def logon(tmp_path: Path, script: TransportScript) -> AsyncSession:
     return await AsyncSession.logon(profile)
 
 
+@pytest.mark.parametrize("max_in_flight", [1, 2])
 async def test_a_store_error_in_the_sender_is_reported_and_sending_goes_on(
-    tmp_path: Path, quick_restarts: None, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, quick_restarts: None, caplog: pytest.LogCaptureFixture, max_in_flight: int
 ) -> None:
     """While the store fails, the spooler's row shows STATUS_FAILURE naming the error and
     the log has it; once the store works again, the message caught by the fault and one
     submitted meanwhile are both sent (each handed to the transport once), and the row is
-    available again."""
+    available again. With two offers at once the error still reads as the store's."""
     caplog.set_level(logging.ERROR, logger="mapispool.spooler")
-    script = TransportScript()
+    script = TransportScript(max_in_flight=max_in_flight)
     session = await logon(tmp_path, script)
     store = tmp_path / "store.db"
     try:

@@ -150,9 +150,8 @@ class FlushCoordinator:
         spooler = self.spooler
         mine = result.transports.setdefault(handle.name, TransportFlushResult(handle.name))
         if not handle.logged_on:
-            mine.skipped = "not logged on" + (
-                f": {handle.logon_error}" if handle.logon_error else ""
-            )
+            why = handle.logon_error or ("NOTIFY_CRITICAL_ERROR" if handle.critical else "")
+            mine.skipped = "not logged on" + (f": {why}" if why else "")
             return
         if not flags & FLUSH_FORCE and not await spooler.revive(handle, force=True):
             mine.skipped = "offline"

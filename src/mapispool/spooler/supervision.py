@@ -17,6 +17,14 @@ RESTART_FIRST_DELAY = 1.0
 RESTART_MAX_DELAY = 60.0
 
 
+def describe(exc: BaseException) -> str:
+    """One line for an error; for an error group (several offers failed at once) the
+    first error it holds, which is what a person needs to see."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return str(exc) or type(exc).__name__
+
+
 class Supervisor:
     """Starts named background tasks and keeps them running.
 
@@ -50,17 +58,17 @@ class Supervisor:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                error = str(exc) or type(exc).__name__
+                error = describe(exc)
                 if name not in self.failures:  # first failure, or it worked in between
                     delay = RESTART_FIRST_DELAY
                 log.error(
-                    "background task %s failed: %s; restarting it in %.0f s",
+                    "background task %s failed: %s; restarting it in %g s",
                     name,
                     error,
                     delay,
                     exc_info=exc,
                 )
-                self.failures[name] = f"{what} failed: {error}; restarting in {delay:.0f} s"
+                self.failures[name] = f"{what} failed: {error}; restarting in {delay:g} s"
                 self._on_change()
             await asyncio.sleep(delay)
             delay = min(delay * 2, RESTART_MAX_DELAY)
