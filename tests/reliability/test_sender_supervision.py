@@ -16,7 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from mapispool.mapi import PR_STATUS_CODE, PR_STATUS_STRING, STATUS_AVAILABLE, STATUS_FAILURE
+from mapispool.mapi import (
+    FLUSH_FORCE,
+    FLUSH_UPLOAD,
+    PR_STATUS_CODE,
+    PR_STATUS_STRING,
+    STATUS_AVAILABLE,
+    STATUS_FAILURE,
+)
 from mapispool.profile import Profile
 from mapispool.session import AsyncSession
 from mapispool.spooler import supervision
@@ -38,6 +45,17 @@ def inject_fault(store: Path) -> None:
         conn.execute(
             "CREATE TRIGGER inject_fault BEFORE UPDATE OF state ON queue"
             f" WHEN NEW.state = 'sent' BEGIN SELECT RAISE(ABORT, '{FAULT}'); END"
+        )
+
+
+def poison(store: Path, subject: str) -> None:
+    """Make recording any recipient's outcome fail for the message with this subject
+    only: the store error hits that message every time it is sent."""
+    with sqlite3.connect(store) as conn:
+        conn.execute(
+            "CREATE TRIGGER inject_fault BEFORE UPDATE OF outcome ON recipients"
+            f" WHEN NEW.message_id = (SELECT id FROM messages WHERE subject = '{subject}')"
+            f" BEGIN SELECT RAISE(ABORT, '{FAULT}'); END"
         )
 
 
@@ -130,6 +148,38 @@ async def test_a_store_error_in_the_sender_is_reported_and_sending_goes_on(
             return bool(code & STATUS_AVAILABLE) and not code & STATUS_FAILURE
 
         await eventually(recovered, "the spooler's row is available again")
+    finally:
+        await session.logoff()
+
+
+async def test_a_message_that_always_fails_in_the_store_does_not_block_the_others(
+    tmp_path: Path, quick_restarts: None
+) -> None:
+    """The store fails every time it records the outcome of one message (the first in the
+    queue): that message is put back and waits its retry delay while the messages after
+    it are sent; its history names the error; a forced Send/Receive sends it once the
+    store works."""
+    script = TransportScript()
+    session = await logon(tmp_path, script)
+    store = tmp_path / "store.db"
+    try:
+        poison(store, "poison")
+        bad = await session.submit(message("poison"))
+        good = [await session.submit(message(f"good {n}")) for n in range(2)]
+
+        async def good_sent() -> bool:
+            states = {(await session.queue_entry(e)).state for e in good}
+            return states == {QueueState.SENT}
+
+        await eventually(good_sent, "the messages after the failing one were sent")
+        entry = await session.queue_entry(bad)
+        assert entry.state is QueueState.QUEUED
+        events = [e for e in session.store.events(bad) if e.kind == "spooler-error"]
+        assert events
+        assert FAULT in (events[0].detail or "")
+        clear_fault(store)
+        await session.spooler_status().flush_queues(FLUSH_UPLOAD | FLUSH_FORCE, wait=True)
+        assert (await session.queue_entry(bad)).state is QueueState.SENT
     finally:
         await session.logoff()
 

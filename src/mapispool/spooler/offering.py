@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from ..mapi import MAPI_E_NOT_FOUND, MapiError
 from ..store import QueueEntry, QueueState, Store
 from .outbound import Offered, Outcome
 from .routing import Registration, route
@@ -31,6 +32,11 @@ class Offering:
         #: An offer ended in an error of the spooler's own (the store failed): its message
         #: may be left in_flight with nobody sending it, to be put back in the queue.
         self.stranded = False
+        #: Messages whose offer failed that way (entry id -> error), and, once put back,
+        #: until when they wait (entry id -> time.time()) so that one message that always
+        #: fails never keeps the others from being sent; FLUSH_FORCE ignores the wait.
+        self.failed: dict[bytes, str] = {}
+        self.held_back: dict[bytes, float] = {}
 
     @property
     def store(self) -> Store:
@@ -49,6 +55,12 @@ class Offering:
         before ``submitted_before`` if given (a flush serves the queue as it found it, so
         that a steady stream of new mail cannot keep it from ever ending)."""
         self.expire_overdue()
+        now = time.time()
+        for entry_id, until in list(self.held_back.items()):
+            if until <= now:
+                del self.held_back[entry_id]
+        if not force:
+            exclude = exclude | self.held_back.keys()
         work: list[QueueEntry] = []
         for entry in self.store.parked_entries(handle.name):
             if entry.entry_id not in exclude and (
@@ -57,7 +69,6 @@ class Offering:
                 work.append(entry)
         registrations = self.spooler.registrations()
         after: tuple[float, int] | None = None
-        now = time.time()
         while True:
             page = self.store.due_entries(now, ignore_backoff=force, after=after)
             if not page:
@@ -181,11 +192,13 @@ class Offering:
         self.busy[entry_id] = (handle.name, done)
         try:
             return await self.spooler.outbound.offer(handle, current)
-        except BaseException:
+        except BaseException as exc:
             # Not a transport's failure (the runner handles those): the store or the
             # spooler failed, or shutdown cancelled the call; the message may be left
             # in_flight.
             self.stranded = True
+            if isinstance(exc, Exception):
+                self.failed[entry_id] = str(exc) or type(exc).__name__
             raise
         finally:
             del self.busy[entry_id]
@@ -203,3 +216,22 @@ class Offering:
             log.warning("put messages left in flight by an error back: %s", repaired)
         self.spooler.outbound.settle_leftovers()
         self.stranded = False  # only now: a failure above is tried again next time
+        for entry_id, error in list(self.failed.items()):
+            try:
+                entry = self.store.queue_entry(entry_id, with_recipients=False)
+            except MapiError as exc:
+                if exc.hresult != MAPI_E_NOT_FOUND:
+                    raise
+                del self.failed[entry_id]  # purged meanwhile
+                continue
+            if not entry.state.finished:
+                wait = self.spooler.retry_policy.delay(entry.attempts)
+                self.held_back[entry_id] = time.time() + wait
+                self.store.log_event(entry_id, "spooler-error", detail=error)
+                log.warning(
+                    "message %s failed in the spooler (%s); trying it again in %.0f s",
+                    entry_id.hex(),
+                    error,
+                    wait,
+                )
+            del self.failed[entry_id]
