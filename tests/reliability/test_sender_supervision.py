@@ -19,6 +19,7 @@ import pytest
 from mapispool.mapi import (
     FLUSH_FORCE,
     FLUSH_UPLOAD,
+    PR_ENTRYID,
     PR_STATUS_CODE,
     PR_STATUS_STRING,
     STATUS_AVAILABLE,
@@ -94,11 +95,13 @@ def quick_restarts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(supervision, "RESTART_MAX_DELAY", 0.2)
 
 
-async def logon(tmp_path: Path, script: TransportScript) -> AsyncSession:
+async def logon(
+    tmp_path: Path, script: TransportScript, *, send_immediately: bool = True
+) -> AsyncSession:
     profile = Profile.from_dict(
         {
             "store": str(tmp_path / "store.db"),
-            "send_immediately": True,
+            "send_immediately": send_immediately,
             "transports": {"a": {"provider": "recording", "script": script}},
         }
     )
@@ -146,6 +149,43 @@ async def test_a_store_error_in_the_sender_is_reported_and_sending_goes_on(
         async def recovered() -> bool:
             code = (await session.status_table())[0][PR_STATUS_CODE]
             return bool(code & STATUS_AVAILABLE) and not code & STATUS_FAILURE
+
+        await eventually(recovered, "the spooler's row is available again")
+    finally:
+        await session.logoff()
+
+
+async def test_the_request_server_survives_a_store_error_in_a_requested_flush(
+    tmp_path: Path, quick_restarts: None
+) -> None:
+    """FlushQueues on the transport's own status object runs into the store fault: the
+    spooler's row names the failed request server; after the fault, the next request is
+    served and the message is sent."""
+    script = TransportScript()
+    session = await logon(tmp_path, script, send_immediately=False)
+    store = tmp_path / "store.db"
+    try:
+        inject_fault(store)
+        entry_id = await session.submit(message("requested"))
+        transport = session.open_status((await session.status_table())[1][PR_ENTRYID])
+        await transport.flush_queues(FLUSH_UPLOAD)
+
+        async def failure_shown() -> bool:
+            row = (await session.status_table())[0]
+            return "Serving flush requests failed" in str(row[PR_STATUS_STRING])
+
+        await eventually(failure_shown, "the spooler's row names the request server")
+        clear_fault(store)
+        await transport.flush_queues(FLUSH_UPLOAD)
+
+        async def sent() -> bool:
+            return (await session.queue_entry(entry_id)).state is QueueState.SENT
+
+        await eventually(sent, "the message was sent by a later request")
+        assert script.sent == [("requested", ("bob@example.test",))]
+
+        async def recovered() -> bool:
+            return not (await session.status_table())[0][PR_STATUS_CODE] & STATUS_FAILURE
 
         await eventually(recovered, "the spooler's row is available again")
     finally:
