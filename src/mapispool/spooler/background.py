@@ -67,6 +67,7 @@ class Background:
     async def serve_requests(self) -> None:
         """Service transports that asked for a flush or announced new mail."""
         spooler = self.spooler
+        self.requests.set()  # a restart serves what is pending at once
         while not spooler.shutting_down:
             await self.requests.wait()
             self.requests.clear()
@@ -98,7 +99,13 @@ class Background:
         if not flags & (FLUSH_UPLOAD | FLUSH_DOWNLOAD):
             spooler.flusher.lock.release()
             return
-        await spooler.flush_locked([handle], flags, None, locked=True)
+        try:
+            await spooler.flush_locked([handle], flags, None, locked=True)
+        except Exception:
+            # Not served: asked again, so that the restarted loop tries it once more.
+            handle.flush_requested = True
+            handle.request_flags |= flags
+            raise
 
     async def receive(self, handle: LogonHandle) -> None:
         """Fetch what a transport announced (poll or NOTIFY_NEWMAIL)."""
