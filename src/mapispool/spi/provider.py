@@ -218,6 +218,16 @@ class TransportLogon(ABC):  # noqa: B024 - every method has a default; subclass 
         ``NOTIFY_CONFIG_CHANGE``. Default: none."""
         return ()
 
+    @property
+    def receives(self) -> bool:
+        """True when this logon delivers inbound mail. Read once after logon: only a
+        receiving transport gets ``NOTIFY_BEGIN_INBOUND`` (so only its row claims
+        ``STATUS_INBOUND_ENABLED``), and only a transport with address types gets
+        ``NOTIFY_BEGIN_OUTBOUND``. Default: True when the class overrides
+        ``start_message``; override it when receiving depends on the settings (a maildir
+        section without ``path`` only sends)."""
+        return type(self).start_message is not TransportLogon.start_message
+
     # -- notifications ----------------------------------------------------------------
 
     async def transport_notify(self, flags: int, data: object | None = None) -> None:

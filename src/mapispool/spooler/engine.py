@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -45,31 +44,29 @@ from ..mapi import (
     STATUS_AVAILABLE,
     STATUS_FAILURE,
     STATUS_FLUSH_QUEUES,
-    STATUS_INBOUND_ENABLED,
     STATUS_INBOUND_FLUSH,
-    STATUS_OFFLINE,
-    STATUS_OUTBOUND_ENABLED,
     STATUS_OUTBOUND_FLUSH,
     STATUS_VALIDATE_STATE,
     STATUSROW_UPDATE,
     MapiError,
 )
 from ..profile import Profile
-from ..spi import InboundMessage, flush_bits_for, flush_flags_for
+from ..spi import InboundMessage, flush_bits_for
 from ..store import QueueEntry, QueueState, Store
+from .background import Background
 from .flush import FlushCoordinator, FlushResult, ProgressCallback
 from .inbound import InboundRunner
 from .logons import LogonHandle, SpoolerSupport
-from .outbound import Offered, OutboundRunner, Outcome
+from .offering import Offering
+from .outbound import Offered, OutboundRunner
 from .retry import RetryPolicy
-from .routing import Registration, route
+from .routing import Registration
 from .status import SPOOLER_ROW, StatusTable
+from .supervision import Supervisor
 
 log = logging.getLogger("mapispool.spooler")
 
 VALID_FLUSH_FLAGS = FLUSH_UPLOAD | FLUSH_DOWNLOAD | FLUSH_FORCE | FLUSH_NO_UI | FLUSH_ASYNC_OK
-#: Seconds between two attempts to bring an OFFLINE transport back outside a flush.
-REVIVE_INTERVAL = 30.0
 #: How long shutdown waits for a transport call in progress before giving up on it.
 SHUTDOWN_GRACE = 30.0
 
@@ -95,10 +92,12 @@ class Spooler:
         self.handles = [LogonHandle(config) for config in profile.transports]
         self.shutting_down = False
         self.activity = asyncio.Lock()
-        self._wake = asyncio.Event()
-        self._requests = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._flush_waiting = 0
+        self.supervisor = Supervisor(self._refresh_spooler_row)
+        self.background = Background(self)
+        self.offering = Offering(self)
+        #: Flushes waiting for ``activity``: background sending stops between two messages.
+        self.flush_waiting = 0
+        self._flushing_flags = 0
         self._newmail_listeners: list[Callable[[InboundMessage], None]] = []
         self.recovered: dict[str, int] = {}
 
@@ -121,31 +120,14 @@ class Spooler:
             resource_type=MAPI_SPOOLER,
             resource_methods=STATUS_VALIDATE_STATE | STATUS_FLUSH_QUEUES,
         )
-        if self.store.integrity_alert:
-            # The store lost commits or is damaged (store.integrity): the spooler row says
-            # so for as long as this spooler runs; the store logged it already.
-            self.status.modify(
-                SPOOLER_ROW,
-                {
-                    PR_STATUS_CODE: STATUS_AVAILABLE | STATUS_FAILURE,
-                    PR_STATUS_STRING: self.store.integrity_alert,
-                },
-                STATUSROW_UPDATE,
-            )
+        # The store lost commits or is damaged (store.integrity): the spooler row says so
+        # for as long as this spooler runs; the store logged it already.
+        self._refresh_spooler_row()
         for handle in self.handles:
             await self._logon(handle)
         self.outbound.settle_leftovers()
         self.persist_status()
-        loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._serve_requests(), name="flush-requests"))
-        self._tasks.append(loop.create_task(self._persist_loop(), name="status-persist"))
-        if self.profile.send_immediately:
-            self._tasks.append(loop.create_task(self._sender_loop(), name="sender"))
-        for handle in self.handles:
-            if handle.polls:
-                self._tasks.append(
-                    loop.create_task(self._poll_loop(handle), name=f"poll-{handle.name}")
-                )
+        self.background.start()
 
     async def _logon(self, handle: LogonHandle) -> None:
         config = handle.config
@@ -168,9 +150,13 @@ class Spooler:
                 handle.name, {PR_RESOURCE_METHODS: int(logon.resource_methods)}, STATUSROW_UPDATE
             )
             handle.address_types = tuple(logon.address_types())
-            await handle.call(
-                lambda lg: lg.transport_notify(NOTIFY_BEGIN_INBOUND | NOTIFY_BEGIN_OUTBOUND)
-            )
+            # A row claims only the directions the transport has (issue #9 rule 12).
+            begin = NOTIFY_BEGIN_OUTBOUND if handle.address_types else 0
+            if logon.receives:
+                begin |= NOTIFY_BEGIN_INBOUND
+            handle.begun = begin
+            if begin:
+                await handle.call(lambda lg: lg.transport_notify(begin))
         except Exception as exc:
             handle.logon_error = str(exc) or type(exc).__name__
             log.error("transport %s failed to log on: %s", handle.name, handle.logon_error)
@@ -190,17 +176,22 @@ class Spooler:
         if self.shutting_down:
             return
         self.shutting_down = True
-        self._wake.set()
-        self._requests.set()
+        self.background.stop()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.activity.acquire(), SHUTDOWN_GRACE)
-        for task in self._tasks:
+        for task in self.supervisor.tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in self.supervisor.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         for handle in self.handles:
             await self._logoff(handle)
+        try:
+            # Nothing is being sent any more: a message left in_flight by an error goes
+            # back to the queue now, not only at the next start.
+            self.repair_stranded(force=True)
+        except Exception:
+            log.exception("could not put messages left in flight back in the queue")
         self.persist_status()
         self.store.release_spooler_lock()
 
@@ -220,9 +211,11 @@ class Spooler:
                 self.store.transition(entry.entry_id, QueueState.QUEUED, event="unparked",
                                       transport=handle.name)  # fmt: skip
                 handle.released.discard(entry.entry_id)
-            await handle.call(
-                lambda lg: lg.transport_notify(NOTIFY_END_INBOUND | NOTIFY_END_OUTBOUND)
-            )
+            end = NOTIFY_END_INBOUND if handle.begun & NOTIFY_BEGIN_INBOUND else 0
+            if handle.begun & NOTIFY_BEGIN_OUTBOUND:
+                end |= NOTIFY_END_OUTBOUND
+            if end:
+                await handle.call(lambda lg: lg.transport_notify(end))
             await handle.call(lambda lg: lg.logoff(LOGOFF_NORMAL))
         except Exception:  # logoff always counts, whatever the transport says
             log.exception("transport %s failed while logging off", handle.name)
@@ -245,9 +238,9 @@ class Spooler:
         return [(h.name, h.address_types) for h in self.handles if h.logged_on]
 
     def all_logged_on(self) -> bool:
-        """True unless some transport failed to log on (then unroutable mail waits
-        instead of bouncing: the missing transport might have taken it)."""
-        return all(h.logon is not None for h in self.handles)
+        """True unless some transport failed to log on or sent NOTIFY_CRITICAL_ERROR (then
+        unroutable mail waits instead of bouncing: the missing transport might take it)."""
+        return all(h.logged_on for h in self.handles)
 
     def handle_named(self, name: str) -> LogonHandle:
         for handle in self.handles:
@@ -263,45 +256,10 @@ class Spooler:
         exclude: set[bytes],
         submitted_before: float | None = None,
     ) -> list[QueueEntry]:
-        """Messages to offer ``handle`` now, in submit order: the deferred ones it released,
-        then every due message with a pending recipient that routing gives to it, submitted
-        before ``submitted_before`` if given (a flush serves the queue as it found it, so
-        that a steady stream of new mail cannot keep it from ever ending)."""
-        self.expire_overdue()
-        work: list[QueueEntry] = []
-        for entry in self.store.parked_entries(handle.name):
-            if entry.entry_id not in exclude and entry.entry_id in handle.released:
-                work.append(entry)
-        registrations = self.registrations()
-        after: tuple[float, int] | None = None
-        now = time.time()
-        while True:
-            page = self.store.due_entries(now, ignore_backoff=force, after=after)
-            if not page:
-                break
-            after = (page[-1].submit_time, page[-1].seq)
-            if submitted_before is not None and page[-1].submit_time > submitted_before:
-                page = [e for e in page if e.submit_time <= submitted_before]
-                after = None  # pages are in submit order: nothing later qualifies
-            if not page:
-                break
-            types = self.store.pending_types([e.seq for e in page])
-            for entry in page:
-                if entry.entry_id in exclude:
-                    continue
-                if any(
-                    route(t, registrations, entry.declined) == handle.name for t in types[entry.seq]
-                ):
-                    work.append(entry)
-            if after is None:
-                break
-        return work
-
-    def expire_overdue(self) -> None:
-        """Fail (with an NDR) every waiting message past its lifetime."""
-        for entry in self.store.overdue_entries(time.time()):
-            self.outbound.expire(entry.entry_id, entry.last_error or "not sent in time")
-        self.outbound.warn_delayed()
+        """``Offering.work_for``: the messages to offer ``handle`` now."""
+        return self.offering.work_for(
+            handle, force=force, exclude=exclude, submitted_before=submitted_before
+        )
 
     async def offer_many(
         self,
@@ -309,38 +267,16 @@ class Spooler:
         entries: Sequence[QueueEntry],
         keep_going: Callable[[], bool],
     ) -> list[tuple[QueueEntry, Offered]]:
-        """Offer ``entries`` to ``handle`` in order, up to ``max_in_flight`` at once."""
-        results: list[tuple[QueueEntry, Offered]] = []
-        if handle.max_in_flight <= 1:
-            for entry in entries:
-                if not keep_going():
-                    break
-                results.append((entry, await self._offer_fresh(handle, entry)))
-            return results
-        slots = asyncio.Semaphore(handle.max_in_flight)
+        """``Offering.offer_many``: offer ``entries`` to ``handle`` in order."""
+        return await self.offering.offer_many(handle, entries, keep_going)
 
-        async def one(entry: QueueEntry) -> None:
-            async with slots:
-                if keep_going():
-                    results.append((entry, await self._offer_fresh(handle, entry)))
+    def bounce_unroutable(self) -> None:
+        """``Offering.bounce_unroutable``: NDRs now for recipients no transport accepts."""
+        self.offering.bounce_unroutable()
 
-        async with asyncio.TaskGroup() as group:
-            for entry in entries:
-                await slots.acquire()
-                slots.release()
-                if not keep_going():
-                    break
-                group.create_task(one(entry))
-        return results
-
-    async def _offer_fresh(self, handle: LogonHandle, entry: QueueEntry) -> Offered:
-        """Offer an entry after re-reading it (it may have been cancelled meanwhile)."""
-        current = self.store.queue_entry(entry.entry_id, with_recipients=False)
-        if current.state is QueueState.PARKED:
-            handle.released.discard(entry.entry_id)
-        elif current.state not in (QueueState.QUEUED, QueueState.DEFERRED, QueueState.RETRY):
-            return Offered(Outcome.NOTHING)
-        return await self.outbound.offer(handle, current)
+    def repair_stranded(self, *, force: bool = False) -> None:
+        """``Offering.repair_stranded``: put what an error left in flight back."""
+        self.offering.repair_stranded(force=force)
 
     # -- notifications from transports ------------------------------------------------
 
@@ -360,23 +296,27 @@ class Spooler:
                 handle.released.update(e.entry_id for e in self.store.parked_entries(handle.name))
             elif isinstance(data, bytes | bytearray):
                 handle.released.add(bytes(data))
-            self._wake.set()
-        if flags & NOTIFY_NEWMAIL:
+            self.background.wake.set()
+        if flags & NOTIFY_NEWMAIL and not handle.receiving:
+            # During the transport's own StartMessage loop the announcement is absorbed:
+            # the loop that runs fetches the mail (issue #9 rule 11).
             handle.newmail_pending = True
-            self._requests.set()
+            self.background.requests.set()
         if flags & NOTIFY_READYTOSEND:
-            self._wake.set()
+            self.background.wake.set()
         if flags & NOTIFY_CONFIG_CHANGE and handle.logon is not None:
             handle.address_types = tuple(handle.logon.address_types())
 
-    def row_changed(self, handle: LogonHandle) -> None:
-        """A transport changed its row: a FLUSH bit set outside a flush is a request for
-        service (a client flushed the transport's own status object, or the transport
-        wants attention), which the spooler runs at its convenience."""
+    def row_changed(self, handle: LogonHandle, *, requested: bool = False) -> None:
+        """A transport changed its row: a FLUSH bit set outside its turn in a flush is a
+        request for service (a client flushed the transport's own status object, or the
+        transport wants attention), which the spooler runs at its convenience: after the
+        Send/Receive that is running, if any. ``requested``: a request made on its status
+        object during its turn, served again now that the turn is over."""
         wants = self.status.code(handle.name) & (STATUS_INBOUND_FLUSH | STATUS_OUTBOUND_FLUSH)
-        if wants and not handle.in_flush:
+        if (wants or requested) and not handle.in_flush:
             handle.flush_requested = True
-            self._requests.set()
+            self.background.requests.set()
 
     def newmail(self, message: InboundMessage) -> None:
         """A message was stored in the Inbox (NotifyNewMail)."""
@@ -391,14 +331,28 @@ class Spooler:
 
     def queue_changed(self) -> None:
         """Something was submitted or changed state: wake the sender."""
-        self._wake.set()
+        self.background.wake.set()
 
     # -- the spooler's status row -------------------------------------------------------
 
     def set_spooler_flushing(self, flags: int) -> None:
-        code = STATUS_AVAILABLE | flush_bits_for(flags)
-        code |= self.status.code(SPOOLER_ROW) & STATUS_FAILURE  # an integrity alert stays
-        self.status.modify(SPOOLER_ROW, {PR_STATUS_CODE: code}, STATUSROW_UPDATE)
+        self._flushing_flags = flags
+        self._refresh_spooler_row()
+
+    def _refresh_spooler_row(self) -> None:
+        """The spooler's row: the FLUSH bits of a running Send/Receive, and
+        STATUS_FAILURE naming every background task that failed and is not working again
+        (STATUS_AVAILABLE otherwise)."""
+        code = flush_bits_for(self._flushing_flags)
+        # An integrity alert from the store (store.integrity) stays for as long as this
+        # spooler runs, beside the failures of supervised background tasks.
+        alerts = [self.store.integrity_alert] if self.store.integrity_alert else []
+        alerts += self.supervisor.failures.values()
+        code |= STATUS_FAILURE if alerts else STATUS_AVAILABLE
+        text = "; ".join(alerts) if alerts else None
+        self.status.modify(
+            SPOOLER_ROW, {PR_STATUS_CODE: code, PR_STATUS_STRING: text}, STATUSROW_UPDATE
+        )
 
     def persist_status(self) -> None:
         """Save the status table so that other processes can show it."""
@@ -408,11 +362,12 @@ class Spooler:
         except MapiError:
             log.warning("could not save the status table", exc_info=True)
 
-    async def _persist_loop(self) -> None:
+    async def persist_loop(self) -> None:
         while True:
             await asyncio.sleep(1.0)
             if self.status.dirty:
                 self.persist_status()
+            self.supervisor.ok("status-persist")
 
     # -- FlushQueues ----------------------------------------------------------------------
 
@@ -460,12 +415,12 @@ class Spooler:
             # MAPI_E_BUSY even if the flush task has not started yet.
             await self.flusher.lock.acquire()
             task = asyncio.get_running_loop().create_task(
-                self._flush_locked(targets, flags, progress, locked=True)
+                self.flush_locked(targets, flags, progress, locked=True)
             )
             return FlushTicket(task)
-        return await self._flush_locked(targets, flags, progress, locked=False)
+        return await self.flush_locked(targets, flags, progress, locked=False)
 
-    async def _flush_locked(
+    async def flush_locked(
         self,
         targets: list[LogonHandle],
         flags: int,
@@ -477,132 +432,33 @@ class Spooler:
             await self.flusher.lock.acquire()
         try:
             # Background sending stops between two messages when it sees a flush waiting.
-            self._flush_waiting += 1
+            self.flush_waiting += 1
             try:
                 await self.activity.acquire()
             finally:
-                self._flush_waiting -= 1
+                self.flush_waiting -= 1
             try:
-                for handle in targets:
-                    handle.in_flush = True
-                    handle.flush_requested = False
+                self.repair_stranded()
                 return await self.flusher.run(targets, flags, progress)
             finally:
-                for handle in targets:
-                    handle.in_flush = False
                 self.activity.release()
         finally:
             self.flusher.lock.release()
-            self._wake.set()
+            self.background.wake.set()
 
     def request_transport_flush(self, handle: LogonHandle, flags: int) -> None:
         """IMAPIStatus::FlushQueues on a transport's own status object: set the bits in its
         row and return; the spooler flushes it later, asynchronously to the caller."""
         bits = flush_bits_for(flags)
+        handle.request_flags |= flags
+        if handle.in_flush:
+            # Its turn is running and may be past the part asked for: run it again after.
+            handle.requested_in_turn = True
         self.status.modify(
             handle.name, {PR_STATUS_CODE: self.status.code(handle.name) | bits}, STATUSROW_UPDATE
         )
-        handle.request_flags = flags
         self.row_changed(handle)
 
-    async def _serve_requests(self) -> None:
-        """Background: service transports that asked for a flush or announced new mail."""
-        while not self.shutting_down:
-            await self._requests.wait()
-            self._requests.clear()
-            if self.shutting_down:
-                return
-            for handle in self.handles:
-                if not handle.logged_on or self.shutting_down:
-                    continue
-                if handle.flush_requested:
-                    await self._serve_flush_request(handle)
-                if handle.newmail_pending:
-                    handle.newmail_pending = False
-                    await self._receive(handle)
-
-    async def _serve_flush_request(self, handle: LogonHandle) -> None:
-        flags = handle.request_flags & (FLUSH_FORCE | FLUSH_NO_UI)
-        flags |= flush_flags_for(self.status.code(handle.name))
-        handle.flush_requested = False
-        if not flags & (FLUSH_UPLOAD | FLUSH_DOWNLOAD):
-            return
-        await self.flusher.lock.acquire()
-        await self._flush_locked([handle], flags, None, locked=True)
-
-    async def _receive(self, handle: LogonHandle) -> None:
-        """Outside flushes: fetch what a transport announced (poll or NOTIFY_NEWMAIL)."""
-        if not self.status.code(handle.name) & STATUS_INBOUND_ENABLED:
-            return
-        async with self.activity:
-            if self.shutting_down:
-                return
-            await self.inbound.run(handle, lambda: not self.shutting_down and not handle.critical)
-
-    async def _poll_loop(self, handle: LogonHandle) -> None:
-        interval = handle.config.poll_interval
-        while not self.shutting_down:
-            await asyncio.sleep(interval)
-            if not handle.logged_on or self.flusher.lock.locked():
-                continue
-            if not self.status.code(handle.name) & STATUS_INBOUND_ENABLED:
-                continue
-            try:
-                waiting = await handle.call(lambda lg: lg.poll())
-            except Exception as exc:
-                log.warning("transport %s failed in poll: %s", handle.name, exc)
-                continue
-            if waiting > 0:
-                await self._receive(handle)
-
-    # -- sending as messages arrive -------------------------------------------------------
-
-    def _can_send(self, handle: LogonHandle) -> bool:
-        code = self.status.code(handle.name)
-        return (
-            handle.logged_on and bool(code & STATUS_OUTBOUND_ENABLED) and not code & STATUS_OFFLINE
-        )
-
     async def revive(self, handle: LogonHandle, *, force: bool = False) -> bool:
-        """True when ``handle`` is not OFFLINE, after giving an offline transport a
-        ``validate_state`` to reconnect (at most every ``REVIVE_INTERVAL`` seconds unless
-        ``force``): a transport that went offline on a network error comes back by itself
-        once the server is reachable again, without needing FLUSH_FORCE."""
-        if not self.status.code(handle.name) & STATUS_OFFLINE:
-            return True
-        now = time.monotonic()
-        if not handle.logged_on or (not force and now - handle.revived_at < REVIVE_INTERVAL):
-            return False
-        handle.revived_at = now
-        try:
-            await handle.call(lambda logon: logon.validate_state(0))
-        except Exception as exc:  # a transport's failure to reconnect is an answer too
-            log.info("transport %s is still offline: %s", handle.name, exc)
-        return not self.status.code(handle.name) & STATUS_OFFLINE
-
-    async def _sender_loop(self) -> None:
-        """Background (send_immediately): offer due messages to their transports."""
-        while not self.shutting_down:
-            wakeup = self.store.next_wakeup()
-            timeout = 60.0 if wakeup is None else max(0.0, min(60.0, wakeup - time.time()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            self._wake.clear()
-            if self.shutting_down:
-                return
-            if self.flusher.lock.locked():
-                continue
-            async with self.activity:
-                await self.send_pass()
-
-    async def send_pass(self) -> None:
-        """Offer every due message once to each transport it routes to."""
-        for handle in self.handles:
-            if self.shutting_down or self._flush_waiting:
-                return
-            if not await self.revive(handle) or not self._can_send(handle):
-                continue
-            work = self.work_for(handle, force=False, exclude=set())
-            await self.offer_many(
-                handle, work, keep_going=lambda: not (self.shutting_down or self._flush_waiting)
-            )
+        """``Background.revive``: True when ``handle`` is not OFFLINE (after a try)."""
+        return await self.background.revive(handle, force=force)

@@ -15,6 +15,7 @@ from ..mapi import (
     FLUSH_ASYNC_OK,
     FLUSH_DOWNLOAD,
     FLUSH_FORCE,
+    FLUSH_UPLOAD,
     NOTIFY_END_INBOUND_FLUSH,
     NOTIFY_END_OUTBOUND_FLUSH,
     STATUS_INBOUND_FLUSH,
@@ -120,6 +121,9 @@ class FlushCoordinator:
             result.transports[handle.name] = TransportFlushResult(handle.name)
         spooler.set_spooler_flushing(flags)
         try:
+            if flags & FLUSH_UPLOAD:
+                # Recipients no transport accepts bounce at every Send/Receive that sends.
+                spooler.bounce_unroutable()
             if spooler.profile.parallel_flush:
                 await asyncio.gather(*(self.flush_one(h, flags, result, progress) for h in targets))
             else:
@@ -146,13 +150,33 @@ class FlushCoordinator:
         spooler = self.spooler
         mine = result.transports.setdefault(handle.name, TransportFlushResult(handle.name))
         if not handle.logged_on:
-            mine.skipped = "not logged on" + (
-                f": {handle.logon_error}" if handle.logon_error else ""
-            )
+            why = handle.logon_error or ("NOTIFY_CRITICAL_ERROR" if handle.critical else "")
+            mine.skipped = "not logged on" + (f": {why}" if why else "")
             return
         if not flags & FLUSH_FORCE and not await spooler.revive(handle, force=True):
             mine.skipped = "offline"
             return
+        # Its turn: requests made before it are served by it; one made during or after
+        # it is served when this flush ends (Spooler.row_changed).
+        handle.in_flush = True
+        handle.flush_requested = False
+        handle.request_flags = 0
+        try:
+            await self._turn(handle, flags, mine, progress)
+        finally:
+            handle.in_flush = False
+            if handle.requested_in_turn:
+                handle.requested_in_turn = False
+                spooler.row_changed(handle, requested=True)
+
+    async def _turn(
+        self,
+        handle: LogonHandle,
+        flags: int,
+        mine: TransportFlushResult,
+        progress: ProgressCallback | None,
+    ) -> None:
+        spooler = self.spooler
         async with self.resources(handle):
             # Step 1: FlushQueues once, with every flag of the request.
             await handle.call(lambda logon: logon.flush_queues(flags & ~FLUSH_ASYNC_OK))

@@ -151,10 +151,17 @@ class InboundRunner:
         Returns (messages newly stored, error text or None). A duplicate (dedupe key already
         stored) counts as saved for the loop but not as newly stored. Whatever the
         transport saved with ``save_changes(sync=False)`` is made durable before this
-        returns (the barrier the transport should have called already)."""
+        returns (the barrier the transport should have called already).
+
+        The loop serves every NOTIFY_NEWMAIL the transport sent before it began, and
+        absorbs those it sends while it runs (``handle.receiving``): no second loop
+        follows for them."""
+        handle.newmail_pending = False
+        handle.receiving = True
         try:
             return await self._run(handle, keep_going, on_message)
         finally:
+            handle.receiving = False
             try:
                 self.spooler.store.sync()
             except MapiError as exc:

@@ -34,13 +34,20 @@ class LogonHandle:
         #: Entry ids this transport released with NOTIFY_SENTDEFERRED (a release of "all"
         #: is recorded as the ids it held at that moment).
         self.released: set[bytes] = set()
-        #: Set while a flush runs for this transport.
+        #: The BEGIN notifications it got at logon (only the directions it has).
+        self.begun = 0
+        #: Set during this transport's turn in a flush (steps 1-13 for it).
         self.in_flush = False
-        #: The transport's row asked for a flush outside one (its status object was used).
+        #: The transport's row asked for a flush outside its turn (its status object was
+        #: used, or it set a FLUSH bit itself); ``request_flags`` are the flags asked for.
         self.flush_requested = False
         self.request_flags = 0
+        #: A request on its own status object arrived during its turn: run it again after.
+        self.requested_in_turn = False
         #: NOTIFY_NEWMAIL arrived and is not serviced yet.
         self.newmail_pending = False
+        #: Set while its StartMessage loop runs (which absorbs NOTIFY_NEWMAIL).
+        self.receiving = False
         #: When the spooler last asked an OFFLINE transport to reconnect (monotonic).
         self.revived_at = float("-inf")
         self._exclusive = asyncio.Lock()

@@ -41,6 +41,9 @@ log = logging.getLogger("mapispool.spooler")
 
 _T = TypeVar("_T")
 
+#: The name under which a failure to record outcomes shows on the spooler's status row.
+RECORDING = "recording"
+
 #: How many END_RESEND_NOW answers in a row before the spooler treats it as RESEND_LATER.
 MAX_RESEND_NOW = 5
 
@@ -208,9 +211,11 @@ class OutboundRunner:
     ) -> Outcome:
         """``record(attempt, arg)``, turning a failure to record into a retry."""
         try:
-            return record(attempt, arg)
+            outcome = record(attempt, arg)
         except Exception as exc:
             return self._recording_failed(attempt, exc)
+        self.spooler.supervisor.ok(RECORDING)
+        return outcome
 
     def _record_attempt(self, attempt: _Attempt, *, marks_deliver: bool) -> list[Recipient]:
         """Persist what one attempt did for the recipients it handled (DESIGN §7) and
@@ -329,14 +334,17 @@ class OutboundRunner:
         return self._retry(attempt, "the transport kept asking to resend now", hint=None)
 
     def _recording_failed(self, attempt: _Attempt, exc: Exception) -> Outcome:
-        """Recording the attempt's outcome failed (the store raised). Never count that
-        as delivered: every recipient without a recorded outcome stays pending (the
-        store still has it unmarked unless the marks were saved without their reset),
-        and the message goes to the retry schedule with the error visible. If even that
-        cannot be written, it stays in flight, which the next start turns back into
-        queued (or uncertain after a hand-over): never sent, never lost."""
+        """Recording the attempt's outcome failed (the store raised): treated as a crash
+        at that point, never as delivered. Every recipient without a recorded outcome
+        stays pending; a message whose hand-over had begun becomes uncertain (as a
+        restart would make it), any other goes to the retry schedule with the error
+        visible; one whose recipients all have outcomes is finished. The failure shows
+        on the spooler's status row until an outcome is recorded again. If even these
+        writes fail, the message is left in flight for ``Offering.repair_stranded``
+        (the next send pass or flush, at the latest the next start)."""
         entry_id, name = attempt.entry.entry_id, attempt.handle.name
         log.error("could not record the outcome of %s on %s", entry_id.hex(), name, exc_info=exc)
+        self.spooler.supervisor.report(RECORDING, "Recording message outcomes", exc)
         error = printable(f"could not record the outcome of the attempt: {exc}")
         for r in attempt.mine:
             if r.row_id not in attempt.failed_rows | attempt.delivered_rows:
@@ -347,15 +355,24 @@ class OutboundRunner:
             log.warning("could not reset the recipients of %s", entry_id.hex(), exc_info=True)
         try:
             entry = self.store.queue_entry(entry_id, with_recipients=False)
-            if entry.state is not QueueState.IN_FLIGHT:
-                return Outcome.RETRY  # the state change was recorded; the rest will follow
-            delay = self.spooler.retry_policy.delay(entry.attempts, hint=None)
-            self.store.transition(
-                entry_id, QueueState.RETRY, not_before=time.time() + delay, error=error,
-                transport=name,
-            )  # fmt: skip
+            if entry.state is QueueState.IN_FLIGHT:
+                pending = any(o is None for _row, o, _t, _s in
+                              self.store.recipient_outcomes(entry_id))  # fmt: skip
+                if attempt.message.handoff_begun and pending:
+                    self.store.transition(
+                        entry_id, QueueState.UNCERTAIN, transport=name,
+                        error=f"delivery uncertain: {error}",
+                    )  # fmt: skip
+                    return Outcome.UNCERTAIN
+                delay = self.spooler.retry_policy.delay(entry.attempts, hint=None)
+                self.store.transition(
+                    entry_id, QueueState.RETRY, not_before=time.time() + delay, error=error,
+                    transport=name,
+                )  # fmt: skip
+            self.settle(entry_id)  # every recipient may have its outcome already
         except Exception:
             log.exception("could not put %s back in the queue either", entry_id.hex())
+            self.spooler.offering.stranded = True
             return Outcome.FAILED
         return Outcome.RETRY
 

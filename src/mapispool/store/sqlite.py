@@ -878,20 +878,23 @@ class SqliteStore:
         """Remove a message and its queue entry for good (a person asked for it)."""
         self.delete_message(entry_id)
 
-    def recover(self) -> dict[str, int]:
+    def recover(self, *, parked: bool = True) -> dict[str, int]:
         """Repair what a killed spooler left behind; call before a new spooler starts.
 
         In-flight messages whose hand-over had begun become ``uncertain`` (never resent
         silently) unless every recipient's outcome was already committed; other in-flight
         ones go back to ``queued``; parked ones are re-queued,
-        since the transport that parked them is gone with the old process."""
+        since the transport that parked them is gone with the old process. With
+        ``parked=False`` only in-flight messages are repaired: what a running spooler
+        calls once nothing is being sent (an error left a message in flight)."""
         now = time.time()
         counts = {"requeued": 0, "uncertain": 0, "unparked": 0}
         with self._tx("recovering the queue") as conn:
             rows = conn.execute(
                 "SELECT m.entry_id, q.state, q.handoff, (SELECT count(*) FROM recipients r"
                 " WHERE r.message_id = m.id AND r.outcome IS NULL) FROM queue q"
-                " JOIN messages m ON m.id = q.message_id WHERE q.state IN ('in_flight', 'parked')"
+                " JOIN messages m ON m.id = q.message_id WHERE q.state IN ('in_flight', ?)",
+                (QueueState.PARKED.value if parked else QueueState.IN_FLIGHT.value,),
             ).fetchall()
             for entry_id, state, handoff, pending in rows:
                 if state == QueueState.PARKED.value:

@@ -100,6 +100,11 @@ class MaildirLogon(TransportLogon):
         self._unreadable: set[str] = set()
         self._warned: set[str] = set()  # files we could not move or delete, reported once
 
+    @property
+    def receives(self) -> bool:
+        """Only a section with ``path`` receives; without it the transport only sends."""
+        return self.inbox is not None
+
     # -- routing and outbound ---------------------------------------------------------
 
     def address_types(self) -> Sequence[str]:
