@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .mapi import (
+    MAPI_E_BUSY,
     MAPI_E_INVALID_PARAMETER,
     MAPI_E_NO_SUPPORT,
     MAPI_E_NOT_FOUND,
@@ -57,8 +58,9 @@ def _load_profile(profile: Profile | str | os.PathLike[str] | None) -> Profile:
 class AsyncFlushHandle:
     """What ``flush_queues(FLUSH_ASYNC_OK)`` returns at once."""
 
-    def __init__(self, ticket: FlushTicket) -> None:
-        self._task = ticket.task
+    def __init__(self, ticket: FlushTicket | asyncio.Task[FlushResult]) -> None:
+        # A client-mode session (``daemon.attached``) hands over the task of its request.
+        self._task = ticket if isinstance(ticket, asyncio.Task) else ticket.task
 
     @property
     def done(self) -> bool:
@@ -161,7 +163,11 @@ class AsyncFolder:
 
 
 class AsyncSession:
-    """A logged-on session with its in-process spooler. Use ``await AsyncSession.logon()``."""
+    """A logged-on session. Use ``await AsyncSession.logon()`` (or ``open()``).
+
+    ``mode`` says where its spooler is: ``"spooler"`` (started in this process by
+    ``logon``), ``"client"`` (a running ``mapispool serve``'s: ``logon`` attached to it,
+    see ``daemon.attached``) or ``"store"`` (none: ``open``)."""
 
     def __init__(
         self, profile: Profile, store: Store, spooler: Spooler, *, spooler_running: bool = True
@@ -173,17 +179,37 @@ class AsyncSession:
         self._closed = False
 
     @classmethod
-    async def logon(cls, profile: Profile | str | os.PathLike[str] | None = None) -> AsyncSession:
-        """Load the profile, open the store and start the spooler (transports log on)."""
+    async def logon(
+        cls, profile: Profile | str | os.PathLike[str] | None = None, *, attach: bool = True
+    ) -> AsyncSession:
+        """Load the profile, open the store and start the spooler (transports log on).
+
+        When another process runs the store's spooler and it is a ``mapispool serve`` of
+        this user (its control socket answers), the session is that daemon's client
+        (``mode == "client"``) unless ``attach`` is False; other spoolers (a running
+        ``mapispool flush``, another program's session) give ``MAPI_E_BUSY``."""
         loaded = _load_profile(profile)
         store = Store(loaded.store_path())
         spooler = Spooler(loaded, store)
         try:
             await spooler.start()
+        except MapiError as exc:
+            busy = exc.hresult == MAPI_E_BUSY
+            client = await cls._attach(loaded, store) if busy and attach else None
+            if client is None:
+                store.close()
+                raise
+            return client
         except BaseException:
             store.close()
             raise
         return cls(loaded, store, spooler)
+
+    @staticmethod
+    async def _attach(profile: Profile, store: Store) -> AsyncSession | None:
+        from .daemon.attached import DaemonClientSession  # the daemon package imports us
+
+        return await DaemonClientSession.attach(profile, store)
 
     @classmethod
     def open(cls, profile: Profile | str | os.PathLike[str] | None = None) -> AsyncSession:
@@ -195,6 +221,11 @@ class AsyncSession:
         loaded = _load_profile(profile)
         store = Store(loaded.store_path())
         return cls(loaded, store, Spooler(loaded, store), spooler_running=False)
+
+    @property
+    def mode(self) -> str:
+        """``"spooler"``, ``"client"`` or ``"store"`` (see the class docstring)."""
+        return "spooler" if self.spooler_running else "store"
 
     async def __aenter__(self) -> AsyncSession:
         return self
@@ -440,9 +471,23 @@ class Session:
 
     @classmethod
     def logon(cls, profile: Profile | str | os.PathLike[str] | None = None) -> Session:
+        """``AsyncSession.logon``: the spooler in this process, or a running daemon's
+        client (``mode == "client"``) when ``mapispool serve`` holds the store."""
         runner = _LoopThread()
         try:
             inner = runner.run(AsyncSession.logon(profile))
+        except BaseException:
+            runner.stop()
+            raise
+        return cls(inner, runner)
+
+    @classmethod
+    def open(cls, profile: Profile | str | os.PathLike[str] | None = None) -> Session:
+        """``AsyncSession.open``: the store alone (``mode == "store"``); no spooler runs
+        and no transport logs on, and ``flush_queues`` is not available."""
+        runner = _LoopThread()
+        try:
+            inner = runner.call(lambda: AsyncSession.open(profile))
         except BaseException:
             runner.stop()
             raise
@@ -457,6 +502,11 @@ class Session:
     @property
     def profile(self) -> Profile:
         return self._inner.profile
+
+    @property
+    def mode(self) -> str:
+        """``"spooler"``, ``"client"`` or ``"store"`` (see ``AsyncSession``)."""
+        return self._inner.mode
 
     @property
     def spooler(self) -> Spooler:
