@@ -55,6 +55,12 @@ def _load_profile(profile: Profile | str | os.PathLike[str] | None) -> Profile:
     return Profile.load(default_profile_path() if profile is None else profile)
 
 
+_STORE_ONLY = (
+    "this session was opened on the store alone (open()), so no spooler runs in it; "
+    "use logon() to flush (it reaches a running 'mapispool serve' too)"
+)
+
+
 class AsyncFlushHandle:
     """What ``flush_queues(FLUSH_ASYNC_OK)`` returns at once."""
 
@@ -80,9 +86,15 @@ class AsyncFlushHandle:
 class AsyncStatus:
     """IMAPIStatus: the spooler's status object or a transport's (``open_status``)."""
 
-    def __init__(self, spooler: Spooler, name: str) -> None:
+    def __init__(self, spooler: Spooler, name: str, *, unavailable: str | None = None) -> None:
         self._spooler = spooler
         self.name = name
+        # Why this object cannot flush or validate (a session on the store alone), or None.
+        self._unavailable = unavailable
+
+    def _check_available(self) -> None:
+        if self._unavailable is not None:
+            raise MapiError(MAPI_E_NO_SUPPORT, self._unavailable)
 
     @property
     def is_spooler(self) -> bool:
@@ -112,7 +124,9 @@ class AsyncStatus:
         or an ``AsyncFlushHandle`` at once with ``FLUSH_ASYNC_OK``. While another flush
         runs: ``MAPI_E_BUSY``, unless a synchronous caller passes ``wait=True``.
         On a transport's object: sets the request in the transport's row and returns None
-        at once; the spooler runs the flush for that transport later."""
+        at once; the spooler runs the flush for that transport later.
+        On a session opened on the store alone: ``MAPI_E_NO_SUPPORT``."""
+        self._check_available()
         if self.is_spooler:
             outcome = await self._spooler.flush(flags, target, progress, wait=wait)
             if isinstance(outcome, FlushTicket):
@@ -129,6 +143,7 @@ class AsyncStatus:
     async def validate_state(self, flags: int = 0) -> None:
         """IMAPIStatus::ValidateState: the spooler's asks every transport; a transport's
         object asks that transport."""
+        self._check_available()
         names = [h.name for h in self._spooler.handles] if self.is_spooler else [self.name]
         for name in names:
             handle = self._spooler.handle_named(name)
@@ -273,6 +288,8 @@ class AsyncSession:
 
     def spooler_status(self) -> AsyncStatus:
         """The spooler's status object (where Send/Receive is asked for)."""
+        if not self.spooler_running:
+            return AsyncStatus(self.spooler, SPOOLER_ROW, unavailable=_STORE_ONLY)
         return AsyncStatus(self.spooler, SPOOLER_ROW)
 
     def open_status(self, entry_id: bytes) -> AsyncStatus:
