@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from mapispool.daemon.server import MAX_REQUEST
 from tests.acceptance.test_cli_support import message, run, sendmail
 from tests.acceptance.test_daemon_support import Serve, write_profile
 from tests.servers.smtp import SmtpServer
@@ -57,12 +56,16 @@ def _exchange(path: Path, payload: bytes) -> list[dict[str, object]]:
     return [json.loads(line) for line in data.splitlines() if line.strip()]
 
 
+#: Longer than any request line the daemon reads (``server.MAX_REQUEST``, 4 MiB).
+LONG_LINE = 8 * 1024 * 1024
+
+
 def test_an_over_long_request_line_gets_a_clear_error(daemon: tuple[Path, Serve]) -> None:
     """A line longer than the daemon reads is answered with one error, then the daemon
     goes on serving other clients; no traceback in its log."""
     profile, serve = daemon
     sock = profile.parent / "store.db.sock"
-    line = b'{"op":"submit","params":{"content":"' + b"A" * (MAX_REQUEST + 10) + b'"}}\n'
+    line = b'{"op":"submit","params":{"content":"' + b"A" * LONG_LINE + b'"}}\n'
     [answer] = _exchange(sock, line)
     assert answer["ok"] is False
     assert "longer than" in str(answer["error"])
