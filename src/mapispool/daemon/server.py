@@ -103,16 +103,15 @@ class Daemon:
         if task is not None:
             self._clients.add(task)
         try:
-            while not reader.at_eof():
-                try:
-                    line = await reader.readline()
-                except ValueError:
-                    # Longer than the stream's limit: the rest of the line is still on its
-                    # way, so the connection cannot be read further. Answer, then close.
+            while True:
+                line = await _read_line(reader)
+                if line is None:
                     self.events("request-refused", "warning", error="request line too long")
                     writer.write(encode(error_message(_too_long())))
                     await writer.drain()
-                    return
+                    continue
+                if not line:
+                    break
                 if not line.strip():
                     continue
                 writer.write(encode(await self._answer(line, writer)))
@@ -200,10 +199,36 @@ class Daemon:
         self.events("newmail", entry_id=message.entry_id.hex() if message.entry_id else None)
 
 
+async def _read_line(reader: asyncio.StreamReader) -> bytes | None:
+    """The next request line (``b""`` at the end of input), or None when it was longer
+    than the stream's limit: then it has been read to its end and thrown away, so the
+    client, still sending it, gets the answer rather than a broken pipe."""
+    try:
+        return await reader.readuntil(b"\n")
+    except asyncio.IncompleteReadError as exc:
+        return exc.partial  # a last line without its newline, or nothing
+    except asyncio.LimitOverrunError as exc:
+        await reader.readexactly(exc.consumed)
+        await _skip_line(reader)
+        return None
+
+
+async def _skip_line(reader: asyncio.StreamReader) -> None:
+    """Discard input up to and including the next newline (or the end of input)."""
+    while True:
+        try:
+            await reader.readuntil(b"\n")
+            return
+        except asyncio.LimitOverrunError as exc:
+            await reader.readexactly(exc.consumed)
+        except asyncio.IncompleteReadError:
+            return
+
+
 def _too_long() -> MapiError:
     return MapiError(
         MAPI_E_INVALID_PARAMETER,
-        f"a request line is longer than {MAX_REQUEST} bytes; the connection is closed "
+        f"a request line is longer than {MAX_REQUEST} bytes and was skipped "
         "(mapispool's own clients write messages to the store and send only their id)",
     )
 
