@@ -4,13 +4,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
-from mapispool import MapiError, Session
+from mapispool import AsyncSession, MapiError, Session
 from mapispool.mapi import (
     FLUSH_ASYNC_OK,
     FLUSH_UPLOAD,
@@ -24,7 +26,7 @@ from mapispool.spooler.flush import FlushProgress, FlushResult
 from mapispool.store import QueueState
 from tests.acceptance.test_cli_support import message
 from tests.acceptance.test_daemon_support import Serve, write_profile
-from tests.servers.smtp import SmtpServer
+from tests.servers.smtp import SmtpServer, SmtpTransaction
 
 
 @pytest.fixture
@@ -93,8 +95,9 @@ def test_logon_while_serve_runs_is_a_client_of_the_daemon(
 def test_client_mode_async_flush_busy_and_queue_actions(
     daemon: tuple[Path, Serve], smtp: SmtpServer
 ) -> None:
-    """FLUSH_ASYNC_OK returns a handle that waits for the daemon's flush; hold and
-    release run in the daemon; a transport's status object stays in the daemon."""
+    """FLUSH_ASYNC_OK returns a handle that waits for the daemon's flush, and a second
+    request meanwhile is MAPI_E_BUSY; hold and release run in the daemon; a transport's
+    status object stays in the daemon."""
     profile, _serve = daemon
     with Session.logon(profile) as session:
         entry = session.submit(message("later"))
@@ -104,9 +107,20 @@ def test_client_mode_async_flush_busy_and_queue_actions(
         assert isinstance(held, FlushResult)
         assert held.transports["out"].sent == 0
         session.release(entry)
+        gate = threading.Event()
+
+        def held_open(transaction: SmtpTransaction) -> str:
+            gate.wait(60)  # keeps the daemon's flush running until the test has looked
+            return "250 2.0.0 OK"
+
+        smtp.set_data_answer(held_open)
         handle = session.spooler_status().flush_queues(FLUSH_UPLOAD | FLUSH_ASYNC_OK)
         assert handle is not None
         assert not isinstance(handle, FlushResult)
+        with pytest.raises(MapiError) as busy:
+            session.spooler_status().flush_queues(FLUSH_UPLOAD | FLUSH_ASYNC_OK)
+        assert busy.value.hresult == MAPI_E_BUSY
+        gate.set()
         assert handle.wait(timeout=60).transports["out"].sent == 1
         transport_row = session.status_table()[1]
         with pytest.raises(MapiError) as refused:
@@ -140,3 +154,21 @@ def test_logon_beside_a_spooler_without_a_daemon_is_busy(tmp_path: Path, smtp: S
         with pytest.raises(MapiError) as busy:
             Session.logon(profile)
         assert busy.value.hresult == MAPI_E_BUSY
+
+
+def test_async_logon_while_serve_runs_is_a_client_too(
+    daemon: tuple[Path, Serve], smtp: SmtpServer
+) -> None:
+    """AsyncSession.logon attaches the same way (Session is its façade)."""
+    profile, _serve = daemon
+
+    async def scenario() -> int:
+        async with await AsyncSession.logon(profile) as session:
+            assert session.mode == "client"
+            await session.submit(message("async"))
+            result = await session.spooler_status().flush_queues(FLUSH_UPLOAD)
+            assert isinstance(result, FlushResult)
+            return result.transports["out"].sent
+
+    assert asyncio.run(scenario()) == 1
+    assert len(smtp.messages) == 1
