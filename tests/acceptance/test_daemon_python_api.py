@@ -172,3 +172,25 @@ def test_async_logon_while_serve_runs_is_a_client_too(
 
     assert asyncio.run(scenario()) == 1
     assert len(smtp.messages) == 1
+
+
+def test_logoff_during_an_async_flush_leaves_the_daemon_flushing(
+    daemon: tuple[Path, Serve], smtp: SmtpServer
+) -> None:
+    """A client that logs off without waiting stops only its own wait; the daemon's
+    flush goes on and sends the message."""
+    profile, _serve = daemon
+    gate = threading.Event()
+
+    def held_open(transaction: SmtpTransaction) -> str:
+        gate.wait(60)
+        return "250 2.0.0 OK"
+
+    smtp.set_data_answer(held_open)
+    with Session.logon(profile) as session:
+        session.submit(message("goes on"))
+        handle = session.spooler_status().flush_queues(FLUSH_UPLOAD | FLUSH_ASYNC_OK)
+        assert handle is not None
+    gate.set()
+    [sent] = smtp.wait_for(1, timeout=60)
+    assert b"Subject: goes on" in sent.data

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from email.message import Message
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..mapi import (
     FLUSH_ASYNC_OK,
@@ -44,6 +44,7 @@ from .server import MAX_REQUEST
 log = logging.getLogger("mapispool.session")
 
 Event = Callable[[dict[str, Any]], None]
+T = TypeVar("T")
 
 
 class DaemonLink:
@@ -66,7 +67,10 @@ class DaemonLink:
             return await self._call(op, params, on_event, started)
         except BaseException as exc:
             if started is not None and not started.done():
-                started.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    started.cancel()
+                else:
+                    started.set_exception(exc)
             raise
         finally:
             if started is not None and not started.done():
@@ -184,7 +188,7 @@ class DaemonSpoolerStatus(AsyncStatus):
         async def run() -> FlushResult:
             return _result(await link.call("flush", params, on_event, started))
 
-        task = asyncio.get_running_loop().create_task(run())
+        task = self._session.track(asyncio.get_running_loop().create_task(run()))
         try:
             await started
         except BaseException:
@@ -206,6 +210,21 @@ class DaemonClientSession(AsyncSession):
     def __init__(self, profile: Profile, store: Store, link: DaemonLink) -> None:
         super().__init__(profile, store, Spooler(profile, store), spooler_running=False)
         self.link = link
+        self._requests: set[asyncio.Task[Any]] = set()
+
+    def track(self, task: asyncio.Task[T]) -> asyncio.Task[T]:
+        """Keep a request that outlives its call (an async flush) until it ends or the
+        session logs off (the daemon's flush goes on; only our wait for it ends)."""
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
+        return task
+
+    async def logoff(self) -> None:
+        """Stop waiting for the daemon's flushes and close the store; the daemon runs on."""
+        for task in list(self._requests):
+            task.cancel()
+        await asyncio.gather(*self._requests, return_exceptions=True)
+        await super().logoff()
 
     @property
     def mode(self) -> str:
