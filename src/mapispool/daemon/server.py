@@ -145,10 +145,13 @@ class Daemon:
         except MapiError as exc:
             return error_message(exc)
         except (KeyError, TypeError, ValueError) as exc:
-            # A parameter missing or of the wrong type: the client's mistake, said plainly.
+            # Mostly a parameter missing or of the wrong type: said plainly, not as a bug.
             self.events("request-refused", "warning", op=str(op), error=repr(exc))
             return error_message(
-                MapiError(MAPI_E_INVALID_PARAMETER, f"bad parameters for {op!r}: {exc!r}")
+                MapiError(
+                    MAPI_E_INVALID_PARAMETER,
+                    f"could not run {op!r} with the parameters given: {exc!r}",
+                )
             )
         except Exception as exc:  # a bug answering one client must not stop the daemon
             self.events("request-failed", "error", error=repr(exc))
