@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .mapi import (
+    MAPI_E_BUSY,
     MAPI_E_INVALID_PARAMETER,
     MAPI_E_NO_SUPPORT,
     MAPI_E_NOT_FOUND,
@@ -57,11 +58,18 @@ def _load_profile(profile: Profile | str | os.PathLike[str] | None) -> Profile:
     return Profile.load(default_profile_path() if profile is None else profile)
 
 
+_STORE_ONLY = (
+    "this session was opened on the store alone (open()), so no spooler runs in it; "
+    "use logon() to flush (it reaches a running 'mapispool serve' too)"
+)
+
+
 class AsyncFlushHandle:
     """What ``flush_queues(FLUSH_ASYNC_OK)`` returns at once."""
 
-    def __init__(self, ticket: FlushTicket) -> None:
-        self._task = ticket.task
+    def __init__(self, ticket: FlushTicket | asyncio.Task[FlushResult]) -> None:
+        # A client-mode session (``daemon.attached``) hands over the task of its request.
+        self._task = ticket if isinstance(ticket, asyncio.Task) else ticket.task
 
     @property
     def done(self) -> bool:
@@ -81,9 +89,15 @@ class AsyncFlushHandle:
 class AsyncStatus:
     """IMAPIStatus: the spooler's status object or a transport's (``open_status``)."""
 
-    def __init__(self, spooler: Spooler, name: str) -> None:
+    def __init__(self, spooler: Spooler, name: str, *, unavailable: str | None = None) -> None:
         self._spooler = spooler
         self.name = name
+        # Why this object cannot flush or validate (a session on the store alone), or None.
+        self._unavailable = unavailable
+
+    def _check_available(self) -> None:
+        if self._unavailable is not None:
+            raise MapiError(MAPI_E_NO_SUPPORT, self._unavailable)
 
     @property
     def is_spooler(self) -> bool:
@@ -113,7 +127,9 @@ class AsyncStatus:
         or an ``AsyncFlushHandle`` at once with ``FLUSH_ASYNC_OK``. While another flush
         runs: ``MAPI_E_BUSY``, unless a synchronous caller passes ``wait=True``.
         On a transport's object: sets the request in the transport's row and returns None
-        at once; the spooler runs the flush for that transport later."""
+        at once; the spooler runs the flush for that transport later.
+        On a session opened on the store alone: ``MAPI_E_NO_SUPPORT``."""
+        self._check_available()
         if self.is_spooler:
             outcome = await self._spooler.flush(flags, target, progress, wait=wait)
             if isinstance(outcome, FlushTicket):
@@ -130,6 +146,7 @@ class AsyncStatus:
     async def validate_state(self, flags: int = 0) -> None:
         """IMAPIStatus::ValidateState: the spooler's asks every transport; a transport's
         object asks that transport."""
+        self._check_available()
         names = [h.name for h in self._spooler.handles] if self.is_spooler else [self.name]
         for name in names:
             handle = self._spooler.handle_named(name)
@@ -189,7 +206,11 @@ def _not_allowed(
 
 
 class AsyncSession:
-    """A logged-on session with its in-process spooler. Use ``await AsyncSession.logon()``."""
+    """A logged-on session. Use ``await AsyncSession.logon()`` (or ``open()``).
+
+    ``mode`` says where its spooler is: ``"spooler"`` (started in this process by
+    ``logon``), ``"client"`` (a running ``mapispool serve``'s: ``logon`` attached to it,
+    see ``daemon.attached``) or ``"store"`` (none: ``open``)."""
 
     def __init__(
         self, profile: Profile, store: Store, spooler: Spooler, *, spooler_running: bool = True
@@ -201,17 +222,37 @@ class AsyncSession:
         self._closed = False
 
     @classmethod
-    async def logon(cls, profile: Profile | str | os.PathLike[str] | None = None) -> AsyncSession:
-        """Load the profile, open the store and start the spooler (transports log on)."""
+    async def logon(
+        cls, profile: Profile | str | os.PathLike[str] | None = None, *, attach: bool = True
+    ) -> AsyncSession:
+        """Load the profile, open the store and start the spooler (transports log on).
+
+        When another process runs the store's spooler and it is a ``mapispool serve`` of
+        this user (its control socket answers), the session is that daemon's client
+        (``mode == "client"``) unless ``attach`` is False; other spoolers (a running
+        ``mapispool flush``, another program's session) give ``MAPI_E_BUSY``."""
         loaded = _load_profile(profile)
         store = Store(loaded.store_path())
         spooler = Spooler(loaded, store)
         try:
             await spooler.start()
+        except MapiError as exc:
+            busy = exc.hresult == MAPI_E_BUSY
+            client = await cls._attach(loaded, store) if busy and attach else None
+            if client is None:
+                store.close()
+                raise
+            return client
         except BaseException:
             store.close()
             raise
         return cls(loaded, store, spooler)
+
+    @staticmethod
+    async def _attach(profile: Profile, store: Store) -> AsyncSession | None:
+        from .daemon.attached import DaemonClientSession  # the daemon package imports us
+
+        return await DaemonClientSession.attach(profile, store)
 
     @classmethod
     def open(cls, profile: Profile | str | os.PathLike[str] | None = None) -> AsyncSession:
@@ -223,6 +264,11 @@ class AsyncSession:
         loaded = _load_profile(profile)
         store = Store(loaded.store_path())
         return cls(loaded, store, Spooler(loaded, store), spooler_running=False)
+
+    @property
+    def mode(self) -> str:
+        """``"spooler"``, ``"client"`` or ``"store"`` (see the class docstring)."""
+        return "spooler" if self.spooler_running else "store"
 
     async def __aenter__(self) -> AsyncSession:
         return self
@@ -270,6 +316,8 @@ class AsyncSession:
 
     def spooler_status(self) -> AsyncStatus:
         """The spooler's status object (where Send/Receive is asked for)."""
+        if not self.spooler_running:
+            return AsyncStatus(self.spooler, SPOOLER_ROW, unavailable=_STORE_ONLY)
         return AsyncStatus(self.spooler, SPOOLER_ROW)
 
     def open_status(self, entry_id: bytes) -> AsyncStatus:
@@ -508,9 +556,23 @@ class Session:
 
     @classmethod
     def logon(cls, profile: Profile | str | os.PathLike[str] | None = None) -> Session:
+        """``AsyncSession.logon``: the spooler in this process, or a running daemon's
+        client (``mode == "client"``) when ``mapispool serve`` holds the store."""
         runner = _LoopThread()
         try:
             inner = runner.run(AsyncSession.logon(profile))
+        except BaseException:
+            runner.stop()
+            raise
+        return cls(inner, runner)
+
+    @classmethod
+    def open(cls, profile: Profile | str | os.PathLike[str] | None = None) -> Session:
+        """``AsyncSession.open``: the store alone (``mode == "store"``); no spooler runs
+        and no transport logs on, and ``flush_queues`` is not available."""
+        runner = _LoopThread()
+        try:
+            inner = runner.call(lambda: AsyncSession.open(profile))
         except BaseException:
             runner.stop()
             raise
@@ -525,6 +587,11 @@ class Session:
     @property
     def profile(self) -> Profile:
         return self._inner.profile
+
+    @property
+    def mode(self) -> str:
+        """``"spooler"``, ``"client"`` or ``"store"`` (see ``AsyncSession``)."""
+        return self._inner.mode
 
     @property
     def spooler(self) -> Spooler:

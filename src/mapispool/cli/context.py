@@ -39,8 +39,12 @@ class Cli:
         return self._profile
 
     def backend(self) -> Backend:
-        """The daemon of the store when one runs, else this process."""
-        return connect(self.profile)
+        """The daemon of the store when one of ours runs, else this process."""
+        return connect(self.profile, self.warn)
+
+    def warn(self, text: str) -> None:
+        """A warning on stderr (shown even with --quiet)."""
+        click.echo(f"warning: {text}", err=True)
 
     def say(self, text: str) -> None:
         """A line of chatter, left out with --quiet."""

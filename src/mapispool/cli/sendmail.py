@@ -19,7 +19,8 @@ from typing import BinaryIO
 
 import click
 
-from ..daemon.client import connect, encode_content
+from ..daemon.client import connect
+from ..daemon.client import submit as queue_message
 from ..mapi import MapiError
 from ..profile import Profile
 from ..session import default_profile_path
@@ -139,9 +140,8 @@ def run(args: Sequence[str], stdin: BinaryIO, profile_path: Path | None = None) 
         return EX_USAGE
     try:
         profile = Profile.load(inv.profile or profile_path or default_profile_path())
-        backend = connect(profile)
         if inv.mode == "p":
-            for entry in backend.call("queue_list", {}):
+            for entry in connect(profile, _warn).call("queue_list", {}):
                 click.echo(f"{entry['entry_id']} {entry['state']:<10} {entry['subject']}")
             return EX_OK
         if not inv.recipients and not inv.from_headers:
@@ -157,14 +157,18 @@ def run(args: Sequence[str], stdin: BinaryIO, profile_path: Path | None = None) 
         recipients: list[str] | None = list(inv.recipients)
         if inv.from_headers:
             recipients = _header_recipients(content) + inv.recipients if inv.recipients else None
-        backend.call(
-            "submit",
-            {"content": encode_content(content), "recipients": recipients, "sender": inv.sender},
+        # Written to the store by this process (any size); a running daemon is woken.
+        queue_message(
+            profile, {"content": content, "recipients": recipients, "sender": inv.sender}, _warn
         )
     except MapiError as exc:
         click.echo(f"sendmail: {describe(exc)}", err=True)
         return exit_code(exc)
     return EX_OK
+
+
+def _warn(text: str) -> None:
+    click.echo(f"sendmail: warning: {text}", err=True)
 
 
 def _header_recipients(content: bytes) -> list[str]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ..daemon.client import encode_content
+from ..daemon.client import submit as queue_message
 from .context import Cli, pass_cli
 
 _RELATIVE = re.compile(r"^\+(\d+(?:\.\d+)?)([smhd]?)$")
@@ -94,15 +94,15 @@ def submit(
     if explicit:
         content = add_missing_headers(content, {"To": ", ".join(to), "Cc": ", ".join(cc)})
     params: dict[str, Any] = {
-        "content": encode_content(content),
+        "content": content,
         "recipients": list(to) if explicit else None,
         "cc": list(cc),
         "bcc": list(bcc),
         "send_at": parse_send_at(send_at) if send_at else None,
         "sender": sender,
     }
-    backend = cli.backend()
-    entry_id = backend.call("submit", params)
+    # Written to the store by this process, whatever its size; a daemon is only woken.
+    entry_id, woken = queue_message(cli.profile, params, cli.warn)
     click.echo(entry_id)
-    if backend.kind == "local" and not cli.quiet:
+    if not woken and not cli.quiet:
         click.echo("queued; 'mapispool flush' or a running 'mapispool serve' sends it", err=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -18,10 +19,12 @@ from ..mapi.errors import HResult
 from ..profile import Profile
 from ..session import AsyncSession
 from ..store import Store
-from . import ops
+from . import ops, trust
 from .protocol import decode, encode, raise_error, socket_path
 
 Progress = Callable[[dict[str, Any]], None]
+#: Where a client reports a socket it refused to use, or a daemon that did not answer.
+Warn = Callable[[str], None]
 
 CONNECT_TIMEOUT = 5.0
 
@@ -50,10 +53,15 @@ class DaemonBackend:
         self._reader = sock.makefile("rb")
 
     @classmethod
-    def connect(cls, path: Path) -> DaemonBackend | None:
+    def connect(cls, path: Path, warn: Warn | None = None) -> DaemonBackend | None:
         """A client for the daemon listening at ``path``, or None when none answers (no
-        socket file, or a stale one left by a daemon that was killed)."""
-        if not path.exists():
+        socket file, or a stale one left by a daemon that was killed) or when the socket
+        is not our own daemon's (``trust``): then ``warn`` hears why and nothing is sent."""
+        if not os.path.lexists(path):
+            return None
+        problem = trust.socket_file_problem(path)
+        if problem is not None:
+            _warn(warn, f"not using the control socket: {problem}")
             return None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(CONNECT_TIMEOUT)
@@ -61,6 +69,11 @@ class DaemonBackend:
             sock.connect(str(path))
         except OSError:
             sock.close()
+            return None
+        problem = trust.peer_problem(sock)
+        if problem is not None:
+            sock.close()
+            _warn(warn, f"not using the control socket {path}: {problem}")
             return None
         # A flush may take as long as it takes; only connecting has a deadline.
         sock.settimeout(None)
@@ -76,8 +89,8 @@ class DaemonBackend:
                 if not line:
                     raise MapiError(LOST, "the daemon closed the control socket; try again")
                 message = decode(line)
-                if message.get("event") == "progress":
-                    if progress is not None:
+                if "event" in message:
+                    if progress is not None and message["event"] == "progress":
                         progress(message)
                     continue
                 if message.get("ok"):
@@ -143,14 +156,49 @@ class LocalBackend:
             store.close()
 
 
-def connect(profile: Profile) -> Backend:
-    """The daemon of the profile's store if one answers, else an in-process backend."""
-    daemon = DaemonBackend.connect(socket_path(profile.store_path()))
+def _warn(warn: Warn | None, text: str) -> None:
+    if warn is not None:
+        warn(text)
+
+
+def connect(profile: Profile, warn: Warn | None = None) -> Backend:
+    """The daemon of the profile's store if one of ours answers, else an in-process
+    backend (``warn`` hears about a socket that was refused)."""
+    daemon = DaemonBackend.connect(socket_path(profile.store_path()), warn)
     if daemon is not None:
         return daemon
     return LocalBackend(profile)
 
 
+def submit(profile: Profile, params: dict[str, Any], warn: Warn | None = None) -> tuple[str, bool]:
+    """Queue a message: this process writes it to the store (one durable transaction, as
+    the daemon would), then wakes the daemon if one of ours answers. The message never
+    crosses the control socket, so its size is not bounded by it, and a socket that is
+    not ours never sees it. ``params`` are ``ops.submit``'s, ``content`` as bytes.
+
+    Returns the entry id in hex and whether a daemon was told (else the message waits
+    for the next ``mapispool flush`` or ``mapispool serve``)."""
+    entry_id = str(LocalBackend(profile).call("submit", params))
+    return entry_id, wake(profile, entry_id, warn)
+
+
+def wake(profile: Profile, entry_id: str, warn: Warn | None = None) -> bool:
+    """Tell the daemon of the profile's store, if one of ours answers, that ``entry_id``
+    was queued. True when it was told; a daemon that fails to answer is only a warning,
+    because the message is in the store already."""
+    daemon = DaemonBackend.connect(socket_path(profile.store_path()), warn)
+    if daemon is None:
+        return False
+    try:
+        daemon.call("submitted", {"entry_id": entry_id})
+    except MapiError as exc:
+        _warn(warn, f"the message is queued, but the daemon did not take the news: {exc.message}")
+        return False
+    finally:
+        daemon.close()
+    return True
+
+
 def encode_content(content: bytes) -> str:
-    """Message bytes as they travel in a ``submit`` request."""
+    """Message bytes as they travel in a ``submit`` request over the socket."""
     return base64.b64encode(content).decode("ascii")

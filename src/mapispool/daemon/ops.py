@@ -36,6 +36,7 @@ from ..spi import Recipient
 from ..spooler.flush import FlushProgress, FlushResult
 from ..spooler.status import describe_status_code
 from ..store import QueueEntry, StoredMessage
+from ..store.codec import dump_props
 from ..submission import parse_recipient
 
 Emit = Callable[[dict[str, Any]], None]
@@ -44,7 +45,7 @@ Operation = Callable[[AsyncSession, Params, Emit], Awaitable[Any]]
 
 #: Operations that need the spooler running (transports logged on); the rest only need
 #: the store, so without a daemon the CLI runs them without logging any transport on.
-NEEDS_SPOOLER = frozenset({"flush", "status"})
+NEEDS_SPOOLER = frozenset({"flush", "status", "status_rows"})
 
 QUEUE_ACTIONS = ("cancel", "hold", "release", "retry", "purge")
 
@@ -118,7 +119,10 @@ async def transport_entry_id(session: AsyncSession, name: str) -> bytes:
 
 
 async def flush(session: AsyncSession, params: Params, emit: Emit) -> Any:
-    """Send/Receive: ``{"async_started": true}`` with ``async``, else the result when done."""
+    """Send/Receive: ``{"async_started": true}`` with ``async``, else the result when done.
+    With ``flags`` (MAPI's, from the Python API) see ``flush_with_flags``."""
+    if "flags" in params:
+        return await flush_with_flags(session, params, emit)
     flags = flush_flags(params)
     name = params.get("transport")
     target = await transport_entry_id(session, str(name)) if name else None
@@ -134,6 +138,27 @@ async def flush(session: AsyncSession, params: Params, emit: Emit) -> Any:
             # In-process: the spooler ends with this command, so it waits all the same.
             return result_dict(await outcome.wait())
         return {"async_started": True}
+    outcome = await status.flush_queues(flags, target, progress, wait=bool(params.get("wait")))
+    assert isinstance(outcome, FlushResult)
+    return result_dict(outcome)
+
+
+async def flush_with_flags(session: AsyncSession, params: Params, emit: Emit) -> Any:
+    """FlushQueues for a Python API client: ``flags`` and ``target`` (a row's entry id in
+    hex) as MAPI has them. With ``FLUSH_ASYNC_OK`` a ``started`` event follows the start
+    (or the error, such as ``MAPI_E_BUSY``, comes at once), then the result when done."""
+    flags = int(params["flags"])
+    target = bytes.fromhex(str(params["target"])) if params.get("target") else None
+
+    def progress(event: FlushProgress) -> None:
+        emit(progress_dict(event))
+
+    status = session.spooler_status()
+    if flags & FLUSH_ASYNC_OK:
+        handle = await status.flush_queues(flags, target, progress)
+        assert isinstance(handle, AsyncFlushHandle)
+        emit({"event": "started"})
+        return result_dict(await handle.wait())
     outcome = await status.flush_queues(flags, target, progress, wait=bool(params.get("wait")))
     assert isinstance(outcome, FlushResult)
     return result_dict(outcome)
@@ -156,8 +181,10 @@ def _parse_recipients(params: Params) -> list[str | Recipient] | None:
 
 
 async def submit(session: AsyncSession, params: Params, emit: Emit) -> Any:
-    """Queue a message; the content travels base64-encoded; returns the entry id in hex."""
-    content = base64.b64decode(str(params["content"]))
+    """Queue a message; returns the entry id in hex. ``content`` is the message's bytes
+    (in process) or base64 text (over the socket, for clients older than ``submitted``)."""
+    raw = params["content"]
+    content = bytes(raw) if isinstance(raw, bytes | bytearray) else base64.b64decode(str(raw))
     send_at = params.get("send_at")
     entry_id = await session.submit(
         content,
@@ -166,6 +193,19 @@ async def submit(session: AsyncSession, params: Params, emit: Emit) -> Any:
         sender=params.get("sender"),
     )
     return entry_id.hex()
+
+
+async def submitted(session: AsyncSession, params: Params, emit: Emit) -> Any:
+    """A client queued ``entry_id`` in the store itself: the spooler looks at the queue
+    now rather than at its next wake-up."""
+    session.spooler.queue_changed()
+    return {"entry_id": str(params.get("entry_id") or "")}
+
+
+async def status_rows(session: AsyncSession, params: Params, emit: Emit) -> Any:
+    """The status table with every property, each row as the store's props JSON (the
+    Python API's client mode rebuilds the rows from it)."""
+    return [dump_props(row) for row in await session.status_table()]
 
 
 def _all_entries(session: AsyncSession) -> list[QueueEntry]:
@@ -271,6 +311,8 @@ OPERATIONS: dict[str, Operation] = {
     "flush": flush,
     "status": status,
     "submit": submit,
+    "submitted": submitted,
+    "status_rows": status_rows,
     "queue_list": queue_list,
     "queue_show": queue_show,
     "queue_action": queue_action,

@@ -9,6 +9,7 @@ the next request.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,11 @@ MAX_SOCKET_PATH = 100
 
 
 def socket_path(store_path: Path) -> Path:
-    """Where the daemon of the store at ``store_path`` listens: next to the store file."""
-    return store_path.with_name(store_path.name + ".sock")
+    """Where the daemon of the store at ``store_path`` listens: next to the store's real
+    file (symlinks and ``..`` resolved), so a client that names the store through a
+    symlink finds the daemon that named it directly, and the other way round."""
+    real = Path(os.path.realpath(store_path))
+    return real.with_name(real.name + ".sock")
 
 
 def encode(message: dict[str, Any]) -> bytes:

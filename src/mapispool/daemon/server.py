@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 from pathlib import Path
@@ -24,6 +25,7 @@ from ..mapi import (
     MAPI_E_BUSY,
     MAPI_E_CALL_FAILED,
     MAPI_E_INVALID_PARAMETER,
+    MAPI_E_NO_ACCESS,
     MapiError,
 )
 from ..profile import Profile
@@ -31,7 +33,12 @@ from ..session import AsyncFlushHandle, AsyncSession
 from ..spi import InboundMessage
 from . import ops
 from .logs import EventLog
-from .protocol import MAX_SOCKET_PATH, decode, encode, error_message, socket_path
+from .protocol import MAX_SOCKET_PATH, encode, error_message, socket_path
+
+#: The longest request line the daemon reads (asyncio's default is 64 KiB). Messages do not
+#: travel on the socket (clients write them to the store), so requests stay small; a
+#: ``submit`` request from an older client carries its message base64-encoded.
+MAX_REQUEST = 4 * 1024 * 1024
 
 
 class Daemon:
@@ -96,8 +103,15 @@ class Daemon:
         if task is not None:
             self._clients.add(task)
         try:
-            while not reader.at_eof():
-                line = await reader.readline()
+            while True:
+                line = await _read_line(reader)
+                if line is None:
+                    self.events("request-refused", "warning", error="request line too long")
+                    writer.write(encode(error_message(_too_long())))
+                    await writer.drain()
+                    continue
+                if not line:
+                    break
                 if not line.strip():
                     continue
                 writer.write(encode(await self._answer(line, writer)))
@@ -116,8 +130,9 @@ class Daemon:
             if not writer.is_closing():
                 writer.write(encode(event))
 
+        op: object = None
         try:
-            request = decode(line)
+            request = _parse(line)
             op = request.get("op")
             params = request.get("params") or {}
             if not isinstance(op, str) or not isinstance(params, dict):
@@ -129,6 +144,15 @@ class Daemon:
             return {"ok": True, "result": result}
         except MapiError as exc:
             return error_message(exc)
+        except (KeyError, TypeError, ValueError) as exc:
+            # Mostly a parameter missing or of the wrong type: said plainly, not as a bug.
+            self.events("request-refused", "warning", op=str(op), error=repr(exc))
+            return error_message(
+                MapiError(
+                    MAPI_E_INVALID_PARAMETER,
+                    f"could not run {op!r} with the parameters given: {exc!r}",
+                )
+            )
         except Exception as exc:  # a bug answering one client must not stop the daemon
             self.events("request-failed", "error", error=repr(exc))
             return error_message(MapiError(MAPI_E_CALL_FAILED, f"internal error: {exc!r}"))
@@ -178,6 +202,53 @@ class Daemon:
         self.events("newmail", entry_id=message.entry_id.hex() if message.entry_id else None)
 
 
+async def _read_line(reader: asyncio.StreamReader) -> bytes | None:
+    """The next request line (``b""`` at the end of input), or None when it was longer
+    than the stream's limit: then it has been read to its end and thrown away, so the
+    client, still sending it, gets the answer rather than a broken pipe."""
+    try:
+        return await reader.readuntil(b"\n")
+    except asyncio.IncompleteReadError as exc:
+        return exc.partial  # a last line without its newline, or nothing
+    except asyncio.LimitOverrunError as exc:
+        await reader.readexactly(exc.consumed)
+        await _skip_line(reader)
+        return None
+
+
+async def _skip_line(reader: asyncio.StreamReader) -> None:
+    """Discard input up to and including the next newline (or the end of input)."""
+    while True:
+        try:
+            await reader.readuntil(b"\n")
+            return
+        except asyncio.LimitOverrunError as exc:
+            await reader.readexactly(exc.consumed)
+        except asyncio.IncompleteReadError:
+            return
+
+
+def _too_long() -> MapiError:
+    return MapiError(
+        MAPI_E_INVALID_PARAMETER,
+        f"a request line is longer than {MAX_REQUEST} bytes and was skipped "
+        "(mapispool's own clients write messages to the store and send only their id)",
+    )
+
+
+def _parse(line: bytes) -> dict[str, Any]:
+    """A request line as an object; anything else is ``MAPI_E_INVALID_PARAMETER``."""
+    try:
+        request = json.loads(line)
+    except ValueError as exc:  # UnicodeDecodeError is one too
+        raise MapiError(
+            MAPI_E_INVALID_PARAMETER, f"a request must be one line of JSON: {exc}"
+        ) from exc
+    if not isinstance(request, dict):
+        raise MapiError(MAPI_E_INVALID_PARAMETER, "a request must be a JSON object")
+    return request
+
+
 def _unlink(path: Path) -> None:
     """Remove the socket file (a syscall on a local directory: no need to leave the loop)."""
     with contextlib.suppress(FileNotFoundError):
@@ -193,10 +264,17 @@ async def _listen(path: Path, handler: Any) -> asyncio.AbstractServer:
             "put the store in a directory with a shorter path",
         )
     # A socket file left by a killed daemon: we hold the store lock, so no daemon owns it.
-    _unlink(path)
+    try:
+        _unlink(path)
+    except PermissionError as exc:
+        raise MapiError(
+            MAPI_E_NO_ACCESS,
+            f"cannot replace {path}: it belongs to someone else ({exc.strerror}); "
+            "remove it, or keep the store in a directory only you can write",
+        ) from exc
     old = os.umask(0o177)
     try:
-        server = await asyncio.start_unix_server(handler, path=str(path))
+        server = await asyncio.start_unix_server(handler, path=str(path), limit=MAX_REQUEST)
     finally:
         os.umask(old)
     os.chmod(path, 0o600)
@@ -205,7 +283,7 @@ async def _listen(path: Path, handler: Any) -> asyncio.AbstractServer:
 
 async def serve(profile: Profile, events: EventLog) -> None:
     """Run the daemon until SIGTERM or SIGINT."""
-    session = await AsyncSession.logon(profile)
+    session = await AsyncSession.logon(profile, attach=False)
     try:
         await Daemon(session, events).run(socket_path(profile.store_path()))
     finally:

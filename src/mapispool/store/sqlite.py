@@ -174,10 +174,24 @@ class SqliteStore:
         self._conn.close()
 
     def acquire_spooler_lock(self) -> bool:
-        """Take the one-spooler-per-store lock; False if another process holds it."""
+        """Take the one-spooler-per-store lock; False if another process holds it.
+
+        The lock file is named after the store's real path (symlinks and ``..`` resolved),
+        so every name of the same file finds the same lock. A store file with a second
+        hard link is refused (``MAPI_E_NO_ACCESS``): the names could not share one lock,
+        and SQLite names its WAL after the path, so two names would not share a journal."""
         if self._lock_file is not None:
             return True
-        lock_path = Path(f"{self.path}.lock")
+        real = Path(os.path.realpath(self.path))
+        links = real.stat().st_nlink if real.exists() else 1
+        if links > 1:
+            raise MapiError(
+                MAPI_E_NO_ACCESS,
+                f"the store {real} has {links} hard links; a spooler on one name would not "
+                "see one on another, and SQLite keeps a journal per name: keep one name "
+                "(use a symlink for the others)",
+            )
+        lock_path = Path(f"{real}.lock")
         fd = os.open(lock_path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
         handle = os.fdopen(fd, "ab")  # held open for the spooler's lifetime
         try:
