@@ -192,7 +192,9 @@ def wake(profile: Profile, entry_id: str, warn: Warn | None = None) -> bool:
     try:
         daemon.call("submitted", {"entry_id": entry_id})
     except MapiError as exc:
-        _warn(warn, f"the message is queued, but the daemon did not take the news: {exc.message}")
+        # The "try again" of a lost socket is for requests; this message is safe already.
+        why = exc.message.removesuffix("; try again")
+        _warn(warn, f"the message is queued, but the daemon did not take the news: {why}")
         return False
     finally:
         daemon.close()

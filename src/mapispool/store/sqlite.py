@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..mapi import (
+    MAPI_E_NO_ACCESS,
     MAPI_E_NOT_ENOUGH_DISK,
     MAPI_E_NOT_FOUND,
     MAPI_E_VERSION,
