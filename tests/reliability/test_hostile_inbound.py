@@ -225,3 +225,20 @@ async def test_pop3_long_lines_and_dot_stuffing_arrive_intact() -> None:
         assert await drive_flush(logon, support) == 1
         await logon.logoff(0)
     assert support.messages[0][1] == data
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+async def test_a_large_message_is_held_about_once(protocol: str) -> None:
+    """A 16 MiB message costs about its size while it is downloaded and stored (the
+    store here is memory, so one copy stays): imaplib's debug repr of each literal and
+    poplib's list of lines made it three to four times that."""
+    size = 16 * MiB
+    support = MemorySupport()
+    with hostile_server(protocol, "normal", [message(1, size)]) as server:
+        make = imap if protocol == "imap" else pop3
+        logon = make(support, server)
+        outcome, peak = await peak_of(drive_flush(logon, support))
+        await logon.logoff(0)
+    assert outcome == 1
+    assert len(support.messages[0][1]) > size
+    assert peak < 2.5 * size, peak / size

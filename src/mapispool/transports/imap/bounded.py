@@ -5,7 +5,8 @@ lines: an endless SELECT answer grew memory without end) and literals with
 ``file.read(size)`` for whatever size the server announces. ``BoundedIMAPClient`` makes
 imapclient build imaplib objects whose ``readline`` and ``read`` go through the
 connection's ``BoundedReader`` instead, from the greeting on, so every line and literal
-is charged to the ``Budget`` of the operation in progress.
+is charged to the ``Budget`` of the operation in progress, and keeps imaplib from copying
+each literal into a debug message.
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ class BoundedIMAPClient(imapclient.IMAPClient):  # type: ignore[misc]
     def __init__(self, *args: Any, budget: Budget, **kwargs: Any) -> None:
         self._budget = budget
         super().__init__(*args, **kwargs)
+        # imapclient sets imaplib's debug level to 5, at which imaplib formats the repr of
+        # every untagged response, literals included, whether or not anything logs it:
+        # two to three extra copies of each downloaded message. Level 4 still logs every
+        # line and command, and only the size of literals.
+        self._imap.debug = 4
 
     def _create_IMAP4(self) -> Any:
         connect_timeout = getattr(self._timeout, "connect", None)
