@@ -242,3 +242,31 @@ async def test_a_large_message_is_held_about_once(protocol: str) -> None:
     assert outcome == 1
     assert len(support.messages[0][1]) > size
     assert peak < 2.5 * size, peak / size
+
+
+def test_a_flush_reports_the_crossed_bound(tmp_path: Any) -> None:
+    """Through the public API: Send/Receive against an endless POP3 listing returns, its
+    result names the error for the transport, and the status row shows it."""
+    from mapispool import Profile, Session
+    from mapispool.mapi import FLUSH_DOWNLOAD, PR_DISPLAY_NAME, PR_STATUS_CODE, PR_STATUS_STRING
+
+    with hostile_server("pop3", "endless-uidl") as server:
+        profile = Profile.from_dict(
+            {
+                "store": str(tmp_path / "store.db"),
+                "send_immediately": False,
+                "transports": {
+                    "hostile": {"provider": "pop3", **section(server, max_response_lines=2000)}
+                },
+            }
+        )
+        with Session.logon(profile) as session:
+            result = session.spooler_status().flush_queues(FLUSH_DOWNLOAD)
+            [row] = [r for r in session.status_table() if r[PR_DISPLAY_NAME] == "hostile"]
+            inbox = list(session.folder("Inbox").messages())
+    error = result.transports["hostile"].error
+    assert error is not None
+    assert "max_response_lines" in error
+    assert row[PR_STATUS_CODE] & STATUS_OFFLINE
+    assert "max_response_lines" in str(row[PR_STATUS_STRING])
+    assert inbox == []
