@@ -1,8 +1,9 @@
 """Turning what a client submits (an ``EmailMessage`` or RFC 5322 bytes, and recipients)
 into the content, MAPI properties and recipient rows the store keeps.
 
-The submitted bytes are kept as they are, with two changes: the Bcc header is removed
-(Bcc recipients are in the recipient table, never in the transmitted header), and a
+The submitted bytes are kept as they are, with two changes: every Bcc and Resent-Bcc
+field is removed, in any spelling a parser accepts (Bcc recipients are in the recipient
+table, never in the transmitted header), and a
 missing Date or Message-ID is added once, so that it stays the same across retries.
 """
 
@@ -112,19 +113,35 @@ def _split_header(raw: bytes) -> tuple[bytes, bytes, int]:
     return raw, b"", len(raw)
 
 
-def _drop_header(block: bytes, name: bytes) -> bytes:
-    """Remove every occurrence (with continuation lines) of header ``name``."""
-    lines = block.splitlines(keepends=True)
+#: A header line whose field name is Bcc or Resent-Bcc, in any case, with blanks allowed
+#: before the colon (the obsolete syntax of RFC 5322 §4.5.3, which parsers and
+#: ``_Headers`` accept, so it must count for removal too).
+_BCC_FIELD = re.compile(rb"(?i)(resent-)?bcc[ \t]*:")
+
+
+def _drop_bcc(block: bytes) -> tuple[bytes, bool]:
+    """``block`` without any Bcc or Resent-Bcc field (continuation lines included), and
+    whether one was removed. Bcc recipients live in the recipient table; no form of the
+    field may reach a recipient, since some transports deliver the stored bytes as they
+    are. The result ends with a line break exactly when ``block`` did."""
     kept: list[bytes] = []
-    skipping = False
-    lower = name.lower() + b":"
-    for line in lines:
-        if line[:1] in (b" ", b"\t") and skipping:
+    skipping = dropped = False
+    for line in block.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t"):
+            if not skipping:
+                kept.append(line)
             continue
-        skipping = line.lower().startswith(lower)
+        skipping = bool(_BCC_FIELD.match(line))
+        dropped = dropped or skipping
         if not skipping:
             kept.append(line)
-    return b"".join(kept)
+    if not dropped:
+        return block, False
+    result = b"".join(kept)
+    if not block.endswith(b"\n"):
+        # The separator after the block supplies the last line break.
+        result = result.removesuffix(b"\n").removesuffix(b"\r")
+    return result, True
 
 
 _FIELD = re.compile(rb"^[!-9;-~]+[ \t]*:")
@@ -173,6 +190,7 @@ class _Headers:
 
     _NEEDS_DECODING = re.compile(rb"=\?|[\x80-\xff]")
     _FOLD = re.compile(r"\r?\n(?=[ \t])")
+    _BLANK_BEFORE_COLON = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.M)
     _PLAIN_FIELD = re.compile(r"^([!-9;-~]+)[ \t]*:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.M)
 
     def __init__(self, fields: list[tuple[str, str]]) -> None:
@@ -182,6 +200,10 @@ class _Headers:
     def parse(cls, block: bytes) -> _Headers:
         data = block + b"\r\n\r\n"
         if cls._NEEDS_DECODING.search(block):
+            # The email package stops reading the header at a name followed by blanks
+            # ("Bcc : x"), which RFC 5322's obsolete syntax allows and the plain reader
+            # below accepts: close the gap so that both read the same fields.
+            data = cls._BLANK_BEFORE_COLON.sub(rb"\1:", data)
             parsed = BytesHeaderParser(policy=email.policy.default).parsebytes(data)
             return cls([(name, str(value)) for name, value in parsed.items()])
         # _check_header_block has already refused anything but fields and continuations.
@@ -250,9 +272,7 @@ def prepare(
         row.row_id = index
 
     newline = b"\r\n" if b"\r\n" in block or sep == b"\r\n\r\n" else b"\n"
-    had_bcc = headers.get("Bcc") is not None
-    if had_bcc:
-        block = _drop_header(block, b"Bcc")
+    block, had_bcc = _drop_bcc(block)
     added = b""
     if headers.get("Date") is None:
         added += b"Date: " + email.utils.format_datetime(now).encode() + newline
@@ -260,6 +280,8 @@ def prepare(
     if message_id is None:
         message_id = email.utils.make_msgid(domain="mapispool.invalid")
         added += b"Message-ID: " + message_id.encode() + newline
+    if added and not block:
+        added = added.removesuffix(newline)  # the separator ends the last line
     if added or had_bcc:
         content = b"".join((added, block, sep, memoryview(raw)[body_start:]))
     else:

@@ -142,7 +142,7 @@ async def test_oversize_message_is_left_and_reported(
     raw = settings(dovecot, user, action="delete", max_size=2000)
     assert await run(logon_for(support, raw), support) == 1
     assert server_count(dovecot, user) == 1
-    assert "over max_size" in support.status_string
+    assert "over max_message_size" in support.status_string
     assert "big 2" in support.status_string
 
 

@@ -31,7 +31,7 @@ from mapispool.mapi import (
     MessageFlags,
 )
 from mapispool.spi import InboundMessage, OutboundMessage, Recipient, Support
-from mapispool.transports.maildir import MaildirLogon, MaildirProvider
+from mapispool.transports.maildir import MaildirLogon, MaildirProvider, dedupe_key
 from mapispool.transports.maildir import _logon as logon_module
 
 CONTENT = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nbody\r\n"
@@ -106,6 +106,11 @@ class FakeSupport(Support):
             if not message.saved:
                 return count
         raise AssertionError("the inbound loop did not end")
+
+
+def key(maildir: Path, name: str) -> str:
+    """The dedupe key of file ``name`` received from ``maildir`` (named by its real path)."""
+    return dedupe_key(os.path.realpath(maildir), name)
 
 
 def make_maildir(path: Path) -> Path:
@@ -338,7 +343,7 @@ async def test_receives_each_file_once_then_moves_it_to_cur_as_seen(tmp_path: Pa
     assert logon.logon_flags & LOGON_SP_POLL
     assert await logon.poll() == 2
     assert await support.receive_all(logon) == 2
-    assert support.inbox == {"maildir:1.a.host": b"one", "maildir:2.b.host": b"two"}
+    assert support.inbox == {key(inbox, "1.a.host"): b"one", key(inbox, "2.b.host"): b"two"}
     assert files(inbox / "new") == []
     assert files(inbox / "cur") == ["1.a.host:2,S", "2.b.host:2,S"]
     assert await logon.poll() == 0
@@ -377,8 +382,10 @@ async def test_include_cur_receives_cur_once_and_keeps_the_seen_state(tmp_path: 
     assert await logon.poll() == 3
     assert await support.receive_all(logon) == 3
     assert files(inbox / "cur") == ["1.a.host:2,FS", "2.b.host:2,S", "3.c.host:2,S"]
-    assert support.inbox_props["maildir:2.b.host"][PR_MESSAGE_FLAGS] == MessageFlags.MSGFLAG_READ
-    assert PR_MESSAGE_FLAGS not in support.inbox_props["maildir:1.a.host"]
+    assert (
+        support.inbox_props[key(inbox, "2.b.host")][PR_MESSAGE_FLAGS] == MessageFlags.MSGFLAG_READ
+    )
+    assert PR_MESSAGE_FLAGS not in support.inbox_props[key(inbox, "1.a.host")]
     # A later logon over the same store finds nothing new in cur/.
     again = await MaildirProvider("md", support.settings).transport_logon(support, 0)
     assert await again.poll() == 0
@@ -405,14 +412,14 @@ async def test_crash_between_commit_and_move_never_duplicates(
     with pytest.raises(Crash):
         await logon.start_message(support.new_message())
     monkeypatch.undo()
-    assert list(support.inbox) == ["maildir:1.a.host"]
+    assert list(support.inbox) == [key(inbox, "1.a.host")]
     assert files(inbox / "new") == ["1.a.host"]
 
     restarted, _ = await logon_with({"path": str(inbox)})
     restarted.support = support  # same store after the restart
     assert await restarted.poll() == 0
     assert await support.receive_all(restarted) == 0
-    assert list(support.inbox) == ["maildir:1.a.host"]
+    assert list(support.inbox) == [key(inbox, "1.a.host")]
     assert files(inbox / "new") == []
     assert files(inbox / "cur") == ["1.a.host:2,S"]
 
@@ -466,7 +473,7 @@ async def test_an_unreadable_file_is_skipped_reported_once_and_retried(
     assert files(inbox / "new") == ["1.a.host"]
     monkeypatch.undo()
     assert await support.receive_all(logon) == 1
-    assert support.inbox == {"maildir:1.a.host": b"one", "maildir:2.b.host": b"two"}
+    assert support.inbox == {key(inbox, "1.a.host"): b"one", key(inbox, "2.b.host"): b"two"}
 
 
 async def test_new_files_arriving_between_flushes_are_picked_up(tmp_path: Path) -> None:
@@ -477,7 +484,7 @@ async def test_new_files_arriving_between_flushes_are_picked_up(tmp_path: Path) 
     assert await support.receive_all(logon) == 1
     drop(inbox, "2.b.host")
     assert await support.receive_all(logon) == 1
-    assert sorted(support.inbox) == ["maildir:1.a.host", "maildir:2.b.host"]
+    assert sorted(support.inbox) == [key(inbox, "1.a.host"), key(inbox, "2.b.host")]
 
 
 async def test_vanished_inbox_raises_disk_error_and_marks_failure(tmp_path: Path) -> None:

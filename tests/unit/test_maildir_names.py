@@ -12,6 +12,7 @@ from mapispool.transports.maildir import (
     MaildirProvider,
     MaildirSettings,
     dedupe_key,
+    legacy_dedupe_key,
     seen_name,
     unique_name,
     unique_part,
@@ -69,8 +70,19 @@ def test_unique_part_drops_only_a_trailing_info_suffix(filename: str, unique: st
 
 def test_dedupe_key_is_the_same_in_new_and_cur() -> None:
     """A file seen in new/ and again, renamed, in cur/ has one dedupe key."""
-    assert dedupe_key("123.abc.host") == "maildir:123.abc.host"
-    assert dedupe_key("123.abc.host:2,S") == dedupe_key("123.abc.host")
+    assert dedupe_key("/m", "123.abc.host") == "maildir:/m/123.abc.host"
+    assert dedupe_key("/m", "123.abc.host:2,S") == dedupe_key("/m", "123.abc.host")
+
+
+def test_dedupe_key_names_the_source() -> None:
+    """One file name in two Maildirs gives two keys, neither equal to the legacy key."""
+    keys = {
+        dedupe_key("/a", "1.M1P1.h"),
+        dedupe_key("/b", "1.M1P1.h"),
+        legacy_dedupe_key("1.M1P1.h"),
+    }
+    assert len(keys) == 3
+    assert legacy_dedupe_key("1.M1P1.h:2,S") == "maildir:1.M1P1.h"
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ def test_defaults_and_ports() -> None:
         "implicit",
         995,
         "keep",
-        None,
+        64 * 1024 * 1024,
     )
     assert Pop3Settings.parse({**BASE, "tls": "stls"}).common.port == 110
 

@@ -16,8 +16,10 @@ from ...mapi import (
     MAPI_E_LOGON_FAILED,
     MAPI_E_NETWORK_ERROR,
     MAPI_E_TIMEOUT,
+    MAPI_E_TOO_BIG,
     MapiError,
 )
+from .limits import LimitExceeded
 
 #: Seconds the spooler is asked to wait before retrying after a network failure.
 RETRY_AFTER_NETWORK = 60.0
@@ -106,4 +108,17 @@ def translate_error(
         )
     return MapiError(
         MAPI_E_CALL_FAILED, f"unexpected {type(exc).__name__} {doing} ({where})", reply=reply
+    )
+
+
+def limit_error(exc: LimitExceeded, *, where: str) -> MapiError:
+    """The ``MapiError`` for a crossed response bound (the caller has dropped the
+    connection): ``MAPI_E_TIMEOUT`` for the deadline, ``MAPI_E_TOO_BIG`` for a size or
+    count; the text names the setting that bounds it."""
+    hresult = MAPI_E_TIMEOUT if exc.timed_out else MAPI_E_TOO_BIG
+    return MapiError(
+        hresult,
+        f"{exc.text} ({where}); the connection was dropped. If the server is right, "
+        f"raise {exc.setting}",
+        retry_after=RETRY_AFTER_NETWORK,
     )

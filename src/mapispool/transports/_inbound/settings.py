@@ -8,6 +8,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .limits import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_MAX_RESPONSE_LINES,
+    Limits,
+)
+
 _CALLABLE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -153,6 +160,19 @@ class CommonSettings:
     connect_timeout: float
     timeout: float
     account_id: str
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    max_response_lines: int = DEFAULT_MAX_RESPONSE_LINES
+
+    @property
+    def limits(self) -> Limits:
+        """The bounds on what the server may send (see ``limits.Limits``)."""
+        return Limits(
+            max_message_size=self.max_message_size,
+            max_response_bytes=self.max_response_bytes,
+            max_response_lines=self.max_response_lines,
+            timeout=self.timeout,
+        )
 
     @property
     def uses_token(self) -> bool:
@@ -198,8 +218,14 @@ def read_common(
     connect_timeout = reader.seconds("connect_timeout", 15.0)
     timeout = reader.seconds("timeout", 60.0)
     account_id = reader.string("account_id", f"{username}@{host}")
+    max_message_size = reader.positive_int("max_message_size", DEFAULT_MAX_MESSAGE_SIZE)
+    max_response_bytes = reader.positive_int("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)
+    max_response_lines = reader.positive_int("max_response_lines", DEFAULT_MAX_RESPONSE_LINES)
     assert batch_size is not None
     assert account_id is not None
+    assert max_message_size is not None
+    assert max_response_bytes is not None
+    assert max_response_lines is not None
 
     if reader.has("password"):
         raise reader.error(
@@ -238,6 +264,10 @@ def read_common(
         )
     if batch_size > 5000:
         raise reader.error("batch_size", "must be at most 5000")
+    if max_response_bytes < 64 * 1024:
+        raise reader.error("max_response_bytes", "must be at least 65536 (64 KiB)")
+    if max_response_lines < 100:
+        raise reader.error("max_response_lines", "must be at least 100")
     return CommonSettings(
         provider=reader.provider,
         host=host,
@@ -258,4 +288,7 @@ def read_common(
         connect_timeout=connect_timeout,
         timeout=timeout,
         account_id=account_id,
+        max_message_size=max_message_size,
+        max_response_bytes=max_response_bytes,
+        max_response_lines=max_response_lines,
     )

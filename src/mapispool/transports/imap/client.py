@@ -20,9 +20,11 @@ from imapclient.exceptions import (  # type: ignore[import-untyped]
 )
 
 from ...mapi import MAPI_E_NO_SUPPORT, MapiError
-from .._inbound.errors import translate_error
+from .._inbound.errors import limit_error, translate_error
+from .._inbound.limits import Budget, LimitExceeded
 from .._inbound.secrets import Credentials
 from .._inbound.tls import make_ssl_context
+from .bounded import BoundedIMAPClient
 from .settings import ImapSettings
 
 T = TypeVar("T")
@@ -62,6 +64,7 @@ class ImapConnection:
         self._selected: str | None = None
         self._secrets: list[str] = []
         self.capabilities: frozenset[str] = frozenset()
+        self.budget = Budget(settings.common.limits)
 
     @property
     def where(self) -> str:
@@ -73,11 +76,19 @@ class ImapConnection:
         """True after a successful ``connect`` until ``close``."""
         return self._client is not None
 
-    def _guard(self, doing: str, fn: Callable[[], T]) -> T:
+    def _guard(self, doing: str, fn: Callable[[], T], *, extra_bytes: int | None = None) -> T:
+        """Run ``fn`` under a fresh response budget (a download when ``extra_bytes`` is
+        given: what a batch may add to one message); every failure becomes a
+        ``MapiError``. A crossed bound drops the connection without LOGOUT: the rest of
+        the response is still on the wire."""
+        self.budget.arm(doing, body=extra_bytes is not None, extra_bytes=extra_bytes or 0)
         try:
             return fn()
         except MapiError:
             raise
+        except LimitExceeded as exc:
+            self.drop()
+            raise limit_error(exc, where=self.where) from exc
         except Exception as exc:
             error = translate_error(
                 exc,
@@ -108,12 +119,13 @@ class ImapConnection:
         timeout = imapclient.SocketTimeout(connect=c.connect_timeout, read=c.timeout)
 
         def open_() -> Any:
-            return imapclient.IMAPClient(
+            return BoundedIMAPClient(
                 c.host,
                 port=c.port,
                 ssl=c.tls == "implicit",
                 ssl_context=context,
                 timeout=timeout,
+                budget=self.budget,
             )
 
         client = self._guard("connecting", open_)
@@ -146,11 +158,21 @@ class ImapConnection:
         """Connect unless connected; a connection that no longer answers NOOP is replaced."""
         if self._client is not None:
             try:
+                self.budget.arm("checking the connection (NOOP)")
                 self._client.noop()
                 return
             except Exception:  # any failure means: start over with a fresh connection
                 self.close(quiet=True)
         self.connect()
+
+    def drop(self) -> None:
+        """Close the socket without a word to the server. Never raises."""
+        client, self._client, self._selected = self._client, None, None
+        if client is not None:
+            try:
+                client.shutdown()
+            except Exception:  # already dead: nothing left to close
+                self.logger.debug("dropping the IMAP socket failed", exc_info=True)
 
     def close(self, *, quiet: bool = False) -> None:
         """LOGOUT if possible, then drop the socket. Never raises."""
@@ -158,6 +180,7 @@ class ImapConnection:
         if client is None:
             return
         try:
+            self.budget.arm("logging out")
             client.logout()
         except Exception:
             try:
@@ -206,12 +229,17 @@ class ImapConnection:
             for uid, item in data.items()
         }
 
-    def bodies(self, uids: Sequence[int]) -> list[Fetched]:
-        """The full messages, ascending by UID; UIDs expunged meanwhile are left out."""
+    def bodies(self, uids: Sequence[int], batch_bytes: int) -> list[Fetched]:
+        """The full messages, ascending by UID; UIDs expunged meanwhile are left out.
+
+        Each message may be up to ``max_message_size`` and all of them together up to
+        that plus ``batch_bytes``, whatever RFC822.SIZE said; beyond, ``MAPI_E_TOO_BIG``
+        and the connection is dropped."""
         client = self._require()
         data = self._guard(
             "downloading messages",
             lambda: client.fetch(list(uids), [b"RFC822.SIZE", b"BODY.PEEK[]"]),
+            extra_bytes=batch_bytes,
         )
         out = [
             Fetched(int(uid), bytes(item[b"BODY[]"]), int(item[b"RFC822.SIZE"]))

@@ -20,6 +20,7 @@ from ...mapi import (
     FLUSH_DOWNLOAD,
     FORCE_XP_DISCONNECT,
     LOGON_SP_POLL,
+    MAPI_E_TOO_BIG,
     NOTIFY_END_INBOUND_FLUSH,
     STATUS_AVAILABLE,
     STATUS_FAILURE,
@@ -31,7 +32,7 @@ from ...mapi import (
 from ...spi import InboundMessage, Support, TransportLogon
 from .._inbound.state import load_state, save_state
 from .._inbound.worker import Worker
-from .client import FolderInfo, ImapConnection
+from .client import Fetched, FolderInfo, ImapConnection
 from .settings import ImapSettings
 from .sync import (
     FolderState,
@@ -66,6 +67,8 @@ class _Cursor:
     """Candidate UIDs not fetched yet, ascending."""
     done: list[int] = field(default_factory=list)
     """UIDs committed locally (now or earlier) whose server action is still to be done."""
+    skipped: list[int] = field(default_factory=list)
+    """UIDs left on the server as too large: the keep-mode floor stays below them."""
     fingerprints: dict[str, str] | None = None
 
 
@@ -85,6 +88,12 @@ class ImapLogon(TransportLogon):
         self._folders: deque[str] | None = None
         self._received = 0
         self._notes: list[str] = []
+        # Keys of messages that went over max_message_size on the wire although
+        # RFC822.SIZE said less (left on the server and reported from then on), and of
+        # those fetched in a batch that did (fetched one by one until the culprit is known).
+        self._too_large: set[str] = set()
+        self._fetch_alone: set[str] = set()
+        self._left: set[str] = set()  # left on the server as too large: poll skips them
 
     def address_types(self) -> tuple[str, ...]:
         """Inbound only: no address type is handled."""
@@ -266,12 +275,17 @@ class ImapLogon(TransportLogon):
         if not batch:
             return
         sizes = await self._worker.run(self._conn.sizes, batch)
-        groups = byte_bounded([u for u in batch if u in sizes], sizes, FETCH_BYTES)
+        batch = self._leave_too_large(cursor, [u for u in batch if u in sizes], sizes)
+        # A UID to fetch alone counts as a full group, so that it gets a FETCH of its own.
+        weights = {
+            u: FETCH_BYTES if self._key(cursor, u) in self._fetch_alone else sizes[u] for u in batch
+        }
+        groups = byte_bounded(batch, weights, FETCH_BYTES)
         if not groups:
             return
         # Fetch one memory-bounded group now; the others go back to the front of the line.
         cursor.remaining[:0] = [u for g in groups[1:] for u in g]
-        fetched = await self._worker.run(self._conn.bodies, groups[0])
+        fetched = await self._fetch(cursor, groups[0])
         items = [_Item(f.uid, self._key(cursor, f.uid), f.data) for f in fetched]
         # The fingerprints are written before anything is committed: a fingerprint whose
         # key never got committed is ignored by the re-baseline (has_dedupe_key is false).
@@ -288,6 +302,44 @@ class ImapLogon(TransportLogon):
             cursor.state = replace(cursor.state, fp_batches=number + 1)
             self._save_state(cursor.info.name, cursor.state)
         self._queue.extend(items)
+
+    def _leave_too_large(
+        self, cursor: _Cursor, batch: list[int], sizes: dict[int, int]
+    ) -> list[int]:
+        """``batch`` without the messages over ``max_message_size`` (by RFC822.SIZE, or
+        by what the server sent earlier), which stay on the server and are reported."""
+        limit = self.common.max_message_size
+        kept: list[int] = []
+        for uid in batch:
+            lied = self._key(cursor, uid) in self._too_large
+            if sizes[uid] <= limit and not lied:
+                kept.append(uid)
+                continue
+            cursor.skipped.append(uid)
+            self._left.add(self._key(cursor, uid))
+            said = f"although RFC822.SIZE said {sizes[uid]}" if lied else f"is {sizes[uid]} bytes"
+            note = (
+                f"message UID {uid} in {cursor.info.name} {said}, over max_message_size "
+                f"({limit}): left on the server"
+            )
+            self.support.logger.warning("%s", note)
+            self._notes.append(note)
+        return kept
+
+    async def _fetch(self, cursor: _Cursor, group: list[int]) -> list[Fetched]:
+        """Download ``group``; a message that crosses ``max_message_size`` on the wire is
+        remembered (alone in its FETCH: the culprit; else the group is fetched one by
+        one next time) before the error ends the pass."""
+        try:
+            return await self._worker.run(self._conn.bodies, group, FETCH_BYTES)
+        except MapiError as error:
+            if error.hresult == MAPI_E_TOO_BIG:
+                keys = {self._key(cursor, uid) for uid in group}
+                if len(group) == 1:
+                    self._too_large.update(keys)
+                else:
+                    self._fetch_alone.update(keys)
+            raise
 
     async def _apply_actions(self, cursor: _Cursor) -> None:
         """Make the commits durable (``Support.sync()``), then apply the server action to
@@ -306,7 +358,7 @@ class ImapLogon(TransportLogon):
             await self._worker.run(self._conn.move, uids, self.settings.move_to)
         cursor.done.clear()
         if action == "keep":
-            pending = cursor.remaining + [item.uid for item in self._queue]
+            pending = cursor.remaining + [item.uid for item in self._queue] + cursor.skipped
             floor = advance_floor(cursor.state.floor, uids, pending)
             if floor != cursor.state.floor:
                 cursor.state = replace(cursor.state, floor=floor)
@@ -340,14 +392,12 @@ class ImapLogon(TransportLogon):
                 waiting += info.exists
                 continue
             uids = await self._worker.run(self._conn.uids_above, state.floor if keep else 0)
+            keys = {
+                u: dedupe_key(self.common.account_id, folder, info.uidvalidity, u) for u in uids
+            }
+            uids = [u for u in uids if keys[u] not in self._left]
             if keep:
-                uids = [
-                    u
-                    for u in uids
-                    if not self.support.has_dedupe_key(
-                        dedupe_key(self.common.account_id, folder, info.uidvalidity, u)
-                    )
-                ]
+                uids = [u for u in uids if not self.support.has_dedupe_key(keys[u])]
             waiting += len(uids)
         if waiting or not self.settings.idle or "IDLE" not in self._conn.capabilities:
             return waiting

@@ -4,7 +4,8 @@ Outbound, like the file-share transport of Microsoft's samples but with Maildirs
 recipients ``MAILDIR:/path/to/Maildir``, and SMTP recipients whose domain is listed in
 ``domains`` (delivered to ``<deliver_root>/<local part>/``). Inbound: the files of one
 Maildir's ``new/`` (and ``cur/`` with ``include_cur``), each committed to the store with
-the dedupe key ``maildir:<unique part of the file name>`` before it is moved to ``cur/``
+the dedupe key ``maildir:<source>/<unique part of the file name>`` (the source is the
+Maildir's real path, or ``account_id``) before it is moved to ``cur/``
 (marked seen) or deleted. Settings: the README (Transports, maildir).
 
 Why not ``mailbox.Maildir``: its ``add`` fsyncs the file but not the ``new/`` directory,
@@ -22,7 +23,7 @@ POSIX only: the ``:2,`` info separator is not a valid file-name character on Win
 from __future__ import annotations
 
 from ._logon import MAILDIR_ADDRTYPE, MaildirLogon, MaildirProvider, route
-from ._names import dedupe_key, seen_name, unique_name, unique_part
+from ._names import dedupe_key, legacy_dedupe_key, seen_name, unique_name, unique_part
 from ._settings import MaildirSettings
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "MaildirProvider",
     "MaildirSettings",
     "dedupe_key",
+    "legacy_dedupe_key",
     "route",
     "seen_name",
     "unique_name",

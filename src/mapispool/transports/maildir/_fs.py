@@ -163,17 +163,14 @@ class Waiting:
     name: str
     path: Path
     mtime: float
-
-    @property
-    def key(self) -> str:
-        """Its inbound dedupe key (``maildir:<unique part>``)."""
-        return dedupe_key(self.name)
+    key: str
+    """Its inbound dedupe key (``maildir:<source>/<unique part>``)."""
 
 
-def list_waiting(root: Path, include_cur: bool) -> list[Waiting]:
-    """The files in ``root/new`` (and ``root/cur`` with ``include_cur``), oldest first;
-    ``tmp/``, dot files and anything but regular files are ignored. Raises ``OSError``
-    when a folder cannot be read."""
+def list_waiting(root: Path, include_cur: bool, source: str) -> list[Waiting]:
+    """The files in ``root/new`` (and ``root/cur`` with ``include_cur``), oldest first,
+    keyed for ``source`` (see ``dedupe_key``); ``tmp/``, dot files and anything but
+    regular files are ignored. Raises ``OSError`` when a folder cannot be read."""
     found: list[Waiting] = []
     for subdir in ("new", "cur") if include_cur else ("new",):
         with os.scandir(root / subdir) as entries:
@@ -186,7 +183,8 @@ def list_waiting(root: Path, include_cur: bool) -> list[Waiting]:
                     mtime = entry.stat().st_mtime
                 except FileNotFoundError:
                     continue  # taken by another reader while we listed
-                found.append(Waiting(subdir, entry.name, Path(entry.path), mtime))
+                key = dedupe_key(source, entry.name)
+                found.append(Waiting(subdir, entry.name, Path(entry.path), mtime, key))
     found.sort(key=lambda item: (item.mtime, item.name))
     return found
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -28,10 +29,14 @@ from ...mapi import (
 from ...spi import InboundMessage, OutboundMessage, Recipient, Support, TransportLogon
 from ...spi import TransportProvider as _TransportProvider
 from ._fs import DeliveryError, Waiting, deliver, finish, list_waiting, needs_finishing
-from ._names import is_seen
+from ._names import is_seen, legacy_dedupe_key
 from ._settings import SUBDIRS, MaildirSettings, maildir_problem
 
 MAILDIR_ADDRTYPE = "MAILDIR"
+
+#: Transport state: when this source first ran with keys that name the source. Keys in
+#: the legacy form (without the source) count only for files at least as old as that.
+LEGACY_CUTOFF_STATE = "maildir:legacy-cutoff"
 
 
 class _Reject:
@@ -99,6 +104,8 @@ class MaildirLogon(TransportLogon):
         # Unreadable files: reported once, left out of poll's count, tried again at flushes.
         self._unreadable: set[str] = set()
         self._warned: set[str] = set()  # files we could not move or delete, reported once
+        self._source = settings.source_id()
+        self._legacy_cutoff = self._load_legacy_cutoff() if self.inbox is not None else 0.0
 
     @property
     def receives(self) -> bool:
@@ -184,7 +191,8 @@ class MaildirLogon(TransportLogon):
         return sum(1 for item in listed if self._is_new(item))
 
     async def start_message(self, message: InboundMessage) -> None:
-        """Store the next waiting file in ``message`` (dedupe key ``maildir:<unique>``),
+        """Store the next waiting file in ``message`` (dedupe key
+        ``maildir:<source>/<unique>``, see ``_names.dedupe_key``),
         then move it to ``cur/`` or delete it. Files already stored are only finished
         (moved or deleted), which recovers from a crash between commit and move. Returns
         without saving when nothing is left. Raises ``MAPI_E_DISK_ERROR`` when the Maildir
@@ -203,7 +211,7 @@ class MaildirLogon(TransportLogon):
             pending = needs_finishing(item, self.settings.action)
             if item.key in self._finished and not pending:
                 continue
-            if not message.is_known(item.key):
+            if not self._stored(item):
                 try:
                     content = await asyncio.to_thread(item.path.read_bytes)
                 except FileNotFoundError:
@@ -228,7 +236,32 @@ class MaildirLogon(TransportLogon):
     def _is_new(self, item: Waiting) -> bool:
         if item.key in self._finished or item.key in self._unreadable:
             return False
-        return not self.support.has_dedupe_key(item.key)
+        return not self._stored(item)
+
+    def _load_legacy_cutoff(self) -> float:
+        """The moment this source first ran with source-named keys (recorded now if it
+        never did)."""
+        value = self.support.get_state(LEGACY_CUTOFF_STATE)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        now = time.time()
+        self.support.set_state(LEGACY_CUTOFF_STATE, now)
+        return now
+
+    def _stored(self, item: Waiting) -> bool:
+        """True when the file is already in the store.
+
+        Earlier versions keyed a file by its name alone (``legacy_dedupe_key``), which
+        cannot tell two Maildirs apart. Such a key still counts, so that a store written
+        by them does not download its files again, but only for files whose mtime is not
+        after the moment this source first ran with source-named keys: a file that
+        arrives later with a name some other Maildir used before is stored, not dropped.
+        """
+        if self.support.has_dedupe_key(item.key):
+            return True
+        return item.mtime <= self._legacy_cutoff and self.support.has_dedupe_key(
+            legacy_dedupe_key(item.name)
+        )
 
     def _fill(self, message: InboundMessage, item: Waiting, content: bytes) -> None:
         message.set_content(content)
@@ -260,7 +293,10 @@ class MaildirLogon(TransportLogon):
     async def _list(self) -> list[Waiting]:
         assert self.inbox is not None
         try:
-            listed = await asyncio.to_thread(list_waiting, self.inbox, self.settings.include_cur)
+            assert self._source is not None
+            listed = await asyncio.to_thread(
+                list_waiting, self.inbox, self.settings.include_cur, self._source
+            )
         except OSError as exc:
             reason = (
                 f"cannot read the Maildir {self.inbox}: {exc.strerror}; "

@@ -56,11 +56,22 @@ def unique_part(filename: str) -> str:
     return filename[: match.start()] if match else filename
 
 
-def dedupe_key(filename: str) -> str:
-    """The inbound dedupe key of a Maildir file: ``maildir:<unique part>``.
+def dedupe_key(source: str, filename: str) -> str:
+    """The inbound dedupe key of a Maildir file: ``maildir:<source>/<unique part>``.
 
-    The key ignores the info suffix, so a file stored from ``new/`` and found again in
-    ``cur/`` (with ``include_cur``) maps to the same key and is not stored twice.
+    ``source`` names the receiving Maildir (its real path, or the ``account_id``
+    setting), because the store holds the keys of every transport: two Maildirs may hold
+    files with the same name, and each must be stored. The key ignores the info suffix,
+    so a file stored from ``new/`` and found again in ``cur/`` (with ``include_cur``)
+    maps to the same key and is not stored twice.
+    """
+    return f"maildir:{source}/{unique_part(filename)}"
+
+
+def legacy_dedupe_key(filename: str) -> str:
+    """The key earlier versions wrote, ``maildir:<unique part>``, without the source.
+
+    Unique parts never contain ``/``, so a legacy key never equals a ``dedupe_key``.
     """
     return f"maildir:{unique_part(filename)}"
 

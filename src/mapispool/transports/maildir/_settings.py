@@ -26,6 +26,7 @@ KNOWN_KEYS: Mapping[str, str] = {
     "create": "create the receiving Maildir if missing (true/false)",
     "domains": "e-mail domains delivered locally, a list",
     "deliver_root": "the directory holding one Maildir per local part",
+    "account_id": "the name of the receiving Maildir in its dedupe keys (default: its path)",
 }
 
 
@@ -88,6 +89,8 @@ class MaildirSettings:
     create: bool = False
     domains: frozenset[str] = frozenset()
     deliver_root: Path | None = None
+    account_id: str | None = None
+    """Names the receiving Maildir in dedupe keys; None: its real path (``source_id``)."""
 
     @classmethod
     def parse(cls, settings: Mapping[str, Any]) -> MaildirSettings:
@@ -114,14 +117,32 @@ class MaildirSettings:
                 "deliver_root: has no effect without domains; "
                 'add domains = ["your.domain"] or remove deliver_root'
             )
+        account_id = settings.get("account_id")
+        if account_id is not None and (not isinstance(account_id, str) or not account_id.strip()):
+            raise ValueError(
+                f'account_id: must be a non-empty string, e.g. account_id = "home", '
+                f"not {account_id!r}"
+            )
+        path = _path(settings, "path")
+        if account_id is not None and path is None:
+            raise ValueError("account_id: only used with path (receiving); remove it")
         return cls(
-            path=_path(settings, "path"),
+            path=path,
             include_cur=_boolean(settings, "include_cur", False),
             action=str(action),
             create=_boolean(settings, "create", False),
             domains=domains,
             deliver_root=deliver_root,
+            account_id=account_id.strip() if account_id is not None else None,
         )
+
+    def source_id(self) -> str | None:
+        """What names the receiving Maildir in dedupe keys: ``account_id``, else the
+        Maildir's real path (symbolic links resolved, so two spellings of one Maildir
+        share keys). None without ``path``. Resolves the path: file system access."""
+        if self.path is None:
+            return None
+        return self.account_id or os.path.realpath(self.path)
 
     def check_file_system(self) -> None:
         """The load-time checks: ``path`` is a Maildir (or ``create`` is set and it can be

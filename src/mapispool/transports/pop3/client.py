@@ -13,9 +13,11 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from ...mapi import MAPI_E_CALL_FAILED, MAPI_E_LOGON_FAILED, MAPI_E_NO_SUPPORT, MapiError
-from .._inbound.errors import translate_error
+from .._inbound.errors import limit_error, translate_error
+from .._inbound.limits import Budget, LimitExceeded
 from .._inbound.secrets import Credentials, b64, sasl_oauthbearer, sasl_xoauth2
 from .._inbound.tls import make_ssl_context
+from .bounded import BoundedPOP3, BoundedPOP3_SSL
 from .protocol import describe_headers, is_temporary, parse_listing, parse_sizes, reply_text
 from .settings import Pop3Settings
 
@@ -32,8 +34,9 @@ class Pop3Connection:
         self.settings = settings
         self.common = settings.common
         self.logger = logger
-        self._pop: poplib.POP3 | None = None
+        self._pop: BoundedPOP3 | BoundedPOP3_SSL | None = None
         self._secrets: list[str] = []
+        self.budget = Budget(settings.common.limits)
 
     @property
     def where(self) -> str:
@@ -45,11 +48,20 @@ class Pop3Connection:
         """True between ``connect`` and ``quit``/``close``."""
         return self._pop is not None
 
-    def _guard(self, doing: str, fn: Callable[[], T], *, login: bool = False) -> T:
+    def _guard(
+        self, doing: str, fn: Callable[[], T], *, login: bool = False, body: bool = False
+    ) -> T:
+        """Run ``fn`` under a fresh response budget; every failure becomes a
+        ``MapiError``. A crossed bound (``LimitExceeded``) drops the connection: the rest
+        of the response is still on the wire."""
+        self.budget.arm(doing, body=body)
         try:
             return fn()
         except MapiError:
             raise
+        except LimitExceeded as exc:
+            self.close()
+            raise limit_error(exc, where=self.where) from exc
         except Exception as exc:
             seen: BaseException = exc
             if isinstance(exc, poplib.error_proto) and is_temporary(
@@ -80,10 +92,10 @@ class Pop3Connection:
             )
         context = make_ssl_context(c) if c.tls != "none" else None
 
-        def open_() -> poplib.POP3:
+        def open_() -> BoundedPOP3 | BoundedPOP3_SSL:
             if c.tls == "implicit":
-                return poplib.POP3_SSL(c.host, c.port, timeout=c.connect_timeout, context=context)
-            return poplib.POP3(c.host, c.port, timeout=c.connect_timeout)
+                return BoundedPOP3_SSL(c.host, c.port, c.connect_timeout, self.budget, context)
+            return BoundedPOP3(c.host, c.port, c.connect_timeout, self.budget)
 
         pop = self._guard("connecting", open_)
         self._pop = pop
@@ -91,6 +103,9 @@ class Pop3Connection:
             pop.sock.settimeout(c.timeout)
             if c.tls == "stls":
                 self._guard("starting TLS (STLS)", lambda: pop.stls(context))
+                # Anything received in clear text after the STLS reply must not be read
+                # as part of the protected session.
+                pop.reader.reset()
                 pop.sock.settimeout(c.timeout)
             secret = Credentials(c).secret()
             self._secrets = [secret]
@@ -119,7 +134,7 @@ class Pop3Connection:
             pop.user(c.username)
             pop.pass_(secret)
 
-    def _require(self) -> poplib.POP3:
+    def _require(self) -> BoundedPOP3 | BoundedPOP3_SSL:
         if self._pop is None:
             self.connect()
         assert self._pop is not None
@@ -142,14 +157,14 @@ class Pop3Connection:
         list_lines = self._guard("listing messages (LIST)", lambda: pop.list()[1])
         return parse_listing(uidl_lines), parse_sizes(list_lines)
 
-    def retrieve(self, numbers: Sequence[int]) -> list[bytes]:
-        """RETR each message; the bytes are CRLF-joined as the server sent them."""
+    def retrieve(self, number: int) -> bytes:
+        """RETR one message: its lines with CRLF line ends, dot-stuffing undone. A body
+        over ``max_message_size`` (whatever LIST said) is ``MAPI_E_TOO_BIG`` and drops
+        the connection; nothing of it is kept."""
         pop = self._require()
-
-        def fetch() -> list[bytes]:
-            return [b"\r\n".join(pop.retr(n)[1]) + b"\r\n" for n in numbers]
-
-        return self._guard("downloading messages (RETR)", fetch)
+        return self._guard(
+            f"downloading message {number} (RETR)", lambda: pop.retrieve(number), body=True
+        )
 
     def describe(self, number: int) -> str:
         """``TOP n 0``: the headers of one message, summarised for a status message."""

@@ -18,6 +18,7 @@ from ...mapi import (
     FLUSH_DOWNLOAD,
     FORCE_XP_DISCONNECT,
     LOGON_SP_POLL,
+    MAPI_E_TOO_BIG,
     NOTIFY_END_INBOUND_FLUSH,
     STATUS_AVAILABLE,
     STATUS_FAILURE,
@@ -32,7 +33,8 @@ from .client import Pop3Connection
 from .protocol import Entry, Plan, plan_pass, take_batch
 from .settings import Pop3Settings
 
-#: Upper bound, in bytes, of the messages one batch of RETRs holds in memory.
+#: Upper bound, in bytes, of the messages one batch of RETRs holds in memory (counted
+#: by what arrives, not by what LIST said, and never less than one message).
 FETCH_BYTES = 32 * 1024 * 1024
 
 
@@ -58,6 +60,9 @@ class Pop3Logon(TransportLogon):
         self._to_delete: list[int] = []
         self._received = 0
         self._notes: list[str] = []
+        # Keys of messages whose body went over max_message_size although LIST said less:
+        # left on the server and reported, so that one lying size cannot stop every pass.
+        self._too_large: dict[str, int] = {}
 
     def address_types(self) -> tuple[str, ...]:
         """Inbound only: no address type is handled."""
@@ -107,11 +112,27 @@ class Pop3Logon(TransportLogon):
         assert plan is not None
         if not self._queue and plan.download:
             await self._flush_deletes()
-            batch = take_batch(plan.download, self.common.batch_size, FETCH_BYTES)
-            numbers = [e.number for e in batch]
-            datas = await self._worker.run(self._conn.retrieve, numbers)
-            self._queue.extend(_Item(e, d) for e, d in zip(batch, datas, strict=True))
+            await self._load_batch(plan)
         return self._queue.popleft() if self._queue else None
+
+    async def _load_batch(self, plan: Plan) -> None:
+        """RETR the next batch, one message per call, stopping once FETCH_BYTES arrived
+        (LIST sizes may be lies). A message over max_message_size fails the pass and is
+        left on the server by the next ones."""
+        batch = take_batch(plan.download, self.common.batch_size, FETCH_BYTES)
+        arrived = 0
+        for index, entry in enumerate(batch):
+            if arrived >= FETCH_BYTES:
+                plan.download[:0] = batch[index:]
+                return
+            try:
+                data = await self._worker.run(self._conn.retrieve, entry.number)
+            except MapiError as error:
+                if error.hresult == MAPI_E_TOO_BIG:
+                    self._too_large[entry.key] = entry.size
+                raise
+            self._queue.append(_Item(entry, data))
+            arrived += len(data)
 
     async def _begin_pass(self) -> None:
         self._received = 0
@@ -122,21 +143,22 @@ class Pop3Logon(TransportLogon):
         )
         await self._worker.run(self._conn.connect)
         uidls, sizes = await self._worker.run(self._conn.listing)
-        plan = plan_pass(
-            uidls,
-            sizes,
-            self.common.account_id,
-            self.support.has_dedupe_key,
-            self.settings.max_size,
-        )
+        plan = self._plan_for(uidls, sizes)
         if self.common.action == "delete":
             self._to_delete.extend(e.number for e in plan.known)
         for entry in plan.oversize:
-            what = await self._worker.run(self._conn.describe, entry.number)
-            note = (
-                f"message {what} is {entry.size} bytes, over max_size "
-                f"({self.settings.max_size}): left on the server"
-            )
+            if entry.key in self._too_large:
+                note = (
+                    f"message {entry.number} (UIDL {entry.uidl}) sent more than "
+                    f"max_message_size ({self.settings.max_size} bytes) although LIST said "
+                    f"{entry.size}: left on the server"
+                )
+            else:
+                what = await self._worker.run(self._conn.describe, entry.number)
+                note = (
+                    f"message {what} is {entry.size} bytes, over max_message_size "
+                    f"({self.settings.max_size}): left on the server"
+                )
             self.support.logger.warning("%s", note)
             self._notes.append(note)
         self._plan = plan
@@ -145,7 +167,14 @@ class Pop3Logon(TransportLogon):
 
     def _plan_for(self, uidls: dict[int, str], sizes: dict[int, int]) -> Plan:
         known = self.support.has_dedupe_key
-        return plan_pass(uidls, sizes, self.common.account_id, known, self.settings.max_size)
+        return plan_pass(
+            uidls,
+            sizes,
+            self.common.account_id,
+            known,
+            self.settings.max_size,
+            too_large=self._too_large,
+        )
 
     async def _flush_deletes(self) -> None:
         """DELE the committed messages, once their commits are durable."""
@@ -205,13 +234,7 @@ class Pop3Logon(TransportLogon):
         except MapiError as error:
             self.report_health(error)
             return 0
-        plan = plan_pass(
-            uidls,
-            sizes,
-            self.common.account_id,
-            self.support.has_dedupe_key,
-            self.settings.max_size,
-        )
+        plan = self._plan_for(uidls, sizes)
         waiting = len(plan.download)
         if self.common.action == "delete":
             waiting += len(plan.known)

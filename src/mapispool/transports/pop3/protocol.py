@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 
 
@@ -86,9 +86,12 @@ def plan_pass(
     account: str,
     is_known: Callable[[str], bool],
     max_size: int | None,
+    *,
+    too_large: Container[str] = (),
 ) -> Plan:
     """Sort the maildrop into download / known / oversize. Messages LIST does not show
-    (deleted meanwhile) are left out."""
+    (deleted meanwhile) are left out; keys in ``too_large`` (a body that went over
+    ``max_size`` although LIST said less) count as oversize."""
     plan = Plan()
     for number in sorted(uidls):
         if number not in sizes:
@@ -96,7 +99,7 @@ def plan_pass(
         entry = Entry(number, uidls[number], sizes[number], dedupe_key(account, uidls[number]))
         if is_known(entry.key):
             plan.known.append(entry)
-        elif max_size is not None and entry.size > max_size:
+        elif (max_size is not None and entry.size > max_size) or entry.key in too_large:
             plan.oversize.append(entry)
         else:
             plan.download.append(entry)

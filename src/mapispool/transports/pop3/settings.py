@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .._inbound.settings import CommonSettings, SettingsReader, read_common
@@ -15,10 +15,14 @@ ACTIONS = ("keep", "delete")
 
 @dataclass(frozen=True)
 class Pop3Settings:
-    """Shared inbound settings plus ``max_size`` (bytes; None: no limit)."""
+    """Shared inbound settings; ``max_size`` is the older name of ``max_message_size``."""
 
     common: CommonSettings
-    max_size: int | None
+
+    @property
+    def max_size(self) -> int:
+        """The largest message downloaded, in bytes (``max_message_size``)."""
+        return self.common.max_message_size
 
     @classmethod
     def parse(cls, settings: Mapping[str, Any]) -> Pop3Settings:
@@ -27,4 +31,10 @@ class Pop3Settings:
         common = read_common(reader, tls_modes=TLS_PORTS, auth_modes=AUTH_MODES, actions=ACTIONS)
         max_size = reader.positive_int("max_size", None)
         reader.finish()
-        return cls(common=common, max_size=max_size)
+        if max_size is not None:
+            if "max_message_size" in settings:
+                raise reader.error(
+                    "max_size", "is the older name of max_message_size; keep only one of them"
+                )
+            common = replace(common, max_message_size=max_size)
+        return cls(common=common)
