@@ -124,20 +124,23 @@ class Offering:
         if not self.spooler.all_logged_on():
             return
         registrations = self.spooler.registrations()
-        waiting: list[QueueEntry] = []
+
+        def bounce(entries: list[QueueEntry]) -> None:
+            types = self.store.pending_types([e.seq for e in entries])
+            for entry in entries:
+                if any(route(t, registrations, entry.declined) is None for t in types[entry.seq]):
+                    self.spooler.outbound.settle(entry.entry_id)
+
         for handle in self.spooler.handles:
-            waiting.extend(self.store.parked_entries(handle.name))
+            bounce(self.store.parked_entries(handle.name))
+        # Page by page, so that memory does not grow with the queue.
         after: tuple[float, int] | None = None
         while True:
             page = self.store.due_entries(time.time(), ignore_backoff=True, after=after)
             if not page:
                 break
-            waiting.extend(page)
             after = (page[-1].submit_time, page[-1].seq)
-        types = self.store.pending_types([e.seq for e in waiting])
-        for entry in waiting:
-            if any(route(t, registrations, entry.declined) is None for t in types[entry.seq]):
-                self.spooler.outbound.settle(entry.entry_id)
+            bounce(page)
 
     def expire_overdue(self) -> None:
         """Fail (with an NDR) every waiting message past its lifetime."""
