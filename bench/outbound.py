@@ -1,12 +1,11 @@
 """Benchmark 1: flushing N queued messages into Postfix smtp-sink, against raw aiosmtplib
-(1 and 4 connections), raw smtplib (1 connection), msmtp (one process per message) and a
-full Postfix fed through its sendmail and relaying to the same sink."""
+(1 and 4 connections) sending the same messages; and durable submit + relay against a full
+Postfix fed over SMTP by smtp-source, relaying into the same sink."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
-import smtplib
 import subprocess
 import tempfile
 import time
@@ -23,8 +22,8 @@ from .common import (
     Row,
     Section,
     Sizes,
-    measure,
     message,
+    paired,
     settle_disk,
     skipped,
     stopwatch,
@@ -50,15 +49,6 @@ def raw_aiosmtplib(port: int, msgs: list[bytes], connections: int) -> float:
         return t[0]
 
     return asyncio.run(main())
-
-
-def raw_smtplib(port: int, msgs: list[bytes]) -> float:
-    with stopwatch() as t:
-        client = smtplib.SMTP("127.0.0.1", port)
-        for raw in msgs:
-            client.sendmail(SENDER, [RECIPIENT], raw)
-        client.quit()
-    return t[0]
 
 
 def spooler_flush(port: int, n: int, connections: int) -> float:
@@ -100,27 +90,18 @@ def spooler_end_to_end(port: int, msgs: list[bytes], connections: int) -> float:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def msmtp(port: int, msgs: list[bytes]) -> float:
-    binary = shutil.which("msmtp")
-    assert binary is not None
-    args = [binary, "--host=127.0.0.1", f"--port={port}", f"--from={SENDER}", "--auth=off",
-            "--tls=off", RECIPIENT]  # fmt: skip
-    with stopwatch() as t:
-        for raw in msgs:
-            subprocess.run(args, input=raw, check=True)
-    return t[0]
-
-
-def postfix_end_to_end(relay: PostfixRelay, msgs: list[bytes]) -> float:
+def postfix_smtp_source(relay: PostfixRelay, n: int, size: int) -> float:
+    """Postfix fed over SMTP by ``smtp-source`` (one session, as ``Session.submit`` is one
+    caller), queued durably by its cleanup (fsync'd queue files) and relayed to the sink;
+    timed until its log shows every message sent."""
     start_count = relay.delivered()
     with stopwatch() as t:
-        for raw in msgs:
-            relay.sendmail(raw, SENDER, RECIPIENT)
-        deadline = time.monotonic() + 120 + len(msgs) / 20
-        while relay.delivered() - start_count < len(msgs):
+        relay.smtp_source(n, size, SENDER, RECIPIENT)
+        deadline = time.monotonic() + 120 + n / 20
+        while relay.delivered() - start_count < n:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"Postfix relayed {relay.delivered()} of {len(msgs)}")
-            time.sleep(0.05)
+                raise TimeoutError(f"Postfix relayed {relay.delivered() - start_count} of {n}")
+            time.sleep(0.01)
     return t[0]
 
 
@@ -138,56 +119,64 @@ def run(sizes: Sizes, dirs: object) -> Section:
         return section
     try:
         msgs = [message(i) for i in range(n)]
-        aio1 = section.add(measure(Row(BENCH, "raw aiosmtplib, 1 conn", n), runs,
-                                   lambda: raw_aiosmtplib(sink.port, msgs, 1)))  # fmt: skip
-        aio4 = section.add(measure(Row(BENCH, "raw aiosmtplib, 4 conns", n), runs,
-                                   lambda: raw_aiosmtplib(sink.port, msgs, 4)))  # fmt: skip
-        smtplib1 = section.add(measure(Row(BENCH, "raw smtplib, 1 conn", n), runs,
-                                       lambda: raw_smtplib(sink.port, msgs)))  # fmt: skip
-        sp1 = section.add(measure(Row(BENCH, "mapispool flush, smtp 1 conn", n, base=aio1),
-                                  runs, lambda: spooler_flush(sink.port, n, 1)))  # fmt: skip
-        sp4 = section.add(measure(Row(BENCH, "mapispool flush, smtp 4 conns", n, base=aio4),
-                                  runs, lambda: spooler_flush(sink.port, n, 4)))  # fmt: skip
-        section.target("flush 1 conn / raw aiosmtplib 1 conn", sp1, aio1, 1.0)
-        section.target("flush 4 conns / raw aiosmtplib 4 conns", sp4, aio4, 1.0)
-        best_raw = max((aio1, aio4, smtplib1), key=lambda r: r.rate or 0)
-        best_sp = max((sp1, sp4), key=lambda r: r.rate or 0)
-        section.target(f"best flush / best raw Python client ({best_raw.name}) [goal]",
-                       best_sp, best_raw, 1.5)  # fmt: skip
+        for conns in (1, 4):
+            label = "1 conn" if conns == 1 else f"{conns} conns"
+            raw, ours = paired(
+                runs,
+                Row(BENCH, f"mapispool flush, smtp {label}", n),
+                lambda conns=conns: spooler_flush(sink.port, n, conns),  # type: ignore[misc]
+                Row(BENCH, f"raw aiosmtplib, {label}", n),
+                lambda conns=conns: raw_aiosmtplib(sink.port, msgs, conns),  # type: ignore[misc]
+            )[::-1]
+            section.add(raw)
+            section.add(ours)
+            section.target(f"flush {label} / raw aiosmtplib {label}", ours, raw, 1.0)
+        section.notes.append(
+            "Both sides send the same 2 KB messages over long-lived connections to the same "
+            "smtp-sink; mapispool's are queued beforehand (untimed) and the flush records "
+            "every outcome in the store (the raw client keeps nothing). The 1-connection "
+            "target is ≥1.0x, aiming for 1.5x."
+        )
         if not sizes.smoke:
-            _peers(section, sizes, dirs, sink, best_sp)
+            _postfix(section, sizes, dirs, sink)
     finally:
         sink.stop()
     return section
 
 
-def _peers(section: Section, sizes: Sizes, dirs: object, sink: Sink, best_sp: Row) -> None:
+def _postfix(section: Section, sizes: Sizes, dirs: object, sink: Sink) -> None:
+    """Durable submit + relay on both sides: Postfix (smtpd → fsync'd queue → smtp) fed
+    by smtp-source, against ``Session.submit`` (synchronous = FULL) then a flush."""
     from tests.servers.dirs import ServerDirs
 
     assert isinstance(dirs, ServerDirs)
     try:
-        require("msmtp", "msmtp", root=False)
-        small = [message(i) for i in range(sizes.msmtp)]
-        peer = section.add(measure(Row(BENCH, "msmtp, one process per message",
-                                       sizes.msmtp), sizes.runs,
-                                   lambda: msmtp(sink.port, small)))  # fmt: skip
-        section.target("best flush / msmtp", best_sp, peer, 1.0)
-    except Unavailable as exc:
-        section.add(skipped(BENCH, "msmtp", sizes.msmtp, str(exc)))
-    try:
+        require("smtp-source", "postfix")
         relay = PostfixRelay(dirs, sink.port)
     except (Unavailable, subprocess.CalledProcessError) as exc:
         section.add(skipped(BENCH, "Postfix end-to-end", sizes.postfix, str(exc)))
         return
     try:
         many = [message(i) for i in range(sizes.postfix)]
-        e2e = section.add(measure(Row(BENCH, "mapispool submit + flush, 4 conns",
-                                      sizes.postfix), sizes.runs,
-                                  lambda: spooler_end_to_end(sink.port, many, 4)))  # fmt: skip
-        pf = section.add(measure(Row(BENCH, "Postfix: sendmail → queue → smtp-sink",
-                                     sizes.postfix), sizes.runs,
-                                 lambda: postfix_end_to_end(relay, many)))  # fmt: skip
-        section.target("submit + flush / Postfix end-to-end", e2e, pf, 3.0)
-        section.target("flush only / Postfix end-to-end", best_sp, pf, 3.0)
+        size = len(many[0])
+        ours, pf = paired(
+            sizes.runs,
+            Row(BENCH, "mapispool: Session.submit (FULL) + flush, 4 conns", sizes.postfix),
+            lambda: spooler_end_to_end(sink.port, many, 4),
+            Row(BENCH, "Postfix: smtp-source → smtpd → queue → smtp-sink", sizes.postfix),
+            lambda: postfix_smtp_source(relay, sizes.postfix, size),
+        )
+        section.add(pf)
+        section.add(ours)
+        section.target("submit + flush / Postfix fed over SMTP", ours, pf, 1.0)
+        section.notes.append(
+            "Postfix and mapispool both make each message durable before accepting it "
+            "(Postfix fsyncs its queue file before the 250 to the final dot; "
+            "Session.submit commits with synchronous = FULL) and both relay it into the "
+            "same smtp-sink; the time ends when the last message reached the sink. "
+            "smtp-source uses one session, as the benchmark calls Session.submit in one "
+            "thread; Postfix relays with its default concurrency, mapispool with 4 "
+            "connections. No #11 target: the goal column is parity."
+        )
     finally:
         relay.stop()

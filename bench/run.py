@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tests.servers.dirs import ServerDirs
 
-from . import empty, inbound, outbound, scaling, submit
+from . import empty, inbound, outbound, process, scaling, submit
 from .common import Section, Sizes
 
 BENCHMARKS: dict[str, Callable[[Sizes, ServerDirs], Section]] = {
@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, Callable[[Sizes, ServerDirs], Section]] = {
     "submit": submit.run,
     "scaling": scaling.run,
     "empty": empty.run,
+    "process": process.run,
 }
 HERE = Path(__file__).resolve().parent
 ANALYSIS = HERE / "analysis.md"
@@ -32,25 +33,27 @@ def render(sections: Sequence[Section], sizes: Sizes, command: str, took: float)
         "",
         f"Produced by `{command}` in {took:.0f} s on {platform.machine()} "
         f"({platform.python_implementation()} {platform.python_version()}); "
-        f"each time is the median of {sizes.runs} run(s). Throughput ratios are measured "
-        "in the same run as their baseline; absolute numbers are context only (shared, "
-        "noisy 2-core machine).",
+        f"every comparison ran interleaved (A, B, A, B, ...) {sizes.runs} times. A ratio is "
+        "the median of the per-pair throughput ratios (higher is better for mapispool), "
+        "and min..max is their spread; a time is the median of its runs. Absolute numbers "
+        "are context only (shared, noisy 2-core machine).",
         "",
         "## Targets",
         "",
-        "| target | ratio | goal | verdict |",
-        "|---|---|---|---|",
+        "| target | ratio (min..max) | pairs | goal | verdict |",
+        "|---|---|---|---|---|",
     ]
     for section in sections:
         for t in section.targets:
             r = t.ratio
-            out.append(
-                f"| {t.label} | {f'{r:.2f}x' if r is not None else '-'} | ≥{t.goal}x "
-                f"| {t.verdict} |"
-            )
+            shown = f"{r:.2f}x ({t.spread})" if r is not None else "-"
+            out.append(f"| {t.label} | {shown} | {t.pairs} | ≥{t.goal}x | {t.verdict} |")
+        for c in section.checks:
+            out.append(f"| {c.label} | {c.shown} | - | {c.goal} | {c.verdict} |")
     for section in sections:
         out += ["", f"## {section.title}", ""]
-        out += ["| case | N | median s | msg/s | ratio | notes |", "|---|---|---|---|---|---|"]
+        out += ["| case | N | median s | msg/s | ratio (min..max) | notes |",
+                "|---|---|---|---|---|---|"]  # fmt: skip
         for row in section.rows:
             out.append("| " + " | ".join(c.replace("|", "/") for c in row.cells()) + " |")
         for note in section.notes:

@@ -58,39 +58,51 @@ def _flush_in_child(store: Path, transport: dict[str, Any]) -> dict[str, Any]:
             "peak": max(peak, before), "peak_setup": peak_setup}  # fmt: skip
 
 
+def _flush_once(n: int, peaks: list[int]) -> float:
+    """Fill a fresh store with ``n`` messages (untimed), flush it in a child process."""
+    work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    try:
+        child("fill", str(work / "store.db"), str(n))
+        settle_disk()
+        out = child("flush", str(work / "store.db"), json.dumps(DISCARD))
+        if out["sent"] != n:
+            raise RuntimeError(f"sent {out['sent']} of {n}")
+        peaks.append(int(out["peak"]))
+        return float(out["elapsed"])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def run(sizes: Sizes, dirs: ServerDirs) -> Section:
     section = Section("4. Memory and scaling")
     print(f"== {section.title}", flush=True)
-    first: Row | None = None
-    for n in sizes.scales:
-        peaks: list[int] = []
-
-        def once(n: int = n, peaks: list[int] = peaks) -> float:
-            work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
-            try:
-                child("fill", str(work / "store.db"), str(n))
-                settle_disk()
-                out = child("flush", str(work / "store.db"), json.dumps(DISCARD))
-                if out["sent"] != n:
-                    raise RuntimeError(f"sent {out['sent']} of {n}")
-                peaks.append(int(out["peak"]))
-                return float(out["elapsed"])
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
-
-        row = Row(BENCH, f"flush {n:,} queued → discard", n, base=first)
-        row.times = [once() for _ in range(sizes.runs)]
-        peak_mb = max(peaks) / 1024
-        per = (row.median or 0) / n * 1e6
-        row.extra = f"{per:.0f} us/msg, peak RSS {peak_mb:.0f} MB"
+    rows = [Row(BENCH, f"flush {n:,} queued → discard", n) for n in sizes.scales]
+    peaks: list[list[int]] = [[] for _ in sizes.scales]
+    # Interleaved like the pairs: every size once per round, so drift hits all alike.
+    for _ in range(sizes.scale_runs):
+        for row, row_peaks in zip(rows, peaks, strict=True):
+            row.times.append(_flush_once(row.n, row_peaks))
+    for row, row_peaks in zip(rows, peaks, strict=True):
+        row.base = rows[0] if row is not rows[0] else None
+        per = (row.median or 0) / row.n * 1e6
+        row.extra = f"{per:.0f} us/msg, peak RSS {max(row_peaks) / 1024:.0f} MB"
         print(row.line(), flush=True)
         section.add(row)
-        first = first or row
-        if n >= 100_000:
-            section.notes.append(
-                f"Peak RSS at {n:,} queued: {peak_mb:.0f} MB (target < 150 MB): "
-                + ("met" if peak_mb < 150 else "missed")
-            )
+    peak_mb = [max(p) / 1024 for p in peaks]
+    if sizes.scales[-1] >= 100_000:
+        section.check(f"peak RSS with {sizes.scales[-1]:,} queued", f"{peak_mb[-1]:.0f} MB",
+                      "< 80 MB", peak_mb[-1] < 80)  # fmt: skip
+    if len(rows) > 1:
+        growth = peak_mb[-1] / peak_mb[0] - 1
+        section.check(
+            f"peak RSS {sizes.scales[-1]:,} vs {sizes.scales[0]:,} queued",
+            f"{growth:+.0%} ({peak_mb[0]:.0f} → {peak_mb[-1]:.0f} MB)", "within 20%",
+            abs(growth) <= 0.20,
+        )  # fmt: skip
+    section.notes.append(
+        f"Each size flushed {sizes.scale_runs} time(s), sizes interleaved round by round; "
+        "each flush runs in a fresh child process so its peak RSS (VmHWM) is its own."
+    )
     _big(section, sizes, dirs)
     return section
 
@@ -123,7 +135,7 @@ def _big(section: Section, sizes: Sizes, dirs: ServerDirs) -> None:
                     shutil.rmtree(work, ignore_errors=True)
 
             row = Row(BENCH, f"one {sizes.big_mb} MB message, {label}", 1)
-            row = measure(row, sizes.runs, once)
+            row = measure(row, sizes.scale_runs, once)
             held = max(copies)
             row.extra = (
                 f"peak growth {held:.2f}x the message ({'met' if held <= 2 else 'missed'}: ≤2x)"

@@ -86,12 +86,12 @@ maillog_file_prefixes = /var, /dev/stdout, {base}
 class PostfixRelay:
     """A complete Postfix (fsync'd queue) that relays every message to ``sink_port``.
 
-    ``sendmail(raw, sender, rcpt)`` submits one message through Postfix's own sendmail
-    (postdrop, pickup, cleanup, qmgr, smtp); ``delivered()`` counts ``status=sent`` lines."""
+    ``smtp_source(...)`` feeds it over SMTP (smtpd, cleanup, qmgr, smtp);
+    ``delivered()`` counts ``status=sent`` lines."""
 
     def __init__(self, dirs: ServerDirs, sink_port: int) -> None:
         self.postfix = require("postfix", "postfix")
-        self.sendmail_bin = require("sendmail", "postfix")
+        self.smtp_source_bin = require("smtp-source", "postfix")
         self.base = dirs.make("postfix-relay")
         self.etc = self.base / "etc"
         self.log = self.base / "postfix.log"
@@ -124,12 +124,14 @@ class PostfixRelay:
         self._offset = 0
         self._sent = 0
 
-    def sendmail(self, raw: bytes, sender: str, rcpt: str) -> None:
+    def smtp_source(self, n: int, size: int, sender: str, rcpt: str, sessions: int = 1) -> None:
+        """Feed ``n`` messages of ``size`` bytes into this Postfix's smtpd with Postfix's
+        own C load generator, over ``sessions`` connections kept open (-d)."""
         subprocess.run(
-            [self.sendmail_bin, "-C", str(self.etc), "-f", sender, "--", rcpt],
-            input=raw,
-            check=True,
-        )
+            [self.smtp_source_bin, "-d", "-s", str(sessions), "-m", str(n), "-l", str(size),
+             "-f", sender, "-t", rcpt, f"{HOST}:{self.port}"],
+            check=True, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
 
     def delivered(self) -> int:
         """How many deliveries the log shows as ``status=sent`` so far."""

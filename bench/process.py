@@ -1,0 +1,159 @@
+"""Benchmark 6: one process per message, as cron, git send-email and mutt call a sendmail.
+
+``mapispool-sendmail`` against ``msmtp`` (issue #13's yardstick), one process per message on
+both sides, interleaved block by block, both ending in the same smtp-sink:
+
+- per process: the sendmail processes alone (mapispool's only queue, durably; msmtp's
+  deliver). #13's target: ``mapispool-sendmail`` costs no more than msmtp per process.
+- to the sink: the same processes plus one ``mapispool flush --upload`` process that
+  sends what they queued, so both sides end with every message in the sink.
+
+It also measures how much of a ``mapispool-sendmail`` process is imports
+(``python -X importtime``)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from tests.servers.dirs import ServerDirs
+
+from .common import RECIPIENT, SENDER, Row, Section, Sizes, message, paired, skipped, stopwatch
+from .servers import Sink, Unavailable, require
+
+BENCH = "process"
+_IMPORT_LINE = re.compile(rb"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", re.MULTILINE)
+
+
+def _bin(name: str) -> Path:
+    return Path(sys.executable).parent / name
+
+
+def _profile(work: Path, port: int) -> Path:
+    path = work / "profile.toml"
+    path.write_text(
+        f'store = "{work / "store.db"}"\nsend_immediately = false\n'
+        '[transports.out]\nprovider = "smtp"\nhost = "127.0.0.1"\n'
+        f'port = {port}\ntls = "none"\n'
+    )
+    return path
+
+
+def msmtp_block(port: int, msgs: list[bytes]) -> float:
+    """One msmtp process per message, each delivering to the sink before it exits."""
+    binary = require("msmtp", "msmtp", root=False)
+    args = [binary, "--host=127.0.0.1", f"--port={port}", f"--from={SENDER}", "--auth=off",
+            "--tls=off", RECIPIENT]  # fmt: skip
+    with stopwatch() as t:
+        for raw in msgs:
+            subprocess.run(args, input=raw, check=True)
+    return t[0]
+
+
+class MapispoolBlock:
+    """One ``mapispool-sendmail`` process per message (queue only: no daemon runs), then
+    one ``mapispool flush --upload`` process; ``queued`` keeps the sendmail part of each
+    run, the return value is the whole."""
+
+    def __init__(self, port: int, queued: Row) -> None:
+        self.port = port
+        self.queued = queued
+
+    def __call__(self, msgs: list[bytes]) -> float:
+        work = Path(tempfile.mkdtemp(prefix="bench-proc-"))
+        try:
+            profile = _profile(work, self.port)
+            send = [str(_bin("mapispool-sendmail")), "--profile", str(profile), "-i",
+                    "-f", SENDER, RECIPIENT]  # fmt: skip
+            flush = [str(_bin("mapispool")), "--profile", str(profile), "-q", "flush",
+                     "--upload", "--no-ui"]  # fmt: skip
+            with stopwatch() as queued:
+                for raw in msgs:
+                    subprocess.run(send, input=raw, check=True, stdout=subprocess.DEVNULL)
+            with stopwatch() as sent:
+                subprocess.run(flush, check=True, stdout=subprocess.DEVNULL)
+            self.queued.times.append(queued[0])
+            return queued[0] + sent[0]
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def import_seconds(port: int, runs: int) -> tuple[float, float, list[tuple[float, str]]]:
+    """For a ``mapispool-sendmail`` process run under ``-X importtime``: the median
+    seconds spent importing (the sum of the top-level cumulative times), the median wall
+    seconds of those same processes (importtime's own bookkeeping included on both
+    sides), and the largest top-level imports of the last run as (seconds, module)."""
+    totals: list[float] = []
+    walls: list[float] = []
+    top: list[tuple[float, str]] = []
+    for _ in range(runs):
+        work = Path(tempfile.mkdtemp(prefix="bench-imp-"))
+        try:
+            profile = _profile(work, port)
+            with stopwatch() as wall:
+                done = subprocess.run(
+                    [sys.executable, "-X", "importtime", str(_bin("mapispool-sendmail")),
+                     "--profile", str(profile), "-i", "-f", SENDER, RECIPIENT],
+                    input=message(0), check=True, capture_output=True,
+                )  # fmt: skip
+            walls.append(wall[0])
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        rows = [
+            (int(cumulative) / 1e6, name.decode())
+            for _self, cumulative, indent, name in _IMPORT_LINE.findall(done.stderr)
+            if len(indent) == 1  # top level: one space after the bar
+        ]
+        totals.append(sum(seconds for seconds, _ in rows))
+        top = sorted(rows, reverse=True)[:5]
+    return statistics.median(totals), statistics.median(walls), top
+
+
+def run(sizes: Sizes, dirs: ServerDirs) -> Section:
+    section = Section("6. One process per message: mapispool-sendmail vs msmtp")
+    print(f"== {section.title}", flush=True)
+    k, runs = sizes.msmtp, sizes.runs
+    if not _bin("mapispool-sendmail").exists():
+        section.add(skipped(BENCH, "everything", k, "mapispool-sendmail not installed"))
+        return section
+    try:
+        sink = Sink(dirs)
+        require("msmtp", "msmtp", root=False)
+    except Unavailable as exc:
+        section.add(skipped(BENCH, "everything", k, str(exc)))
+        return section
+    try:
+        msgs = [message(i) for i in range(k)]
+        queued = Row(BENCH, "mapispool-sendmail, one process per message (queues)", k)
+        ours, peer = paired(
+            runs,
+            Row(BENCH, "mapispool-sendmail per message + 1 flush process", k),
+            lambda: MapispoolBlock(sink.port, queued)(msgs),
+            Row(BENCH, "msmtp, one process per message", k),
+            lambda: msmtp_block(sink.port, msgs),
+        )
+        queued.base = peer
+        for row in (peer, queued, ours):
+            section.add(row)
+            row.extra = f"{(row.median or 0) / k * 1000:.0f} ms per message"
+        print(queued.line(), flush=True)
+        section.target("mapispool-sendmail / msmtp, per process (#13)", queued, peer, 1.0)
+        section.target("sendmail processes + flush / msmtp, into the sink", ours, peer, 1.0)
+        imports, wall, top = import_seconds(sink.port, 1 if sizes.smoke else 5)
+        section.notes.append(
+            f"`python -X importtime` (median of {1 if sizes.smoke else 5} processes): a "
+            f"mapispool-sendmail process spends {imports * 1000:.0f} ms of its "
+            f"{wall * 1000:.0f} ms importing ({imports / wall:.0%}; importtime's "
+            "bookkeeping inflates both). Largest top-level imports: "
+            + ", ".join(f"{name} {seconds * 1000:.0f} ms" for seconds, name in top)
+            + "."
+        )
+        print("  " + section.notes[-1], flush=True)
+    finally:
+        sink.stop()
+    return section
