@@ -10,7 +10,7 @@ import pytest
 from bench import empty, inbound, outbound, process, run, scaling, submit
 from bench.common import Section, Sizes
 
-from tests.servers._util import in_ci, need, need_root, which
+from tests.servers._util import in_ci, need, need_root
 from tests.servers.dirs import ServerDirs
 
 
@@ -117,8 +117,7 @@ def test_sendmail_per_process_against_msmtp(
     same sink, and says how much of a sendmail process is imports."""
     need("smtp-sink")
     need_root("smtp-sink")
-    if which("msmtp") is None:  # not one of scripts/install-servers' servers: never a CI failure
-        pytest.skip("msmtp missing: apt-get install msmtp (scripts/bench installs it as root)")
+    need("msmtp")  # scripts/install-servers installs it; under CI=true it must run
     section = process.run(sizes, bench_dirs)
     printed = _check(section, capsys)
     assert "mapispool-sendmail / msmtp, per process (#13)" in printed
