@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mapispool import Session
+from mapispool import MapiError, Session
+from mapispool.mapi import MAPI_E_BUSY
 from tests.acceptance.test_cli_support import message, run
 from tests.acceptance.test_daemon_support import Serve, write_profile
 from tests.servers.smtp import SmtpServer
@@ -78,3 +79,26 @@ def test_clients_do_not_hang_on_a_paused_daemon(
     smtp.wait_for(3, timeout=GUARD)
     subjects = sorted(str(message_from_bytes(t.data)["Subject"]) for t in smtp.messages)
     assert subjects == ["by sendmail", "by submit", "by the API"]
+
+
+def test_logon_beside_a_paused_daemon_is_busy_not_a_hang(paused: tuple[Path, Serve]) -> None:
+    """``Session.logon`` asks the daemon whether it is there; one that does not answer
+    within the deadline is treated like a spooler held by another program: MAPI_E_BUSY."""
+    profile, serve = paused
+    os.kill(serve.process.pid, signal.SIGSTOP)
+    outcome: list[BaseException | str] = []
+
+    def logon() -> None:
+        try:
+            Session.logon(profile).logoff()
+            outcome.append("logged on")
+        except BaseException as exc:  # reported to the test thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=logon, daemon=True)
+    worker.start()
+    worker.join(GUARD)
+    assert outcome, "Session.logon hung on a paused daemon"
+    error = outcome[0]
+    assert isinstance(error, MapiError), error
+    assert error.hresult == MAPI_E_BUSY

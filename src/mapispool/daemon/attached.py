@@ -235,7 +235,12 @@ class DaemonClientSession(AsyncSession):
         """A client-mode session when our daemon answers on the store's socket, else None."""
         link = DaemonLink(socket_path(profile.store_path()))
         try:
-            await link.call("ping", {})
+            # A daemon that is stopped (SIGSTOP) or wedged counts as no daemon.
+            async with asyncio.timeout(WAKE_TIMEOUT):
+                await link.call("ping", {})
+        except TimeoutError:
+            log.info("the store's daemon did not answer within %g s", WAKE_TIMEOUT)
+            return None
         except MapiError as exc:
             log.info("another process runs the store's spooler, and no daemon: %s", exc)
             return None
