@@ -38,7 +38,7 @@ from ..store import Store
 from ..store.codec import load_props
 from ..submission import RecipientSpec
 from . import trust
-from .protocol import decode, encode, raise_error, socket_path
+from .protocol import WAKE_TIMEOUT, decode, encode, raise_error, socket_path
 from .server import MAX_REQUEST
 
 log = logging.getLogger("mapispool.session")
@@ -235,7 +235,12 @@ class DaemonClientSession(AsyncSession):
         """A client-mode session when our daemon answers on the store's socket, else None."""
         link = DaemonLink(socket_path(profile.store_path()))
         try:
-            await link.call("ping", {})
+            # A daemon that is stopped (SIGSTOP) or wedged counts as no daemon.
+            async with asyncio.timeout(WAKE_TIMEOUT):
+                await link.call("ping", {})
+        except TimeoutError:
+            log.info("the store's daemon did not answer within %g s", WAKE_TIMEOUT)
+            return None
         except MapiError as exc:
             log.info("another process runs the store's spooler, and no daemon: %s", exc)
             return None
@@ -261,7 +266,12 @@ class DaemonClientSession(AsyncSession):
             sender=sender,
         )
         try:
-            await self.link.call("submitted", {"entry_id": entry_id.hex()})
+            async with asyncio.timeout(WAKE_TIMEOUT):
+                await self.link.call("submitted", {"entry_id": entry_id.hex()})
+        except TimeoutError:
+            log.warning(
+                "queued %s; the daemon did not answer within %g s", entry_id.hex(), WAKE_TIMEOUT
+            )
         except MapiError as exc:
             log.warning("queued %s; the daemon did not take the news: %s", entry_id.hex(), exc)
         return entry_id

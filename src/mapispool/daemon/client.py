@@ -20,7 +20,7 @@ from ..profile import Profile
 from ..session import AsyncSession
 from ..store import Store
 from . import ops, trust
-from .protocol import decode, encode, raise_error, socket_path
+from .protocol import WAKE_TIMEOUT, decode, encode, raise_error, socket_path
 
 Progress = Callable[[dict[str, Any]], None]
 #: Where a client reports a socket it refused to use, or a daemon that did not answer.
@@ -98,6 +98,11 @@ class DaemonBackend:
                 raise_error(dict(message.get("error") or {}))
         except OSError as exc:
             raise MapiError(LOST, f"lost the daemon's control socket: {exc}; try again") from exc
+
+    def set_timeout(self, seconds: float | None) -> None:
+        """A deadline for each wait on the socket from now on (None: wait as long as it
+        takes); a wait that passes it fails like a lost daemon."""
+        self._sock.settimeout(seconds)
 
     def close(self) -> None:
         self._reader.close()
@@ -189,6 +194,7 @@ def wake(profile: Profile, entry_id: str, warn: Warn | None = None) -> bool:
     daemon = DaemonBackend.connect(socket_path(profile.store_path()), warn)
     if daemon is None:
         return False
+    daemon.set_timeout(WAKE_TIMEOUT)
     try:
         daemon.call("submitted", {"entry_id": entry_id})
     except MapiError as exc:

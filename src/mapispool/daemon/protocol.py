@@ -15,6 +15,12 @@ from typing import Any
 
 from ..mapi import MAPI_E_CALL_FAILED, MapiError
 
+#: Seconds a client waits for the daemon to take the news of a message it stored itself
+#: (the ``submitted`` request, answered at once by a running daemon). A daemon that is
+#: stopped (SIGSTOP) or wedged must not hang sendmail, git or cron: the message is in the
+#: store already, so the client warns and succeeds, and the daemon finds it later.
+WAKE_TIMEOUT = 10.0
+
 #: AF_UNIX paths are limited to about 108 bytes on Linux; longer ones cannot be bound.
 MAX_SOCKET_PATH = 100
 

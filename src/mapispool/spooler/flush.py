@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -180,23 +180,46 @@ class FlushCoordinator:
         async with self.resources(handle):
             # Step 1: FlushQueues once, with every flag of the request.
             await handle.call(lambda logon: logon.flush_queues(flags & ~FLUSH_ASYNC_OK))
-            # Steps 3-7: SubmitMessage/EndMessage while STATUS_OUTBOUND_FLUSH stays set.
-            if not spooler.shutting_down:
-                await self.outbound_phase(handle, flags, mine, progress)
-            if spooler.shutting_down:
-                await spooler.end_flush_for_shutdown(handle)
+            try:
+                ended = await self._phases(handle, flags, mine, progress)
+            except Exception:
+                # A store error (a full disk) ends the flush here: the transport still
+                # hears that it ended, so no FLUSH bit stays set and it frees what it took.
+                with suppress(Exception):
+                    await spooler.end_flush_for_shutdown(handle)
+                raise
+            if not ended:
                 return
-            # Step 8: the end of the outbound part, always: a transport that sets
-            # STATUS_INBOUND_FLUSH only now (step 9) is waiting for it.
-            await handle.call(lambda logon: logon.transport_notify(NOTIFY_END_OUTBOUND_FLUSH))
-            # Steps 10-12: StartMessage while STATUS_INBOUND_FLUSH stays set.
-            if flags & FLUSH_DOWNLOAD or spooler.status.code(handle.name) & STATUS_INBOUND_FLUSH:
-                await self.inbound_phase(handle, mine, progress)
-            if spooler.shutting_down:
-                await spooler.end_flush_for_shutdown(handle)
-                return
-            # Step 12-13: the end of the inbound part; the transport clears its bit.
-            await handle.call(lambda logon: logon.transport_notify(NOTIFY_END_INBOUND_FLUSH))
+        if progress is not None:
+            progress(FlushProgress(handle.name, "done", mine.sent + mine.received, None))
+
+    async def _phases(
+        self,
+        handle: LogonHandle,
+        flags: int,
+        mine: TransportFlushResult,
+        progress: ProgressCallback | None,
+    ) -> bool:
+        """Steps 3 to 13 after ``flush_queues``; False when shutdown cut them short."""
+        spooler = self.spooler
+        # Steps 3-7: SubmitMessage/EndMessage while STATUS_OUTBOUND_FLUSH stays set.
+        if not spooler.shutting_down:
+            await self.outbound_phase(handle, flags, mine, progress)
+        if spooler.shutting_down:
+            await spooler.end_flush_for_shutdown(handle)
+            return False
+        # Step 8: the end of the outbound part, always: a transport that sets
+        # STATUS_INBOUND_FLUSH only now (step 9) is waiting for it.
+        await handle.call(lambda logon: logon.transport_notify(NOTIFY_END_OUTBOUND_FLUSH))
+        # Steps 10-12: StartMessage while STATUS_INBOUND_FLUSH stays set.
+        if flags & FLUSH_DOWNLOAD or spooler.status.code(handle.name) & STATUS_INBOUND_FLUSH:
+            await self.inbound_phase(handle, mine, progress)
+        if spooler.shutting_down:
+            await spooler.end_flush_for_shutdown(handle)
+            return False
+        # Step 12-13: the end of the inbound part; the transport clears its bit.
+        await handle.call(lambda logon: logon.transport_notify(NOTIFY_END_INBOUND_FLUSH))
+        return True
         if progress is not None:
             progress(FlushProgress(handle.name, "done", mine.sent + mine.received, None))
 
