@@ -102,3 +102,23 @@ def test_logon_beside_a_paused_daemon_is_busy_not_a_hang(paused: tuple[Path, Ser
     error = outcome[0]
     assert isinstance(error, MapiError), error
     assert error.hresult == MAPI_E_BUSY
+
+
+def test_reading_commands_answer_from_the_store_when_the_daemon_does_not(
+    paused: tuple[Path, Serve],
+) -> None:
+    """``queue list`` and ``status`` (like ``queue show`` and ``folder``) wait a bounded time
+    for a stopped daemon, then warn and answer from the store (the daemon keeps it
+    current), instead of hanging a monitoring script or a person's terminal."""
+    profile, serve = paused
+    queued = run(profile, "submit", "--send-at", "+1d", "-", stdin=message("later"))
+    assert queued.returncode == 0, queued.stderr
+    entry_id = queued.stdout.strip()
+    os.kill(serve.process.pid, signal.SIGSTOP)
+    listed = run(profile, "queue", "list", "--json", timeout=GUARD)
+    assert listed.returncode == 0, listed.stderr
+    assert "did not answer" in listed.stderr
+    assert entry_id in listed.stdout
+    status = run(profile, "status", "--json", timeout=GUARD)
+    assert status.returncode == 0, status.stderr
+    assert "Spooler" in status.stdout

@@ -20,7 +20,15 @@ from ..profile import Profile
 from ..session import AsyncSession
 from ..store import Store
 from . import ops, trust
-from .protocol import WAKE_TIMEOUT, decode, encode, raise_error, socket_path
+from .protocol import (
+    READ_ONLY_OPS,
+    READ_TIMEOUT,
+    WAKE_TIMEOUT,
+    decode,
+    encode,
+    raise_error,
+    socket_path,
+)
 
 Progress = Callable[[dict[str, Any]], None]
 #: Where a client reports a socket it refused to use, or a daemon that did not answer.
@@ -51,6 +59,9 @@ class DaemonBackend:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._reader = sock.makefile("rb")
+        #: Answers read-only requests when the daemon does not (``READ_TIMEOUT``).
+        self.fallback: LocalBackend | None = None
+        self.warn: Warn | None = None
 
     @classmethod
     def connect(cls, path: Path, warn: Warn | None = None) -> DaemonBackend | None:
@@ -82,6 +93,23 @@ class DaemonBackend:
     def call(
         self, op: str, params: dict[str, Any] | None = None, progress: Progress | None = None
     ) -> Any:
+        if op not in READ_ONLY_OPS or self.fallback is None:
+            return self._call(op, params, progress)
+        self.set_timeout(READ_TIMEOUT)
+        try:
+            return self._call(op, params, progress)
+        except MapiError as exc:
+            if exc.hresult != LOST:
+                raise
+            # Stopped (SIGSTOP), wedged or gone: the store answers a read as well.
+            why = exc.message.removesuffix("; try again")
+            _warn(self.warn, f"the daemon did not answer ({why}); reading the store instead")
+            self.close()
+            if op == "status":  # the daemon holds the spooler: show the rows it saved
+                return self.fallback.saved_status()
+            return self.fallback.call(op, params, progress)
+
+    def _call(self, op: str, params: dict[str, Any] | None, progress: Progress | None) -> Any:
         try:
             self._sock.sendall(encode({"op": op, "params": params or {}}))
             while True:
@@ -147,12 +175,12 @@ class LocalBackend:
             session = await AsyncSession.logon(self.profile)
         except MapiError as exc:
             if exc.hresult == MAPI_E_BUSY and op == "status":
-                return self._saved_status()
+                return self.saved_status()
             raise
         async with session:
             return await ops.dispatch(session, op, params, emit)
 
-    def _saved_status(self) -> Any:
+    def saved_status(self) -> Any:
         """The status table another spooler process saved (it holds the store's lock)."""
         store = Store(self.profile.store_path())
         try:
@@ -171,6 +199,7 @@ def connect(profile: Profile, warn: Warn | None = None) -> Backend:
     backend (``warn`` hears about a socket that was refused)."""
     daemon = DaemonBackend.connect(socket_path(profile.store_path()), warn)
     if daemon is not None:
+        daemon.fallback, daemon.warn = LocalBackend(profile), warn
         return daemon
     return LocalBackend(profile)
 

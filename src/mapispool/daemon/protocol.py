@@ -21,6 +21,15 @@ from ..mapi import MAPI_E_CALL_FAILED, MapiError
 #: store already, so the client warns and succeeds, and the daemon finds it later.
 WAKE_TIMEOUT = 10.0
 
+#: Seconds a client waits for the daemon's answer to a request that only reads (status,
+#: queue and folder listings). A stopped or wedged daemon must not hang them: past the
+#: deadline the client reads the store itself (the daemon keeps it current).
+READ_TIMEOUT = 10.0
+
+#: Requests that only read, answered from the store when the daemon does not answer.
+READ_ONLY_OPS = frozenset({"status", "queue_list", "queue_show", "folder_list",
+                           "folder_show", "ping"})  # fmt: skip
+
 #: AF_UNIX paths are limited to about 108 bytes on Linux; longer ones cannot be bound.
 MAX_SOCKET_PATH = 100
 
