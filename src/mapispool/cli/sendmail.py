@@ -141,7 +141,10 @@ def run(args: Sequence[str], stdin: BinaryIO, profile_path: Path | None = None) 
     try:
         profile = Profile.load(inv.profile or profile_path or default_profile_path())
         if inv.mode == "p":
-            for entry in connect(profile, _warn).call("queue_list", {}):
+            entries = connect(profile, _warn).call("queue_list", {})
+            if not entries:
+                click.echo("Mail queue is empty")  # what mailq says; scripts look for it
+            for entry in entries:
                 click.echo(f"{entry['entry_id']} {entry['state']:<10} {entry['subject']}")
             return EX_OK
         if not inv.recipients and not inv.from_headers:

@@ -18,7 +18,8 @@ _RELATIVE = re.compile(r"^\+(\d+(?:\.\d+)?)([smhd]?)$")
 _UNITS = {"": 60.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-#: The last moment a send-later time may name (the end of year 9999, as ``datetime`` can).
+#: The last moment a send-later time may name: the start of 31 December 9999 (UTC), so that
+#: the message's lifetime, counted from then, still ends in a year ``datetime`` can show.
 LATEST_SEND_AT = datetime(9999, 12, 31, tzinfo=UTC).timestamp()
 
 
@@ -41,7 +42,7 @@ def parse_send_at(text: str, now: float | None = None) -> float:
             ) from exc
     if not moment <= LATEST_SEND_AT:
         raise click.BadParameter(
-            f"{text!r} is too far ahead; give a time before the year 10000",
+            f"{text!r} is too far ahead; give a time before 9999-12-31T00:00Z",
             param_hint="--send-at",
         )
     return moment
