@@ -46,16 +46,6 @@ class Daemon:
         return code
 
 
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def _serve(profile: Path) -> Iterator[Daemon]:
     daemon = Daemon(profile)
     try:

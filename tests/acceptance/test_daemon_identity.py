@@ -17,16 +17,6 @@ from tests.servers.smtp import SmtpServer
 
 
 @pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def first(tmp_path: Path, smtp: SmtpServer) -> Iterator[tuple[Path, Serve]]:
     """A daemon on ``tmp_path/real/store.db``, named directly."""
     profile = write_profile(tmp_path / "real", "store.db", smtp.port, eager=False)

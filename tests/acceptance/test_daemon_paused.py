@@ -26,16 +26,6 @@ GUARD = 60.0
 
 
 @pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def paused(tmp_path: Path, smtp: SmtpServer) -> Iterator[tuple[Path, Serve]]:
     """A daemon that sends as messages arrive, logged on to by a Python session, then
     stopped with SIGSTOP; it is continued (and stopped cleanly) at the end."""

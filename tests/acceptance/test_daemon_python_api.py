@@ -30,16 +30,6 @@ from tests.servers.smtp import SmtpServer, SmtpTransaction
 
 
 @pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def daemon(tmp_path: Path, smtp: SmtpServer) -> Iterator[tuple[Path, Serve]]:
     """A daemon that waits for a Send/Receive (so the queue can be looked at)."""
     profile = write_profile(tmp_path, "store.db", smtp.port, eager=False)

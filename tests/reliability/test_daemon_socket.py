@@ -24,16 +24,6 @@ from tests.servers.smtp import SmtpServer
 
 
 @pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def daemon(tmp_path: Path, smtp: SmtpServer) -> Iterator[tuple[Path, Serve]]:
     profile = write_profile(tmp_path, "store.db", smtp.port, eager=False)
     serve = Serve(profile).wait_started()

@@ -9,7 +9,7 @@ from tests.servers._util import need
 from tests.servers.dirs import server_dirs
 from tests.servers.dovecot import dovecot, dovecot_user
 from tests.servers.postfix import postfix
-from tests.servers.smtp import smtp_server, smtp_server_factory
+from tests.servers.smtp import smtp, smtp_server, smtp_server_factory
 from tests.servers.smtp_sink import smtp_sink, smtp_sink_factory
 from tests.servers.tls import tls_ca
 
@@ -19,6 +19,7 @@ __all__ = [
     "need",
     "postfix",
     "server_dirs",
+    "smtp",
     "smtp_server",
     "smtp_server_factory",
     "smtp_sink",

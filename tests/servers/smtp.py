@@ -357,3 +357,9 @@ def smtp_server_factory(tls_ca: TlsFiles) -> Iterator[SmtpServerFactory]:
 def smtp_server(smtp_server_factory: SmtpServerFactory) -> SmtpServer:
     """A plain aiosmtpd server (no TLS, no AUTH) that accepts and records everything."""
     return smtp_server_factory()
+
+
+@pytest.fixture
+def smtp(smtp_server: SmtpServer) -> SmtpServer:
+    """The plain recording server under the short name the CLI and daemon tests use."""
+    return smtp_server
