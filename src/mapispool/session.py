@@ -307,8 +307,13 @@ class AsyncSession:
             not_before=not_before,
             expires_at=submit_time + self.profile.retry.lifetime,
         )
-        self.spooler.queue_changed()
+        await self._announce_submitted(entry_id)
         return entry_id
+
+    async def _announce_submitted(self, entry_id: bytes) -> None:
+        """Tell what sends this session's mail that ``entry_id`` was queued: the
+        in-process spooler here; the daemon in client mode (``daemon.attached``)."""
+        self.spooler.queue_changed()
 
     async def status_table(self) -> list[StatusRow]:
         """Every status row: the spooler's first, then one per transport in order."""

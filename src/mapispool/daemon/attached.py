@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
-from datetime import datetime
-from email.message import Message
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,7 +34,6 @@ from ..spooler.flush import FlushProgress, FlushResult, ProgressCallback, Transp
 from ..spooler.status import SPOOLER_ROW, StatusRow
 from ..store import Store
 from ..store.codec import load_props
-from ..submission import RecipientSpec
 from . import trust
 from .protocol import WAKE_TIMEOUT, decode, encode, raise_error, socket_path
 from .server import MAX_REQUEST
@@ -246,25 +243,10 @@ class DaemonClientSession(AsyncSession):
             return None
         return cls(profile, store, link)
 
-    async def submit(
-        self,
-        message: Message | bytes,
-        *,
-        recipients: Sequence[RecipientSpec] | None = None,
-        deferred_send_time: datetime | None = None,
-        delete_after_submit: bool = False,
-        sender: str | None = None,
-    ) -> bytes:
-        """Write the message to the store (durable when this returns), then tell the
-        daemon. A daemon that does not answer is logged, not raised: the message is
-        queued and the daemon's next look at the queue (within a minute) sends it."""
-        entry_id = await super().submit(
-            message,
-            recipients=recipients,
-            deferred_send_time=deferred_send_time,
-            delete_after_submit=delete_after_submit,
-            sender=sender,
-        )
+    async def _announce_submitted(self, entry_id: bytes) -> None:
+        """The message is in the store (durable): tell the daemon. A daemon that does not
+        answer is logged, not raised: the message is queued and the daemon's next look at
+        the queue (within a minute) sends it."""
         try:
             async with asyncio.timeout(WAKE_TIMEOUT):
                 await self.link.call("submitted", {"entry_id": entry_id.hex()})
@@ -274,7 +256,6 @@ class DaemonClientSession(AsyncSession):
             )
         except MapiError as exc:
             log.warning("queued %s; the daemon did not take the news: %s", entry_id.hex(), exc)
-        return entry_id
 
     async def status_table(self) -> list[StatusRow]:
         """The daemon's live status table."""

@@ -183,7 +183,7 @@ class Background:
             async with spooler.activity:
                 if spooler.shutting_down:
                     return
-                spooler.repair_stranded()
+                spooler.offering.repair_stranded()
                 await self.send_pass()
             spooler.supervisor.ok("sender")
 
@@ -195,11 +195,11 @@ class Background:
         def keep_going() -> bool:
             return not (spooler.shutting_down or spooler.flush_waiting)
 
-        spooler.bounce_unroutable()
+        spooler.offering.bounce_unroutable()
         for handle in spooler.handles:
             if not keep_going():
                 return
             if not await self.revive(handle) or not self.can_send(handle):
                 continue
-            work = spooler.work_for(handle, force=False, exclude=set())
-            await spooler.offer_many(handle, work, keep_going=keep_going)
+            work = spooler.offering.work_for(handle, force=False, exclude=set())
+            await spooler.offering.offer_many(handle, work, keep_going=keep_going)

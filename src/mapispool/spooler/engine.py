@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..mapi import (
@@ -52,13 +52,13 @@ from ..mapi import (
 )
 from ..profile import Profile
 from ..spi import InboundMessage, flush_bits_for
-from ..store import QueueEntry, QueueState, Store
+from ..store import QueueState, Store
 from .background import Background
 from .flush import FlushCoordinator, FlushResult, ProgressCallback
 from .inbound import InboundRunner
 from .logons import LogonHandle, SpoolerSupport
 from .offering import Offering
-from .outbound import Offered, OutboundRunner
+from .outbound import OutboundRunner
 from .retry import RetryPolicy
 from .routing import Registration
 from .status import SPOOLER_ROW, StatusTable
@@ -189,7 +189,7 @@ class Spooler:
         try:
             # Nothing is being sent any more: a message left in_flight by an error goes
             # back to the queue now, not only at the next start.
-            self.repair_stranded(force=True)
+            self.offering.repair_stranded(force=True)
         except Exception:
             log.exception("could not put messages left in flight back in the queue")
         self.persist_status()
@@ -247,36 +247,6 @@ class Spooler:
             if handle.name == name:
                 return handle
         raise MapiError(MAPI_E_NOT_FOUND, f"no transport called {name!r}")
-
-    def work_for(
-        self,
-        handle: LogonHandle,
-        *,
-        force: bool,
-        exclude: set[bytes],
-        submitted_before: float | None = None,
-    ) -> list[QueueEntry]:
-        """``Offering.work_for``: the messages to offer ``handle`` now."""
-        return self.offering.work_for(
-            handle, force=force, exclude=exclude, submitted_before=submitted_before
-        )
-
-    async def offer_many(
-        self,
-        handle: LogonHandle,
-        entries: Sequence[QueueEntry],
-        keep_going: Callable[[], bool],
-    ) -> list[tuple[QueueEntry, Offered]]:
-        """``Offering.offer_many``: offer ``entries`` to ``handle`` in order."""
-        return await self.offering.offer_many(handle, entries, keep_going)
-
-    def bounce_unroutable(self) -> None:
-        """``Offering.bounce_unroutable``: NDRs now for recipients no transport accepts."""
-        self.offering.bounce_unroutable()
-
-    def repair_stranded(self, *, force: bool = False) -> None:
-        """``Offering.repair_stranded``: put what an error left in flight back."""
-        self.offering.repair_stranded(force=force)
 
     # -- notifications from transports ------------------------------------------------
 
@@ -438,7 +408,7 @@ class Spooler:
             finally:
                 self.flush_waiting -= 1
             try:
-                self.repair_stranded()
+                self.offering.repair_stranded()
                 return await self.flusher.run(targets, flags, progress)
             finally:
                 self.activity.release()

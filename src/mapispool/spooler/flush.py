@@ -123,7 +123,7 @@ class FlushCoordinator:
         try:
             if flags & FLUSH_UPLOAD:
                 # Recipients no transport accepts bounce at every Send/Receive that sends.
-                spooler.bounce_unroutable()
+                spooler.offering.bounce_unroutable()
             if spooler.profile.parallel_flush:
                 await asyncio.gather(*(self.flush_one(h, flags, result, progress) for h in targets))
             else:
@@ -243,13 +243,14 @@ class FlushCoordinator:
         force = bool(flags & FLUSH_FORCE)
         offered: set[bytes] = set()
         until = time.time()
-        work = spooler.work_for(handle, force=force, exclude=offered, submitted_before=until)
+        offering = spooler.offering
+        work = offering.work_for(handle, force=force, exclude=offered, submitted_before=until)
         total, bytes_total = len(work), sum(e.size for e in work)
         done = bytes_done = 0
         if progress is not None:
             progress(FlushProgress(handle.name, "outbound", 0, total, 0, bytes_total))
         while work and self._outbound_wanted(handle):
-            outcomes = await spooler.offer_many(
+            outcomes = await offering.offer_many(
                 handle, work, keep_going=lambda: self._outbound_wanted(handle)
             )
             for entry, offered_result in outcomes:
@@ -264,7 +265,7 @@ class FlushCoordinator:
                         FlushProgress(handle.name, "outbound", done, max(total, done),
                                       bytes_done, bytes_total)
                     )  # fmt: skip
-            work = spooler.work_for(handle, force=force, exclude=offered, submitted_before=until)
+            work = offering.work_for(handle, force=force, exclude=offered, submitted_before=until)
             total += len(work)
             bytes_total += sum(e.size for e in work)
 
