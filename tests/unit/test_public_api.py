@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import mapispool
 import mapispool.spi
 
@@ -26,3 +29,96 @@ def test_spi_contract_names():
         assert callable(getattr(logon, method)), method
     for method in ("modify_status_row", "status_row", "spooler_notify", "status_recips"):
         assert callable(getattr(mapispool.spi.Support, method)), method
+
+
+# -- layers (DESIGN §2): mapi <- store <- spi <- spooler <- session <- app <- cli/daemon/web --
+
+PACKAGE_ROOT = Path(mapispool.__file__).parent
+
+
+def _module_name(path: Path) -> str:
+    parts = ("mapispool", *path.relative_to(PACKAGE_ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Every mapispool module and the mapispool modules it imports, read from the source:
+    imports anywhere in a file count (inside functions and under TYPE_CHECKING too). A
+    module's implicit import of its parent packages is not an edge."""
+    files = {_module_name(p): p for p in PACKAGE_ROOT.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                edges.update(a.name for a in node.names if a.name in files)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*anchor, base] if base else anchor)
+                for alias in node.names:
+                    sub = f"{base}.{alias.name}"
+                    edges.add(sub if sub in files else base)
+        graph[name] = {e for e in edges if e in files and e != name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[set[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[set[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in graph[node]:
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = set()
+            while True:
+                member = stack.pop()
+                component.add(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(component)
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def _in(module: str, *packages: str) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def test_session_and_app_import_nothing_above_them():
+    """The session imports neither the application layer nor a front end; the
+    application layer imports no front end (the daemon plugs its client mode in)."""
+    graph = _import_graph()
+    front_ends = ("mapispool.daemon", "mapispool.cli", "mapispool.web")
+    for module, imports in graph.items():
+        if _in(module, "mapispool.session"):
+            assert not {i for i in imports if _in(i, "mapispool.app", *front_ends)}, module
+        if _in(module, "mapispool.app"):
+            assert not {i for i in imports if _in(i, *front_ends)}, module
+
+
+def test_no_import_cycle_through_the_upper_layers():
+    """No import cycle involves the package root, the session, the application layer,
+    the daemon, the command line or the MAPI vocabulary."""
+    upper = ("mapispool.session", "mapispool.app", "mapispool.daemon", "mapispool.cli",
+             "mapispool.mapi")  # fmt: skip
+    cycles = [
+        c for c in _cycles(_import_graph()) if any(_in(m, *upper) or m == "mapispool" for m in c)
+    ]
+    assert cycles == []

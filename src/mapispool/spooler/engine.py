@@ -29,6 +29,7 @@ from ..mapi import (
     NOTIFY_ABORT_DEFERRED,
     NOTIFY_BEGIN_INBOUND,
     NOTIFY_BEGIN_OUTBOUND,
+    NOTIFY_CANCEL_MESSAGE,
     NOTIFY_CONFIG_CHANGE,
     NOTIFY_CRITICAL_ERROR,
     NOTIFY_END_INBOUND,
@@ -428,6 +429,47 @@ class Spooler:
             handle.name, {PR_STATUS_CODE: self.status.code(handle.name) | bits}, STATUSROW_UPDATE
         )
         self.row_changed(handle)
+
+    # -- what a session asks of the spooler (by transport name, never by handle) --------
+
+    def request_flush_of(self, name: str, flags: int) -> None:
+        """FlushQueues on the status object of transport ``name``: check ``flags`` as the
+        spooler's object would (``FLUSH_ASYNC_OK`` aside: such a request never waits),
+        then ``request_transport_flush``."""
+        self.check_flush(flags & ~FLUSH_ASYNC_OK, None)
+        self.request_transport_flush(self.handle_named(name), flags)
+
+    async def validate_state(self, flags: int, name: str | None = None) -> None:
+        """IMAPIStatus::ValidateState: every logged-on transport in order, or ``name``."""
+        handles = list(self.handles) if name is None else [self.handle_named(name)]
+        for handle in handles:
+            if handle.logged_on:
+                await handle.call(lambda logon: logon.validate_state(flags))
+
+    async def take_back_parked(self, name: str, entry_id: bytes) -> None:
+        """A person holds, purges or cancels a message transport ``name`` parked
+        (END_DONT_RESEND): tell it ``NOTIFY_ABORT_DEFERRED | NOTIFY_CANCEL_MESSAGE``. A
+        transport gone from the profile or logged off has nothing to give back; its
+        failure to answer is logged, since the person's request goes ahead anyway."""
+        try:
+            handle = self.handle_named(name)
+        except MapiError:
+            return
+        handle.released.discard(entry_id)
+        if handle.logon is None:
+            return
+        try:
+            await handle.logon.transport_notify(
+                NOTIFY_ABORT_DEFERRED | NOTIFY_CANCEL_MESSAGE, entry_id
+            )
+        except Exception:
+            log.exception("transport %s failed to give back %s", name, entry_id.hex())
+
+    def retry_requested(self, entry_id: bytes) -> None:
+        """A person asked to send ``entry_id`` again (it is queued once more): finish it
+        now when nothing is left to send, else wake the sender."""
+        self.outbound.settle(entry_id)
+        self.queue_changed()
 
     async def revive(self, handle: LogonHandle, *, force: bool = False) -> bool:
         """``Background.revive``: True when ``handle`` is not OFFLINE (after a try)."""
