@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ast
+import pickle
 from pathlib import Path
+
+import pytest
 
 import mapispool
 import mapispool.spi
@@ -122,3 +125,48 @@ def test_no_import_cycle_through_the_upper_layers():
         c for c in _cycles(_import_graph()) if any(_in(m, *upper) or m == "mapispool" for m in c)
     ]
     assert cycles == []
+
+
+# -- one error tree under MapiError ---------------------------------------------------------
+
+
+def test_every_public_error_type_is_a_mapi_error():
+    """The error types users meet all derive from MapiError (``except MapiError`` is
+    enough), and the lookup errors stay the LookupError/KeyError they were."""
+    from mapispool.mapi.errors import NotFoundError
+    from mapispool.store.integrity import CorruptContent
+    from mapispool.transports import ProviderNotFound
+    from mapispool.transports.smtp.errors import SmtpError
+
+    for error_type in (mapispool.ProfileError, ProviderNotFound, SmtpError, CorruptContent):
+        assert issubclass(error_type, mapispool.MapiError), error_type
+    assert issubclass(ProviderNotFound, LookupError)
+    assert issubclass(NotFoundError, KeyError)
+
+
+def test_an_unknown_provider_is_mapi_e_not_found():
+    """resolve_provider's refusal is a MapiError with MAPI_E_NOT_FOUND and its one line."""
+    from mapispool.mapi import MAPI_E_NOT_FOUND
+    from mapispool.transports import ProviderNotFound, resolve_provider
+
+    with pytest.raises(mapispool.MapiError) as refused:
+        resolve_provider("no-such-provider")
+    assert isinstance(refused.value, ProviderNotFound)
+    assert refused.value.hresult == MAPI_E_NOT_FOUND
+    assert "unknown provider 'no-such-provider'" in refused.value.message
+    assert pickle.loads(pickle.dumps(refused.value)).message == refused.value.message
+
+
+def test_an_unknown_transport_in_a_profile_is_mapi_e_not_found():
+    """Profile.transport(name) for a name the profile lacks: a MapiError naming the
+    transports there are (still a KeyError for code that caught that)."""
+    from mapispool.mapi import MAPI_E_NOT_FOUND
+
+    profile = mapispool.Profile.from_toml('[transports.out]\nprovider = "loopback"\n')
+    with pytest.raises(mapispool.MapiError) as refused:
+        profile.transport("other")
+    assert refused.value.hresult == MAPI_E_NOT_FOUND
+    assert isinstance(refused.value, KeyError)
+    assert "no transport called 'other' in the profile; the transports are: out" in str(
+        refused.value
+    )
