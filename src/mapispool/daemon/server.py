@@ -160,7 +160,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGUSR1, self.start_flush, "SIGUSR1")
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop, signum)
-        self.session.spooler.on_newmail(self._newmail)
+        self.session.on_newmail(self._newmail)
         every = self.session.profile.flush_every
         if every:
             self._spawn(self._schedule(every))

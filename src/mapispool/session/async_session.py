@@ -23,6 +23,7 @@ from ..mapi import (
     MapiError,
 )
 from ..profile import Profile
+from ..spi import InboundMessage
 from ..spooler.engine import Spooler
 from ..spooler.status import SPOOLER_ROW, StatusRow
 from ..store import Event, InvalidTransition, QueueEntry, QueueState, Store
@@ -180,6 +181,11 @@ class AsyncSession:
         """The status table as the store's spooler last saved it (a spooler in another
         process saves it every second or so); empty when none ever ran."""
         return list(self.store.load_status_rows())
+
+    def on_newmail(self, listener: Callable[[InboundMessage], None]) -> None:
+        """Call ``listener`` with each message the spooler stores in the Inbox
+        (MAPI's new-mail notification); it runs on the session's loop and must not block."""
+        self.spooler.on_newmail(listener)
 
     def spooler_status(self) -> AsyncStatus:
         """The spooler's status object (where Send/Receive is asked for)."""
