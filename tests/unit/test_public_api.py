@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,20 @@ def test_an_unknown_transport_in_a_profile_is_mapi_e_not_found():
     assert "no transport called 'other' in the profile; the transports are: out" in str(
         refused.value
     )
+
+
+def test_the_session_uses_the_spooler_through_its_public_methods_only():
+    """The session package touches the spooler only through these members (no logon
+    handles, no runners, no private attributes), and spells no flag as a bare number."""
+    allowed = {"status", "flush", "request_flush_of", "validate_state", "take_back_parked",
+               "retry_requested", "queue_changed", "on_newmail", "start", "shutdown"}  # fmt: skip
+    used: set[str] = set()
+    for path in (PACKAGE_ROOT / "session").rglob("*.py"):
+        source = path.read_text(encoding="utf-8")
+        assert not re.search(r"\b0x[0-9a-fA-F]+\b", source), f"{path.name}: name the flag"
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute | ast.Name):
+                owner = node.value.attr if isinstance(node.value, ast.Attribute) else node.value.id
+                if owner in ("spooler", "_spooler"):
+                    used.add(node.attr)
+    assert used <= allowed, used - allowed
