@@ -135,7 +135,7 @@ def test_every_public_error_type_is_a_mapi_error():
     """The error types users meet all derive from MapiError (``except MapiError`` is
     enough), and the lookup errors stay the LookupError/KeyError they were."""
     from mapispool.mapi.errors import NotFoundError
-    from mapispool.store.integrity import CorruptContent
+    from mapispool.store.sqlite.integrity import CorruptContent
     from mapispool.transports import ProviderNotFound
     from mapispool.transports.smtp.errors import SmtpError
 

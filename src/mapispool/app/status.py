@@ -29,4 +29,4 @@ async def status_rows(session: AsyncSession, params: Params, emit: Emit) -> Any:
 
 async def ping(session: AsyncSession, params: Params, emit: Emit) -> Any:
     """Proof of life: the store the answering session has open."""
-    return {"pong": True, "store": str(session.store.path)}
+    return {"pong": True, "store": session.store.location}

@@ -34,6 +34,7 @@ from ..mapi import (
 )
 from ..profile import Profile
 from ..session import AsyncFlushHandle, AsyncSession, AsyncStatus, register_client_mode
+from ..spooler.bridge import BlockingBridge
 from ..spooler.engine import Spooler
 from ..spooler.flush import FlushResult, ProgressCallback
 from ..spooler.status import SPOOLER_ROW, StatusRow
@@ -140,7 +141,7 @@ class DaemonSpoolerStatus(AsyncStatus):
 
     @property
     def row(self) -> StatusRow:
-        rows = self._session.store.load_status_rows()
+        rows = self._session.saved_rows()
         if not rows:
             raise MapiError(MAPI_E_NOT_FOUND, "the daemon has not saved its status table yet")
         return rows[0]
@@ -187,6 +188,9 @@ class DaemonClientSession(AsyncSession):
 
     def __init__(self, profile: Profile, store: Store, link: DaemonLink) -> None:
         super().__init__(profile, store, Spooler(profile, store), spooler_running=False)
+        # ``row`` and ``open_status`` are synchronous, the store is not: they read the
+        # saved rows through a helper thread's loop (a short blocking read).
+        self._bridge = BlockingBridge()
         self.link = link
         self._requests: set[asyncio.Task[Any]] = set()
 
@@ -197,12 +201,19 @@ class DaemonClientSession(AsyncSession):
         task.add_done_callback(self._requests.discard)
         return task
 
+    def saved_rows(self) -> list[StatusRow]:
+        """The status rows the daemon last saved in the store, read synchronously."""
+        return list(self._bridge.run(self.store.load_status_rows))
+
     async def logoff(self) -> None:
         """Stop waiting for the daemon's flushes and close the store; the daemon runs on."""
         for task in list(self._requests):
             task.cancel()
         await asyncio.gather(*self._requests, return_exceptions=True)
-        await super().logoff()
+        try:
+            await super().logoff()
+        finally:
+            self._bridge.close()
 
     @property
     def mode(self) -> str:
@@ -248,7 +259,7 @@ class DaemonClientSession(AsyncSession):
     def open_status(self, entry_id: bytes) -> AsyncStatus:
         """The spooler's status object by its entry id; a transport's object lives in the
         daemon (``MAPI_E_NO_SUPPORT``: flush it with ``flush_queues(flags, target)``)."""
-        rows = self.store.load_status_rows()
+        rows = self.saved_rows()
         for position, row in enumerate(rows):
             if bytes(row.get(PR_ENTRYID, b"")) == bytes(entry_id):
                 if position == 0:

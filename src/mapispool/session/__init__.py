@@ -10,7 +10,7 @@ through the spooler's public methods; it imports nothing above itself (``app``,
 
 from __future__ import annotations
 
-from .async_session import AsyncSession, ClientMode, register_client_mode
+from .async_session import AsyncSession, ClientMode, all_entries, register_client_mode
 from .folder import AsyncFolder
 from .profiles import default_profile_path, load_profile
 from .status import AsyncFlushHandle, AsyncStatus
@@ -26,6 +26,7 @@ __all__ = [
     "Folder",
     "Session",
     "Status",
+    "all_entries",
     "default_profile_path",
     "load_profile",
     "register_client_mode",

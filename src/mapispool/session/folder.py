@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..store import Store, StoredMessage
+from ..store import PAGE, Store, StoredMessage
 
 
 class AsyncFolder:
@@ -14,11 +14,16 @@ class AsyncFolder:
         self.name = name
 
     async def messages(self) -> list[StoredMessage]:
-        """Every message in the folder, oldest first."""
-        return self._store.messages(self.name)
+        """Every message in the folder, oldest first (read from the store page by page)."""
+        found: list[StoredMessage] = []
+        while True:
+            page = await self._store.messages(self.name, after=found[-1].seq if found else None)
+            found += page
+            if len(page) < PAGE:
+                return found
 
     async def count(self) -> int:
-        return self._store.message_count(self.name)
+        return await self._store.message_count(self.name)
 
     @property
     def entry_id(self) -> bytes:
