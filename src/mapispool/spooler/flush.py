@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..mapi import (
     FLUSH_ASYNC_OK,
@@ -21,11 +21,12 @@ from ..mapi import (
     STATUS_INBOUND_FLUSH,
     STATUS_OUTBOUND_FLUSH,
 )
-from .outbound import Result
-
-if TYPE_CHECKING:
-    from .engine import Spooler
-    from .logons import LogonHandle
+from ..profile import Profile
+from .attempts import Result
+from .handles import LogonHandle
+from .inbound import InboundRunner
+from .offering import Offering
+from .status import StatusTable
 
 log = logging.getLogger("mapispool.flush")
 
@@ -88,10 +89,30 @@ class FlushProgress:
 ProgressCallback = Callable[[FlushProgress], None]
 
 
+class FlushHost(Protocol):
+    """What the flush coordinator needs from the spooler."""
+
+    shutting_down: bool
+    profile: Profile
+    status: StatusTable
+    offering: Offering
+    inbound: InboundRunner
+
+    async def end_flush_for_shutdown(self, handle: LogonHandle) -> None: ...
+
+    async def persist_status(self) -> None: ...
+
+    async def revive(self, handle: LogonHandle, *, force: bool = False) -> bool: ...
+
+    def row_changed(self, handle: LogonHandle, *, requested: bool = False) -> None: ...
+
+    def set_spooler_flushing(self, flags: int) -> None: ...
+
+
 class FlushCoordinator:
     """Runs flushes for one spooler; at most one at a time (MAPI_E_BUSY otherwise)."""
 
-    def __init__(self, spooler: Spooler) -> None:
+    def __init__(self, spooler: FlushHost) -> None:
         self.spooler = spooler
         self.lock = asyncio.Lock()
         self._resource_locks: dict[str, asyncio.Lock] = {}
@@ -244,14 +265,24 @@ class FlushCoordinator:
         offered: set[bytes] = set()
         until = time.time()
         offering = spooler.offering
-        work = await offering.work_for(handle, force=force, exclude=offered, submitted_before=until)
-        total, bytes_total = len(work), sum(e.size for e in work)
-        done = bytes_done = 0
-        if progress is not None:
-            progress(FlushProgress(handle.name, "outbound", 0, total, 0, bytes_total))
-        while work and self._outbound_wanted(handle):
+        total = bytes_total = done = bytes_done = 0
+        started = False
+        while self._outbound_wanted(handle):
+            # A page at a time: memory stays flat however long the queue is.
+            claims = await offering.claim_work(
+                handle, force=force, exclude=offered, submitted_before=until
+            )
+            if not claims:
+                if await offering.wait_for_others(handle, offered, until):
+                    continue
+                break
+            total += len(claims)
+            bytes_total += sum(c.entry.size for c in claims)
+            if progress is not None and not started:
+                progress(FlushProgress(handle.name, "outbound", 0, total, 0, bytes_total))
+            started = True
             outcomes = await offering.offer_many(
-                handle, work, keep_going=lambda: self._outbound_wanted(handle)
+                handle, claims, keep_going=lambda: self._outbound_wanted(handle)
             )
             for entry, offered_result in outcomes:
                 offered.add(entry.entry_id)
@@ -265,11 +296,8 @@ class FlushCoordinator:
                         FlushProgress(handle.name, "outbound", done, max(total, done),
                                       bytes_done, bytes_total)
                     )  # fmt: skip
-            work = await offering.work_for(
-                handle, force=force, exclude=offered, submitted_before=until
-            )
-            total += len(work)
-            bytes_total += sum(e.size for e in work)
+        if progress is not None and not started:
+            progress(FlushProgress(handle.name, "outbound", 0, 0, 0, 0))
 
     async def inbound_phase(
         self, handle: LogonHandle, mine: TransportFlushResult, progress: ProgressCallback | None
