@@ -32,7 +32,6 @@ from ..mapi import (
     MapiError,
     RecipientType,
 )
-from ..spi import Recipient
 from .codec import dump_json, dump_props, load_json, load_props
 from .errors import describe_open_failure, translate
 from .integrity import (
@@ -51,6 +50,7 @@ from .model import (
     InvalidTransition,
     QueueEntry,
     QueueState,
+    Recipient,
     StoredMessage,
 )
 from .text import StorableTextConnection
