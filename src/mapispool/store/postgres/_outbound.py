@@ -1,0 +1,300 @@
+"""The outgoing queue across workers: claims under a lease with a fencing token, the
+hand-over mark, outcomes in one transaction and the repair of dead workers' claims.
+
+A claim locks a page of waiting rows with ``FOR UPDATE SKIP LOCKED``: two workers claiming
+at once each get different rows and never wait for each other. Every write tied to a claim
+checks its token under the row lock, so a worker that lost its lease (paused, cut off)
+has its late writes refused with ``StaleClaim``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Sequence
+from typing import Any, cast
+
+from psycopg import errors as pg_errors
+
+from ...mapi import MAPI_E_NOT_FOUND, MapiError
+from ..base import FOLDERS
+from ..codec import dump_props, load_props
+from ..model import TRANSITIONS, InvalidTransition, QueueState, StaleClaim
+from ..types import Claim, Outcome, Recorded, Route
+from ._plumbing import Conn, Plumbing
+from ._rows import FOLDER_IDS, add_event, insert_message, queue_entry, recipients_by_message
+from ._sql import q
+
+_DUE = frozenset({QueueState.QUEUED, QueueState.RETRY, QueueState.DEFERRED})
+
+
+class Outbound(Plumbing):
+    """Claims, outcomes and recovery (mixed into ``PostgresStore``)."""
+
+    worker_name: str = ""
+
+    async def claim(
+        self,
+        route: Route,
+        *,
+        now: float,
+        limit: int = 500,
+        lease: float = 30.0,
+        worker: str = "",
+        ignore_backoff: bool = False,
+        submitted_before: float | None = None,
+        exclude: Collection[bytes] = (),
+        released: Collection[bytes] = (),
+        inline_limit: int = 256 * 1024,
+    ) -> list[Claim]:
+        worker = worker or self.worker_name
+        if limit <= 0:
+            return []
+        async with self.tx("claiming queued messages", durable=False) as conn:
+            chosen: list[int] = []
+            after: tuple[float, int] = (float("-inf"), 0)
+            page = max(limit, 64)
+            while len(chosen) < limit:
+                cur = await conn.execute(
+                    q("claim_candidates"),
+                    {
+                        "now": now,
+                        "ignore_backoff": ignore_backoff,
+                        "transport": route.transport,
+                        "released": list(released),
+                        "exclude": list(exclude),
+                        "submitted_before": submitted_before,
+                        "after_time": after[0],
+                        "after_id": after[1],
+                        "page": page,
+                    },
+                )
+                rows = await cur.fetchall()
+                for message_id, _state, _submit, declined, pending in rows:
+                    if len(chosen) < limit and route.takes(pending, declined or ()):
+                        chosen.append(int(message_id))
+                if len(rows) < page:
+                    break
+                after = (float(rows[-1][2]), int(rows[-1][0]))
+            if not chosen:
+                return []
+            cur = await conn.execute(
+                q("claim_take"),
+                {"ids": chosen, "lease_until": now + lease, "lease": lease, "worker": worker},
+            )
+            taken = {int(m): (int(t), QueueState(f)) for m, t, f in await cur.fetchall()}
+            cur = await conn.execute(
+                q("claim_details"), {"ids": chosen, "inline_limit": inline_limit}
+            )
+            details = {int(row[0]): row for row in await cur.fetchall()}
+            recipients = await recipients_by_message(conn, chosen)
+        claims = []
+        for message_id in chosen:
+            row = details[message_id]
+            token, claimed_from = taken[message_id]
+            entry = queue_entry((*row[1:12], message_id), recipients[message_id])
+            claims.append(
+                Claim(
+                    entry=entry,
+                    props=load_props(row[12]),
+                    recipients=recipients[message_id],
+                    content=bytes(row[14]) if row[14] is not None else None,
+                    token=token,
+                    lease_until=now + lease,
+                    eight_bit=bool(row[13]),
+                    claimed_from=claimed_from,
+                )
+            )
+        return claims
+
+    async def renew(self, claims: Sequence[Claim], lease: float) -> list[bytes]:
+        lost: list[bytes] = []
+        if not claims:
+            return lost
+        until = time.time() + lease
+        async with self.tx("renewing claims", durable=False) as conn:
+            for claim in claims:
+                cur = await conn.execute(
+                    q("renew"),
+                    {"lease_until": until, "entry_id": claim.entry_id, "token": claim.token},
+                )
+                if await cur.fetchone() is None:
+                    lost.append(claim.entry_id)
+                else:
+                    claim.lease_until = until
+        return lost
+
+    async def release(self, claims: Sequence[Claim]) -> None:
+        if not claims:
+            return
+        async with self.tx("releasing claims", durable=False) as conn, conn.cursor() as cur:
+            await cur.executemany(
+                q("release"), [{"entry_id": c.entry_id, "token": c.token} for c in claims]
+            )
+        self.wake()
+
+    async def mark_handoff(self, entry_id: bytes, token: int | None, begun: bool) -> None:
+        # Durable: this mark is what makes a crashed attempt "uncertain" instead of resent.
+        async with self.tx("recording a hand-over") as conn:
+            cur = await conn.execute(
+                q("mark_handoff"), {"begun": begun, "entry_id": entry_id, "token": token}
+            )
+            if await cur.fetchone() is None:
+                if token is None:
+                    raise MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the queue")
+                raise StaleClaim(entry_id, token)
+
+    # -- outcomes ---------------------------------------------------------------------
+
+    async def record(self, outcomes: Sequence[Outcome], *, durable: bool = False) -> list[Recorded]:
+        results: list[Recorded] = []
+        woke = False
+        async with self.tx("recording outcomes", durable=durable) as conn:
+            for outcome in outcomes:
+                try:
+                    async with conn.transaction():  # a savepoint: one refusal spares the rest
+                        recorded = await self._apply(conn, outcome, time.time())
+                except (InvalidTransition, MapiError) as exc:
+                    results.append(Recorded(error=cast(MapiError, exc)))
+                    continue
+                except pg_errors.ForeignKeyViolation as exc:
+                    error = MapiError(MAPI_E_NOT_FOUND, f"{outcome.entry_id.hex()}: {exc}")
+                    results.append(Recorded(error=error))
+                    continue
+                results.append(recorded)
+                woke = woke or outcome.state in _DUE
+        if woke:
+            self.wake()
+        return results
+
+    async def _apply(self, conn: Conn, outcome: Outcome, now: float) -> Recorded:
+        entry_id = outcome.entry_id
+        cur = await conn.execute(q("lock_entry"), (entry_id,))
+        row = await cur.fetchone()
+        if row is None:
+            raise MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the queue")
+        state, token, message_id, declined = QueueState(row[0]), row[1], int(row[2]), row[3]
+        if outcome.token is not None and (
+            state is not QueueState.IN_FLIGHT or token != outcome.token
+        ):
+            raise StaleClaim(entry_id, outcome.token)
+        if outcome.state is not None:
+            allowed = set(outcome.expect) if outcome.expect is not None else None
+            if (allowed is not None and state not in allowed) or outcome.state not in TRANSITIONS[
+                state
+            ]:
+                raise InvalidTransition(
+                    f"{entry_id.hex()}: cannot go from {state.value} to {outcome.state.value}"
+                )
+        async with conn.cursor() as c:
+            if outcome.recipients:
+                await c.executemany(
+                    q("save_recipient"),
+                    [
+                        (bool(r.responsibility), dump_props(r.props), message_id, r.row_id)
+                        for r in outcome.recipients
+                    ],
+                )
+            for ro in outcome.recipient_outcomes:
+                await c.executemany(
+                    q("recipient_outcome"),
+                    [
+                        (ro.outcome, ro.transport, ro.report_text, message_id, rid)
+                        for rid in ro.row_ids
+                    ],
+                )
+        if outcome.declined and outcome.declined not in (declined or []):
+            await conn.execute(
+                q("set_declined"), ([*(declined or []), outcome.declined], message_id)
+            )
+        gone = False
+        if outcome.state is not None:
+            gone = await self._change_state(conn, outcome, state, message_id, now)
+        for note in outcome.notes:
+            await add_event(conn, entry_id, note.kind, note.transport, note.detail, now)
+        report_ids = []
+        for report in outcome.reports:
+            if not gone:
+                for rid in report.ndr_rows:
+                    await conn.execute(q("mark_ndr_sent"), (message_id, rid))
+                if report.delay_notice:
+                    await conn.execute(q("mark_delay_notified"), (message_id,))
+            if report.content is not None:
+                _mid, report_id = await insert_message(
+                    conn, FOLDER_IDS["Inbox"], report.content, report.props, (), now
+                )
+                await add_event(conn, report_id, "received", None, "Inbox", now)
+                report_ids.append(report_id)
+        return Recorded(old=state, report_ids=tuple(report_ids))
+
+    async def _change_state(
+        self, conn: Conn, outcome: Outcome, old: QueueState, message_id: int, now: float
+    ) -> bool:
+        """Apply the state change; True when the message was deleted with it."""
+        new = cast(QueueState, outcome.state)
+        if new.finished:
+            detail = outcome.folder if outcome.error is None else outcome.error
+            await add_event(
+                conn, outcome.entry_id, outcome.event or new.value, outcome.transport, detail, now
+            )
+            if outcome.folder is None:
+                await conn.execute(q("delete_message_by_id"), (message_id,))
+                return True
+        else:
+            await add_event(
+                conn,
+                outcome.entry_id,
+                outcome.event or new.value,
+                outcome.transport,
+                outcome.error,
+                now,
+            )
+        params: dict[str, Any] = {
+            "state": new.value,
+            "not_before": None if new.finished else outcome.not_before,
+            "error": outcome.error,
+            "parked_by": outcome.parked_by,
+            "attempt": int(outcome.count_attempt),
+            "now": now,
+            "message_id": message_id,
+        }
+        await conn.execute(q("change_state"), params)
+        if new.finished and outcome.folder is not None:
+            await conn.execute(q("move_to_folder"), (self.folder_id(outcome.folder), message_id))
+        del old
+        return False
+
+    def folder_id(self, name: str) -> int:
+        try:
+            return FOLDER_IDS[name]
+        except KeyError:
+            raise MapiError(
+                MAPI_E_NOT_FOUND, f"no folder called {name!r}; use one of {FOLDERS}"
+            ) from None
+
+    # -- recovery ---------------------------------------------------------------------
+
+    async def recover(self, *, parked: bool = True, now: float | None = None) -> dict[str, int]:
+        counts = {"requeued": 0, "uncertain": 0, "unparked": 0}
+        at = time.time()
+        async with self.tx("recovering the queue") as conn:
+            cur = await conn.execute(q("recover_candidates"), {"now": now, "parked": parked})
+            for message_id, entry_id, state, handoff, pending in await cur.fetchall():
+                if state == QueueState.PARKED.value:
+                    new, key, why = QueueState.QUEUED, "unparked", "the spooler restarted"
+                elif handoff and not pending:
+                    new, key = QueueState.QUEUED, "requeued"
+                    why = "the spooler stopped after recording every recipient's outcome"
+                elif handoff:
+                    new, key = QueueState.UNCERTAIN, "uncertain"
+                    why = "the spooler stopped after the message was handed over"
+                else:
+                    new, key = QueueState.QUEUED, "requeued"
+                    why = "the spooler stopped before the message was handed over"
+                if now is not None and state != QueueState.PARKED.value:
+                    why = why.replace("the spooler stopped", "its worker's lease ran out")
+                await conn.execute(q("recover_one"), (new.value, why, at, message_id))
+                await add_event(conn, bytes(entry_id), f"recovered-{new.value}", None, why, at)
+                counts[key] += 1
+        if counts["requeued"] or counts["unparked"]:
+            self.wake()
+        return counts

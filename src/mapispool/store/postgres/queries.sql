@@ -1,0 +1,199 @@
+-- The PostgreSQL store's queries (store/postgres/_sql.py loads them by name). Every
+-- connection's search_path is the store's schema. Times are Unix seconds (float8).
+
+-- name: insert_message
+INSERT INTO messages (entry_id, folder_id, message_class, subject, props, size, eight_bit,
+                      created_at)
+VALUES (%(entry_id)s, %(folder_id)s, %(message_class)s, %(subject)s, %(props)s, %(size)s,
+        %(eight_bit)s, %(now)s)
+RETURNING id;
+
+-- name: insert_content
+INSERT INTO contents (message_id, data, sha256) VALUES (%s, %s, %s);
+
+-- name: insert_recipient
+INSERT INTO recipients (message_id, row_id, address, addrtype, display_name, recipient_type,
+                        responsibility, props)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s);
+
+-- name: insert_queue
+INSERT INTO queue (message_id, state, submit_time, not_before, expires_at, due_at, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s);
+
+-- name: insert_event
+INSERT INTO events (entry_id, at, kind, transport, detail) VALUES (%s, %s, %s, %s, %s);
+
+-- name: insert_dedupe
+INSERT INTO dedupe (key, message_id, created_at) VALUES (%s, %s, %s)
+ON CONFLICT (key) DO NOTHING
+RETURNING key;
+
+-- name: add_dedupe_keys
+INSERT INTO dedupe (key, message_id, created_at)
+SELECT k, NULL, %(now)s FROM unnest(%(keys)s::text[]) AS k
+ON CONFLICT (key) DO NOTHING;
+
+-- name: known_dedupe_keys
+SELECT key FROM dedupe WHERE key = ANY(%s::text[]);
+
+-- name: claim_candidates
+-- A page of waiting messages in submit order, locked; rows another worker is claiming
+-- right now are skipped, not waited for. The route's filter runs in Python on
+-- ``pending`` (address types of recipients nobody handles yet) and ``declined``.
+SELECT q.message_id, q.state, q.submit_time, q.declined,
+       ARRAY(SELECT r.addrtype FROM recipients r
+             WHERE r.message_id = q.message_id AND r.outcome IS NULL
+               AND NOT r.responsibility) AS pending
+FROM queue q JOIN messages m ON m.id = q.message_id
+WHERE q.state IN ('queued', 'deferred', 'retry', 'parked')
+  AND (q.state = 'queued'
+       OR (q.state IN ('deferred', 'retry') AND q.not_before <= %(now)s)
+       OR (q.state = 'retry' AND %(ignore_backoff)s)
+       OR (q.state = 'parked' AND q.parked_by = %(transport)s
+           AND m.entry_id = ANY(%(released)s::bytea[])))
+  AND (%(submitted_before)s::float8 IS NULL OR q.submit_time <= %(submitted_before)s::float8)
+  AND NOT (m.entry_id = ANY(%(exclude)s::bytea[]))
+  AND (q.submit_time, q.message_id) > (%(after_time)s::float8, %(after_id)s::bigint)
+ORDER BY q.submit_time, q.message_id
+LIMIT %(page)s
+FOR UPDATE OF q SKIP LOCKED;
+
+-- name: claim_take
+UPDATE queue SET claimed_from = state, state = 'in_flight', token = nextval('claim_tokens'),
+       lease_until = %(lease_until)s, lease_seconds = %(lease)s, worker = %(worker)s,
+       handoff = false
+WHERE message_id = ANY(%(ids)s::bigint[])
+RETURNING message_id, token, claimed_from;
+
+-- name: claim_details
+SELECT m.id, m.entry_id, q.state, q.submit_time, q.not_before, q.expires_at, q.attempts,
+       q.last_error, q.parked_by, q.declined, m.subject, m.size, m.props, m.eight_bit,
+       CASE WHEN m.size <= %(inline_limit)s THEN c.data END
+FROM queue q JOIN messages m ON m.id = q.message_id JOIN contents c ON c.message_id = m.id
+WHERE q.message_id = ANY(%(ids)s::bigint[]);
+
+-- name: recipients_of
+SELECT message_id, row_id, address, addrtype, display_name, recipient_type, responsibility,
+       props
+FROM recipients WHERE message_id = ANY(%s::bigint[]) ORDER BY message_id, row_id;
+
+-- name: renew
+UPDATE queue SET lease_until = %(lease_until)s
+WHERE message_id = (SELECT id FROM messages WHERE entry_id = %(entry_id)s)
+  AND state = 'in_flight' AND token = %(token)s
+RETURNING message_id;
+
+-- name: release
+UPDATE queue SET state = claimed_from, token = NULL, lease_until = NULL, worker = NULL,
+       handoff = false
+WHERE message_id = (SELECT id FROM messages WHERE entry_id = %(entry_id)s)
+  AND state = 'in_flight' AND token = %(token)s;
+
+-- name: mark_handoff
+UPDATE queue SET handoff = %(begun)s
+WHERE message_id = (SELECT id FROM messages WHERE entry_id = %(entry_id)s)
+  AND (%(token)s::bigint IS NULL OR (state = 'in_flight' AND token = %(token)s::bigint))
+RETURNING message_id;
+
+-- name: lock_entry
+SELECT q.state, q.token, m.id, q.declined
+FROM queue q JOIN messages m ON m.id = q.message_id
+WHERE m.entry_id = %s
+FOR UPDATE OF q;
+
+-- name: save_recipient
+UPDATE recipients SET responsibility = %s, props = %s WHERE message_id = %s AND row_id = %s;
+
+-- name: recipient_outcome
+UPDATE recipients SET outcome = %s, transport = %s, report_text = %s, responsibility = true
+WHERE message_id = %s AND row_id = %s;
+
+-- name: set_declined
+UPDATE queue SET declined = %s WHERE message_id = %s;
+
+-- name: change_state
+UPDATE queue SET state = %(state)s, not_before = %(not_before)s,
+       last_error = coalesce(%(error)s, last_error), parked_by = %(parked_by)s,
+       attempts = attempts + %(attempt)s, handoff = false, token = NULL, lease_until = NULL,
+       worker = NULL, updated_at = %(now)s
+WHERE message_id = %(message_id)s;
+
+-- name: move_to_folder
+UPDATE messages SET folder_id = %s WHERE id = %s;
+
+-- name: delete_message_by_id
+DELETE FROM messages WHERE id = %s;
+
+-- name: mark_ndr_sent
+UPDATE recipients SET ndr_sent = true WHERE message_id = %s AND row_id = %s;
+
+-- name: mark_delay_notified
+UPDATE queue SET delay_notified = true WHERE message_id = %s;
+
+-- name: recover_candidates
+SELECT m.id, m.entry_id, q.state, q.handoff,
+       (SELECT count(*) FROM recipients r WHERE r.message_id = m.id AND r.outcome IS NULL)
+FROM queue q JOIN messages m ON m.id = q.message_id
+WHERE (q.state = 'in_flight' AND (%(now)s::float8 IS NULL OR q.lease_until < %(now)s::float8))
+   OR (q.state = 'parked' AND %(parked)s)
+FOR UPDATE OF q SKIP LOCKED;
+
+-- name: recover_one
+UPDATE queue SET state = %s, handoff = false, parked_by = NULL, last_error = %s,
+       token = NULL, lease_until = NULL, worker = NULL, updated_at = %s
+WHERE message_id = %s;
+
+-- name: reopen_failed_recipients
+UPDATE recipients SET outcome = NULL, report_text = NULL, ndr_sent = false,
+       responsibility = false, transport = NULL
+WHERE message_id = %s AND outcome = 'failed';
+
+-- name: reopen_queue
+UPDATE queue SET expires_at = %s, due_at = %s, declined = '{}', delay_notified = false
+WHERE message_id = %s;
+
+-- name: queue_select
+SELECT m.entry_id, q.state, q.submit_time, q.not_before, q.expires_at, q.attempts,
+       q.last_error, q.parked_by, q.declined, m.subject, m.size, m.id
+FROM queue q JOIN messages m ON m.id = q.message_id;
+
+-- name: message_select
+SELECT m.id, m.entry_id, f.name, m.props, c.data
+FROM messages m JOIN contents c ON c.message_id = m.id JOIN folders f ON f.id = m.folder_id;
+
+-- name: register_worker
+INSERT INTO workers (name, host, pid, started_at, heartbeat_at)
+VALUES (%(name)s, %(host)s, %(pid)s, %(now)s, %(now)s)
+ON CONFLICT (name) DO UPDATE
+    SET host = excluded.host, pid = excluded.pid, started_at = excluded.started_at,
+        heartbeat_at = excluded.heartbeat_at
+    WHERE workers.heartbeat_at < %(dead_before)s
+RETURNING name;
+
+-- name: heartbeat
+UPDATE workers SET heartbeat_at = %(now)s WHERE name = %(name)s AND pid = %(pid)s
+RETURNING name;
+
+-- name: renew_worker_claims
+UPDATE queue SET lease_until = %(now)s + lease_seconds
+WHERE state = 'in_flight' AND worker = %(name)s;
+
+-- name: forget_dead_workers
+WITH dead AS (DELETE FROM workers WHERE heartbeat_at < %(dead_before)s RETURNING name)
+DELETE FROM status_rows WHERE worker IN (SELECT name FROM dead)
+   OR worker NOT IN (SELECT name FROM workers);
+
+-- name: unregister_worker
+WITH gone AS (DELETE FROM workers WHERE name = %(name)s AND pid = %(pid)s RETURNING name)
+DELETE FROM status_rows WHERE worker IN (SELECT name FROM gone);
+
+-- name: live_workers
+SELECT name, host, pid, started_at, heartbeat_at FROM workers
+WHERE heartbeat_at >= %s ORDER BY name;
+
+-- name: load_status_rows
+-- A worker's rows count while it lives; rows saved without a worker name (a spooler that
+-- did not register, such as a one-off flush) always show.
+SELECT s.props FROM status_rows s LEFT JOIN workers w ON w.name = s.worker
+WHERE s.worker = '' OR w.heartbeat_at >= %s
+ORDER BY s.worker, s.position;
