@@ -6,8 +6,14 @@ The shape
 ---------
 * Every method that touches data is a coroutine. An implementation never blocks the
   event loop for a query (SQLite runs its SQL on a thread of its own; PostgreSQL is
-  asynchronous by nature). ``folder_names`` and ``open_content`` are the exceptions,
-  documented there.
+  asynchronous by nature). ``folder_names``, ``folder_entry_id``,
+  ``folder_by_entry_id`` (no I/O) and ``open_content`` (a blocking stream) are the
+  exceptions, documented there.
+* The coroutines may be awaited from any thread's event loop, not only the one that
+  opened the store: the spooler runs plug-in transports' synchronous ``Support`` calls
+  (``save_changes``, ``get_state``...) to completion on a helper thread's loop while the
+  spooler's loop waits. ``wait_for_work`` is awaited on one loop at a time; wake-ups
+  from other threads reach it thread-safely.
 * Work is done in batches: ``claim`` hands out a page of queued messages with everything
   a transport needs (props, recipients, small contents) under a lease; ``record`` applies
   the outcomes of many messages in one transaction; ``deliver`` files an inbound batch
@@ -298,13 +304,14 @@ class Store(ABC):
         return list(FOLDERS)
 
     @abstractmethod
-    async def folder_entry_id(self, name: str) -> bytes:
+    def folder_entry_id(self, name: str) -> bytes:
         """The entry id of a folder (what ``PR_SENTMAIL_ENTRYID`` may name);
-        ``MAPI_E_NOT_FOUND`` naming the folders for an unknown name."""
+        ``MAPI_E_NOT_FOUND`` naming the folders for an unknown name. No I/O: the folders
+        are fixed, and a store loads their entry ids when it opens."""
 
     @abstractmethod
-    async def folder_by_entry_id(self, entry_id: bytes) -> str | None:
-        """The folder name for a folder entry id, or None."""
+    def folder_by_entry_id(self, entry_id: bytes) -> str | None:
+        """The folder name for a folder entry id, or None (no I/O, as above)."""
 
     @abstractmethod
     async def messages(
@@ -318,8 +325,9 @@ class Store(ABC):
         """How many messages ``folder`` holds."""
 
     @abstractmethod
-    async def message(self, entry_id: bytes) -> StoredMessage:
-        """One message by entry id, in whatever folder it is (``MAPI_E_NOT_FOUND``)."""
+    async def message(self, entry_id: bytes, *, content: bool = True) -> StoredMessage:
+        """One message by entry id, in whatever folder it is (``MAPI_E_NOT_FOUND``), with
+        its props and recipients; without ``content`` its ``content`` is ``b""``."""
 
     @abstractmethod
     def open_content(self, entry_id: bytes, *, verify: bool = True) -> IO[bytes]:

@@ -122,13 +122,16 @@ class Outcome:
 
     Applied in this order: ``recipients`` (responsibility and properties saved),
     ``recipient_outcomes``, ``declined`` (added to the transports that answered
-    MAPI_E_NOT_ME), the state change to ``state`` (None: no state change) checked against
-    the state machine and ``expect``, then ``notes`` and ``reports``. The state change
-    logs the event ``event`` (default: the new state's name). Going to a finished state
-    moves the message to ``folder`` (Sent Items, Deleted Items) or deletes it when
-    ``folder`` is None; ``folder`` is ignored otherwise. ``token`` fences the write to the
-    claim that produced it (None for a decision not tied to a claim: the spooler's
-    expiry, settling leftovers, a person's action)."""
+    MAPI_E_NOT_ME), ``notes``, the state change to ``state`` (None: no state change),
+    then ``reports``. The state change is checked against the state machine and
+    ``expect``; it sets ``not_before``, ``parked_by`` (both cleared when None), the last
+    error (kept when ``error`` is None), counts an attempt with ``count_attempt``, clears
+    the hand-over mark and logs the event ``event`` (default: the new state's name) with
+    ``transport`` and, as detail, ``error`` (for a finished state without error: the
+    folder). Going to a finished state moves the message to ``folder`` (Sent Items,
+    Deleted Items, Outbox) or deletes it when ``folder`` is None; ``folder`` is ignored
+    otherwise. ``token`` fences the write to the claim that produced it (None for a
+    decision not tied to a claim: the spooler's expiry, settling leftovers)."""
 
     entry_id: bytes
     state: QueueState | None = None
