@@ -206,11 +206,11 @@ class Outbound(Plumbing):
             await conn.execute(
                 q("set_declined"), ([*(declined or []), outcome.declined], message_id)
             )
+        for note in outcome.notes:
+            await add_event(conn, entry_id, note.kind, note.transport, note.detail, now)
         gone = False
         if outcome.state is not None:
             gone = await self._change_state(conn, outcome, state, message_id, now)
-        for note in outcome.notes:
-            await add_event(conn, entry_id, note.kind, note.transport, note.detail, now)
         report_ids = []
         for report in outcome.reports:
             if not gone:

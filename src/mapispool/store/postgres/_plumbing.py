@@ -39,6 +39,10 @@ class Plumbing:
         self._session: Conn | None = None
         self._session_lock = asyncio.Lock()
         self._wake = asyncio.Event()
+        #: The loop that opened the store: its pool lives there. A coroutine awaited on
+        #: another thread's loop (a plug-in's synchronous Support call) gets a connection
+        #: of its own instead (base.py: "any loop").
+        self._home: asyncio.AbstractEventLoop | None = None
         self._where = f"{public_url(url)} (schema {schema})"
         self.channel = f"mapispool_{schema}"[:63]
 
@@ -71,6 +75,7 @@ class Plumbing:
         await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
 
     async def open_pool(self, max_size: int = 4) -> None:
+        self._home = asyncio.get_running_loop()
         self._pool = AsyncConnectionPool(
             self.url,
             min_size=1,
@@ -104,7 +109,7 @@ class Plumbing:
         if self._pool is None:
             raise self.error(psycopg.InterfaceError("the store is closed"), what)
         try:
-            async with self._pool.connection() as conn, conn.transaction():
+            async with self._connection() as conn, conn.transaction():
                 if not durable:
                     await conn.execute("SET LOCAL synchronous_commit = off")
                 yield conn
@@ -116,6 +121,18 @@ class Plumbing:
             if type(exc).__name__ == "PoolTimeout":
                 raise self.error(exc, what) from exc
             raise
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Conn]:
+        if self._pool is not None and asyncio.get_running_loop() is self._home:
+            async with self._pool.connection() as conn:
+                yield conn
+            return
+        conn = await self.connect()
+        try:
+            yield conn
+        finally:
+            await conn.close()
 
     async def read(self, what: str, query: Any, params: Any = None) -> list[tuple[Any, ...]]:
         """The rows of one read-only query."""
@@ -143,8 +160,17 @@ class Plumbing:
     # -- waking ------------------------------------------------------------------------
 
     def wake(self) -> None:
-        """Wake this process's ``wait_for_work`` (work became due through it)."""
-        self._wake.set()
+        """Wake this process's ``wait_for_work`` (work became due through it); safe from
+        any thread."""
+        home = self._home
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if home is None or running is home:
+            self._wake.set()
+        elif not home.is_closed():
+            home.call_soon_threadsafe(self._wake.set)
 
     async def wait_woken(self, seconds: float) -> bool:
         """Wait up to ``seconds`` for ``wake``; True when woken (the flag is consumed)."""

@@ -19,7 +19,14 @@ from ..integrity import CorruptContent
 from ..model import TRANSITIONS, Event, InvalidTransition, QueueEntry, QueueState, StoredMessage
 from ..types import QueueAction
 from ._outbound import Outbound
-from ._rows import FOLDER_IDS, add_event, queue_entry, recipients_by_message, stored_message
+from ._rows import (
+    FOLDER_IDS,
+    add_event,
+    folder_entry_id,
+    queue_entry,
+    recipients_by_message,
+    stored_message,
+)
 from ._sql import q
 
 _FINISHED_HIDDEN = (QueueState.SENT.value, QueueState.CANCELLED.value)
@@ -36,21 +43,23 @@ class Reads(Outbound):
 
     # -- folders and messages ----------------------------------------------------------
 
-    async def folder_entry_id(self, name: str) -> bytes:
-        self.folder_id(name)
-        rows = await self.read("reading a folder", "SELECT entry_id FROM folders WHERE name = %s",
-                               (name,))  # fmt: skip
-        return bytes(rows[0][0])
+    def folder_entry_id(self, name: str) -> bytes:
+        return folder_entry_id(self.folder_id(name))
 
-    async def folder_by_entry_id(self, entry_id: bytes) -> str | None:
-        rows = await self.read(
-            "reading a folder", "SELECT name FROM folders WHERE entry_id = %s", (entry_id,)
-        )
-        return str(rows[0][0]) if rows else None
+    def folder_by_entry_id(self, entry_id: bytes) -> str | None:
+        for name, folder_id in FOLDER_IDS.items():
+            if folder_entry_id(folder_id) == entry_id:
+                return name
+        return None
 
-    async def _messages(self, where: str, params: Sequence[Any]) -> list[StoredMessage]:
+    async def _messages(
+        self, where: str, params: Sequence[Any], *, content: bool = True
+    ) -> list[StoredMessage]:
+        select = q("message_select")
+        if not content:
+            select = select.replace("c.data", "''::bytea")
         async with self.tx("reading messages") as conn:
-            cur = await conn.execute(f"{q('message_select')} {where}", params)
+            cur = await conn.execute(f"{select} {where}", params)
             rows = await cur.fetchall()
             recipients = await recipients_by_message(conn, [int(r[0]) for r in rows])
         return [stored_message(row, recipients[int(row[0])]) for row in rows]
@@ -71,8 +80,8 @@ class Reads(Outbound):
         )
         return int(rows[0][0])
 
-    async def message(self, entry_id: bytes) -> StoredMessage:
-        found = await self._messages("WHERE m.entry_id = %s", (entry_id,))
+    async def message(self, entry_id: bytes, *, content: bool = True) -> StoredMessage:
+        found = await self._messages("WHERE m.entry_id = %s", (entry_id,), content=content)
         if not found:
             raise MapiError(MAPI_E_NOT_FOUND, f"no message with entry id {entry_id.hex()}")
         return found[0]

@@ -17,6 +17,11 @@ from ._sql import q
 FOLDER_IDS = {"Outbox": 1, "Inbox": 2, "Sent Items": 3, "Deleted Items": 4}
 
 
+def folder_entry_id(folder_id: int) -> bytes:
+    """A folder's entry id (the same fixed values as the SQLite store's, 0001_schema.sql)."""
+    return b"MSPLFOLD" + folder_id.to_bytes(4, "big")
+
+
 def new_entry_id() -> bytes:
     """A fresh, opaque 16-byte message entry id."""
     return uuid.uuid4().bytes
