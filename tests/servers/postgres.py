@@ -19,9 +19,10 @@ import shutil
 import signal
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -221,3 +222,16 @@ def pg_store(postgres_url: str) -> Iterator[PgStoreLocation]:
     yield PgStoreLocation(postgres_url, schema)
     with contextlib.suppress(psycopg.Error), psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+async def postgres_store(pg_store: PgStoreLocation) -> AsyncIterator[Any]:
+    """An open, empty ``PostgresStore`` in this test's schema (the contract tests'
+    ``N_store`` fixture for the backend "postgres")."""
+    from mapispool.store.postgres import PostgresStore
+
+    store = await PostgresStore.open(pg_store.url, schema=pg_store.schema)
+    try:
+        yield store
+    finally:
+        await store.close()
