@@ -18,10 +18,10 @@ from psycopg import errors as pg_errors
 from ...mapi import MAPI_E_NOT_FOUND, MapiError
 from ..base import FOLDERS
 from ..codec import dump_props, load_props
-from ..model import TRANSITIONS, InvalidTransition, QueueState, StaleClaim
+from ..model import TRANSITIONS, InvalidTransition, QueueState, Recipient, StaleClaim
 from ..types import Claim, Outcome, Recorded, Route
 from ._plumbing import Conn, Plumbing
-from ._rows import FOLDER_IDS, add_event, insert_message, queue_entry, recipients_by_message
+from ._rows import FOLDER_IDS, add_event, insert_message, queue_entry, recipient_from_row
 from ._sql import q
 
 _DUE = frozenset({QueueState.QUEUED, QueueState.RETRY, QueueState.DEFERRED})
@@ -77,31 +77,32 @@ class Outbound(Plumbing):
                 after = (float(rows[-1][2]), int(rows[-1][0]))
             if not chosen:
                 return []
-            cur = await conn.execute(
-                q("claim_take"),
-                {"ids": chosen, "lease_until": now + lease, "lease": lease, "worker": worker},
-            )
-            taken = {int(m): (int(t), QueueState(f)) for m, t, f in await cur.fetchall()}
-            cur = await conn.execute(
-                q("claim_details"), {"ids": chosen, "inline_limit": inline_limit}
-            )
-            details = {int(row[0]): row for row in await cur.fetchall()}
-            recipients = await recipients_by_message(conn, chosen)
+            async with conn.pipeline():
+                taking = await conn.execute(
+                    q("claim_take"),
+                    {"ids": chosen, "lease_until": now + lease, "lease": lease,
+                     "worker": worker, "inline_limit": inline_limit},
+                )  # fmt: skip
+                reading = await conn.execute(q("recipients_of"), (chosen,))
+                taken = {int(row[0]): row for row in await taking.fetchall()}
+                recipient_rows = await reading.fetchall()
+        recipients: dict[int, list[Recipient]] = {m: [] for m in chosen}
+        for row in recipient_rows:
+            message_id, recipient = recipient_from_row(row)
+            recipients[message_id].append(recipient)
         claims = []
         for message_id in chosen:
-            row = details[message_id]
-            token, claimed_from = taken[message_id]
-            entry = queue_entry((*row[1:12], message_id), recipients[message_id])
+            row = taken[message_id]
             claims.append(
                 Claim(
-                    entry=entry,
+                    entry=queue_entry((*row[1:12], message_id), recipients[message_id]),
                     props=load_props(row[12]),
                     recipients=recipients[message_id],
                     content=bytes(row[14]) if row[14] is not None else None,
-                    token=token,
+                    token=int(row[15]),
                     lease_until=now + lease,
                     eight_bit=bool(row[13]),
-                    claimed_from=claimed_from,
+                    claimed_from=QueueState(row[16]),
                 )
             )
         return claims

@@ -59,18 +59,17 @@ LIMIT %(page)s
 FOR UPDATE OF q SKIP LOCKED;
 
 -- name: claim_take
-UPDATE queue SET claimed_from = state, state = 'in_flight', token = nextval('claim_tokens'),
-       lease_until = %(lease_until)s, lease_seconds = %(lease)s, worker = %(worker)s,
-       handoff = false
-WHERE message_id = ANY(%(ids)s::bigint[])
-RETURNING message_id, token, claimed_from;
-
--- name: claim_details
-SELECT m.id, m.entry_id, q.state, q.submit_time, q.not_before, q.expires_at, q.attempts,
-       q.last_error, q.parked_by, q.declined, m.subject, m.size, m.props, m.eight_bit,
-       CASE WHEN m.size <= %(inline_limit)s THEN c.data END
-FROM queue q JOIN messages m ON m.id = q.message_id JOIN contents c ON c.message_id = m.id
-WHERE q.message_id = ANY(%(ids)s::bigint[]);
+-- Takes the chosen rows and returns everything a transport needs but the recipients
+-- (``recipients_of``, pipelined with this one). ``claimed_from = q.state`` reads the old
+-- state: SET sees the row as it was.
+UPDATE queue q SET claimed_from = q.state, state = 'in_flight',
+       token = nextval('claim_tokens'), lease_until = %(lease_until)s,
+       lease_seconds = %(lease)s, worker = %(worker)s, handoff = false
+FROM messages m JOIN contents c ON c.message_id = m.id
+WHERE m.id = q.message_id AND q.message_id = ANY(%(ids)s::bigint[])
+RETURNING m.id, m.entry_id, q.state, q.submit_time, q.not_before, q.expires_at, q.attempts,
+          q.last_error, q.parked_by, q.declined, m.subject, m.size, m.props, m.eight_bit,
+          CASE WHEN m.size <= %(inline_limit)s THEN c.data END, q.token, q.claimed_from;
 
 -- name: recipients_of
 SELECT message_id, row_id, address, addrtype, display_name, recipient_type, responsibility,
