@@ -116,3 +116,17 @@ async def test_open_reads_the_password_by_reference(pg_store: PgStoreLocation) -
     store = await PostgresStore.open(pg_store.url, schema=pg_store.schema, password=password)
     await store.close()
     assert asked
+
+
+async def test_lanes_admit_as_many_workers_as_configured(
+    pg: PostgresStore, pg2: PostgresStore
+) -> None:
+    """One lane: one worker at a time sends through a transport (submit order holds);
+    lanes = 2 admits two; a released lane is free for the next worker."""
+    assert await pg.try_lane("smtp") == 0
+    assert await pg2.try_lane("smtp") is None
+    assert await pg2.try_lane("imap") == 0
+    assert await pg2.try_lane("bulk", lanes=2) == 0
+    assert await pg.try_lane("bulk", lanes=2) == 1
+    await pg.release_lane("smtp", 0)
+    assert await pg2.try_lane("smtp") == 0

@@ -44,6 +44,7 @@ LEASE = 30.0
 POLL = 5.0
 
 _FLUSH_LOCK = 0x4D415049  # 'MAPI': the advisory lock class of "a flush runs on this store"
+_LANE_LOCK = 0x4C414E45  # 'LANE': the advisory lock class of a transport's lanes
 
 
 def default_worker_name() -> str:
@@ -206,6 +207,33 @@ class PostgresStore(Reads, Store):
             "giving the flush lock back",
             "SELECT pg_advisory_unlock(%s, hashtext(%s))",
             (_FLUSH_LOCK, self.schema),
+        )
+
+    # -- a transport's lanes ----------------------------------------------------------------
+
+    async def try_lane(self, transport: str, lanes: int = 1) -> int | None:
+        """Take one of ``transport``'s ``lanes`` for this process: the lane's number, or
+        None when other live workers hold them all. One lane (the default) keeps the
+        transport's messages in submit order across workers; an inbound transport keeps
+        one lane, so one worker at a time reads its mailbox. A lane is held until
+        ``release_lane`` or the end of this process's session (a dead worker's lane is
+        free at once)."""
+        for lane in range(max(lanes, 1)):
+            got = await self.session_query(
+                "taking a transport's lane",
+                "SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                (_LANE_LOCK, f"{self.schema}:{transport}:{lane}"),
+            )
+            if got:
+                return lane
+        return None
+
+    async def release_lane(self, transport: str, lane: int) -> None:
+        """Give a lane taken with ``try_lane`` back."""
+        await self.session_query(
+            "giving a transport's lane back",
+            "SELECT pg_advisory_unlock(%s, hashtext(%s))",
+            (_LANE_LOCK, f"{self.schema}:{transport}:{lane}"),
         )
 
     # -- submitting and inbound -----------------------------------------------------------
