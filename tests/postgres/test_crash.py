@@ -63,9 +63,12 @@ class Workers:
 
 async def submit(store: PostgresStore, n: int) -> list[bytes]:
     now = time.time()
+    content = b"Subject: crash\r\n\r\nbody\r\n"
+    rcpt = [Recipient("a@example.test")]
     return [
-        await store.submit(b"Subject: crash\r\n\r\nbody\r\n", {}, [Recipient("a@example.test")],
-                           submit_time=now, not_before=None, expires_at=now + 86400)  # fmt: skip
+        await store.submit(
+            content, {}, rcpt, submit_time=now, not_before=None, expires_at=now + 86400
+        )
         for _ in range(n)
     ]
 
