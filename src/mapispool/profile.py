@@ -181,6 +181,11 @@ class Profile:
             return _secrets.run_command(self.store_password_command, "store_password_command")
         return None
 
+    def postgres_store_options(self) -> dict[str, Any]:
+        """The keyword options of ``PostgresStore.open(self.store, **options)``: the
+        schema and a callable that reads the password by reference when connecting."""
+        return {"schema": self.store_schema, "password": self.store_password}
+
     def store_path(self) -> Path:
         """Where the SQLite store lives: ``store`` (``sqlite:///path`` or a path, relative
         to the profile file) or ``store.db`` in the user data directory."""

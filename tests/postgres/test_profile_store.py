@@ -113,3 +113,15 @@ def test_init_writes_a_postgres_profile(tmp_path: Path) -> None:
     assert profile.store == URL
     assert profile.store_schema == "team_a"
     assert profile.store_password_env == "PGSTORE_PW"
+
+
+def test_the_profile_gives_the_store_its_schema_and_password_source(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """postgres_store_options() is what PostgresStore.open takes: the schema, and the
+    password read when the store connects (not when the profile loads)."""
+    profile = load(f'store = "{URL}"\nstore_schema = "s1"\nstore_password_env = "LATE_PW"\n')
+    options = profile.postgres_store_options()
+    assert options["schema"] == "s1"
+    monkeypatch.setenv("LATE_PW", "set-after-loading")
+    assert options["password"]() == "set-after-loading"
