@@ -174,8 +174,12 @@ UPDATE workers SET heartbeat_at = %(now)s WHERE name = %(name)s AND pid = %(pid)
 RETURNING name;
 
 -- name: renew_worker_claims
+-- Rows locked right now are skipped, never waited for: their outcome is being recorded (or
+-- they are being recovered), and waiting here could deadlock with that transaction.
 UPDATE queue SET lease_until = %(now)s + lease_seconds
-WHERE state = 'in_flight' AND worker = %(name)s;
+WHERE message_id IN (SELECT message_id FROM queue
+                     WHERE state = 'in_flight' AND worker = %(name)s
+                     FOR UPDATE SKIP LOCKED);
 
 -- name: forget_dead_workers
 WITH dead AS (DELETE FROM workers WHERE heartbeat_at < %(dead_before)s RETURNING name)
