@@ -12,7 +12,7 @@ from typing import IO, Any
 import psycopg
 from psycopg import sql
 
-from ...mapi import MAPI_E_NOT_FOUND, MapiError
+from ...mapi import MAPI_E_INVALID_PARAMETER, MAPI_E_NOT_FOUND, MapiError
 from ..base import PAGE, QueuePosition
 from ..codec import dump_json, dump_props, load_json, load_props
 from ..integrity import CorruptContent
@@ -30,11 +30,21 @@ from ._rows import (
 from ._sql import q
 
 _FINISHED_HIDDEN = (QueueState.SENT.value, QueueState.CANCELLED.value)
-_ACTION_TARGET = {
-    QueueAction.HOLD: (QueueState.HELD, "held"),
-    QueueAction.RELEASE: (QueueState.QUEUED, "released"),
-    QueueAction.RETRY: (QueueState.QUEUED, "retry-requested"),
-    QueueAction.CANCEL: (QueueState.CANCELLED, "cancelled"),
+_S = QueueState
+#: A person's actions: the states each may start from, the state it goes to, its event.
+_ACTIONS: dict[QueueAction, tuple[frozenset[QueueState], QueueState, str]] = {
+    QueueAction.HOLD: (frozenset({_S.QUEUED, _S.DEFERRED, _S.RETRY, _S.PARKED}), _S.HELD, "held"),
+    QueueAction.RELEASE: (frozenset({_S.HELD}), _S.QUEUED, "released"),
+    QueueAction.RETRY: (
+        frozenset({_S.RETRY, _S.DEFERRED, _S.UNCERTAIN, _S.FAILED, _S.PARKED}),
+        _S.QUEUED,
+        "retry-requested",
+    ),
+    QueueAction.CANCEL: (
+        frozenset({_S.QUEUED, _S.DEFERRED, _S.RETRY, _S.PARKED, _S.HELD, _S.UNCERTAIN}),
+        _S.CANCELLED,
+        "cancelled",
+    ),
 }
 
 
@@ -274,16 +284,16 @@ class Reads(Outbound):
                 await conn.execute(q("delete_message_by_id"), (message_id,))
                 await add_event(conn, entry_id, "deleted", None, None, now)
                 return old
-            new, event = _ACTION_TARGET[action]
-            if (action is QueueAction.RELEASE and old is not QueueState.HELD) or (
-                new not in TRANSITIONS[old]
-            ):
+            starts, new, event = _ACTIONS[action]
+            if old not in starts or new not in TRANSITIONS[old]:
                 raise InvalidTransition(
                     f"{entry_id.hex()}: cannot {action.value} a message that is {old.value}"
                 )
             if action is QueueAction.RETRY and old is QueueState.FAILED:
                 if expires_at is None:
-                    raise ValueError("retrying a failed message needs expires_at")
+                    raise MapiError(
+                        MAPI_E_INVALID_PARAMETER, "retrying a failed message needs expires_at"
+                    )
                 await conn.execute(q("reopen_failed_recipients"), (message_id,))
                 await conn.execute(q("reopen_queue"), (expires_at, now, message_id))
             await conn.execute(
