@@ -8,6 +8,7 @@ visible here (PostgreSQL: ``"postgres"``, with ``postgres_store`` from its own f
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,7 +22,8 @@ BACKENDS = ["memory"]
 
 @pytest.fixture
 async def memory_store() -> AsyncIterator[Store]:
-    store = await MemoryStore.open("")
+    # a name of its own, so that a test may open a second handle on it by location
+    store = await MemoryStore.open(f"memory:{uuid.uuid4().hex}")
     yield store
     await store.close()
 

@@ -281,10 +281,10 @@ class MemoryStore(Store):
 
     # -- folders and messages ------------------------------------------------------------
 
-    async def folder_entry_id(self, name: str) -> bytes:
+    def folder_entry_id(self, name: str) -> bytes:
         return self._data.folder_ids[check_folder(name)]
 
-    async def folder_by_entry_id(self, entry_id: bytes) -> str | None:
+    def folder_by_entry_id(self, entry_id: bytes) -> str | None:
         return next((n for n, i in self._data.folder_ids.items() if i == entry_id), None)
 
     async def messages(
@@ -304,9 +304,9 @@ class MemoryStore(Store):
         with self._data.lock:
             return sum(1 for r in self._data.messages.values() if r.folder == folder)
 
-    async def message(self, entry_id: bytes) -> StoredMessage:
+    async def message(self, entry_id: bytes, *, content: bool = True) -> StoredMessage:
         with self._data.lock:
-            return self._data.row(entry_id).stored()
+            return self._data.row(entry_id).stored(content=content)
 
     def open_content(self, entry_id: bytes, *, verify: bool = True) -> IO[bytes]:
         """The content from memory (it cannot be damaged there, so ``verify`` finds

@@ -98,9 +98,9 @@ class Data:
     def go(self, row: MessageRow, q: QueueRow, new: QueueState, folder: str | None) -> None:
         """Set the state (already checked); a finished message moves to ``folder`` or,
         for None, is deleted with its queue entry."""
-        q.state = new
+        q.state, q.handoff = new, False
         if new is not QueueState.IN_FLIGHT:
-            q.token, q.lease_until, q.handoff = None, None, False
+            q.token, q.lease_until = None, None
         if new in FINISHED_STATES:
             q.not_before = None
             if folder is None:
@@ -147,17 +147,18 @@ class Data:
                     r.recipient.responsibility = True
         if o.declined is not None and o.declined not in q.declined:
             q.declined.append(o.declined)
+        for note in o.notes:
+            self.log(o.entry_id, note.kind, note.transport, note.detail, now)
         if o.state is not None:
             q.not_before, q.parked_by = o.not_before, o.parked_by
             q.last_error = o.error if o.error is not None else q.last_error
             q.attempts += int(o.count_attempt)
             self.go(row, q, o.state, o.folder)
-            detail = o.error if o.error is not None else o.folder
+            finished = o.state in FINISHED_STATES
+            detail = o.error if o.error is not None else (o.folder if finished else None)
             self.log(o.entry_id, o.event or o.state.value, o.transport, detail, now)
             if o.state in WAKING:
                 self.waiters.wake()
-        for note in o.notes:
-            self.log(o.entry_id, note.kind, note.transport, note.detail, now)
         report_ids = []
         for report in o.reports:
             for row_id in report.ndr_rows:

@@ -152,12 +152,12 @@ class MessageRow:
             seq=self.seq,
         )
 
-    def stored(self) -> StoredMessage:
+    def stored(self, *, content: bool = True) -> StoredMessage:
         return StoredMessage(
             entry_id=self.entry_id,
             folder=self.folder,
             props=copy_props(self.props),
-            content=self.content,
+            content=self.content if content else b"",
             recipients=tuple(copy_recipient(r.recipient) for r in self.recipients),
             seq=self.seq,
         )
