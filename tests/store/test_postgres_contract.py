@@ -10,8 +10,14 @@ from __future__ import annotations
 import pytest
 
 from mapispool.store.base import Store
+from tests.store.test_contract_actions import *  # noqa: F403
+from tests.store.test_contract_bookkeeping import *  # noqa: F403
 from tests.store.test_contract_claims import *  # noqa: F403
+from tests.store.test_contract_inbound import *  # noqa: F403
+from tests.store.test_contract_lock import *  # noqa: F403
 from tests.store.test_contract_queue import *  # noqa: F403
+from tests.store.test_contract_queue_machine import *  # noqa: F403
+from tests.store.test_contract_record import *  # noqa: F403
 
 
 @pytest.fixture
