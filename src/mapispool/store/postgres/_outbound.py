@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
-
-from psycopg import errors as pg_errors
 
 from ...mapi import MAPI_E_NOT_FOUND, MapiError
 from ..base import FOLDERS
@@ -147,45 +146,36 @@ class Outbound(Plumbing):
     # -- outcomes ---------------------------------------------------------------------
 
     async def record(self, outcomes: Sequence[Outcome], *, durable: bool = False) -> list[Recorded]:
+        """All rows of the batch are locked by one query, in message order (two batches
+        never deadlock); each outcome is checked against its row in Python, so that a
+        refused one is known before anything is written and the writes of the others go
+        out in one pipeline, without a savepoint each."""
         results: list[Recorded] = []
         woke = False
+        ids = sorted({o.entry_id for o in outcomes})
         async with self.tx("recording outcomes", durable=durable) as conn:
-            for outcome in outcomes:
-                try:
-                    async with conn.transaction():  # a savepoint: one refusal spares the rest
-                        recorded = await self._apply(conn, outcome, time.time())
-                except (InvalidTransition, MapiError) as exc:
-                    results.append(Recorded(error=cast(MapiError, exc)))
-                    continue
-                except pg_errors.ForeignKeyViolation as exc:
-                    error = MapiError(MAPI_E_NOT_FOUND, f"{outcome.entry_id.hex()}: {exc}")
-                    results.append(Recorded(error=error))
-                    continue
-                results.append(recorded)
-                woke = woke or outcome.state in _DUE
+            cur = await conn.execute(q("lock_entries"), (ids,))
+            rows = {bytes(r[0]): _Row(QueueState(r[1]), r[2], int(r[3]), list(r[4] or ()))
+                    for r in await cur.fetchall()}  # fmt: skip
+            now = time.time()
+            async with conn.pipeline():
+                for outcome in outcomes:
+                    row = rows.get(outcome.entry_id)
+                    try:
+                        _check(outcome, row)
+                    except (InvalidTransition, MapiError) as exc:
+                        results.append(Recorded(error=cast(MapiError, exc)))
+                        continue
+                    assert row is not None
+                    results.append(await self._apply(conn, outcome, row, now))
+                    woke = woke or outcome.state in _DUE
         if woke:
             self.wake()
         return results
 
-    async def _apply(self, conn: Conn, outcome: Outcome, now: float) -> Recorded:
-        entry_id = outcome.entry_id
-        cur = await conn.execute(q("lock_entry"), (entry_id,))
-        row = await cur.fetchone()
-        if row is None:
-            raise MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the queue")
-        state, token, message_id, declined = QueueState(row[0]), row[1], int(row[2]), row[3]
-        if outcome.token is not None and (
-            state is not QueueState.IN_FLIGHT or token != outcome.token
-        ):
-            raise StaleClaim(entry_id, outcome.token)
-        if outcome.state is not None:
-            allowed = set(outcome.expect) if outcome.expect is not None else None
-            if (allowed is not None and state not in allowed) or outcome.state not in TRANSITIONS[
-                state
-            ]:
-                raise InvalidTransition(
-                    f"{entry_id.hex()}: cannot go from {state.value} to {outcome.state.value}"
-                )
+    async def _apply(self, conn: Conn, outcome: Outcome, row: _Row, now: float) -> Recorded:
+        entry_id, state, message_id = outcome.entry_id, row.state, row.message_id
+        declined = row.declined
         async with conn.cursor() as c:
             if outcome.recipients:
                 await c.executemany(
@@ -203,15 +193,15 @@ class Outbound(Plumbing):
                         for rid in ro.row_ids
                     ],
                 )
-        if outcome.declined and outcome.declined not in (declined or []):
-            await conn.execute(
-                q("set_declined"), ([*(declined or []), outcome.declined], message_id)
-            )
+        if outcome.declined and outcome.declined not in declined:
+            declined.append(outcome.declined)
+            await conn.execute(q("set_declined"), (declined, message_id))
         for note in outcome.notes:
             await add_event(conn, entry_id, note.kind, note.transport, note.detail, now)
         gone = False
         if outcome.state is not None:
             gone = await self._change_state(conn, outcome, state, message_id, now)
+            row.state, row.token, row.gone = outcome.state, None, gone
         report_ids = []
         for report in outcome.reports:
             if not gone:
@@ -299,3 +289,34 @@ class Outbound(Plumbing):
         if counts["requeued"] or counts["unparked"]:
             self.wake()
         return counts
+
+
+@dataclass
+class _Row:
+    """A locked queue row as a batch of outcomes changes it."""
+
+    state: QueueState
+    token: int | None
+    message_id: int
+    declined: list[str]
+    gone: bool = False
+
+
+def _check(outcome: Outcome, row: _Row | None) -> None:
+    """Raise what refuses ``outcome`` (unknown message, stale token, a transition the state
+    machine or ``expect`` does not allow); nothing when it may be applied."""
+    entry_id = outcome.entry_id
+    if row is None or row.gone:
+        raise MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the queue")
+    if outcome.token is not None and (
+        row.state is not QueueState.IN_FLIGHT or row.token != outcome.token
+    ):
+        raise StaleClaim(entry_id, outcome.token)
+    if outcome.state is not None:
+        allowed = outcome.expect
+        if (allowed is not None and row.state not in allowed) or (
+            outcome.state not in TRANSITIONS[row.state]
+        ):
+            raise InvalidTransition(
+                f"{entry_id.hex()}: cannot go from {row.state.value} to {outcome.state.value}"
+            )

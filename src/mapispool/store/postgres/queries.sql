@@ -100,6 +100,13 @@ FROM queue q JOIN messages m ON m.id = q.message_id
 WHERE m.entry_id = %s
 FOR UPDATE OF q;
 
+-- name: lock_entries
+SELECT m.entry_id, q.state, q.token, m.id, q.declined
+FROM queue q JOIN messages m ON m.id = q.message_id
+WHERE m.entry_id = ANY(%s::bytea[])
+ORDER BY q.message_id
+FOR UPDATE OF q;
+
 -- name: save_recipient
 UPDATE recipients SET responsibility = %s, props = %s WHERE message_id = %s AND row_id = %s;
 
