@@ -85,7 +85,7 @@ class Reads(Outbound):
     async def message_count(self, folder: str) -> int:
         rows = await self.read(
             "counting messages",
-            "SELECT count(*) FROM messages WHERE folder_id = %s",
+            q("count_folder"),
             (self.folder_id(folder),),
         )
         return int(rows[0][0])
@@ -107,7 +107,7 @@ class Reads(Outbound):
     async def move_message(self, entry_id: bytes, folder: str) -> None:
         async with self.tx("moving a message") as conn:
             cur = await conn.execute(
-                "UPDATE messages SET folder_id = %s WHERE entry_id = %s RETURNING id",
+                q("move_message"),
                 (self.folder_id(folder), entry_id),
             )
             if await cur.fetchone() is None:
@@ -116,7 +116,7 @@ class Reads(Outbound):
 
     async def delete_message(self, entry_id: bytes) -> None:
         async with self.tx("deleting a message") as conn:
-            await conn.execute("DELETE FROM messages WHERE entry_id = %s", (entry_id,))
+            await conn.execute(q("delete_message"), (entry_id,))
             await add_event(conn, entry_id, "deleted", None, None, time.time())
 
     # -- the queue -------------------------------------------------------------------
@@ -222,8 +222,7 @@ class Reads(Outbound):
         result: dict[int, list[str]] = {int(s): [] for s in seqs}
         rows = await self.read(
             "reading recipients",
-            "SELECT message_id, addrtype FROM recipients WHERE NOT responsibility"
-            " AND outcome IS NULL AND message_id = ANY(%s) ORDER BY message_id, row_id",
+            q("pending_types"),
             (list(result),),
         )
         for mid, addrtype in rows:
@@ -235,33 +234,28 @@ class Reads(Outbound):
     ) -> list[tuple[int, str | None, str | None, bool]]:
         rows = await self.read(
             "reading recipients",
-            "SELECT r.row_id, r.outcome, r.report_text, r.ndr_sent FROM recipients r"
-            " JOIN messages m ON m.id = r.message_id WHERE m.entry_id = %s ORDER BY r.row_id",
+            q("recipient_outcomes"),
             (entry_id,),
         )
-        if not rows and not await self.read(
-            "reading recipients", "SELECT 1 FROM messages WHERE entry_id = %s", (entry_id,)
-        ):
+        if not rows and not await self.read("reading recipients", q("message_exists"), (entry_id,)):
             raise MapiError(MAPI_E_NOT_FOUND, f"no message with entry id {entry_id.hex()}")
         return [(int(r), o, t, bool(n)) for r, o, t, n in rows]
 
     async def next_wakeup(self) -> float | None:
         rows = await self.read(
             "reading the queue",
-            "SELECT min(not_before) FROM queue WHERE state IN ('deferred', 'retry')",
+            q("next_wakeup"),
         )
         return float(rows[0][0]) if rows and rows[0][0] is not None else None
 
     async def count_by_state(self) -> dict[QueueState, int]:
-        rows = await self.read(
-            "counting the queue", "SELECT state, count(*) FROM queue GROUP BY state"
-        )
+        rows = await self.read("counting the queue", q("count_by_state"))
         return {QueueState(state): int(n) for state, n in rows}
 
     async def events(self, entry_id: bytes) -> list[Event]:
         rows = await self.read(
             "reading events",
-            "SELECT at, kind, transport, detail FROM events WHERE entry_id = %s ORDER BY id",
+            q("events"),
             (entry_id,),
         )
         return [Event(at, kind, transport, detail) for at, kind, transport, detail in rows]
@@ -313,7 +307,7 @@ class Reads(Outbound):
     async def get_transport_state(self, transport: str, key: str) -> Any:
         rows = await self.read(
             "reading transport state",
-            "SELECT value FROM transport_state WHERE transport = %s AND key = %s",
+            q("get_transport_state"),
             (transport, key),
         )
         return load_json(rows[0][0]) if rows else None
@@ -321,8 +315,7 @@ class Reads(Outbound):
     async def set_transport_state(self, transport: str, key: str, value: Any) -> None:
         async with self.tx("saving transport state") as conn:
             await conn.execute(
-                "INSERT INTO transport_state (transport, key, value) VALUES (%s, %s, %s)"
-                " ON CONFLICT (transport, key) DO UPDATE SET value = excluded.value",
+                q("set_transport_state"),
                 (transport, key, dump_json(value)),
             )
 
@@ -332,11 +325,10 @@ class Reads(Outbound):
         worker = worker or self.worker_name
         now = time.time()
         async with self.tx("saving status rows", durable=False) as conn:
-            await conn.execute("DELETE FROM status_rows WHERE worker = %s", (worker,))
+            await conn.execute(q("clear_status_rows"), (worker,))
             async with conn.cursor() as cur:
                 await cur.executemany(
-                    "INSERT INTO status_rows (worker, name, position, props, updated_at)"
-                    " VALUES (%s, %s, %s, %s, %s)",
+                    q("insert_status_row"),
                     [
                         (worker, name, i, dump_props(row), now)
                         for i, (name, row) in enumerate(zip(names, rows, strict=True))
@@ -364,8 +356,7 @@ class _ContentReader(io.RawIOBase):
         self._owner, self._conn, self._entry_id = owner, conn, entry_id
         self._conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(owner.schema)))
         row = self._conn.execute(
-            "SELECT c.message_id, m.size, c.sha256 FROM contents c JOIN messages m ON"
-            " m.id = c.message_id WHERE m.entry_id = %s",
+            q("content_head"),
             (entry_id,),
         ).fetchone()
         if row is None:
@@ -385,7 +376,7 @@ class _ContentReader(io.RawIOBase):
         want = min(len(buffer), self._PIECE, self._size - self._pos)
         try:
             row = self._conn.execute(
-                "SELECT substring(data FROM %s FOR %s) FROM contents WHERE message_id = %s",
+                q("content_piece"),
                 (self._pos + 1, want, self._id),
             ).fetchone()
         except psycopg.Error as exc:

@@ -207,3 +207,72 @@ WHERE heartbeat_at >= %s ORDER BY name;
 SELECT s.props FROM status_rows s LEFT JOIN workers w ON w.name = s.worker
 WHERE s.worker = '' OR w.heartbeat_at >= %s
 ORDER BY s.worker, s.position;
+
+-- name: count_folder
+SELECT count(*) FROM messages WHERE folder_id = %s;
+
+-- name: move_message
+UPDATE messages SET folder_id = %s WHERE entry_id = %s RETURNING id;
+
+-- name: delete_message
+DELETE FROM messages WHERE entry_id = %s;
+
+-- name: pending_types
+SELECT message_id, addrtype FROM recipients
+WHERE NOT responsibility AND outcome IS NULL AND message_id = ANY(%s)
+ORDER BY message_id, row_id;
+
+-- name: recipient_outcomes
+SELECT r.row_id, r.outcome, r.report_text, r.ndr_sent
+FROM recipients r JOIN messages m ON m.id = r.message_id
+WHERE m.entry_id = %s ORDER BY r.row_id;
+
+-- name: message_exists
+SELECT 1 FROM messages WHERE entry_id = %s;
+
+-- name: next_wakeup
+SELECT min(not_before) FROM queue WHERE state IN ('deferred', 'retry');
+
+-- name: count_by_state
+SELECT state, count(*) FROM queue GROUP BY state;
+
+-- name: events
+SELECT at, kind, transport, detail FROM events WHERE entry_id = %s ORDER BY id;
+
+-- name: get_transport_state
+SELECT value FROM transport_state WHERE transport = %s AND key = %s;
+
+-- name: set_transport_state
+INSERT INTO transport_state (transport, key, value) VALUES (%s, %s, %s)
+ON CONFLICT (transport, key) DO UPDATE SET value = excluded.value;
+
+-- name: clear_status_rows
+DELETE FROM status_rows WHERE worker = %s;
+
+-- name: insert_status_row
+INSERT INTO status_rows (worker, name, position, props, updated_at)
+VALUES (%s, %s, %s, %s, %s);
+
+-- name: content_head
+SELECT c.message_id, m.size, c.sha256
+FROM contents c JOIN messages m ON m.id = c.message_id WHERE m.entry_id = %s;
+
+-- name: content_piece
+SELECT substring(data FROM %s FOR %s) FROM contents WHERE message_id = %s;
+
+-- name: try_advisory_lock
+SELECT pg_try_advisory_lock(%s, hashtext(%s));
+
+-- name: advisory_unlock
+SELECT pg_advisory_unlock(%s, hashtext(%s));
+
+-- name: notify_submitted
+SELECT pg_notify(%s, '');
+
+-- name: link_dedupe
+UPDATE dedupe SET message_id = %s WHERE key = %s;
+
+-- name: sync_barrier
+-- A transaction id makes the commit wait for the WAL flush, and with it every
+-- earlier commit's (synchronous_commit = off ones included).
+SELECT pg_current_xact_id();

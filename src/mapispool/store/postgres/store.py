@@ -196,7 +196,7 @@ class PostgresStore(Reads, Store):
         the end of this process's session with the database."""
         got = await self.session_query(
             "taking the flush lock",
-            "SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+            q("try_advisory_lock"),
             (_FLUSH_LOCK, self.schema),
         )
         return bool(got)
@@ -205,7 +205,7 @@ class PostgresStore(Reads, Store):
         """Give the flush lock back (no-op when not held)."""
         await self.session_query(
             "giving the flush lock back",
-            "SELECT pg_advisory_unlock(%s, hashtext(%s))",
+            q("advisory_unlock"),
             (_FLUSH_LOCK, self.schema),
         )
 
@@ -221,7 +221,7 @@ class PostgresStore(Reads, Store):
         for lane in range(max(lanes, 1)):
             got = await self.session_query(
                 "taking a transport's lane",
-                "SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                q("try_advisory_lock"),
                 (_LANE_LOCK, f"{self.schema}:{transport}:{lane}"),
             )
             if got:
@@ -232,7 +232,7 @@ class PostgresStore(Reads, Store):
         """Give a lane taken with ``try_lane`` back."""
         await self.session_query(
             "giving a transport's lane back",
-            "SELECT pg_advisory_unlock(%s, hashtext(%s))",
+            q("advisory_unlock"),
             (_LANE_LOCK, f"{self.schema}:{transport}:{lane}"),
         )
 
@@ -265,7 +265,7 @@ class PostgresStore(Reads, Store):
             )  # fmt: skip
             await add_event(conn, entry_id, "submitted", None, state.value, submit_time)
             if not deferred:
-                await conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
+                await conn.execute(q("notify_submitted"), (self.channel,))
         self.wake()
         return entry_id
 
@@ -288,7 +288,7 @@ class PostgresStore(Reads, Store):
                 )
                 if item.dedupe_key is not None:
                     await conn.execute(
-                        "UPDATE dedupe SET message_id = %s WHERE key = %s",
+                        q("link_dedupe"),
                         (message_id, item.dedupe_key),
                     )
                 await add_event(conn, entry_id, "received", None, item.folder, now)
@@ -303,7 +303,7 @@ class PostgresStore(Reads, Store):
         if not self._unsynced:
             return
         async with self.tx("making received mail durable") as conn:
-            await conn.execute("SELECT pg_current_xact_id()")
+            await conn.execute(q("sync_barrier"))
         self._unsynced = False
 
     async def record(self, outcomes: Sequence[Any], *, durable: bool = False) -> list[Any]:
