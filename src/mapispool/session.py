@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from email.message import Message
 from pathlib import Path
@@ -36,7 +36,18 @@ from .profile import Profile
 from .spooler.engine import FlushTicket, Spooler
 from .spooler.flush import FlushResult, ProgressCallback
 from .spooler.status import SPOOLER_ROW, StatusRow
-from .store import TRANSITIONS, InvalidTransition, QueueEntry, QueueState, Store, StoredMessage
+from .store import (
+    PAGE,
+    TRANSITIONS,
+    InvalidTransition,
+    QueueAction,
+    QueueEntry,
+    QueueState,
+    SqliteStore,
+    Store,
+    StoredMessage,
+    open_store,
+)
 from .submission import RecipientSpec, prepare
 
 T = TypeVar("T")
@@ -170,10 +181,15 @@ class AsyncFolder:
 
     async def messages(self) -> list[StoredMessage]:
         """Every message in the folder, oldest first."""
-        return self._store.messages(self.name)
+        found: list[StoredMessage] = []
+        while True:
+            page = await self._store.messages(self.name, after=found[-1].seq if found else None)
+            found += page
+            if len(page) < PAGE:
+                return found
 
     async def count(self) -> int:
-        return self._store.message_count(self.name)
+        return await self._store.message_count(self.name)
 
     @property
     def entry_id(self) -> bytes:
@@ -232,7 +248,7 @@ class AsyncSession:
         (``mode == "client"``) unless ``attach`` is False; other spoolers (a running
         ``mapispool flush``, another program's session) give ``MAPI_E_BUSY``."""
         loaded = _load_profile(profile)
-        store = Store(loaded.store_path())
+        store = await open_store(loaded.store_path())
         spooler = Spooler(loaded, store)
         try:
             await spooler.start()
@@ -240,11 +256,11 @@ class AsyncSession:
             busy = exc.hresult == MAPI_E_BUSY
             client = await cls._attach(loaded, store) if busy and attach else None
             if client is None:
-                store.close()
+                await store.close()
                 raise
             return client
         except BaseException:
-            store.close()
+            await store.close()
             raise
         return cls(loaded, store, spooler)
 
@@ -262,7 +278,7 @@ class AsyncSession:
         (a daemon) runs the spooler, or before one starts: submitted mail waits in the
         store. ``spooler_status().flush_queues`` is not available on such a session."""
         loaded = _load_profile(profile)
-        store = Store(loaded.store_path())
+        store = SqliteStore(loaded.store_path())
         return cls(loaded, store, Spooler(loaded, store), spooler_running=False)
 
     @property
@@ -299,7 +315,7 @@ class AsyncSession:
         )
         submit_time = time.time()
         not_before = deferred_send_time.timestamp() if deferred_send_time is not None else None
-        entry_id = self.store.submit(
+        entry_id = await self.store.submit(
             prepared.content,
             prepared.props,
             prepared.recipients,
@@ -339,60 +355,56 @@ class AsyncSession:
 
     async def outgoing_queue(self) -> list[QueueEntry]:
         """Every submitted message not yet finished, in submit order."""
-        return self.store.outgoing_queue()
+        return await all_entries(self.store)
 
     async def queue_entry(self, entry_id: bytes) -> QueueEntry:
-        return self.store.queue_entry(entry_id)
+        return await self.store.queue_entry(entry_id)
 
     # -- queue management ---------------------------------------------------------------
 
     async def cancel(self, entry_id: bytes) -> None:
         """Cancel a queued message (moved to Deleted Items). A message a transport deferred
         is taken back with ``NOTIFY_ABORT_DEFERRED | NOTIFY_CANCEL_MESSAGE``."""
-        entry = self.store.queue_entry(entry_id)
+        entry = await self.store.queue_entry(entry_id)
         if entry.state is QueueState.IN_FLIGHT:
             raise MapiError(MAPI_E_UNABLE_TO_ABORT, "the message is being sent right now")
         await self._take_back_parked(entry)
-        with self._explained(entry_id, "cancel", QueueState.CANCELLED):
-            self.store.finish(entry_id, QueueState.CANCELLED, folder="Deleted Items")
+        async with self._explained(entry_id, "cancel", QueueState.CANCELLED):
+            await self.store.act(entry_id, QueueAction.CANCEL)
 
     async def hold(self, entry_id: bytes) -> None:
         """Keep a queued message from being sent until ``release``. A message a transport
         deferred is taken back first (``NOTIFY_ABORT_DEFERRED | NOTIFY_CANCEL_MESSAGE``)."""
-        entry = self.store.queue_entry(entry_id)
+        entry = await self.store.queue_entry(entry_id)
         await self._take_back_parked(entry)
-        with self._explained(entry_id, "hold", QueueState.HELD):
-            self.store.transition(entry_id, QueueState.HELD, event="held")
+        async with self._explained(entry_id, "hold", QueueState.HELD):
+            await self.store.act(entry_id, QueueAction.HOLD)
 
     async def release(self, entry_id: bytes) -> None:
         """Let a held message go again."""
-        with self._explained(entry_id, "release", QueueState.QUEUED, [QueueState.HELD]):
-            self.store.transition(
-                entry_id, QueueState.QUEUED, expect=[QueueState.HELD], event="released"
-            )
+        async with self._explained(entry_id, "release", QueueState.QUEUED, [QueueState.HELD]):
+            await self.store.act(entry_id, QueueAction.RELEASE)
         self.spooler.queue_changed()
 
     async def retry(self, entry_id: bytes) -> None:
         """Send again now: a message waiting for its backoff, uncertain, or failed (its
         failed recipients are tried again, with a new lifetime)."""
         allowed = [QueueState.RETRY, QueueState.UNCERTAIN, QueueState.FAILED, QueueState.DEFERRED]
-        if self.store.queue_entry(entry_id).state is QueueState.FAILED:
-            self.store.reopen_failed(entry_id, time.time() + self.profile.retry.lifetime)
-        with self._explained(entry_id, "retry", QueueState.QUEUED, allowed):
-            self.store.transition(
-                entry_id, QueueState.QUEUED, expect=allowed, event="retry-requested"
+        async with self._explained(entry_id, "retry", QueueState.QUEUED, allowed):
+            await self.store.act(
+                entry_id, QueueAction.RETRY, expires_at=time.time() + self.profile.retry.lifetime
             )
-        self.spooler.outbound.settle(entry_id)  # nothing left to send: finish it now
+        await self.spooler.outbound.settle(entry_id)  # nothing left to send: finish it now
         self.spooler.queue_changed()
 
     async def purge(self, entry_id: bytes) -> None:
         """Delete a message that is not being sent, for good. A message a transport
         deferred is taken back first (``NOTIFY_ABORT_DEFERRED | NOTIFY_CANCEL_MESSAGE``)."""
-        entry = self.store.queue_entry(entry_id)
+        entry = await self.store.queue_entry(entry_id)
         if entry.state is QueueState.IN_FLIGHT:
             raise MapiError(MAPI_E_UNABLE_TO_ABORT, "the message is being sent right now")
         await self._take_back_parked(entry)
-        self.store.purge(entry_id)
+        await self.store.act(entry_id, QueueAction.PURGE)
 
     async def _take_back_parked(self, entry: QueueEntry) -> None:
         """Before a hold, purge or cancel of a message a transport holds (END_DONT_RESEND):
@@ -414,21 +426,21 @@ class AsyncSession:
         except Exception:
             log.exception("transport %s failed to give back %s", handle.name, entry.entry_id.hex())
 
-    @contextlib.contextmanager
-    def _explained(
+    @contextlib.asynccontextmanager
+    async def _explained(
         self,
         entry_id: bytes,
         action: str,
         new: QueueState,
         expect: Sequence[QueueState] | None = None,
-    ) -> Iterator[None]:
+    ) -> AsyncIterator[None]:
         """A queue action the message's state does not allow becomes a one-line
         ``MapiError`` (MAPI_E_INVALID_PARAMETER) saying what the state is and where the
         action applies, never the store's internal ``InvalidTransition``."""
         try:
             yield
         except InvalidTransition:
-            state = self.store.queue_entry(entry_id, with_recipients=False).state
+            state = (await self.store.queue_entry(entry_id, with_recipients=False)).state
             raise _not_allowed(entry_id, action, state, new, expect) from None
 
     async def logoff(self) -> None:
@@ -440,7 +452,21 @@ class AsyncSession:
             if self.spooler_running:
                 await self.spooler.shutdown()
         finally:
-            self.store.close()
+            await self.store.close()
+            self.spooler.bridge.close()
+
+
+async def all_entries(store: Store, *, include_finished: bool = False) -> list[QueueEntry]:
+    """Every queue entry (unfinished ones only unless ``include_finished``), in submit
+    order, read page by page."""
+    states = list(QueueState) if include_finished else None
+    entries: list[QueueEntry] = []
+    while True:
+        after = (entries[-1].submit_time, entries[-1].seq) if entries else None
+        page = await store.queue_page(states=states, after=after)
+        entries += page
+        if len(page) < PAGE:
+            return entries
 
 
 # -- the synchronous façade ----------------------------------------------------------------

@@ -159,7 +159,8 @@ class DaemonSpoolerStatus(AsyncStatus):
 
     @property
     def row(self) -> StatusRow:
-        rows = self._session.store.load_status_rows()
+        store = self._session.store
+        rows = self._session.spooler.bridge.run(store.load_status_rows)
         if not rows:
             raise MapiError(MAPI_E_NOT_FOUND, "the daemon has not saved its status table yet")
         return rows[0]
@@ -267,7 +268,7 @@ class DaemonClientSession(AsyncSession):
     def open_status(self, entry_id: bytes) -> AsyncStatus:
         """The spooler's status object by its entry id; a transport's object lives in the
         daemon (``MAPI_E_NO_SUPPORT``: flush it with ``flush_queues(flags, target)``)."""
-        rows = self.store.load_status_rows()
+        rows = self.spooler.bridge.run(self.store.load_status_rows)
         for position, row in enumerate(rows):
             if bytes(row.get(PR_ENTRYID, b"")) == bytes(entry_id):
                 if position == 0:

@@ -18,7 +18,7 @@ from ..mapi import MAPI_E_BUSY, MapiError
 from ..mapi.errors import HResult
 from ..profile import Profile
 from ..session import AsyncSession
-from ..store import Store
+from ..store import open_store
 from . import ops, trust
 from .protocol import (
     READ_ONLY_OPS,
@@ -106,7 +106,7 @@ class DaemonBackend:
             _warn(self.warn, f"the daemon did not answer ({why}); reading the store instead")
             self.close()
             if op == "status":  # the daemon holds the spooler: show the rows it saved
-                return self.fallback.saved_status()
+                return asyncio.run(self.fallback.saved_status())
             return self.fallback.call(op, params, progress)
 
     def _call(self, op: str, params: dict[str, Any] | None, progress: Progress | None) -> Any:
@@ -167,7 +167,7 @@ class LocalBackend:
             try:
                 return await ops.dispatch(session, op, params, emit)
             finally:
-                session.store.close()
+                await session.store.close()
         if op == "flush" and params.get("async"):
             # The spooler lives only as long as this command: it must see the flush end.
             params["keep_waiting"] = True
@@ -175,18 +175,18 @@ class LocalBackend:
             session = await AsyncSession.logon(self.profile)
         except MapiError as exc:
             if exc.hresult == MAPI_E_BUSY and op == "status":
-                return self.saved_status()
+                return await self.saved_status()
             raise
         async with session:
             return await ops.dispatch(session, op, params, emit)
 
-    def saved_status(self) -> Any:
+    async def saved_status(self) -> Any:
         """The status table another spooler process saved (it holds the store's lock)."""
-        store = Store(self.profile.store_path())
+        store = await open_store(self.profile.store_path())
         try:
-            return [ops.row_dict(row) for row in store.load_status_rows()]
+            return [ops.row_dict(row) for row in await store.load_status_rows()]
         finally:
-            store.close()
+            await store.close()
 
 
 def _warn(warn: Warn | None, text: str) -> None:

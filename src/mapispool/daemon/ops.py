@@ -31,7 +31,7 @@ from ..mapi import (
     MapiError,
     StatusCode,
 )
-from ..session import AsyncFlushHandle, AsyncSession
+from ..session import AsyncFlushHandle, AsyncSession, all_entries
 from ..spi import Recipient
 from ..spooler.flush import FlushProgress, FlushResult
 from ..spooler.status import describe_status_code
@@ -208,16 +208,18 @@ async def status_rows(session: AsyncSession, params: Params, emit: Emit) -> Any:
     return [dump_props(row) for row in await session.status_table()]
 
 
-def _all_entries(session: AsyncSession) -> list[QueueEntry]:
-    return session.store.outgoing_queue(include_finished=True)
+async def _all_entries(session: AsyncSession) -> list[QueueEntry]:
+    return await all_entries(session.store, include_finished=True)
 
 
-def resolve_entry(session: AsyncSession, text: str) -> bytes:
+async def resolve_entry(session: AsyncSession, text: str) -> bytes:
     """The entry id a person typed: the full hex id or a unique prefix of it."""
     wanted = text.strip().lower()
     if not wanted or any(ch not in "0123456789abcdef" for ch in wanted):
         raise MapiError(MAPI_E_INVALID_PARAMETER, f"{text!r} is not an entry id in hex")
-    matches = [e.entry_id for e in _all_entries(session) if e.entry_id.hex().startswith(wanted)]
+    matches = [
+        e.entry_id for e in await _all_entries(session) if e.entry_id.hex().startswith(wanted)
+    ]
     if not matches:
         raise MapiError(MAPI_E_NOT_FOUND, f"no queued message has an entry id starting {wanted}")
     if len(matches) > 1:
@@ -228,16 +230,16 @@ def resolve_entry(session: AsyncSession, text: str) -> bytes:
 
 
 async def queue_list(session: AsyncSession, params: Params, emit: Emit) -> Any:
-    entries = _all_entries(session) if params.get("all") else await session.outgoing_queue()
+    entries = await _all_entries(session) if params.get("all") else await session.outgoing_queue()
     return [e.as_dict() for e in entries]
 
 
 async def queue_show(session: AsyncSession, params: Params, emit: Emit) -> Any:
-    entry_id = resolve_entry(session, str(params["entry_id"]))
+    entry_id = await resolve_entry(session, str(params["entry_id"]))
     info = (await session.queue_entry(entry_id)).as_dict()
     info["events"] = [
         {"at": e.at, "kind": e.kind, "transport": e.transport, "detail": e.detail}
-        for e in session.store.events(entry_id)
+        for e in await session.store.events(entry_id)
     ]
     return info
 
@@ -247,7 +249,7 @@ async def queue_action(session: AsyncSession, params: Params, emit: Emit) -> Any
     action = str(params["action"])
     if action not in QUEUE_ACTIONS:
         raise MapiError(MAPI_E_INVALID_PARAMETER, f"unknown queue action {action!r}")
-    entry_id = resolve_entry(session, str(params["entry_id"]))
+    entry_id = await resolve_entry(session, str(params["entry_id"]))
     method: Callable[[bytes], Awaitable[None]] = getattr(session, action)
     await method(entry_id)
     return {"entry_id": entry_id.hex(), "action": action}
@@ -281,7 +283,7 @@ async def folder_list(session: AsyncSession, params: Params, emit: Emit) -> Any:
         {
             "name": name,
             "entry_id": store.folder_entry_id(name).hex(),
-            "count": store.message_count(name),
+            "count": await store.message_count(name),
         }
         for name in store.folder_names()
     ]
@@ -304,7 +306,7 @@ async def folder_show(session: AsyncSession, params: Params, emit: Emit) -> Any:
 
 
 async def ping(session: AsyncSession, params: Params, emit: Emit) -> Any:
-    return {"pong": True, "store": str(session.store.path)}
+    return {"pong": True, "store": session.store.location}
 
 
 OPERATIONS: dict[str, Operation] = {

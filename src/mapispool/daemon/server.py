@@ -172,7 +172,7 @@ class Daemon:
         self.events(
             "started",
             pid=os.getpid(),
-            store=self.session.store.path,
+            store=self.session.store.location,
             socket=path,
             transports=",".join(t.name for t in self.session.profile.transports),
             flush_every=every,

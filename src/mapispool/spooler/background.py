@@ -171,7 +171,7 @@ class Background:
         spooler = self.spooler
         self.wake.set()  # a restart looks at the queue at once
         while not spooler.shutting_down:
-            wakeup = spooler.store.next_wakeup()
+            wakeup = await spooler.store.next_wakeup()
             timeout = 60.0 if wakeup is None else max(0.0, min(60.0, wakeup - time.time()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
@@ -183,7 +183,7 @@ class Background:
             async with spooler.activity:
                 if spooler.shutting_down:
                     return
-                spooler.offering.repair_stranded()
+                await spooler.offering.repair_stranded()
                 await self.send_pass()
             spooler.supervisor.ok("sender")
 
@@ -195,11 +195,11 @@ class Background:
         def keep_going() -> bool:
             return not (spooler.shutting_down or spooler.flush_waiting)
 
-        spooler.offering.bounce_unroutable()
+        await spooler.offering.bounce_unroutable()
         for handle in spooler.handles:
             if not keep_going():
                 return
             if not await self.revive(handle) or not self.can_send(handle):
                 continue
-            work = spooler.offering.work_for(handle, force=False, exclude=set())
+            work = await spooler.offering.work_for(handle, force=False, exclude=set())
             await spooler.offering.offer_many(handle, work, keep_going=keep_going)

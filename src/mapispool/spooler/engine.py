@@ -52,8 +52,9 @@ from ..mapi import (
 )
 from ..profile import Profile
 from ..spi import InboundMessage, flush_bits_for
-from ..store import QueueState, Store
+from ..store import Outcome, QueueState, Store
 from .background import Background
+from .bridge import BlockingBridge
 from .flush import FlushCoordinator, FlushResult, ProgressCallback
 from .inbound import InboundRunner
 from .logons import LogonHandle, SpoolerSupport
@@ -100,19 +101,21 @@ class Spooler:
         self._flushing_flags = 0
         self._newmail_listeners: list[Callable[[InboundMessage], None]] = []
         self.recovered: dict[str, int] = {}
+        #: Runs store calls for the synchronous Support methods of transports.
+        self.bridge = BlockingBridge()
 
     # -- start and stop -------------------------------------------------------------
 
     async def start(self) -> None:
         """Take the store's spooler lock, repair what a killed spooler left, log every
         transport on in transport order, and start the background work."""
-        if not self.store.acquire_spooler_lock():
+        if not await self.store.acquire_spooler_lock():
             raise MapiError(
                 MAPI_E_BUSY,
-                f"another spooler is already running on {self.store.path}; "
+                f"another spooler is already running on {self.store.location}; "
                 "talk to it (mapispool commands do) or stop it first",
             )
-        self.recovered = self.store.recover()
+        self.recovered = await self.store.recover()
         self.status.add_row(
             SPOOLER_ROW,
             display_name="Spooler",
@@ -125,8 +128,8 @@ class Spooler:
         self._refresh_spooler_row()
         for handle in self.handles:
             await self._logon(handle)
-        self.outbound.settle_leftovers()
-        self.persist_status()
+        await self.outbound.settle_leftovers()
+        await self.persist_status()
         self.background.start()
 
     async def _logon(self, handle: LogonHandle) -> None:
@@ -189,11 +192,12 @@ class Spooler:
         try:
             # Nothing is being sent any more: a message left in_flight by an error goes
             # back to the queue now, not only at the next start.
-            self.offering.repair_stranded(force=True)
+            await self.offering.repair_stranded(force=True)
         except Exception:
             log.exception("could not put messages left in flight back in the queue")
-        self.persist_status()
-        self.store.release_spooler_lock()
+        await self.persist_status()
+        await self.store.release_spooler_lock()
+        self.bridge.close()
 
     async def _logoff(self, handle: LogonHandle) -> None:
         if handle.logon is None:
@@ -201,15 +205,17 @@ class Spooler:
         try:
             # Messages the transport holds go back to the queue unsent, their recipients
             # pending (marks never counted as delivery), even if the transport objects.
-            for entry in self.store.parked_entries(handle.name):
+            for entry in await self.store.parked_entries(handle.name):
                 try:
                     await handle.call(
                         lambda lg, e=entry: lg.transport_notify(NOTIFY_ABORT_DEFERRED, e.entry_id)  # type: ignore[misc]
                     )
                 except Exception:
                     log.exception("transport %s failed in NOTIFY_ABORT_DEFERRED", handle.name)
-                self.store.transition(entry.entry_id, QueueState.QUEUED, event="unparked",
-                                      transport=handle.name)  # fmt: skip
+                await self.store.record_one(
+                    Outcome(entry.entry_id, QueueState.QUEUED, event="unparked",
+                            transport=handle.name)
+                )  # fmt: skip
                 handle.released.discard(entry.entry_id)
             end = NOTIFY_END_INBOUND if handle.begun & NOTIFY_BEGIN_INBOUND else 0
             if handle.begun & NOTIFY_BEGIN_OUTBOUND:
@@ -263,7 +269,8 @@ class Spooler:
         if flags & NOTIFY_SENTDEFERRED:
             if data is None:
                 # "All of them" means the ones it holds now, never ones it defers later.
-                handle.released.update(e.entry_id for e in self.store.parked_entries(handle.name))
+                parked = self.bridge.run(lambda: self.store.parked_entries(handle.name))
+                handle.released.update(e.entry_id for e in parked)
             elif isinstance(data, bytes | bytearray):
                 handle.released.add(bytes(data))
             self.background.wake.set()
@@ -324,10 +331,10 @@ class Spooler:
             SPOOLER_ROW, {PR_STATUS_CODE: code, PR_STATUS_STRING: text}, STATUSROW_UPDATE
         )
 
-    def persist_status(self) -> None:
+    async def persist_status(self) -> None:
         """Save the status table so that other processes can show it."""
         try:
-            self.store.save_status_rows(self.status.rows(), self.status.names())
+            await self.store.save_status_rows(self.status.rows(), self.status.names())
             self.status.dirty = False
         except MapiError:
             log.warning("could not save the status table", exc_info=True)
@@ -336,7 +343,7 @@ class Spooler:
         while True:
             await asyncio.sleep(1.0)
             if self.status.dirty:
-                self.persist_status()
+                await self.persist_status()
             self.supervisor.ok("status-persist")
 
     # -- FlushQueues ----------------------------------------------------------------------
@@ -408,7 +415,7 @@ class Spooler:
             finally:
                 self.flush_waiting -= 1
             try:
-                self.offering.repair_stranded()
+                await self.offering.repair_stranded()
                 return await self.flusher.run(targets, flags, progress)
             finally:
                 self.activity.release()

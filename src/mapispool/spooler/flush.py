@@ -21,7 +21,7 @@ from ..mapi import (
     STATUS_INBOUND_FLUSH,
     STATUS_OUTBOUND_FLUSH,
 )
-from .outbound import Outcome
+from .outbound import Result
 
 if TYPE_CHECKING:
     from .engine import Spooler
@@ -123,7 +123,7 @@ class FlushCoordinator:
         try:
             if flags & FLUSH_UPLOAD:
                 # Recipients no transport accepts bounce at every Send/Receive that sends.
-                spooler.offering.bounce_unroutable()
+                await spooler.offering.bounce_unroutable()
             if spooler.profile.parallel_flush:
                 await asyncio.gather(*(self.flush_one(h, flags, result, progress) for h in targets))
             else:
@@ -136,7 +136,7 @@ class FlushCoordinator:
             result.finished = time.time()
             spooler.set_spooler_flushing(0)
             self.current = None
-            spooler.persist_status()
+            await spooler.persist_status()
         return result
 
     async def flush_one(
@@ -244,7 +244,7 @@ class FlushCoordinator:
         offered: set[bytes] = set()
         until = time.time()
         offering = spooler.offering
-        work = offering.work_for(handle, force=force, exclude=offered, submitted_before=until)
+        work = await offering.work_for(handle, force=force, exclude=offered, submitted_before=until)
         total, bytes_total = len(work), sum(e.size for e in work)
         done = bytes_done = 0
         if progress is not None:
@@ -256,7 +256,7 @@ class FlushCoordinator:
             for entry, offered_result in outcomes:
                 offered.add(entry.entry_id)
                 count_outcome(mine, offered_result.outcome, offered_result.failed)
-                if offered_result.outcome is Outcome.SENT:
+                if offered_result.outcome is Result.SENT:
                     mine.bytes_sent += offered_result.size
                 done += 1
                 bytes_done += entry.size
@@ -265,7 +265,9 @@ class FlushCoordinator:
                         FlushProgress(handle.name, "outbound", done, max(total, done),
                                       bytes_done, bytes_total)
                     )  # fmt: skip
-            work = offering.work_for(handle, force=force, exclude=offered, submitted_before=until)
+            work = await offering.work_for(
+                handle, force=force, exclude=offered, submitted_before=until
+            )
             total += len(work)
             bytes_total += sum(e.size for e in work)
 
@@ -295,17 +297,17 @@ class FlushCoordinator:
             mine.error = error
 
 
-def count_outcome(result: TransportFlushResult, outcome: Outcome, failed: int) -> None:
+def count_outcome(result: TransportFlushResult, outcome: Result, failed: int) -> None:
     """Add one offer's outcome to a transport's flush result."""
-    if outcome is Outcome.SENT:
+    if outcome is Result.SENT:
         result.sent += 1
-    elif outcome is Outcome.PARKED:
+    elif outcome is Result.PARKED:
         result.deferred += 1
-    elif outcome is Outcome.RETRY:
+    elif outcome is Result.RETRY:
         result.retried += 1
-    elif outcome is Outcome.UNCERTAIN:
+    elif outcome is Result.UNCERTAIN:
         result.uncertain += 1
-    elif outcome in (Outcome.FAILED, Outcome.CANCELLED):
+    elif outcome in (Result.FAILED, Result.CANCELLED):
         result.failed += 1
-    if failed and outcome is not Outcome.FAILED:
+    if failed and outcome is not Result.FAILED:
         result.failed += 1

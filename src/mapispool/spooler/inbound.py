@@ -19,6 +19,7 @@ from ..mapi import (
     MapiError,
 )
 from ..spi import InboundMessage
+from ..store import Delivery
 
 if TYPE_CHECKING:
     from .engine import Spooler
@@ -122,23 +123,24 @@ class InboundRunner:
 
     def new_message(self) -> InboundMessage:
         """A fresh message object in the receive folder, as CreateMessage gives MAPI."""
-        store = self.spooler.store
+        store, bridge = self.spooler.store, self.spooler.bridge
 
         def save(message: InboundMessage, durable: bool = True) -> bytes | None:
             content = message.content
             assert content is not None
-            return store.deliver(
-                "Inbox",
-                content,
-                received_props(content, message.props),
-                dedupe_key=message.dedupe_key,
-                durable=durable,
+            item = Delivery(
+                "Inbox", content, received_props(content, message.props), message.dedupe_key
             )
+            (entry_id,) = bridge.run(lambda: store.deliver([item], durable=durable))
+            return entry_id
 
         def save_unsynced(message: InboundMessage) -> bytes | None:
             return save(message, False)
 
-        return InboundMessage(save, store.has_dedupe_key, save_unsynced=save_unsynced)
+        def is_known(key: str) -> bool:
+            return bridge.run(lambda: store.has_dedupe_key(key))
+
+        return InboundMessage(save, is_known, save_unsynced=save_unsynced)
 
     async def run(
         self,
@@ -163,7 +165,7 @@ class InboundRunner:
         finally:
             handle.receiving = False
             try:
-                self.spooler.store.sync()
+                await self.spooler.store.sync()
             except MapiError as exc:
                 log.warning("could not make received mail durable: %s", exc)
 

@@ -133,20 +133,29 @@ class SpoolerSupport(Support):
     def spooler_notify(self, flags: int, data: object | None = None) -> None:
         self._spooler.spooler_notify(self._handle, flags, data)
 
+    # The SPI's Support methods are synchronous (source-compatible for plug-in
+    # transports); the store is asynchronous: each call runs on the spooler's bridge.
+
     def status_recips(self, message: OutboundMessage, recipients: Sequence[Recipient]) -> None:
-        self._spooler.outbound.status_recips(self._handle, message, recipients)
+        outbound = self._spooler.outbound
+        self._spooler.bridge.run(lambda: outbound.status_recips(self._handle, message, recipients))
 
     def delivered_recips(self, message: OutboundMessage, recipients: Sequence[Recipient]) -> None:
-        self._spooler.outbound.delivered_recips(self._handle, message, recipients)
+        outbound = self._spooler.outbound
+        self._spooler.bridge.run(
+            lambda: outbound.delivered_recips(self._handle, message, recipients)
+        )
 
     def has_dedupe_key(self, key: str) -> bool:
-        return self._spooler.store.has_dedupe_key(key)
+        return self._spooler.bridge.run(lambda: self._spooler.store.has_dedupe_key(key))
 
     def sync(self) -> None:
-        self._spooler.store.sync()
+        self._spooler.bridge.run(self._spooler.store.sync)
 
     def get_state(self, key: str) -> Any:
-        return self._spooler.store.get_transport_state(self._handle.name, key)
+        store = self._spooler.store
+        return self._spooler.bridge.run(lambda: store.get_transport_state(self._handle.name, key))
 
     def set_state(self, key: str, value: Any) -> None:
-        self._spooler.store.set_transport_state(self._handle.name, key, value)
+        store = self._spooler.store
+        self._spooler.bridge.run(lambda: store.set_transport_state(self._handle.name, key, value))

@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ..mapi import MAPI_E_NOT_FOUND, MapiError
-from ..store import QueueEntry, QueueState, Store
-from .outbound import Offered, Outcome
+from ..store import Note, Outcome, QueueEntry, QueueState, Store
+from .outbound import Offered, Result
 from .routing import Registration, route
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class Offering:
     def store(self) -> Store:
         return self.spooler.store
 
-    def work_for(
+    async def work_for(
         self,
         handle: LogonHandle,
         *,
@@ -54,7 +54,7 @@ class Offering:
         then every due message with a pending recipient that routing gives to it, submitted
         before ``submitted_before`` if given (a flush serves the queue as it found it, so
         that a steady stream of new mail cannot keep it from ever ending)."""
-        self.expire_overdue()
+        await self.expire_overdue()
         now = time.time()
         for entry_id, until in list(self.held_back.items()):
             if until <= now:
@@ -62,13 +62,13 @@ class Offering:
         if not force:
             exclude = exclude | self.held_back.keys()
         work: list[QueueEntry] = []
-        for entry in self.store.parked_entries(handle.name):
+        for entry in await self.store.parked_entries(handle.name):
             if entry.entry_id not in exclude and entry.entry_id in handle.released:
                 work.append(entry)
         registrations = self.spooler.registrations()
         after: tuple[float, int] | None = None
         while True:
-            page = self.store.due_entries(now, ignore_backoff=force, after=after)
+            page = await self.store.due_entries(now, ignore_backoff=force, after=after)
             if not page:
                 break
             after = (page[-1].submit_time, page[-1].seq)
@@ -77,7 +77,7 @@ class Offering:
                 after = None  # pages are in submit order: nothing later qualifies
             if not page:
                 break
-            types = self.store.pending_types([e.seq for e in page])
+            types = await self.store.pending_types([e.seq for e in page])
             for entry in page:
                 if entry.entry_id in exclude:
                     continue
@@ -87,10 +87,10 @@ class Offering:
                     work.append(entry)
             if after is None:
                 break
-        work.extend(self._busy_elsewhere(handle, exclude, submitted_before, registrations))
+        work.extend(await self._busy_elsewhere(handle, exclude, submitted_before, registrations))
         return work
 
-    def _busy_elsewhere(
+    async def _busy_elsewhere(
         self,
         handle: LogonHandle,
         exclude: set[bytes],
@@ -106,17 +106,17 @@ class Offering:
         for entry_id, (name, _done) in list(self.busy.items()):
             if name == handle.name or entry_id in exclude:
                 continue
-            entry = self.store.queue_entry(entry_id, with_recipients=False)
+            entry = await self.store.queue_entry(entry_id, with_recipients=False)
             if submitted_before is None or entry.submit_time <= submitted_before:
                 entries.append(entry)
-        types = self.store.pending_types([e.seq for e in entries])
+        types = await self.store.pending_types([e.seq for e in entries])
         return [
             e
             for e in entries
             if any(route(t, registrations, e.declined) == handle.name for t in types[e.seq])
         ]
 
-    def bounce_unroutable(self) -> None:
+    async def bounce_unroutable(self) -> None:
         """Give every waiting message whose pending recipients include one that no
         logged-on transport accepts its NDR for that recipient now (issue #9 rule 8), not
         only at the end of its lifetime. Nothing bounces while a transport is not logged
@@ -125,28 +125,30 @@ class Offering:
             return
         registrations = self.spooler.registrations()
 
-        def bounce(entries: list[QueueEntry]) -> None:
-            types = self.store.pending_types([e.seq for e in entries])
+        async def bounce(entries: list[QueueEntry]) -> None:
+            types = await self.store.pending_types([e.seq for e in entries])
             for entry in entries:
                 if any(route(t, registrations, entry.declined) is None for t in types[entry.seq]):
-                    self.spooler.outbound.settle(entry.entry_id)
+                    await self.spooler.outbound.settle(entry.entry_id)
 
         for handle in self.spooler.handles:
-            bounce(self.store.parked_entries(handle.name))
+            await bounce(await self.store.parked_entries(handle.name))
         # Page by page, so that memory does not grow with the queue.
         after: tuple[float, int] | None = None
         while True:
-            page = self.store.due_entries(time.time(), ignore_backoff=True, after=after)
+            page = await self.store.due_entries(time.time(), ignore_backoff=True, after=after)
             if not page:
                 break
             after = (page[-1].submit_time, page[-1].seq)
-            bounce(page)
+            await bounce(page)
 
-    def expire_overdue(self) -> None:
+    async def expire_overdue(self) -> None:
         """Fail (with an NDR) every waiting message past its lifetime."""
-        for entry in self.store.overdue_entries(time.time()):
-            self.spooler.outbound.expire(entry.entry_id, entry.last_error or "not sent in time")
-        self.spooler.outbound.warn_delayed()
+        for entry in await self.store.overdue_entries(time.time()):
+            await self.spooler.outbound.expire(
+                entry.entry_id, entry.last_error or "not sent in time"
+            )
+        await self.spooler.outbound.warn_delayed()
 
     async def offer_many(
         self,
@@ -184,14 +186,16 @@ class Offering:
         entry_id = entry.entry_id
         while (busy := self.busy.get(entry_id)) is not None:
             await busy[1].wait()
-        current = self.store.queue_entry(entry_id, with_recipients=False)
-        if current.state is QueueState.PARKED:
-            handle.released.discard(entry_id)
-        elif current.state not in (QueueState.QUEUED, QueueState.DEFERRED, QueueState.RETRY):
-            return Offered(Outcome.NOTHING)
+        # Busy from here on, before the read: another transport's offer of the same
+        # message waits for this one instead of reading the same state.
         done = asyncio.Event()
         self.busy[entry_id] = (handle.name, done)
         try:
+            current = await self.store.queue_entry(entry_id, with_recipients=False)
+            if current.state is QueueState.PARKED:
+                handle.released.discard(entry_id)
+            elif current.state not in (QueueState.QUEUED, QueueState.DEFERRED, QueueState.RETRY):
+                return Offered(Result.NOTHING)
             return await self.spooler.outbound.offer(handle, current)
         except BaseException as exc:
             # Not a transport's failure (the runner handles those): the store or the
@@ -205,21 +209,21 @@ class Offering:
             del self.busy[entry_id]
             done.set()
 
-    def repair_stranded(self, *, force: bool = False) -> None:
+    async def repair_stranded(self, *, force: bool = False) -> None:
         """Put messages that an error left in_flight back in the queue (or mark them
         uncertain if their hand-over had begun), as a restart would, and finish those
         whose recipients are all done. Call only while nothing is being offered (holding
         ``activity``, or at shutdown); ``force`` repairs even without a known error."""
         if not (self.stranded or force) or self.busy:
             return
-        repaired = self.store.recover(parked=False)
+        repaired = await self.store.recover(parked=False)
         if any(repaired.values()):
             log.warning("put messages left in flight by an error back: %s", repaired)
-        self.spooler.outbound.settle_leftovers()
+        await self.spooler.outbound.settle_leftovers()
         self.stranded = False  # only now: a failure above is tried again next time
         for entry_id, error in list(self.failed.items()):
             try:
-                entry = self.store.queue_entry(entry_id, with_recipients=False)
+                entry = await self.store.queue_entry(entry_id, with_recipients=False)
             except MapiError as exc:
                 if exc.hresult != MAPI_E_NOT_FOUND:
                     raise
@@ -228,7 +232,9 @@ class Offering:
             if not entry.state.finished:
                 wait = self.spooler.retry_policy.delay(entry.attempts)
                 self.held_back[entry_id] = time.time() + wait
-                self.store.log_event(entry_id, "spooler-error", detail=error)
+                await self.store.record_one(
+                    Outcome(entry_id, notes=[Note("spooler-error", detail=error)])
+                )
                 log.warning(
                     "message %s failed in the spooler (%s); trying it again in %.0f s",
                     entry_id.hex(),

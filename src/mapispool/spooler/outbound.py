@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -29,7 +29,15 @@ from ..mapi import (
     MapiError,
 )
 from ..spi import OutboundMessage, Recipient
-from ..store import QueueEntry, QueueState, Store
+from ..store import (
+    Note,
+    Outcome,
+    QueueEntry,
+    QueueState,
+    RecipientOutcome,
+    Report,
+    Store,
+)
 from .reports import FailedRecipient, build_delay_notice, build_ndr, wants_ndr
 from .routing import Registration, route
 
@@ -54,7 +62,7 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-class Outcome(Enum):
+class Result(Enum):
     """What one offer of a message to a transport ended in."""
 
     NOTHING = "nothing"  # the transport had no recipient of this message
@@ -72,7 +80,7 @@ class Offered:
     """The result of ``OutboundRunner.offer``: the outcome, the recipients reported failed
     in this attempt, and the message size."""
 
-    outcome: Outcome
+    outcome: Result
     failed: int = 0
     size: int = 0
 
@@ -103,6 +111,26 @@ class OutboundRunner:
     def store(self) -> Store:
         return self.spooler.store
 
+    async def _record(self, outcome: Outcome) -> QueueState | None:
+        """Record one outcome (raising its error); its old state."""
+        return await self.store.record_one(outcome)
+
+    async def _transition(self, entry_id: bytes, state: QueueState, **changes: Any) -> None:
+        await self._record(Outcome(entry_id, state, **changes))
+
+    async def _set_outcome(
+        self,
+        entry_id: bytes,
+        rows: Sequence[int],
+        outcome: str,
+        *,
+        transport: str | None,
+        report_text: str | None = None,
+    ) -> None:
+        """Record ``delivered`` or ``failed`` for some recipients of a message."""
+        result = RecipientOutcome(tuple(rows), outcome, transport, report_text)
+        await self._record(Outcome(entry_id, recipient_outcomes=[result]))
+
     # -- routing --------------------------------------------------------------------
 
     def recipients_for(
@@ -124,7 +152,8 @@ class OutboundRunner:
     async def offer(self, handle: LogonHandle, entry: QueueEntry) -> Offered:
         """Offer ``entry`` to ``handle`` once (with END_RESEND_NOW repeats) and record the
         result. Never raises for a transport's failure: the message stays safe."""
-        props, recipients, size = self.store.load_outbound(entry.entry_id)
+        stored = await self.store.message(entry.entry_id, content=False)
+        props, recipients, size = dict(stored.props), list(stored.recipients), entry.size
         registrations = self.spooler.registrations()
         mine = self.recipients_for(handle, recipients, entry.declined, registrations)
         if not mine:
@@ -132,10 +161,10 @@ class OutboundRunner:
                 # Released, but nothing of it is left for the transport that held it (a
                 # store written before marks stopped counting as delivery): unpark it,
                 # so that it finishes or goes on to other transports instead of waiting.
-                self.store.transition(entry.entry_id, QueueState.QUEUED, event="unparked",
-                                      transport=handle.name)  # fmt: skip
-                self.settle(entry.entry_id)
-            return Offered(Outcome.NOTHING)
+                await self._transition(entry.entry_id, QueueState.QUEUED, event="unparked",
+                                       transport=handle.name)  # fmt: skip
+                await self.settle(entry.entry_id)
+            return Offered(Result.NOTHING)
         flags = 0
         if entry.state is QueueState.PARKED:
             flags = BEGIN_DEFERRED
@@ -153,7 +182,7 @@ class OutboundRunner:
             open_content=lambda: self.store.open_content(entry_id),
             on_handoff=lambda begun: self._handoff(entry_id, begun),
         )
-        self.store.transition(
+        await self._transition(
             entry_id, QueueState.IN_FLIGHT, count_attempt=True, event="offered",
             transport=handle.name,
         )  # fmt: skip
@@ -172,9 +201,9 @@ class OutboundRunner:
         after the server answered but before the outcome was committed still counts as
         uncertain (the answer is lost with the process)."""
         if begun:
-            self.store.mark_handoff(entry_id, True)
+            self.spooler.bridge.run(lambda: self.store.mark_handoff(entry_id, None, True))
 
-    async def _submit_and_end(self, attempt: _Attempt, flags: int) -> Outcome:
+    async def _submit_and_end(self, attempt: _Attempt, flags: int) -> Result:
         """Run submit/end pairs (again at once on END_RESEND_NOW) and record the outcome.
         Recording never raises: a store failure leaves the message retrying (never
         delivered), see ``_recording_failed``."""
@@ -187,37 +216,37 @@ class OutboundRunner:
                     await logon.submit_message(message, flags)
                     answer = await logon.end_message(message)
             except MapiError as exc:
-                return self._recording(attempt, self._after_error, exc)
+                return await self._recording(attempt, self._after_error, exc)
             except Exception as exc:  # a transport bug must not lose or block anything
                 log.exception("transport %s failed in submit_message", handle.name)
-                return self._recording(attempt, self._after_error, exc)
+                return await self._recording(attempt, self._after_error, exc)
             if answer & END_RESEND_NOW:
                 try:
-                    left = self._record_attempt(attempt, marks_deliver=False)
+                    left = await self._record_attempt(attempt, marks_deliver=False)
                 except Exception as exc:
-                    return self._recording_failed(attempt, exc)
+                    return await self._recording_failed(attempt, exc)
                 if left:
                     # Offered again with every recipient not delivered yet, as a new attempt.
                     message.handoff_begun = message.handoff_ended = False
                     continue
                 answer = 0  # everything was reported delivered or failed: nothing to resend
-            return self._recording(attempt, self._after_end, answer)
-        return self._recording(attempt, self._resend_now_exhausted, None)
+            return await self._recording(attempt, self._after_end, answer)
+        return await self._recording(attempt, self._resend_now_exhausted, None)
 
     # -- outcomes -------------------------------------------------------------------
 
-    def _recording(
-        self, attempt: _Attempt, record: Callable[[_Attempt, _T], Outcome], arg: _T
-    ) -> Outcome:
+    async def _recording(
+        self, attempt: _Attempt, record: Callable[[_Attempt, _T], Awaitable[Result]], arg: _T
+    ) -> Result:
         """``record(attempt, arg)``, turning a failure to record into a retry."""
         try:
-            outcome = record(attempt, arg)
+            outcome = await record(attempt, arg)
         except Exception as exc:
-            return self._recording_failed(attempt, exc)
+            return await self._recording_failed(attempt, exc)
         self.spooler.supervisor.ok(RECORDING)
         return outcome
 
-    def _record_attempt(self, attempt: _Attempt, *, marks_deliver: bool) -> list[Recipient]:
+    async def _record_attempt(self, attempt: _Attempt, *, marks_deliver: bool) -> list[Recipient]:
         """Persist what one attempt did for the recipients it handled (DESIGN §7) and
         return the ones still pending.
 
@@ -237,42 +266,43 @@ class OutboundRunner:
             else:
                 r.responsibility = False
                 left.append(r)
+        results = []
         if taken:
-            self.store.set_recipient_outcome(
-                attempt.entry.entry_id,
-                [r.row_id for r in taken],
-                "delivered",
-                transport=attempt.handle.name,
-            )
-        self.store.save_recipients(attempt.entry.entry_id, attempt.mine)
+            rows = tuple(r.row_id for r in taken)
+            results.append(RecipientOutcome(rows, "delivered", attempt.handle.name))
+        await self._record(
+            Outcome(attempt.entry.entry_id, recipients=attempt.mine, recipient_outcomes=results)
+        )
         return left
 
-    def _after_end(self, attempt: _Attempt, answer: int) -> Outcome:
+    async def _after_end(self, attempt: _Attempt, answer: int) -> Result:
         entry_id, name = attempt.entry.entry_id, attempt.handle.name
         held = bool(answer & (END_DONT_RESEND | END_RESEND_LATER))
-        if not held and self._delivered_whole(attempt):
-            return Outcome.SENT
-        left = self._record_attempt(attempt, marks_deliver=not held)
+        if not held and await self._delivered_whole(attempt):
+            return Result.SENT
+        left = await self._record_attempt(attempt, marks_deliver=not held)
         if answer & END_DONT_RESEND and left:
-            self.store.transition(entry_id, QueueState.PARKED, parked_by=name, transport=name)
+            await self._transition(entry_id, QueueState.PARKED, parked_by=name, transport=name)
             attempt.handle.released.discard(entry_id)
-            return Outcome.PARKED
+            return Result.PARKED
         if answer & END_RESEND_LATER and left:
             delay = self.spooler.profile.retry.resend_later
-            return self._retry(attempt, "the transport will send it later", hint=delay)
+            return await self._retry(attempt, "the transport will send it later", hint=delay)
         if not held and left and len(left) == len(attempt.mine):
             # The transport took none of its recipients: as if it had said MAPI_E_NOT_ME.
-            self.store.add_declined(entry_id, name)
-            self.store.transition(entry_id, QueueState.QUEUED, event="declined", transport=name)
-            self.settle(entry_id)
-            return Outcome.DECLINED
-        if not held and left:
-            self.store.add_declined(entry_id, name)
-        self.store.transition(entry_id, QueueState.QUEUED, event="handed-over", transport=name)
-        self.settle(entry_id)
-        return Outcome.SENT
+            await self._transition(
+                entry_id, QueueState.QUEUED, event="declined", transport=name, declined=name
+            )
+            await self.settle(entry_id)
+            return Result.DECLINED
+        await self._transition(
+            entry_id, QueueState.QUEUED, event="handed-over", transport=name,
+            declined=name if not held and left else None,
+        )  # fmt: skip
+        await self.settle(entry_id)
+        return Result.SENT
 
-    def _delivered_whole(self, attempt: _Attempt) -> bool:
+    async def _delivered_whole(self, attempt: _Attempt) -> bool:
         """The common case in two transactions instead of five: the attempt ended well,
         the transport took every recipient of the message and reported none failed, so
         after the outcomes the hand-over and the sent-items move commit together (what
@@ -294,46 +324,49 @@ class OutboundRunner:
         entry_id, name = attempt.entry.entry_id, attempt.handle.name
         # The outcomes commit first and on their own, as on every path: a crash right
         # after them finishes the message at the next start, never resends it.
-        self.store.set_recipient_outcome(
-            entry_id, [r.row_id for r in attempt.mine], "delivered", transport=name
-        )
-        self.store.complete_delivery(entry_id, attempt.mine, transport=name, folder=folder)
+        rows = tuple(r.row_id for r in attempt.mine)
+        await self._set_outcome(entry_id, rows, "delivered", transport=name)
+        await self._transition(
+            entry_id, QueueState.SENT, recipients=attempt.mine, folder=folder,
+            delete=folder is None, notes=[Note("handed-over", transport=name)],
+        )  # fmt: skip
         return True
 
-    def _after_error(self, attempt: _Attempt, exc: Exception) -> Outcome:
+    async def _after_error(self, attempt: _Attempt, exc: Exception) -> Result:
         """An error raised from the attempt: nothing marked in it was delivered; only
         what the transport reported through delivered_recips / status_recips counts."""
         entry_id, name = attempt.entry.entry_id, attempt.handle.name
         text = printable(str(exc) or type(exc).__name__)
         hresult = exc.hresult if isinstance(exc, MapiError) else None
-        self._record_attempt(attempt, marks_deliver=False)
+        await self._record_attempt(attempt, marks_deliver=False)
         if hresult == MAPI_E_CORRUPT_DATA:
-            return self._fail_corrupt(attempt, text)
+            return await self._fail_corrupt(attempt, text)
         if attempt.message.handoff_uncertain:
-            self.store.transition(
+            await self._transition(
                 entry_id, QueueState.UNCERTAIN, error=f"delivery uncertain: {text}",
                 transport=name,
             )  # fmt: skip
-            return Outcome.UNCERTAIN
+            return Result.UNCERTAIN
         if hresult == MAPI_E_NOT_ME:
-            self.store.add_declined(entry_id, name)
-            self.store.transition(entry_id, QueueState.QUEUED, event="not-me", transport=name)
-            self.settle(entry_id)
-            return Outcome.DECLINED
+            await self._transition(
+                entry_id, QueueState.QUEUED, event="not-me", transport=name, declined=name
+            )
+            await self.settle(entry_id)
+            return Result.DECLINED
         if hresult == MAPI_E_CANCEL:
-            self.store.finish(entry_id, QueueState.CANCELLED, folder="Deleted Items")
-            return Outcome.CANCELLED
+            await self._transition(entry_id, QueueState.CANCELLED, folder="Deleted Items")
+            return Result.CANCELLED
         hint = exc.retry_after if isinstance(exc, MapiError) else None
         if hresult == MAPI_E_BUSY and hint is None:
             hint = min(30.0, self.spooler.profile.retry.floor)
         if hresult not in (MAPI_E_WAIT, MAPI_E_NETWORK_ERROR, MAPI_E_BUSY):
             log.warning("transport %s failed on %s: %s", name, entry_id.hex(), text)
-        return self._retry(attempt, text, hint=hint)
+        return await self._retry(attempt, text, hint=hint)
 
-    def _resend_now_exhausted(self, attempt: _Attempt, _arg: None) -> Outcome:
-        return self._retry(attempt, "the transport kept asking to resend now", hint=None)
+    async def _resend_now_exhausted(self, attempt: _Attempt, _arg: None) -> Result:
+        return await self._retry(attempt, "the transport kept asking to resend now", hint=None)
 
-    def _recording_failed(self, attempt: _Attempt, exc: Exception) -> Outcome:
+    async def _recording_failed(self, attempt: _Attempt, exc: Exception) -> Result:
         """Recording the attempt's outcome failed (the store raised): treated as a crash
         at that point, never as delivered. Every recipient without a recorded outcome
         stays pending; a message whose hand-over had begun becomes uncertain (as a
@@ -350,33 +383,33 @@ class OutboundRunner:
             if r.row_id not in attempt.failed_rows | attempt.delivered_rows:
                 r.responsibility = False
         try:
-            self.store.save_recipients(entry_id, attempt.mine)
+            await self._record(Outcome(entry_id, recipients=attempt.mine))
         except Exception:
             log.warning("could not reset the recipients of %s", entry_id.hex(), exc_info=True)
         try:
-            entry = self.store.queue_entry(entry_id, with_recipients=False)
+            entry = await self.store.queue_entry(entry_id, with_recipients=False)
             if entry.state is QueueState.IN_FLIGHT:
                 pending = any(o is None for _row, o, _t, _s in
-                              self.store.recipient_outcomes(entry_id))  # fmt: skip
+                              await self.store.recipient_outcomes(entry_id))  # fmt: skip
                 if attempt.message.handoff_begun and pending:
-                    self.store.transition(
+                    await self._transition(
                         entry_id, QueueState.UNCERTAIN, transport=name,
                         error=f"delivery uncertain: {error}",
                     )  # fmt: skip
-                    return Outcome.UNCERTAIN
+                    return Result.UNCERTAIN
                 delay = self.spooler.retry_policy.delay(entry.attempts, hint=None)
-                self.store.transition(
+                await self._transition(
                     entry_id, QueueState.RETRY, not_before=time.time() + delay, error=error,
                     transport=name,
                 )  # fmt: skip
-            self.settle(entry_id)  # every recipient may have its outcome already
+            await self.settle(entry_id)  # every recipient may have its outcome already
         except Exception:
             log.exception("could not put %s back in the queue either", entry_id.hex())
             self.spooler.offering.stranded = True
-            return Outcome.FAILED
-        return Outcome.RETRY
+            return Result.FAILED
+        return Result.RETRY
 
-    def _fail_corrupt(self, attempt: _Attempt, error: str) -> Outcome:
+    async def _fail_corrupt(self, attempt: _Attempt, error: str) -> Result:
         """The stored content failed its checksum (``store.integrity``): the read that
         would have given a transport its last bytes raised instead, so nothing complete
         was handed over, and a resend would read the same bytes. Every pending recipient
@@ -384,40 +417,39 @@ class OutboundRunner:
         Nothing the transport marked in this attempt counts as delivered."""
         entry_id = attempt.entry.entry_id
         log.error("message %s was not sent: %s", entry_id.hex(), error)
-        self.store.transition(
+        await self._transition(
             entry_id, QueueState.QUEUED, error=error, event="corrupt",
             transport=attempt.handle.name,
         )  # fmt: skip
-        pending = [row for row, outcome, _t, _s in self.store.recipient_outcomes(entry_id)
+        pending = [row for row, outcome, _t, _s in await self.store.recipient_outcomes(entry_id)
                    if outcome is None]  # fmt: skip
-        self.store.set_recipient_outcome(
-            entry_id, pending, "failed", transport=None, report_text=error
-        )
-        self.settle(entry_id)
-        return Outcome.FAILED
+        await self._set_outcome(entry_id, pending, "failed", transport=None, report_text=error)
+        await self.settle(entry_id)
+        return Result.FAILED
 
-    def _retry(self, attempt: _Attempt, error: str, *, hint: float | None) -> Outcome:
+    async def _retry(self, attempt: _Attempt, error: str, *, hint: float | None) -> Result:
         entry_id = attempt.entry.entry_id
-        queue_entry = self.store.queue_entry(entry_id, with_recipients=False)
+        queue_entry = await self.store.queue_entry(entry_id, with_recipients=False)
         delay = self.spooler.retry_policy.delay(queue_entry.attempts, hint=hint)
         not_before = time.time() + delay
         if not_before >= queue_entry.expires_at:
-            self.store.transition(entry_id, QueueState.RETRY, not_before=not_before, error=error)
-            self.expire(entry_id, error)
-            return Outcome.FAILED
-        self.store.transition(
+            await self._transition(entry_id, QueueState.RETRY, not_before=not_before, error=error)
+            await self.expire(entry_id, error)
+            return Result.FAILED
+        await self._transition(
             entry_id, QueueState.RETRY, not_before=not_before, error=error,
             transport=attempt.handle.name,
         )  # fmt: skip
-        self.settle(entry_id)
+        await self.settle(entry_id)
         # Every recipient may be done after all (taken before the error): then it is sent.
-        if self.store.queue_entry(entry_id, with_recipients=False).state is QueueState.SENT:
-            return Outcome.SENT
-        return Outcome.RETRY
+        entry = await self.store.queue_entry(entry_id, with_recipients=False)
+        if entry.state is QueueState.SENT:
+            return Result.SENT
+        return Result.RETRY
 
     # -- StatusRecips and delivered_recips --------------------------------------------
 
-    def delivered_recips(
+    async def delivered_recips(
         self, handle: LogonHandle, message: OutboundMessage, recipients: Sequence[Recipient]
     ) -> None:
         """A transport reports recipients delivered in this attempt, whatever its end:
@@ -433,13 +465,11 @@ class OutboundRunner:
             recipient.responsibility = True
             rows.append(recipient.row_id)
         if rows:
-            self.store.set_recipient_outcome(
-                message.entry_id, rows, "delivered", transport=handle.name
-            )
+            await self._set_outcome(message.entry_id, rows, "delivered", transport=handle.name)
         if attempt is not None:
             attempt.delivered_rows.update(rows)
 
-    def status_recips(
+    async def status_recips(
         self, handle: LogonHandle, message: OutboundMessage, recipients: Sequence[Recipient]
     ) -> None:
         """A transport reports recipients that failed for good: record them for the NDR."""
@@ -454,7 +484,7 @@ class OutboundRunner:
                 if diag is not None and str(diag) not in text
                 else text
             )
-            self.store.set_recipient_outcome(
+            await self._set_outcome(
                 message.entry_id, [recipient.row_id], "failed", transport=handle.name,
                 report_text=reason,
             )  # fmt: skip
@@ -464,15 +494,16 @@ class OutboundRunner:
 
     # -- settling -------------------------------------------------------------------
 
-    def settle(self, entry_id: bytes) -> None:
+    async def settle(self, entry_id: bytes) -> None:
         """After any attempt: fail recipients no transport can take, send the NDR for new
         failures, and finish the message once every recipient is done."""
-        entry = self.store.queue_entry(entry_id, with_recipients=False)
+        entry = await self.store.queue_entry(entry_id, with_recipients=False)
         if entry.state.finished:
             return
-        props, recipients, _size = self.store.load_outbound(entry_id)
+        stored = await self.store.message(entry_id, content=False)
+        props, recipients = dict(stored.props), list(stored.recipients)
         outcomes = {row: (outcome, text, sent) for row, outcome, text, sent in
-                    self.store.recipient_outcomes(entry_id)}  # fmt: skip
+                    await self.store.recipient_outcomes(entry_id)}  # fmt: skip
         registrations = self.spooler.registrations()
         unroutable = []
         if self.spooler.all_logged_on():
@@ -488,10 +519,10 @@ class OutboundRunner:
                 if route(r.addrtype, registrations) is None
                 else f"every transport for address type {r.addrtype} declined it"
             )
-            self.store.set_recipient_outcome(entry_id, [r.row_id], "failed", transport=None,
-                                             report_text=why)  # fmt: skip
+            await self._set_outcome(entry_id, [r.row_id], "failed", transport=None,
+                                    report_text=why)  # fmt: skip
             outcomes[r.row_id] = ("failed", why, False)
-        self._send_ndr(entry_id, props, recipients, outcomes)
+        await self._send_ndr(entry_id, props, recipients, outcomes)
         if any(o is None for o, _t, _s in outcomes.values()):
             return
         delivered = any(o == "delivered" for o, _t, _s in outcomes.values())
@@ -500,11 +531,11 @@ class OutboundRunner:
         if entry.state not in (QueueState.QUEUED, QueueState.RETRY):
             return
         if delivered:
-            self._finish_sent(entry_id, props)
+            await self._finish_sent(entry_id, props)
         else:
-            self.store.finish(entry_id, QueueState.FAILED, folder="Outbox")
+            await self._transition(entry_id, QueueState.FAILED, folder="Outbox")
 
-    def _send_ndr(
+    async def _send_ndr(
         self,
         entry_id: bytes,
         props: dict[int, Any],
@@ -518,7 +549,7 @@ class OutboundRunner:
             return
         rows = [r.row_id for r in fresh]
         if not wants_ndr(props):
-            self.store.deliver_report(entry_id, None, {}, ndr_rows=rows)
+            await self._record(Outcome(entry_id, reports=[Report(None, ndr_rows=tuple(rows))]))
             return
         failed = [
             FailedRecipient(r.address, r.addrtype, outcomes[r.row_id][1] or "delivery failed")
@@ -527,21 +558,29 @@ class OutboundRunner:
         with self.store.open_content(entry_id, verify=False) as stream:
             head = stream.read(64 * 1024)
         content, ndr_props = build_ndr(props, head, failed)
-        self.store.deliver_report(entry_id, content, ndr_props, ndr_rows=rows)
-        self.store.log_event(entry_id, "ndr", detail=", ".join(f.address for f in failed))
+        await self._record(
+            Outcome(
+                entry_id,
+                reports=[Report(content, ndr_props, ndr_rows=tuple(rows))],
+                notes=[Note("ndr", detail=", ".join(f.address for f in failed))],
+            )
+        )
 
-    def warn_delayed(self) -> None:
+    async def warn_delayed(self) -> None:
         """``retry.delay_warning``: tell the sender once (a ``Report.IPM.Note.DelayedDR``
         in the Inbox) about each message still not sent that long after submission."""
         after = self.spooler.profile.retry.delay_warning
         if not after:
             return
-        for entry in self.store.delayed_entries(time.time() - after):
-            props, recipients, _size = self.store.load_outbound(entry.entry_id)
+        for entry in await self.store.delayed_entries(time.time() - after):
+            stored = await self.store.message(entry.entry_id, content=False)
+            props, recipients = dict(stored.props), list(stored.recipients)
             if not wants_ndr(props):
-                self.store.deliver_report(entry.entry_id, None, {}, delay_notice=True)
+                await self._record(
+                    Outcome(entry.entry_id, reports=[Report(None, delay_notice=True)])
+                )
                 continue
-            outcomes = self.store.recipient_outcomes(entry.entry_id)
+            outcomes = await self.store.recipient_outcomes(entry.entry_id)
             pending = {row for row, outcome, _t, _s in outcomes if outcome is None}
             reason = f"not delivered yet; last error: {entry.last_error or 'none'}"
             waiting = [
@@ -552,16 +591,27 @@ class OutboundRunner:
             with self.store.open_content(entry.entry_id, verify=False) as stream:
                 head = stream.read(64 * 1024)
             content, report_props = build_delay_notice(props, head, waiting)
-            self.store.deliver_report(entry.entry_id, content, report_props, delay_notice=True)
-            self.store.log_event(entry.entry_id, "delay-notice")
+            await self._record(
+                Outcome(
+                    entry.entry_id,
+                    reports=[Report(content, report_props, delay_notice=True)],
+                    notes=[Note("delay-notice")],
+                )
+            )
 
-    def settle_leftovers(self) -> None:
+    async def settle_leftovers(self) -> None:
         """Finish the messages a previous spooler stopped before finishing: every
         recipient has an outcome, but the message still waits in the queue."""
-        for entry in self.store.settled_entries():
-            self.settle(entry.entry_id)
+        seen: set[bytes] = set()
+        while True:
+            page = [e for e in await self.store.settled_entries() if e.entry_id not in seen]
+            for entry in page:
+                seen.add(entry.entry_id)
+                await self.settle(entry.entry_id)
+            if not page:
+                return
 
-    def _finish_sent(self, entry_id: bytes, props: dict[int, Any]) -> None:
+    async def _finish_sent(self, entry_id: bytes, props: dict[int, Any]) -> None:
         """Sent-items handling (spec §4.3 step 9): delete with PR_DELETE_AFTER_SUBMIT, move
         to PR_SENTMAIL_ENTRYID, or by default to Sent Items."""
         folder: str | None = "Sent Items"
@@ -569,14 +619,12 @@ class OutboundRunner:
             folder = None
         elif isinstance(props.get(PR_SENTMAIL_ENTRYID), bytes):
             folder = self.store.folder_by_entry_id(props[PR_SENTMAIL_ENTRYID]) or "Sent Items"
-        self.store.finish(entry_id, QueueState.SENT, folder=folder)
+        await self._transition(entry_id, QueueState.SENT, folder=folder, delete=folder is None)
 
-    def expire(self, entry_id: bytes, error: str) -> None:
+    async def expire(self, entry_id: bytes, error: str) -> None:
         """The message outlived its lifetime: every pending recipient fails (NDR)."""
-        outcomes = self.store.recipient_outcomes(entry_id)
+        outcomes = await self.store.recipient_outcomes(entry_id)
         pending = [row for row, outcome, _t, _s in outcomes if outcome is None]
         why = f"gave up after the message lifetime; last error: {error}"
-        self.store.set_recipient_outcome(
-            entry_id, pending, "failed", transport=None, report_text=why
-        )
-        self.settle(entry_id)
+        await self._set_outcome(entry_id, pending, "failed", transport=None, report_text=why)
+        await self.settle(entry_id)

@@ -173,12 +173,12 @@ class Store(ABC):
         transports that declined it). Non-qualifying rows are skipped, not returned:
         fewer than ``limit`` claims means the queue holds no more qualifying messages.
 
-        Each claimed message goes to ``in_flight`` (no event, no attempt counted: that
-        is ``record``'s), gets a fresh fencing ``token`` and a lease until ``now +
-        lease``, and comes with its props, all its recipients and its content when it
-        is at most ``inline_limit`` bytes. In-flight messages, even with an expired
-        lease, are never claimed: ``recover`` repairs them first (their hand-over may
-        have begun). Memory is bounded by ``limit``, never by the queue's length."""
+        Each claimed message goes to ``in_flight`` with its attempt counted and the
+        event ``offered`` (with the transport), gets a fresh fencing ``token`` and a
+        lease until ``now + lease``, and comes with its props, all its recipients and
+        its content when it is at most ``inline_limit`` bytes. In-flight messages, even
+        with an expired lease, are never claimed: ``recover`` repairs them first (their
+        hand-over may have begun). Memory is bounded by ``limit``, never by the queue's length."""
 
     @abstractmethod
     async def renew(self, claims: Sequence[Claim], lease: float) -> list[bytes]:
@@ -189,9 +189,9 @@ class Store(ABC):
     @abstractmethod
     async def release(self, claims: Sequence[Claim]) -> None:
         """Give back claims that were not offered (shutdown, a flush that ended): each
-        message returns to the state it was claimed from (``Claim.claimed_from``) with
-        no event and no attempt counted, and its token stops being current. Claims no
-        longer current are skipped silently."""
+        message returns to the state it was claimed from (``Claim.claimed_from``), its
+        attempt count is given back, the event ``unclaimed`` is logged, and its token
+        stops being current. Claims no longer current are skipped silently."""
 
     @abstractmethod
     async def mark_handoff(self, entry_id: bytes, token: int | None, begun: bool) -> None:
@@ -211,9 +211,11 @@ class Store(ABC):
         per outcome, in order.
 
         An outcome the store refuses (``InvalidTransition``, ``StaleClaim``,
-        ``MAPI_E_NOT_FOUND``) changes nothing and gets its error in its ``Recorded``;
-        the others are applied all the same (per-outcome savepoints). An error of the
-        store itself (disk full, damaged) raises and nothing of the batch is applied.
+        ``MAPI_E_NOT_FOUND``, or a statement of its own that fails: a constraint, a
+        trigger) changes nothing and gets its error in its ``Recorded``; the others are
+        applied all the same (per-outcome savepoints). An error that ends the whole
+        transaction (disk full at commit, an I/O error) raises and nothing of the batch
+        is applied.
 
         Once it returns, the batch survives a crash of the process; with ``durable`` it
         also survives a power loss (fsync'd). Otherwise a later durable commit or

@@ -92,8 +92,12 @@ TRANSITIONS: Mapping[QueueState, frozenset[QueueState]] = {
 }
 
 
-class InvalidTransition(RuntimeError):
-    """A state change the state machine does not allow."""
+class InvalidTransition(MapiError):
+    """A state change the state machine does not allow (``MAPI_E_CALL_FAILED``): a bug
+    when the spooler asks for it, a person's request that does not apply otherwise."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(HResult.MAPI_E_CALL_FAILED, message)
 
 
 class StaleClaim(MapiError):

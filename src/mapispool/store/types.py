@@ -129,9 +129,10 @@ class Outcome:
     the hand-over mark and logs the event ``event`` (default: the new state's name) with
     ``transport`` and, as detail, ``error`` (for a finished state without error: the
     folder). Going to a finished state moves the message to ``folder`` (Sent Items,
-    Deleted Items, Outbox) or deletes it when ``folder`` is None; ``folder`` is ignored
-    otherwise. ``token`` fences the write to the claim that produced it (None for a
-    decision not tied to a claim: the spooler's expiry, settling leftovers)."""
+    Deleted Items, Outbox) when given, or deletes it (queue entry, recipients and
+    content) with ``delete``; both are ignored otherwise. ``token`` fences the write to
+    the claim that produced it (None for a decision not tied to a claim: the spooler's
+    expiry, settling leftovers)."""
 
     entry_id: bytes
     state: QueueState | None = None
@@ -144,6 +145,7 @@ class Outcome:
     event: str | None = None
     transport: str | None = None
     folder: str | None = None
+    delete: bool = False
     recipients: Sequence[Recipient] = ()
     recipient_outcomes: Sequence[RecipientOutcome] = ()
     declined: str | None = None
