@@ -14,6 +14,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+import psycopg
+
 from ...mapi import MAPI_E_NOT_FOUND, MapiError
 from ..base import FOLDERS
 from ..codec import dump_props, load_props
@@ -76,15 +78,22 @@ class Outbound(Plumbing):
                 after = (float(rows[-1][2]), int(rows[-1][0]))
             if not chosen:
                 return []
+            stamp = time.time()
             async with conn.pipeline():
                 taking = await conn.execute(
                     q("claim_take"),
                     {"ids": chosen, "lease_until": now + lease, "lease": lease,
-                     "worker": worker, "inline_limit": inline_limit},
+                     "worker": worker, "inline_limit": inline_limit, "stamp": stamp},
                 )  # fmt: skip
                 reading = await conn.execute(q("recipients_of"), (chosen,))
                 taken = {int(row[0]): row for row in await taking.fetchall()}
                 recipient_rows = await reading.fetchall()
+                async with conn.cursor() as cur:
+                    await cur.executemany(
+                        q("insert_event"),
+                        [(bytes(taken[m][1]), stamp, "offered", route.transport, None)
+                         for m in chosen],
+                    )  # fmt: skip
         recipients: dict[int, list[Recipient]] = {m: [] for m in chosen}
         for row in recipient_rows:
             message_id, recipient = recipient_from_row(row)
@@ -126,10 +135,18 @@ class Outbound(Plumbing):
     async def release(self, claims: Sequence[Claim]) -> None:
         if not claims:
             return
-        async with self.tx("releasing claims", durable=False) as conn, conn.cursor() as cur:
-            await cur.executemany(
-                q("release"), [{"entry_id": c.entry_id, "token": c.token} for c in claims]
-            )
+        now = time.time()
+        async with self.tx("releasing claims", durable=False) as conn:
+            cur = await conn.execute(
+                q("release"),
+                {"entry_ids": [c.entry_id for c in claims], "tokens": [c.token for c in claims],
+                 "now": now},
+            )  # fmt: skip
+            released = [bytes(eid) for (eid,) in await cur.fetchall()]
+            async with conn.cursor() as events:
+                await events.executemany(
+                    q("insert_event"), [(eid, now, "unclaimed", None, None) for eid in released]
+                )
         self.wake()
 
     async def mark_handoff(self, entry_id: bytes, token: int | None, begun: bool) -> None:
@@ -148,8 +165,9 @@ class Outbound(Plumbing):
     async def record(self, outcomes: Sequence[Outcome], *, durable: bool = False) -> list[Recorded]:
         """All rows of the batch are locked by one query, in message order (two batches
         never deadlock); each outcome is checked against its row in Python, so that a
-        refused one is known before anything is written and the writes of the others go
-        out in one pipeline, without a savepoint each."""
+        refused one is known before anything is written; the writes of each outcome go
+        out pipelined under a savepoint (one round trip), which a failing statement
+        (a constraint) rolls back without touching the others."""
         results: list[Recorded] = []
         woke = False
         ids = sorted({o.entry_id for o in outcomes})
@@ -163,11 +181,21 @@ class Outbound(Plumbing):
                     row = rows.get(outcome.entry_id)
                     try:
                         _check(outcome, row)
-                    except (InvalidTransition, MapiError) as exc:
-                        results.append(Recorded(error=cast(MapiError, exc)))
+                    except MapiError as exc:
+                        results.append(Recorded(error=exc))
                         continue
                     assert row is not None
-                    results.append(await self._apply(conn, outcome, row, now))
+                    before = (row.state, row.token, row.gone, list(row.declined))
+                    try:
+                        async with conn.transaction():  # a failing statement spares the rest
+                            recorded = await self._apply(conn, outcome, row, now)
+                    except psycopg.DatabaseError as exc:
+                        if isinstance(exc, psycopg.OperationalError):
+                            raise  # the connection or the server: the whole batch fails
+                        row.state, row.token, row.gone, row.declined = before
+                        results.append(Recorded(error=self.error(exc, "recording an outcome")))
+                        continue
+                    results.append(recorded)
                     woke = woke or outcome.state in _DUE
         if woke:
             self.wake()
@@ -227,7 +255,7 @@ class Outbound(Plumbing):
             await add_event(
                 conn, outcome.entry_id, outcome.event or new.value, outcome.transport, detail, now
             )
-            if outcome.folder is None:
+            if outcome.delete:
                 await conn.execute(q("delete_message_by_id"), (message_id,))
                 return True
         else:

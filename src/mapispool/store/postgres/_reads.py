@@ -15,8 +15,8 @@ from psycopg import sql
 from ...mapi import MAPI_E_INVALID_PARAMETER, MAPI_E_NOT_FOUND, MapiError
 from ..base import PAGE, QueuePosition
 from ..codec import dump_json, dump_props, load_json, load_props
-from ..integrity import CorruptContent
 from ..model import TRANSITIONS, Event, InvalidTransition, QueueEntry, QueueState, StoredMessage
+from ..sqlite.integrity import CorruptContent
 from ..types import QueueAction
 from ._outbound import Outbound
 from ._rows import (

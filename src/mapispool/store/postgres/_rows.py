@@ -8,8 +8,8 @@ from typing import Any
 
 from ...mapi import PR_MESSAGE_CLASS, PR_SUBJECT, RecipientType
 from ..codec import dump_props, load_props
-from ..integrity import content_digest
 from ..model import QueueEntry, QueueState, Recipient, StoredMessage
+from ..sqlite.integrity import content_digest
 from ..text import storable
 from ._plumbing import Conn
 from ._sql import q

@@ -62,9 +62,9 @@ FOR UPDATE OF q SKIP LOCKED;
 -- Takes the chosen rows and returns everything a transport needs but the recipients
 -- (``recipients_of``, pipelined with this one). ``claimed_from = q.state`` reads the old
 -- state: SET sees the row as it was.
-UPDATE queue q SET claimed_from = q.state, state = 'in_flight',
+UPDATE queue q SET claimed_from = q.state, state = 'in_flight', attempts = q.attempts + 1,
        token = nextval('claim_tokens'), lease_until = %(lease_until)s,
-       lease_seconds = %(lease)s, worker = %(worker)s, handoff = false
+       lease_seconds = %(lease)s, worker = %(worker)s, handoff = false, updated_at = %(stamp)s
 FROM messages m JOIN contents c ON c.message_id = m.id
 WHERE m.id = q.message_id AND q.message_id = ANY(%(ids)s::bigint[])
 RETURNING m.id, m.entry_id, q.state, q.submit_time, q.not_before, q.expires_at, q.attempts,
@@ -83,10 +83,15 @@ WHERE message_id = (SELECT id FROM messages WHERE entry_id = %(entry_id)s)
 RETURNING message_id;
 
 -- name: release
-UPDATE queue SET state = claimed_from, token = NULL, lease_until = NULL, worker = NULL,
-       handoff = false
-WHERE message_id = (SELECT id FROM messages WHERE entry_id = %(entry_id)s)
-  AND state = 'in_flight' AND token = %(token)s;
+-- Claims given back unused: the state they were claimed from, the attempt given back.
+UPDATE queue q SET state = CASE WHEN q.claimed_from = 'in_flight' THEN 'queued'
+                                ELSE q.claimed_from END,
+       attempts = greatest(q.attempts - 1, 0), token = NULL, lease_until = NULL,
+       worker = NULL, handoff = false, updated_at = %(now)s
+FROM messages m, unnest(%(entry_ids)s::bytea[], %(tokens)s::bigint[]) AS c(entry_id, token)
+WHERE m.entry_id = c.entry_id AND q.message_id = m.id AND q.state = 'in_flight'
+  AND q.token = c.token
+RETURNING m.entry_id;
 
 -- name: mark_handoff
 UPDATE queue SET handoff = %(begun)s
