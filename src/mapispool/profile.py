@@ -18,6 +18,7 @@ from typing import Any
 
 from .mapi import MAPI_E_UNCONFIGURED, MapiError
 from .spi import TransportProvider
+from .store.base import Store
 from .transports.registry import ProviderNotFound, resolve_provider
 
 log = logging.getLogger("mapispool.profile")
@@ -186,13 +187,35 @@ class Profile:
         schema and a callable that reads the password by reference when connecting."""
         return {"schema": self.store_schema, "password": self.store_password}
 
+    async def open_store(self) -> Store:
+        """Open the store this profile names: the PostgreSQL store (with its schema and
+        password source) for a ``postgresql://`` URL, else the SQLite store at
+        ``store_path()``."""
+        if self.store is not None and self.store_is_postgres:
+            from .store.postgres import PostgresStore
+
+            return await PostgresStore.open(self.store, **self.postgres_store_options())
+        from .store import open_store
+
+        return await open_store(self.store_path())
+
     def store_path(self) -> Path:
         """Where the SQLite store lives: ``store`` (``sqlite:///path`` or a path, relative
-        to the profile file) or ``store.db`` in the user data directory."""
-        if self.store is None:
+        to the profile file) or ``store.db`` in the user data directory.
+
+        For a PostgreSQL store, a local name for that store on this machine (under the
+        user data directory, one per URL and schema, never a file of data): what sits
+        "next to the store", such as a worker's control socket, goes beside it."""
+        if self.store is None or self.store_is_postgres:
             from platformdirs import user_data_path
 
-            return user_data_path("mapispool") / "store.db"
+            if self.store is None:
+                return user_data_path("mapispool") / "store.db"
+            import hashlib
+
+            named = f"{self.store}#{self.store_schema or 'mapispool'}".encode()
+            tag = hashlib.sha256(named).hexdigest()[:16]
+            return user_data_path("mapispool") / "postgres" / f"store-{tag}"
         raw = self.store.removeprefix("sqlite://")
         path = Path(raw).expanduser()
         if not path.is_absolute() and self.source is not None and raw != ":memory:":
