@@ -203,19 +203,20 @@ class Profile:
         """Where the SQLite store lives: ``store`` (``sqlite:///path`` or a path, relative
         to the profile file) or ``store.db`` in the user data directory.
 
-        For a PostgreSQL store, a local name for that store on this machine (under the
-        user data directory, one per URL and schema, never a file of data): what sits
-        "next to the store", such as a worker's control socket, goes beside it."""
-        if self.store is None or self.store_is_postgres:
+        A PostgreSQL store has no path: ``ProfileError`` says so, rather than letting a
+        caller that expects a file open a SQLite store in its place (open any store with
+        ``open_store()``)."""
+        if self.store is None:
             from platformdirs import user_data_path
 
-            if self.store is None:
-                return user_data_path("mapispool") / "store.db"
-            import hashlib
-
-            named = f"{self.store}#{self.store_schema or 'mapispool'}".encode()
-            tag = hashlib.sha256(named).hexdigest()[:16]
-            return user_data_path("mapispool") / "postgres" / f"store-{tag}"
+            return user_data_path("mapispool") / "store.db"
+        if self.store_is_postgres:
+            raise ProfileError(
+                "names a PostgreSQL store, which this command cannot use yet; the Python "
+                "API opens it (Profile.open_store), see 'Many workers' in the README",
+                source=self.source,
+                key="store",
+            )
         raw = self.store.removeprefix("sqlite://")
         path = Path(raw).expanduser()
         if not path.is_absolute() and self.source is not None and raw != ":memory:":

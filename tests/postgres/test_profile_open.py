@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from mapispool.profile import Profile
+import pytest
+
+from mapispool.profile import Profile, ProfileError
 from mapispool.store.postgres import PostgresStore
 from tests.servers.postgres import PgStoreLocation
 
@@ -20,11 +22,9 @@ async def test_a_postgres_profile_opens_its_schema(pg_store: PgStoreLocation) ->
         await store.close()
 
 
-def test_a_postgres_store_has_a_local_name_per_url_and_schema() -> None:
-    """store_path() of a PostgreSQL store names it on this machine (for what lives next to
-    a store, such as a control socket): one per URL and schema, never the URL itself."""
-    first = Profile.from_toml('store = "postgresql://u@h/db"\n').store_path()
-    again = Profile.from_toml('store = "postgresql://u@h/db"\n').store_path()
-    other = Profile.from_toml('store = "postgresql://u@h/db"\nstore_schema = "b"\n').store_path()
-    assert first == again != other
-    assert "postgresql" not in str(first)
+def test_a_postgres_store_has_no_path() -> None:
+    """store_path() of a PostgreSQL store is a clear error, never a SQLite file that a
+    caller expecting a path would open in its place."""
+    profile = Profile.from_toml('store = "postgresql://u@h/db"\n', source="p.toml")
+    with pytest.raises(ProfileError, match="p.toml: store: names a PostgreSQL store"):
+        profile.store_path()
