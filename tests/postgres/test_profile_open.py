@@ -26,5 +26,5 @@ def test_a_postgres_store_has_no_path() -> None:
     """store_path() of a PostgreSQL store is a clear error, never a SQLite file that a
     caller expecting a path would open in its place."""
     profile = Profile.from_toml('store = "postgresql://u@h/db"\n', source="p.toml")
-    with pytest.raises(ProfileError, match="p.toml: store: names a PostgreSQL store"):
+    with pytest.raises(ProfileError, match=r"p\.toml: store: names a PostgreSQL store"):
         profile.store_path()
