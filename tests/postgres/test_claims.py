@@ -131,3 +131,18 @@ async def test_the_heartbeat_renews_the_workers_claims(pg: PostgresStore) -> Non
     (done,) = await pg.record([Outcome(entry_id, QueueState.SENT, token=claim.token,
                                        folder="Sent Items")])  # fmt: skip
     assert done.error is None
+
+
+async def test_recover_without_a_time_spares_live_workers_claims(
+    pg: PostgresStore, pg2: PostgresStore
+) -> None:
+    """A worker starting up (recover() with no time) repairs its own and dead workers'
+    claims, never those of a live worker in mid-send."""
+    mine, theirs = await submit(pg, 2)
+    assert await pg.acquire_spooler_lock("starting")
+    assert await pg2.acquire_spooler_lock("busy")
+    await pg.claim(ROUTE, now=time.time(), limit=1, worker="starting")
+    await pg2.claim(ROUTE, now=time.time(), limit=1, worker="busy")
+    assert (await pg.recover())["requeued"] == 1
+    assert (await pg.queue_entry(mine)).state is QueueState.QUEUED
+    assert (await pg.queue_entry(theirs)).state is QueueState.IN_FLIGHT

@@ -32,6 +32,7 @@ class Outbound(Plumbing):
     """Claims, outcomes and recovery (mixed into ``PostgresStore``)."""
 
     worker_name: str = ""
+    dead_after: float = 30.0
 
     async def claim(
         self,
@@ -293,10 +294,18 @@ class Outbound(Plumbing):
     # -- recovery ---------------------------------------------------------------------
 
     async def recover(self, *, parked: bool = True, now: float | None = None) -> dict[str, int]:
+        """``Store.recover`` for many workers: with ``now`` None, "every in-flight
+        message" means every one no other live worker holds (this worker's own claims,
+        claims without a worker name, dead workers'), so a worker starting or settling
+        its own leftovers never takes a message from a live worker in mid-send."""
         counts = {"requeued": 0, "uncertain": 0, "unparked": 0}
         at = time.time()
         async with self.tx("recovering the queue") as conn:
-            cur = await conn.execute(q("recover_candidates"), {"now": now, "parked": parked})
+            cur = await conn.execute(
+                q("recover_candidates"),
+                {"now": now, "parked": parked, "me": self.worker_name,
+                 "alive_after": at - self.dead_after},
+            )  # fmt: skip
             for message_id, entry_id, state, handoff, pending in await cur.fetchall():
                 if state == QueueState.PARKED.value:
                     new, key, why = QueueState.QUEUED, "unparked", "the spooler restarted"

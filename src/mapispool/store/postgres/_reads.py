@@ -341,8 +341,6 @@ class Reads(Outbound):
         )
         return [load_props(props) for (props,) in rows]
 
-    dead_after: float = 30.0
-
 
 class _ContentReader(io.RawIOBase):
     """A message's content read in pieces over a connection of its own, checked against

@@ -145,7 +145,14 @@ UPDATE queue SET delay_notified = true WHERE message_id = %s;
 SELECT m.id, m.entry_id, q.state, q.handoff,
        (SELECT count(*) FROM recipients r WHERE r.message_id = m.id AND r.outcome IS NULL)
 FROM queue q JOIN messages m ON m.id = q.message_id
-WHERE (q.state = 'in_flight' AND (%(now)s::float8 IS NULL OR q.lease_until < %(now)s::float8))
+WHERE (q.state = 'in_flight' AND (
+          q.lease_until < %(now)s::float8
+          -- now NULL: every claim no other live worker holds (this worker's own, unnamed
+          -- ones, dead workers'); a live worker's claims are never taken from it.
+          OR (%(now)s::float8 IS NULL AND (
+              coalesce(q.worker, '') IN ('', %(me)s)
+              OR NOT EXISTS (SELECT 1 FROM workers w
+                             WHERE w.name = q.worker AND w.heartbeat_at >= %(alive_after)s)))))
    OR (q.state = 'parked' AND %(parked)s)
 FOR UPDATE OF q SKIP LOCKED;
 
