@@ -23,8 +23,10 @@ VALUES (%s, %s, %s, %s, %s, %s, %s);
 -- name: insert_event
 INSERT INTO events (entry_id, at, kind, transport, detail) VALUES (%s, %s, %s, %s, %s);
 
--- name: insert_dedupe
-INSERT INTO dedupe (key, message_id, created_at) VALUES (%s, %s, %s)
+-- name: claim_dedupe_keys
+-- An inbound batch's keys, inserted in key order; returns those that were not stored yet.
+INSERT INTO dedupe (key, message_id, created_at)
+SELECT k, NULL, %(now)s FROM unnest(%(keys)s::text[]) AS k ORDER BY k
 ON CONFLICT (key) DO NOTHING
 RETURNING key;
 

@@ -274,23 +274,29 @@ class PostgresStore(Reads, Store):
     ) -> list[bytes | None]:
         results: list[bytes | None] = []
         now = time.time()
+        for item in items:
+            self.folder_id(item.folder)  # an unknown folder fails before anything is written
+        keys = sorted({i.dedupe_key for i in items if i.dedupe_key is not None})
         async with self.tx("storing received mail", durable=durable) as conn:
+            # The keys' insert is the check, one statement for the batch, in key order:
+            # two workers delivering overlapping batches wait for each other in the same
+            # order and never deadlock. A key already stored inserts nothing.
+            fresh: set[str] = set()
+            if keys:
+                cur = await conn.execute(q("claim_dedupe_keys"), {"keys": keys, "now": now})
+                fresh = {str(k) for (k,) in await cur.fetchall()}
             for item in items:
-                folder_id = self.folder_id(item.folder)
-                if item.dedupe_key is not None:
-                    # The key's insert is the check: a duplicate inserts nothing.
-                    cur = await conn.execute(q("insert_dedupe"), (item.dedupe_key, None, now))
-                    if await cur.fetchone() is None:
-                        results.append(None)
-                        continue
+                key = item.dedupe_key
+                if key is not None and key not in fresh:
+                    results.append(None)  # stored before, or earlier in this batch
+                    continue
+                fresh.discard(key or "")
                 message_id, entry_id = await insert_message(
-                    conn, folder_id, item.content, item.props, item.recipients, now
-                )
-                if item.dedupe_key is not None:
-                    await conn.execute(
-                        q("link_dedupe"),
-                        (message_id, item.dedupe_key),
-                    )
+                    conn, self.folder_id(item.folder), item.content, item.props,
+                    item.recipients, now,
+                )  # fmt: skip
+                if key is not None:
+                    await conn.execute(q("link_dedupe"), (message_id, key))
                 await add_event(conn, entry_id, "received", None, item.folder, now)
                 results.append(entry_id)
         if not durable:
