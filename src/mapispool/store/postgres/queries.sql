@@ -203,9 +203,14 @@ WHERE message_id IN (SELECT message_id FROM queue
                      FOR UPDATE SKIP LOCKED);
 
 -- name: forget_dead_workers
-WITH dead AS (DELETE FROM workers WHERE heartbeat_at < %(dead_before)s RETURNING name)
-DELETE FROM status_rows WHERE worker IN (SELECT name FROM dead)
-   OR worker NOT IN (SELECT name FROM workers);
+-- Several live workers may beat at once: each forgets the dead ones nobody else is
+-- forgetting right now (SKIP LOCKED), so they never wait for each other.
+WITH dead AS (
+    DELETE FROM workers WHERE name IN (
+        SELECT name FROM workers WHERE heartbeat_at < %(dead_before)s
+        FOR UPDATE SKIP LOCKED)
+    RETURNING name)
+DELETE FROM status_rows WHERE worker IN (SELECT name FROM dead);
 
 -- name: unregister_worker
 WITH gone AS (DELETE FROM workers WHERE name = %(name)s AND pid = %(pid)s RETURNING name)
