@@ -55,6 +55,8 @@ async def insert_message(
     row = await cur.fetchone()
     assert row is not None
     message_id = int(row[0])
+    # The rest needs no answer: callers run this in a pipeline, so these statements go
+    # out with whatever the caller sends next, in one round trip.
     await conn.execute(q("insert_content"), (message_id, content, content_digest(content)))
     if recipients:
         async with conn.cursor() as cur:

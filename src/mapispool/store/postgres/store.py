@@ -29,6 +29,7 @@ from ...mapi import MAPI_E_VERSION, MapiError
 from ..base import Store
 from ..model import QueueState, Recipient
 from ..types import Delivery
+from ._plumbing import Conn
 from ._reads import Reads
 from ._rows import FOLDER_IDS, add_event, insert_message
 from ._sql import SchemaTooNew, migrate, q
@@ -253,7 +254,7 @@ class PostgresStore(Reads, Store):
         state = QueueState.DEFERRED if deferred else QueueState.QUEUED
         due_at = not_before if deferred and not_before is not None else submit_time
         expires_at += due_at - submit_time
-        async with self.tx("submitting a message") as conn:
+        async with self.tx("submitting a message") as conn, conn.pipeline():
             message_id, entry_id = await insert_message(
                 conn, FOLDER_IDS["Outbox"], content, props, recipients, submit_time,
                 eight_bit=eight_bit,
@@ -285,23 +286,35 @@ class PostgresStore(Reads, Store):
             if keys:
                 cur = await conn.execute(q("claim_dedupe_keys"), {"keys": keys, "now": now})
                 fresh = {str(k) for (k,) in await cur.fetchall()}
-            for item in items:
-                key = item.dedupe_key
-                if key is not None and key not in fresh:
-                    results.append(None)  # stored before, or earlier in this batch
-                    continue
-                fresh.discard(key or "")
-                message_id, entry_id = await insert_message(
-                    conn, self.folder_id(item.folder), item.content, item.props,
-                    item.recipients, now,
-                )  # fmt: skip
-                if key is not None:
-                    await conn.execute(q("link_dedupe"), (message_id, key))
-                await add_event(conn, entry_id, "received", None, item.folder, now)
-                results.append(entry_id)
+            async with conn.pipeline():
+                await self._file(conn, items, fresh, results, now)
         if not durable:
             self._unsynced = True
         return results
+
+    async def _file(
+        self,
+        conn: Conn,
+        items: Sequence[Delivery],
+        fresh: set[str],
+        results: list[bytes | None],
+        now: float,
+    ) -> None:
+        """Store each of ``items`` whose key is in ``fresh`` (or that has none)."""
+        for item in items:
+            key = item.dedupe_key
+            if key is not None and key not in fresh:
+                results.append(None)  # stored before, or earlier in this batch
+                continue
+            fresh.discard(key or "")
+            message_id, entry_id = await insert_message(
+                conn, self.folder_id(item.folder), item.content, item.props,
+                item.recipients, now,
+            )  # fmt: skip
+            if key is not None:
+                await conn.execute(q("link_dedupe"), (message_id, key))
+            await add_event(conn, entry_id, "received", None, item.folder, now)
+            results.append(entry_id)
 
     async def sync(self) -> None:
         """A commit that waits for the WAL flush (it has a transaction id), which makes
