@@ -17,7 +17,7 @@ from typing import Any, cast
 import psycopg
 
 from ...mapi import MAPI_E_NOT_FOUND, MapiError
-from ..base import FOLDERS
+from ..base import FOLDERS, INLINE_LIMIT, PAGE
 from ..codec import dump_props, load_props
 from ..model import TRANSITIONS, InvalidTransition, QueueState, Recipient, StaleClaim
 from ..types import Claim, Outcome, Recorded, Route
@@ -39,14 +39,14 @@ class Outbound(Plumbing):
         route: Route,
         *,
         now: float,
-        limit: int = 500,
-        lease: float = 30.0,
+        limit: int = PAGE,
+        lease: float = 30.0,  # many workers: a dead one's claims come back within 30 s
         worker: str = "",
         ignore_backoff: bool = False,
         submitted_before: float | None = None,
         exclude: Collection[bytes] = (),
         released: Collection[bytes] = (),
-        inline_limit: int = 256 * 1024,
+        inline_limit: int = INLINE_LIMIT,
     ) -> list[Claim]:
         worker = worker or self.worker_name
         if limit <= 0:
