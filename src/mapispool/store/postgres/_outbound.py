@@ -54,8 +54,12 @@ class Outbound(Plumbing):
         async with self.tx("claiming queued messages", durable=False) as conn:
             chosen: list[int] = []
             after: tuple[float, int] = (float("-inf"), 0)
-            page = max(limit, 64)
+            # Every row a page returns stays locked until this transaction ends, so the
+            # first page asks for just what is missing: other workers skip only that.
+            page = 0
             while len(chosen) < limit:
+                # Later pages grow when the route turned rows down (other transports' mail).
+                page = min(PAGE, max(limit - len(chosen), 2 * page))
                 cur = await conn.execute(
                     q("claim_candidates"),
                     {
