@@ -53,6 +53,15 @@ class Outbound(Plumbing):
             return []
         async with self.tx("claiming queued messages", durable=False) as conn:
             chosen: list[int] = []
+            if released:
+                cur = await conn.execute(
+                    q("claim_released"),
+                    {"transport": route.transport, "released": list(released),
+                     "submitted_before": submitted_before, "exclude": list(exclude)},
+                )  # fmt: skip
+                for message_id, _state, _submit, declined, pending in await cur.fetchall():
+                    if len(chosen) < limit and route.takes(pending, declined or ()):
+                        chosen.append(int(message_id))
             after: tuple[float, int] = (float("-inf"), 0)
             # Every row a page returns stays locked until this transaction ends, so the
             # first page asks for just what is missing: other workers skip only that.
@@ -65,8 +74,6 @@ class Outbound(Plumbing):
                     {
                         "now": now,
                         "ignore_backoff": ignore_backoff,
-                        "transport": route.transport,
-                        "released": list(released),
                         "exclude": list(exclude),
                         "submitted_before": submitted_before,
                         "after_time": after[0],

@@ -47,17 +47,29 @@ SELECT q.message_id, q.state, q.submit_time, q.declined,
              WHERE r.message_id = q.message_id AND r.outcome IS NULL
                AND NOT r.responsibility) AS pending
 FROM queue q JOIN messages m ON m.id = q.message_id
-WHERE q.state IN ('queued', 'deferred', 'retry', 'parked')
+WHERE q.state IN ('queued', 'deferred', 'retry')
   AND (q.state = 'queued'
        OR (q.state IN ('deferred', 'retry') AND q.not_before <= %(now)s)
-       OR (q.state = 'retry' AND %(ignore_backoff)s)
-       OR (q.state = 'parked' AND q.parked_by = %(transport)s
-           AND m.entry_id = ANY(%(released)s::bytea[])))
+       OR (q.state = 'retry' AND %(ignore_backoff)s))
   AND (%(submitted_before)s::float8 IS NULL OR q.submit_time <= %(submitted_before)s::float8)
   AND NOT (m.entry_id = ANY(%(exclude)s::bytea[]))
   AND (q.submit_time, q.message_id) > (%(after_time)s::float8, %(after_id)s::bigint)
 ORDER BY q.submit_time, q.message_id
 LIMIT %(page)s
+FOR UPDATE OF q SKIP LOCKED;
+
+-- name: claim_released
+-- Parked messages the transport released (NOTIFY_SENTDEFERRED): claimed before due ones.
+SELECT q.message_id, q.state, q.submit_time, q.declined,
+       ARRAY(SELECT r.addrtype FROM recipients r
+             WHERE r.message_id = q.message_id AND r.outcome IS NULL
+               AND NOT r.responsibility) AS pending
+FROM queue q JOIN messages m ON m.id = q.message_id
+WHERE q.state = 'parked' AND q.parked_by = %(transport)s
+  AND m.entry_id = ANY(%(released)s::bytea[])
+  AND (%(submitted_before)s::float8 IS NULL OR q.submit_time <= %(submitted_before)s::float8)
+  AND NOT (m.entry_id = ANY(%(exclude)s::bytea[]))
+ORDER BY q.submit_time, q.message_id
 FOR UPDATE OF q SKIP LOCKED;
 
 -- name: claim_take
