@@ -16,8 +16,9 @@ import pytest
 
 from mapispool.store.base import Store
 from mapispool.store.memory import MemoryStore
+from mapispool.store.sqlite import SqliteStore
 
-BACKENDS = ["memory"]
+BACKENDS = ["memory", "sqlite"]
 
 
 @pytest.fixture
@@ -30,8 +31,6 @@ async def memory_store() -> AsyncIterator[Store]:
 
 @pytest.fixture
 async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
-    from mapispool.store.sqlite import SqliteStore
-
     store = await SqliteStore.open(str(tmp_path / "store.db"))
     yield store
     await store.close()

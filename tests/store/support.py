@@ -52,7 +52,9 @@ async def claim_all(store: Store, route: Route = SMTP, **kwargs: object) -> list
     return await store.claim(route, now=time.time(), **kwargs)  # type: ignore[arg-type]
 
 
-def delivered(claim: Claim, transport: str = "smtp", folder: str | None = "Sent Items") -> Outcome:
+def delivered(
+    claim: Claim, transport: str = "smtp", folder: str | None = "Sent Items", delete: bool = False
+) -> Outcome:
     """The outcome of an attempt that delivered to every recipient."""
     rows = tuple(r.row_id for r in claim.recipients)
     return Outcome(
@@ -61,6 +63,7 @@ def delivered(claim: Claim, transport: str = "smtp", folder: str | None = "Sent 
         token=claim.token,
         transport=transport,
         folder=folder,
+        delete=delete,
         recipient_outcomes=[RecipientOutcome(rows, "delivered", transport)],
     )
 

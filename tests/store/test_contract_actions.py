@@ -108,8 +108,9 @@ async def test_an_action_the_state_machine_refuses_changes_nothing(store, action
             await store.record_one(
                 Outcome(entry_id, QueueState.SENT, token=claim.token, folder="Sent Items")
             )
-    with pytest.raises(InvalidTransition):
+    with pytest.raises(InvalidTransition) as info:
         await store.act(entry_id, action)
+    assert isinstance(info.value, MapiError)  # one error tree
     assert await state_of(store, entry_id) is state
 
 

@@ -95,7 +95,6 @@ async def test_delayed_entries_are_tried_waiting_messages_not_yet_noticed(store)
             QueueState.RETRY,
             token=claim.token,
             not_before=now + 60,
-            count_attempt=True,
         )
     )
 

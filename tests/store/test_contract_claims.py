@@ -104,15 +104,29 @@ async def test_a_parked_message_is_claimed_only_by_its_transport_once_released(s
     assert again.claimed_from is QueueState.PARKED
 
 
+async def test_released_parked_messages_come_first_in_a_claim(store):
+    now = time.time()
+    parked = await submit(store, "parked", at=now - 100)
+    (claim,) = await store.claim(SMTP, now=now)
+    await store.record_one(Outcome(parked, QueueState.PARKED, token=claim.token, parked_by="smtp"))
+    # queued messages submitted before the parked one: still after it in the claim
+    for i in range(3):
+        await submit(store, f"q{i}", at=now - 200 + i)
+    claims = await store.claim(SMTP, now=now, limit=2, released=[parked])
+    assert claims[0].entry_id == parked
+    assert len(claims) == 2
+
+
 async def test_release_puts_claims_back_where_they_were_and_ends_them(store):
     now = time.time()
     plain = await submit(store, "plain", at=now - 10)
     (claim,) = await store.claim(SMTP, now=now)
 
+    assert (await store.queue_entry(plain)).attempts == 1  # a claim counts the attempt
     await store.release([claim])
     assert await state_of(store, plain) is QueueState.QUEUED
-    assert [e.kind for e in await store.events(plain)] == ["submitted"]
-    assert (await store.queue_entry(plain)).attempts == 0
+    assert [e.kind for e in await store.events(plain)] == ["submitted", "offered", "unclaimed"]
+    assert (await store.queue_entry(plain)).attempts == 0  # and release gives it back
     with pytest.raises(StaleClaim):
         await store.mark_handoff(plain, claim.token, True)
     await store.release([claim])  # no longer current: skipped silently

@@ -37,7 +37,7 @@ from mapispool.store.model import (
     Recipient,
     StaleClaim,
 )
-from mapispool.store.types import Outcome, QueueAction, RecipientOutcome, Route
+from mapispool.store.types import Claim, Outcome, QueueAction, RecipientOutcome, Route
 
 S = QueueState
 _runs = itertools.count()
@@ -54,11 +54,12 @@ class Model:
     handoff: bool = False
     pending: bool = True
     old_tokens: list[int] = field(default_factory=list)
+    claim: Claim | None = None  # the current claim, as the store handed it out
 
     def end_claim(self) -> None:
         if self.token is not None:
             self.old_tokens.append(self.token)
-        self.token, self.handoff = None, False
+        self.token, self.handoff, self.claim = None, False, None
 
 
 class QueueMachine(RuleBasedStateMachine):
@@ -110,7 +111,7 @@ class QueueMachine(RuleBasedStateMachine):
             m = self.model[c.entry_id]
             assert c.claimed_from is m.state
             assert c.token not in m.old_tokens
-            m.claimed_from, m.state, m.token = m.state, S.IN_FLIGHT, c.token
+            m.claimed_from, m.state, m.token, m.claim = m.state, S.IN_FLIGHT, c.token, c
             m.lease_until = self.now + lease
 
     @rule(entry=entries, begun=st.booleans())
@@ -156,10 +157,9 @@ class QueueMachine(RuleBasedStateMachine):
     @rule(entry=entries)
     def release(self, entry: bytes) -> None:
         m = self.model[entry]
-        if m.token is None:
+        if m.claim is None:
             return
-        claim = _claim_for(entry, m)
-        self.call(self.store.release([claim]))
+        self.call(self.store.release([m.claim]))
         m.end_claim()
         m.state = m.claimed_from
 
@@ -195,16 +195,6 @@ class QueueMachine(RuleBasedStateMachine):
         for entry, m in self.model.items():
             entry_row = self.call(self.store.queue_entry(entry, with_recipients=False))
             assert entry_row.state is m.state, entry.hex()
-
-
-def _claim_for(entry: bytes, m: Model) -> Any:
-    """A stand-in for the ``Claim`` a worker holds: what ``release`` reads of it."""
-    from mapispool.store.model import QueueEntry
-    from mapispool.store.types import Claim
-
-    placeholder = QueueEntry(entry, S.IN_FLIGHT, 0.0, None, 0.0, 0, None, None, (), "", 0)
-    assert m.token is not None
-    return Claim(placeholder, {}, [], None, m.token, m.lease_until, claimed_from=m.claimed_from)
 
 
 async def test_the_queue_agrees_with_a_model(store):

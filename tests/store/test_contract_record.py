@@ -94,7 +94,6 @@ async def test_a_temporary_failure_counts_the_attempt_and_waits(store):
             token=claim.token,
             not_before=now + 120,
             error="421 try later",
-            count_attempt=True,
             transport="smtp",
         )
     )
@@ -134,10 +133,19 @@ async def test_a_failure_files_its_ndr_in_the_same_call(store):
     assert await state_of(store, entry_id) is QueueState.FAILED
 
 
-async def test_a_finished_message_without_a_folder_is_deleted(store):
+async def test_a_finished_message_without_a_folder_stays_where_it_is(store):
     entry_id = await submit(store)
     (claim,) = await claim_all(store)
     (recorded,) = await store.record([delivered(claim, folder=None)])
+    assert recorded.error is None
+    assert await state_of(store, entry_id) is QueueState.SENT
+    assert (await store.message(entry_id)).folder == "Outbox"
+
+
+async def test_a_finished_message_to_delete_is_deleted(store):
+    entry_id = await submit(store)
+    (claim,) = await claim_all(store)
+    (recorded,) = await store.record([delivered(claim, folder=None, delete=True)])
     assert recorded.error is None
     with pytest.raises(MapiError) as info:
         await store.message(entry_id)

@@ -201,5 +201,10 @@ class Background:
                 return
             if not await self.revive(handle) or not self.can_send(handle):
                 continue
-            work = await spooler.offering.work_for(handle, force=False, exclude=set())
-            await spooler.offering.offer_many(handle, work, keep_going=keep_going)
+            tried: set[bytes] = set()
+            while keep_going():
+                claims = await spooler.offering.claim_work(handle, force=False, exclude=tried)
+                if not claims:
+                    break
+                tried.update(c.entry_id for c in claims)
+                await spooler.offering.offer_many(handle, claims, keep_going=keep_going)

@@ -244,14 +244,24 @@ class FlushCoordinator:
         offered: set[bytes] = set()
         until = time.time()
         offering = spooler.offering
-        work = await offering.work_for(handle, force=force, exclude=offered, submitted_before=until)
-        total, bytes_total = len(work), sum(e.size for e in work)
-        done = bytes_done = 0
-        if progress is not None:
-            progress(FlushProgress(handle.name, "outbound", 0, total, 0, bytes_total))
-        while work and self._outbound_wanted(handle):
+        total = bytes_total = done = bytes_done = 0
+        started = False
+        while self._outbound_wanted(handle):
+            # A page at a time: memory stays flat however long the queue is.
+            claims = await offering.claim_work(
+                handle, force=force, exclude=offered, submitted_before=until
+            )
+            if not claims:
+                if await offering.wait_for_others(handle, offered, until):
+                    continue
+                break
+            total += len(claims)
+            bytes_total += sum(c.entry.size for c in claims)
+            if progress is not None and not started:
+                progress(FlushProgress(handle.name, "outbound", 0, total, 0, bytes_total))
+            started = True
             outcomes = await offering.offer_many(
-                handle, work, keep_going=lambda: self._outbound_wanted(handle)
+                handle, claims, keep_going=lambda: self._outbound_wanted(handle)
             )
             for entry, offered_result in outcomes:
                 offered.add(entry.entry_id)
@@ -265,11 +275,8 @@ class FlushCoordinator:
                         FlushProgress(handle.name, "outbound", done, max(total, done),
                                       bytes_done, bytes_total)
                     )  # fmt: skip
-            work = await offering.work_for(
-                handle, force=force, exclude=offered, submitted_before=until
-            )
-            total += len(work)
-            bytes_total += sum(e.size for e in work)
+        if progress is not None and not started:
+            progress(FlushProgress(handle.name, "outbound", 0, 0, 0, 0))
 
     async def inbound_phase(
         self, handle: LogonHandle, mine: TransportFlushResult, progress: ProgressCallback | None

@@ -11,15 +11,19 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ..mapi import MAPI_E_NOT_FOUND, MapiError
-from ..store import Note, Outcome, QueueEntry, QueueState, Store
-from .outbound import Offered, Result
-from .routing import Registration, route
+from ..store import Claim, Note, Outcome, QueueEntry, QueueState, Route, Store
+from .outbound import Offered
+from .routing import route
 
 if TYPE_CHECKING:
     from .engine import Spooler
     from .logons import LogonHandle
 
 log = logging.getLogger("mapispool.spooler")
+
+#: How many messages one claim takes at most (memory is this many messages, whatever
+#: the length of the queue; contents up to ``INLINE_LIMIT`` come with them).
+CLAIM_PAGE = 64
 
 
 class Offering:
@@ -42,18 +46,21 @@ class Offering:
     def store(self) -> Store:
         return self.spooler.store
 
-    async def work_for(
+    async def claim_work(
         self,
         handle: LogonHandle,
         *,
         force: bool,
         exclude: set[bytes],
         submitted_before: float | None = None,
-    ) -> list[QueueEntry]:
-        """Messages to offer ``handle`` now, in submit order: the deferred ones it released,
-        then every due message with a pending recipient that routing gives to it, submitted
-        before ``submitted_before`` if given (a flush serves the queue as it found it, so
-        that a steady stream of new mail cannot keep it from ever ending)."""
+        limit: int = CLAIM_PAGE,
+    ) -> list[Claim]:
+        """Claim the next page of messages to offer ``handle`` now, in submit order: the
+        deferred ones it released, then due messages with a pending recipient that
+        routing gives to it, submitted before ``submitted_before`` if given (a flush
+        serves the queue as it found it, so that a steady stream of new mail cannot keep
+        it from ever ending). Each claimed message is in flight and ``busy`` until
+        ``offer_many`` offers or releases it; memory is one page, whatever the queue."""
         await self.expire_overdue()
         now = time.time()
         for entry_id, until in list(self.held_back.items()):
@@ -61,60 +68,38 @@ class Offering:
                 del self.held_back[entry_id]
         if not force:
             exclude = exclude | self.held_back.keys()
-        work: list[QueueEntry] = []
-        for entry in await self.store.parked_entries(handle.name):
-            if entry.entry_id not in exclude and entry.entry_id in handle.released:
-                work.append(entry)
-        registrations = self.spooler.registrations()
-        after: tuple[float, int] | None = None
-        while True:
-            page = await self.store.due_entries(now, ignore_backoff=force, after=after)
-            if not page:
-                break
-            after = (page[-1].submit_time, page[-1].seq)
-            if submitted_before is not None and page[-1].submit_time > submitted_before:
-                page = [e for e in page if e.submit_time <= submitted_before]
-                after = None  # pages are in submit order: nothing later qualifies
-            if not page:
-                break
-            types = await self.store.pending_types([e.seq for e in page])
-            for entry in page:
-                if entry.entry_id in exclude:
-                    continue
-                if any(
-                    route(t, registrations, entry.declined) == handle.name for t in types[entry.seq]
-                ):
-                    work.append(entry)
-            if after is None:
-                break
-        work.extend(await self._busy_elsewhere(handle, exclude, submitted_before, registrations))
-        return work
+        route = Route(handle.name, tuple((n, tuple(t)) for n, t in self.spooler.registrations()))
+        claims = await self.store.claim(
+            route, now=now, limit=limit, ignore_backoff=force, submitted_before=submitted_before,
+            exclude=exclude | self.busy.keys(), released=set(handle.released),
+        )  # fmt: skip
+        for claim in claims:
+            self.busy[claim.entry_id] = (handle.name, asyncio.Event())
+            if claim.claimed_from is QueueState.PARKED:
+                handle.released.discard(claim.entry_id)
+        return claims
 
-    async def _busy_elsewhere(
-        self,
-        handle: LogonHandle,
-        exclude: set[bytes],
-        submitted_before: float | None,
-        registrations: list[Registration],
-    ) -> list[QueueEntry]:
-        """Messages another transport is sending right now (a parallel flush) that still
-        have recipients for ``handle``: the store shows them in_flight, not due, yet they
-        are ``handle``'s work too; offering one waits until the other transport is done."""
-        if not self.busy:
-            return []
-        entries = []
-        for entry_id, (name, _done) in list(self.busy.items()):
+    async def wait_for_others(
+        self, handle: LogonHandle, exclude: set[bytes], submitted_before: float | None = None
+    ) -> bool:
+        """Wait for messages another transport is sending right now (a parallel flush)
+        that still have recipients for ``handle``: the store shows them in flight, not
+        due, yet they are ``handle``'s work too. True when it waited for one (claim
+        again then)."""
+        registrations = self.spooler.registrations()
+        waits = []
+        for entry_id, (name, done) in list(self.busy.items()):
             if name == handle.name or entry_id in exclude:
                 continue
             entry = await self.store.queue_entry(entry_id, with_recipients=False)
-            if submitted_before is None or entry.submit_time <= submitted_before:
-                entries.append(entry)
-        types = await self.store.pending_types([e.seq for e in entries])
-        return [
-            e
-            for e in entries
-            if any(route(t, registrations, e.declined) == handle.name for t in types[e.seq])
-        ]
+            if submitted_before is not None and entry.submit_time > submitted_before:
+                continue
+            types = (await self.store.pending_types([entry.seq]))[entry.seq]
+            if any(route(t, registrations, entry.declined) == handle.name for t in types):
+                waits.append(done.wait())
+        if waits:
+            await asyncio.gather(*waits)
+        return bool(waits)
 
     async def bounce_unroutable(self) -> None:
         """Give every waiting message whose pending recipients include one that no
@@ -153,50 +138,58 @@ class Offering:
     async def offer_many(
         self,
         handle: LogonHandle,
-        entries: Sequence[QueueEntry],
+        claims: Sequence[Claim],
         keep_going: Callable[[], bool],
     ) -> list[tuple[QueueEntry, Offered]]:
-        """Offer ``entries`` to ``handle`` in order, up to ``max_in_flight`` at once."""
+        """Offer claimed messages to ``handle`` in order, up to ``max_in_flight`` at
+        once; those left when ``keep_going()`` turns false are released (back where they
+        were claimed from)."""
         results: list[tuple[QueueEntry, Offered]] = []
-        if handle.max_in_flight <= 1:
-            for entry in entries:
-                if not keep_going():
-                    break
-                results.append((entry, await self._offer_fresh(handle, entry)))
-            return results
-        slots = asyncio.Semaphore(handle.max_in_flight)
-
-        async def one(entry: QueueEntry) -> None:
-            async with slots:
-                if keep_going():
-                    results.append((entry, await self._offer_fresh(handle, entry)))
-
-        async with asyncio.TaskGroup() as group:
-            for entry in entries:
-                await slots.acquire()
-                slots.release()
-                if not keep_going():
-                    break
-                group.create_task(one(entry))
-        return results
-
-    async def _offer_fresh(self, handle: LogonHandle, entry: QueueEntry) -> Offered:
-        """Offer an entry after re-reading it (it may have been cancelled meanwhile, or
-        another transport may be sending its other recipients: then wait for that)."""
-        entry_id = entry.entry_id
-        while (busy := self.busy.get(entry_id)) is not None:
-            await busy[1].wait()
-        # Busy from here on, before the read: another transport's offer of the same
-        # message waits for this one instead of reading the same state.
-        done = asyncio.Event()
-        self.busy[entry_id] = (handle.name, done)
+        offered: set[bytes] = set()
         try:
-            current = await self.store.queue_entry(entry_id, with_recipients=False)
-            if current.state is QueueState.PARKED:
-                handle.released.discard(entry_id)
-            elif current.state not in (QueueState.QUEUED, QueueState.DEFERRED, QueueState.RETRY):
-                return Offered(Result.NOTHING)
-            return await self.spooler.outbound.offer(handle, current)
+            if handle.max_in_flight <= 1:
+                for claim in claims:
+                    if not keep_going():
+                        break
+                    offered.add(claim.entry_id)
+                    results.append((claim.entry, await self._offer(handle, claim)))
+                return results
+            slots = asyncio.Semaphore(handle.max_in_flight)
+
+            async def one(claim: Claim) -> None:
+                async with slots:
+                    if keep_going():
+                        offered.add(claim.entry_id)
+                        results.append((claim.entry, await self._offer(handle, claim)))
+
+            async with asyncio.TaskGroup() as group:
+                for claim in claims:
+                    await slots.acquire()
+                    slots.release()
+                    if not keep_going():
+                        break
+                    group.create_task(one(claim))
+            return results
+        finally:
+            left = [c for c in claims if c.entry_id not in offered]
+            if left:
+                await self._release(left)
+
+    async def _release(self, claims: Sequence[Claim]) -> None:
+        """Give claims back that were not offered."""
+        try:
+            await self.store.release(claims)
+        finally:
+            for claim in claims:
+                busy = self.busy.pop(claim.entry_id, None)
+                if busy is not None:
+                    busy[1].set()
+
+    async def _offer(self, handle: LogonHandle, claim: Claim) -> Offered:
+        """Offer one claimed message (``busy`` until the offer ends)."""
+        entry_id = claim.entry_id
+        try:
+            return await self.spooler.outbound.offer(handle, claim)
         except BaseException as exc:
             # Not a transport's failure (the runner handles those): the store or the
             # spooler failed, or shutdown cancelled the call; the message may be left
@@ -206,8 +199,9 @@ class Offering:
                 self.failed[entry_id] = str(exc) or type(exc).__name__
             raise
         finally:
-            del self.busy[entry_id]
-            done.set()
+            busy = self.busy.pop(entry_id, None)
+            if busy is not None:
+                busy[1].set()
 
     async def repair_stranded(self, *, force: bool = False) -> None:
         """Put messages that an error left in_flight back in the queue (or mark them

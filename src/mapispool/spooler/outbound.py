@@ -4,6 +4,7 @@ every outcome of spec §3.3), recording per-recipient results, NDRs and sent-ite
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,6 +31,7 @@ from ..mapi import (
 )
 from ..spi import OutboundMessage, Recipient
 from ..store import (
+    Claim,
     Note,
     Outcome,
     QueueEntry,
@@ -149,43 +151,46 @@ class OutboundRunner:
 
     # -- one offer ------------------------------------------------------------------
 
-    async def offer(self, handle: LogonHandle, entry: QueueEntry) -> Offered:
-        """Offer ``entry`` to ``handle`` once (with END_RESEND_NOW repeats) and record the
-        result. Never raises for a transport's failure: the message stays safe."""
-        stored = await self.store.message(entry.entry_id, content=False)
-        props, recipients, size = dict(stored.props), list(stored.recipients), entry.size
+    async def offer(self, handle: LogonHandle, claim: Claim) -> Offered:
+        """Offer a claimed message to ``handle`` once (with END_RESEND_NOW repeats) and
+        record the result. Never raises for a transport's failure: the message stays
+        safe. The claim holds everything the transport needs (no read of the store)."""
+        entry = claim.entry
+        props, recipients, size = claim.props, claim.recipients, entry.size
         registrations = self.spooler.registrations()
         mine = self.recipients_for(handle, recipients, entry.declined, registrations)
+        entry_id = entry.entry_id
         if not mine:
-            if entry.state is QueueState.PARKED:
+            if claim.claimed_from is QueueState.PARKED:
                 # Released, but nothing of it is left for the transport that held it (a
                 # store written before marks stopped counting as delivery): unpark it,
                 # so that it finishes or goes on to other transports instead of waiting.
-                await self._transition(entry.entry_id, QueueState.QUEUED, event="unparked",
+                await self._transition(entry_id, QueueState.QUEUED, event="unparked",
                                        transport=handle.name)  # fmt: skip
-                await self.settle(entry.entry_id)
+                await self.settle(entry_id)
+            else:
+                await self.store.release([claim])
             return Offered(Result.NOTHING)
-        flags = 0
-        if entry.state is QueueState.PARKED:
-            flags = BEGIN_DEFERRED
+        flags = BEGIN_DEFERRED if claim.claimed_from is QueueState.PARKED else 0
         mine_rows = {r.row_id for r in mine}
         # MAPI: before offering, the spooler sets PR_RESPONSIBILITY false for the recipients
         # this transport should handle and true for every other one.
         for r in recipients:
             r.responsibility = r.row_id not in mine_rows
-        entry_id = entry.entry_id
+        content = claim.content
+        store = self.store
         message = OutboundMessage(
             entry_id,
             props,
             recipients,
             size=size,
-            open_content=lambda: self.store.open_content(entry_id),
-            on_handoff=lambda begun: self._handoff(entry_id, begun),
+            open_content=(
+                (lambda: io.BytesIO(content))
+                if content is not None
+                else (lambda: store.open_content(entry_id))
+            ),
+            on_handoff=lambda begun: self._handoff(entry_id, claim.token, begun),
         )
-        await self._transition(
-            entry_id, QueueState.IN_FLIGHT, count_attempt=True, event="offered",
-            transport=handle.name,
-        )  # fmt: skip
         attempt = _Attempt(handle, entry, message, mine, set(), dict(props))
         self._attempts[entry_id] = attempt
         try:
@@ -195,13 +200,13 @@ class OutboundRunner:
             self._attempts.pop(entry_id, None)
             self.spooler.queue_changed()
 
-    def _handoff(self, entry_id: bytes, begun: bool) -> None:
+    def _handoff(self, entry_id: bytes, token: int, begun: bool) -> None:
         """Persist the start of a hand-over. Its end is not persisted on its own: the
         transaction that records the attempt's outcome clears the flag, so that a crash
         after the server answered but before the outcome was committed still counts as
         uncertain (the answer is lost with the process)."""
         if begun:
-            self.spooler.bridge.run(lambda: self.store.mark_handoff(entry_id, None, True))
+            self.spooler.bridge.run(lambda: self.store.mark_handoff(entry_id, token, True))
 
     async def _submit_and_end(self, attempt: _Attempt, flags: int) -> Result:
         """Run submit/end pairs (again at once on END_RESEND_NOW) and record the outcome.

@@ -69,7 +69,7 @@ QueuePosition = tuple[float, int]
 PAGE = 500
 
 #: Contents up to this many bytes come inline with a claim (``Claim.content``).
-INLINE_LIMIT = 256 * 1024
+INLINE_LIMIT = 64 * 1024
 
 
 class Store(ABC):
@@ -165,13 +165,14 @@ class Store(ABC):
         transaction, and return them (an empty list: nothing qualifies now).
 
         A message qualifies when it is due (``queued``; ``deferred`` or ``retry`` whose
-        ``not_before`` <= ``now``, every ``retry`` with ``ignore_backoff``), or it is
-        ``parked`` by this transport and its entry id is in ``released``; when it was
-        submitted at or before ``submitted_before`` (if given); when it is not in
-        ``exclude``; and when ``route.takes`` it (one of its pending recipients, those
-        with no outcome and no responsibility, goes to this transport given the
-        transports that declined it). Non-qualifying rows are skipped, not returned:
-        fewer than ``limit`` claims means the queue holds no more qualifying messages.
+        ``not_before`` <= ``now``, every ``retry`` with ``ignore_backoff``) and
+        ``route.takes`` it (one of its pending recipients, those with no outcome and no
+        responsibility, goes to this transport given the transports that declined it),
+        or it is ``parked`` by this transport and its entry id is in ``released``
+        (whatever the route: those come first); and when it was submitted at or before
+        ``submitted_before`` (if given) and is not in ``exclude``. Non-qualifying rows
+        are skipped, not returned: fewer than ``limit`` claims means the queue holds no
+        more qualifying messages.
 
         Each claimed message goes to ``in_flight`` with its attempt counted and the
         event ``offered`` (with the transport), gets a fresh fencing ``token`` and a

@@ -25,7 +25,6 @@ from .memory_data import REGISTRY, Data
 from .memory_rows import MessageRow, QueueRow, check_folder, is_due
 from .model import (
     Event,
-    InvalidTransition,
     QueueEntry,
     QueueState,
     Recipient,
@@ -144,25 +143,30 @@ class MemoryStore(Store):
         released: Collection[bytes] = (),
         inline_limit: int = INLINE_LIMIT,
     ) -> list[Claim]:
-        def qualifies(row: MessageRow, q: QueueRow) -> bool:
-            due = is_due(q, now, ignore_backoff) or (
-                q.state is _S.PARKED and q.parked_by == route.transport and row.entry_id in released
-            )
-            return (
-                due
-                and (submitted_before is None or q.submit_time <= submitted_before)
-                and row.entry_id not in exclude
-                and route.takes(row.pending_types(), q.declined)
-            )
+        def allowed(row: MessageRow, q: QueueRow) -> bool:
+            late = submitted_before is not None and q.submit_time > submitted_before
+            return not late and row.entry_id not in exclude
+
+        def unparked(row: MessageRow, q: QueueRow) -> bool:
+            mine = q.state is _S.PARKED and q.parked_by == route.transport
+            return mine and row.entry_id in released and allowed(row, q)
+
+        def due(row: MessageRow, q: QueueRow) -> bool:
+            takes = route.takes(row.pending_types(), q.declined)
+            return is_due(q, now, ignore_backoff) and takes and allowed(row, q)
 
         claims = []
         with self._data.lock:
-            for row in itertools.islice(self._queue(qualifies), limit):
+            # released parked messages come first, whatever the route
+            rows = itertools.chain(self._queue(unparked), self._queue(due))
+            for row in itertools.islice(rows, limit):
                 assert row.queue is not None
                 q = row.queue
                 q.claimed_from, q.state = q.state, _S.IN_FLIGHT
                 q.token, q.lease_until = self._data.next_token, now + lease
+                q.attempts += 1
                 self._data.next_token += 1
+                self._data.log(row.entry_id, "offered", route.transport, None, time.time())
                 claims.append(
                     Claim(
                         entry=row.entry(),
@@ -199,6 +203,8 @@ class MemoryStore(Store):
                 q = self._current(claim)
                 if q is not None:
                     q.state, q.token, q.lease_until, q.handoff = q.claimed_from, None, None, False
+                    q.attempts = max(0, q.attempts - 1)
+                    self._data.log(claim.entry_id, "unclaimed", None, None, time.time())
             self._wake()
 
     async def mark_handoff(self, entry_id: bytes, token: int | None, begun: bool) -> None:
@@ -214,9 +220,8 @@ class MemoryStore(Store):
             for outcome in outcomes:
                 try:
                     results.append(self._data.apply(outcome, time.time()))
-                except (MapiError, InvalidTransition) as exc:
-                    error: Any = exc  # InvalidTransition is a MapiError from core stage 2
-                    results.append(Recorded(error=error))
+                except MapiError as exc:  # InvalidTransition and StaleClaim among them
+                    results.append(Recorded(error=exc))
         return results
 
     async def recover(self, *, parked: bool = True, now: float | None = None) -> dict[str, int]:

@@ -95,17 +95,25 @@ class Data:
         self.log(row.entry_id, "received", None, item.folder, now)
         return row.entry_id
 
-    def go(self, row: MessageRow, q: QueueRow, new: QueueState, folder: str | None) -> None:
-        """Set the state (already checked); a finished message moves to ``folder`` or,
-        for None, is deleted with its queue entry."""
+    def go(
+        self,
+        row: MessageRow,
+        q: QueueRow,
+        new: QueueState,
+        folder: str | None,
+        *,
+        delete: bool = False,
+    ) -> None:
+        """Set the state (already checked); a finished message moves to ``folder`` when
+        given, or is deleted with its queue entry for ``delete``."""
         q.state, q.handoff = new, False
         if new is not QueueState.IN_FLIGHT:
             q.token, q.lease_until = None, None
         if new in FINISHED_STATES:
             q.not_before = None
-            if folder is None:
+            if delete:
                 del self.messages[row.entry_id]
-            else:
+            elif folder is not None:
                 row.folder = folder
 
     def row(self, entry_id: bytes, *, queued: bool = False) -> MessageRow:
@@ -153,7 +161,7 @@ class Data:
             q.not_before, q.parked_by = o.not_before, o.parked_by
             q.last_error = o.error if o.error is not None else q.last_error
             q.attempts += int(o.count_attempt)
-            self.go(row, q, o.state, o.folder)
+            self.go(row, q, o.state, o.folder, delete=o.delete)
             finished = o.state in FINISHED_STATES
             detail = o.error if o.error is not None else (o.folder if finished else None)
             self.log(o.entry_id, o.event or o.state.value, o.transport, detail, now)

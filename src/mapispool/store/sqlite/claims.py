@@ -16,6 +16,7 @@ from ..codec import load_props
 from ..model import QueueEntry, QueueState, Recipient
 from ..types import Claim, Route
 from .database import Database
+from .integrity import content_digest
 from .queries import Q
 from .reads import entry_from_row, recipient_from_row
 from .writes import event
@@ -59,12 +60,8 @@ def claim(
             event(conn, entry.entry_id, "offered", route.transport, None, stamp)
         seqs = json.dumps([e.seq for e in chosen])
         loaded: dict[int, tuple[dict[int, Any], bool, bytes | None]] = {
-            int(mid): (
-                load_props(props),
-                bool(eight_bit),
-                bytes(data) if data is not None else None,
-            )
-            for mid, props, eight_bit, data in conn.execute(
+            int(mid): (load_props(props), bool(eight_bit), _checked(data, digest))
+            for mid, props, eight_bit, data, digest in conn.execute(
                 Q.claimed_messages, {"seqs": seqs, "inline_limit": inline_limit}
             )
         }
@@ -87,6 +84,18 @@ def claim(
             )
         )
     return claims
+
+
+def _checked(data: bytes | None, digest: bytes | None) -> bytes | None:
+    """An inline content, or None when there is none or it fails its checksum: then the
+    reader streams it with ``open_content``, whose last read raises ``CorruptContent``
+    (nothing complete is ever handed over)."""
+    if data is None:
+        return None
+    data = bytes(data)
+    if digest is not None and content_digest(data) != bytes(digest):
+        return None
+    return data
 
 
 def _counted(entry: QueueEntry) -> QueueEntry:
@@ -119,7 +128,14 @@ def _choose(
             page = [entry_from_row(r) for r in rows]
             after = (page[-1].submit_time, page[-1].seq)
             candidates += [e for e in page if e.entry_id in released]
-    chosen += _routed(conn, route, candidates, exclude, submitted_before, limit)
+    # Released by their transport: claimed whatever routing says now (the offer unparks
+    # one with nothing left for that transport).
+    chosen += [
+        e
+        for e in candidates
+        if e.entry_id not in exclude
+        and (submitted_before is None or e.submit_time <= submitted_before)
+    ][:limit]
     after = (-1.0, -1)
     while len(chosen) < limit:
         rows = conn.execute(

@@ -159,6 +159,10 @@ class DbThread:
         """``fn(*args)`` on this thread, awaited from any event loop."""
         return await asyncio.wrap_future(self._pool.submit(fn, *args))
 
+    def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+        """Queue ``fn(*args)`` on this thread; its future."""
+        return self._pool.submit(fn, *args)
+
     def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on this thread, waited for by blocking the caller."""
         return self._pool.submit(fn, *args).result()

@@ -262,7 +262,7 @@ WHERE message_id = :message_id;
 -- name: claimed_messages
 -- Props, the 8-bit flag and (when small enough) the content of claimed messages.
 SELECT m.id, m.props, m.eight_bit,
-       CASE WHEN m.size <= :inline_limit THEN c.data END
+       CASE WHEN m.size <= :inline_limit THEN c.data END, c.sha256
 FROM messages m JOIN contents c ON c.message_id = m.id
 WHERE m.id IN (SELECT value FROM json_each(:seqs));
 

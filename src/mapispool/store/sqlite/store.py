@@ -26,6 +26,7 @@ from ..model import Event, QueueEntry, QueueState, Recipient, StoredMessage
 from ..types import Claim, Delivery, Outcome, QueueAction, Recorded, Route
 from . import claims, queue, reads, writes
 from .database import MEMORY, Database, DbThread
+from .group import GroupCommit
 from .integrity import check_store, mark_running, mark_stopped
 from .queries import Q
 
@@ -49,6 +50,7 @@ class SqliteStore(Store):
         self._read_thread = (
             self._write_thread if self._memory else DbThread("mapispool-store-reader")
         )
+        self._group = GroupCommit(self._writer, self._write_thread)
         self._lock_file: IO[bytes] | None = None
         self._closed = False
         self._unsynced = False
@@ -209,9 +211,7 @@ class SqliteStore(Store):
         await self._write(queue.mark_handoff, entry_id, token, begun)
 
     async def record(self, outcomes: Sequence[Outcome], *, durable: bool = False) -> list[Recorded]:
-        results, due = await self._write_thread.run(
-            lambda: queue.record(self._writer, outcomes, durable=durable)
-        )
+        results, due = await asyncio.wrap_future(self._group.submit(outcomes, durable))
         if not durable:
             self._unsynced = True
         if due:
