@@ -56,8 +56,9 @@ from ..store import Outcome, QueueState, Store
 from .background import Background
 from .bridge import BlockingBridge
 from .flush import FlushCoordinator, FlushResult, ProgressCallback
+from .handles import LogonHandle
 from .inbound import InboundRunner
-from .logons import LogonHandle, SpoolerSupport
+from .logons import SpoolerSupport
 from .offering import Offering
 from .outbound import OutboundRunner
 from .retry import RetryPolicy
@@ -128,7 +129,7 @@ class Spooler:
         self._refresh_spooler_row()
         for handle in self.handles:
             await self._logon(handle)
-        await self.outbound.settle_leftovers()
+        await self.outbound.settler.settle_leftovers()
         await self.persist_status()
         self.background.start()
 

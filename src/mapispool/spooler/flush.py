@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..mapi import (
     FLUSH_ASYNC_OK,
@@ -21,11 +21,12 @@ from ..mapi import (
     STATUS_INBOUND_FLUSH,
     STATUS_OUTBOUND_FLUSH,
 )
-from .outbound import Result
-
-if TYPE_CHECKING:
-    from .engine import Spooler
-    from .logons import LogonHandle
+from ..profile import Profile
+from .attempts import Result
+from .handles import LogonHandle
+from .inbound import InboundRunner
+from .offering import Offering
+from .status import StatusTable
 
 log = logging.getLogger("mapispool.flush")
 
@@ -88,10 +89,30 @@ class FlushProgress:
 ProgressCallback = Callable[[FlushProgress], None]
 
 
+class FlushHost(Protocol):
+    """What the flush coordinator needs from the spooler."""
+
+    shutting_down: bool
+    profile: Profile
+    status: StatusTable
+    offering: Offering
+    inbound: InboundRunner
+
+    async def end_flush_for_shutdown(self, handle: LogonHandle) -> None: ...
+
+    async def persist_status(self) -> None: ...
+
+    async def revive(self, handle: LogonHandle, *, force: bool = False) -> bool: ...
+
+    def row_changed(self, handle: LogonHandle, *, requested: bool = False) -> None: ...
+
+    def set_spooler_flushing(self, flags: int) -> None: ...
+
+
 class FlushCoordinator:
     """Runs flushes for one spooler; at most one at a time (MAPI_E_BUSY otherwise)."""
 
-    def __init__(self, spooler: Spooler) -> None:
+    def __init__(self, spooler: FlushHost) -> None:
         self.spooler = spooler
         self.lock = asyncio.Lock()
         self._resource_locks: dict[str, asyncio.Lock] = {}

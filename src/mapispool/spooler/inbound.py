@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..mapi import (
     PR_INTERNET_MESSAGE_ID,
@@ -19,11 +19,9 @@ from ..mapi import (
     MapiError,
 )
 from ..spi import InboundMessage
-from ..store import Delivery
-
-if TYPE_CHECKING:
-    from .engine import Spooler
-    from .logons import LogonHandle
+from ..store import Delivery, Store
+from .bridge import BlockingBridge
+from .handles import LogonHandle
 
 log = logging.getLogger("mapispool.spooler")
 
@@ -115,10 +113,19 @@ def _quick_headers(content: bytes, found: dict[int, Any]) -> bool:
     return True
 
 
+class InboundHost(Protocol):
+    """What the inbound runner needs from the spooler."""
+
+    store: Store
+    bridge: BlockingBridge
+
+    def newmail(self, message: InboundMessage) -> None: ...
+
+
 class InboundRunner:
     """Runs StartMessage loops and commits what transports save."""
 
-    def __init__(self, spooler: Spooler) -> None:
+    def __init__(self, spooler: InboundHost) -> None:
         self.spooler = spooler
 
     def new_message(self) -> InboundMessage:

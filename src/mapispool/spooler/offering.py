@@ -8,16 +8,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..mapi import MAPI_E_NOT_FOUND, MapiError
 from ..store import Claim, Note, Outcome, QueueEntry, QueueState, Route, Store
-from .outbound import Offered
-from .routing import route
-
-if TYPE_CHECKING:
-    from .engine import Spooler
-    from .logons import LogonHandle
+from .attempts import Offered
+from .handles import LogonHandle
+from .outbound import OutboundRunner
+from .retry import RetryPolicy
+from .routing import Registration, route
 
 log = logging.getLogger("mapispool.spooler")
 
@@ -26,10 +25,23 @@ log = logging.getLogger("mapispool.spooler")
 CLAIM_PAGE = 64
 
 
+class OfferingHost(Protocol):
+    """What the queue work needs from the spooler."""
+
+    store: Store
+    retry_policy: RetryPolicy
+    outbound: OutboundRunner
+    handles: list[LogonHandle]
+
+    def registrations(self) -> list[Registration]: ...
+
+    def all_logged_on(self) -> bool: ...
+
+
 class Offering:
     """The spooler's queue work; one per spooler."""
 
-    def __init__(self, spooler: Spooler) -> None:
+    def __init__(self, spooler: OfferingHost) -> None:
         self.spooler = spooler
         #: Messages being offered right now: entry id -> (transport, set when done).
         self.busy: dict[bytes, tuple[str, asyncio.Event]] = {}
@@ -130,10 +142,10 @@ class Offering:
     async def expire_overdue(self) -> None:
         """Fail (with an NDR) every waiting message past its lifetime."""
         for entry in await self.store.overdue_entries(time.time()):
-            await self.spooler.outbound.expire(
+            await self.spooler.outbound.settler.expire(
                 entry.entry_id, entry.last_error or "not sent in time"
             )
-        await self.spooler.outbound.warn_delayed()
+        await self.spooler.outbound.settler.warn_delayed()
 
     async def offer_many(
         self,
@@ -208,13 +220,15 @@ class Offering:
         uncertain if their hand-over had begun), as a restart would, and finish those
         whose recipients are all done. Call only while nothing is being offered (holding
         ``activity``, or at shutdown); ``force`` repairs even without a known error."""
-        if not (self.stranded or force) or self.busy:
+        outbound = self.spooler.outbound
+        if not (self.stranded or outbound.stranded or force) or self.busy:
             return
         repaired = await self.store.recover(parked=False)
         if any(repaired.values()):
             log.warning("put messages left in flight by an error back: %s", repaired)
-        await self.spooler.outbound.settle_leftovers()
-        self.stranded = False  # only now: a failure above is tried again next time
+        await self.spooler.outbound.settler.settle_leftovers()
+        # Only now: a failure above is tried again next time.
+        self.stranded = outbound.stranded = False
         for entry_id, error in list(self.failed.items()):
             try:
                 entry = await self.store.queue_entry(entry_id, with_recipients=False)

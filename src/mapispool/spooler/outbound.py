@@ -8,9 +8,7 @@ import io
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ..mapi import (
     BEGIN_DEFERRED,
@@ -29,23 +27,23 @@ from ..mapi import (
     PR_SENTMAIL_ENTRYID,
     MapiError,
 )
+from ..profile import Profile
 from ..spi import OutboundMessage, Recipient
 from ..store import (
     Claim,
     Note,
     Outcome,
-    QueueEntry,
     QueueState,
     RecipientOutcome,
-    Report,
     Store,
 )
-from .reports import FailedRecipient, build_delay_notice, build_ndr, wants_ndr
+from .attempts import Attempt, Offered, Result, printable
+from .bridge import BlockingBridge
+from .handles import LogonHandle
+from .retry import RetryPolicy
 from .routing import Registration, route
-
-if TYPE_CHECKING:
-    from .engine import Spooler
-    from .logons import LogonHandle
+from .settling import Settler
+from .supervision import Supervisor
 
 log = logging.getLogger("mapispool.spooler")
 
@@ -58,56 +56,37 @@ RECORDING = "recording"
 MAX_RESEND_NOW = 5
 
 
-def printable(text: str) -> str:
-    """``text`` made safe to store and show: characters that cannot be encoded (lone
-    surrogates from a reply decoded with surrogateescape) become backslash escapes."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+class OutboundHost(Protocol):
+    """What the outbound runner needs from the spooler."""
 
+    store: Store
+    profile: Profile
+    bridge: BlockingBridge
+    supervisor: Supervisor
+    retry_policy: RetryPolicy
 
-class Result(Enum):
-    """What one offer of a message to a transport ended in."""
+    def registrations(self) -> list[Registration]: ...
 
-    NOTHING = "nothing"  # the transport had no recipient of this message
-    SENT = "sent"  # the attempt delivered its recipients (others may remain)
-    DECLINED = "declined"  # MAPI_E_NOT_ME, or it took none of its recipients
-    RETRY = "retry"
-    PARKED = "parked"
-    UNCERTAIN = "uncertain"
-    CANCELLED = "cancelled"
-    FAILED = "failed"
+    def all_logged_on(self) -> bool: ...
 
-
-@dataclass(frozen=True)
-class Offered:
-    """The result of ``OutboundRunner.offer``: the outcome, the recipients reported failed
-    in this attempt, and the message size."""
-
-    outcome: Result
-    failed: int = 0
-    size: int = 0
-
-
-@dataclass
-class _Attempt:
-    """The bookkeeping of one submit/end pair."""
-
-    handle: LogonHandle
-    entry: QueueEntry
-    message: OutboundMessage
-    mine: list[Recipient]
-    failed_rows: set[int]
-    #: The message's properties as stored (the transport may change ``message.props``).
-    stored_props: dict[int, Any]
-    #: Recipients reported with ``delivered_recips`` (their outcome is recorded already).
-    delivered_rows: set[int] = field(default_factory=set)
+    def queue_changed(self) -> None: ...
 
 
 class OutboundRunner:
     """Offers messages to transports and settles them; one per spooler."""
 
-    def __init__(self, spooler: Spooler) -> None:
+    def __init__(self, spooler: OutboundHost) -> None:
         self.spooler = spooler
-        self._attempts: dict[bytes, _Attempt] = {}
+        self._attempts: dict[bytes, Attempt] = {}
+        self.settler = Settler(
+            spooler.store,
+            spooler.registrations,
+            spooler.all_logged_on,
+            spooler.profile.retry.delay_warning or 0.0,
+        )
+        #: An error of the spooler's own (the store failed) left a message in flight or
+        #: unfinished: ``Offering.repair_stranded`` puts it back.
+        self.stranded = False
 
     @property
     def store(self) -> Store:
@@ -191,7 +170,7 @@ class OutboundRunner:
             ),
             on_handoff=lambda begun: self._handoff(entry_id, claim.token, begun),
         )
-        attempt = _Attempt(handle, entry, message, mine, set(), dict(props))
+        attempt = Attempt(handle, entry, message, mine, set(), dict(props))
         self._attempts[entry_id] = attempt
         try:
             outcome = await self._submit_and_end(attempt, flags)
@@ -208,7 +187,7 @@ class OutboundRunner:
         if begun:
             self.spooler.bridge.run(lambda: self.store.mark_handoff(entry_id, token, True))
 
-    async def _submit_and_end(self, attempt: _Attempt, flags: int) -> Result:
+    async def _submit_and_end(self, attempt: Attempt, flags: int) -> Result:
         """Run submit/end pairs (again at once on END_RESEND_NOW) and record the outcome.
         Recording never raises: a store failure leaves the message retrying (never
         delivered), see ``_recording_failed``."""
@@ -241,7 +220,7 @@ class OutboundRunner:
     # -- outcomes -------------------------------------------------------------------
 
     async def _recording(
-        self, attempt: _Attempt, record: Callable[[_Attempt, _T], Awaitable[Result]], arg: _T
+        self, attempt: Attempt, record: Callable[[Attempt, _T], Awaitable[Result]], arg: _T
     ) -> Result:
         """``record(attempt, arg)``, turning a failure to record into a retry."""
         try:
@@ -251,7 +230,7 @@ class OutboundRunner:
         self.spooler.supervisor.ok(RECORDING)
         return outcome
 
-    async def _record_attempt(self, attempt: _Attempt, *, marks_deliver: bool) -> list[Recipient]:
+    async def _record_attempt(self, attempt: Attempt, *, marks_deliver: bool) -> list[Recipient]:
         """Persist what one attempt did for the recipients it handled (DESIGN §7) and
         return the ones still pending.
 
@@ -280,7 +259,7 @@ class OutboundRunner:
         )
         return left
 
-    async def _after_end(self, attempt: _Attempt, answer: int) -> Result:
+    async def _after_end(self, attempt: Attempt, answer: int) -> Result:
         entry_id, name = attempt.entry.entry_id, attempt.handle.name
         held = bool(answer & (END_DONT_RESEND | END_RESEND_LATER))
         if not held and await self._delivered_whole(attempt):
@@ -307,7 +286,7 @@ class OutboundRunner:
         await self.settle(entry_id)
         return Result.SENT
 
-    async def _delivered_whole(self, attempt: _Attempt) -> bool:
+    async def _delivered_whole(self, attempt: Attempt) -> bool:
         """The common case in two transactions instead of five: the attempt ended well,
         the transport took every recipient of the message and reported none failed, so
         after the outcomes the hand-over and the sent-items move commit together (what
@@ -327,17 +306,22 @@ class OutboundRunner:
         elif isinstance(props.get(PR_SENTMAIL_ENTRYID), bytes):
             folder = self.store.folder_by_entry_id(props[PR_SENTMAIL_ENTRYID]) or "Sent Items"
         entry_id, name = attempt.entry.entry_id, attempt.handle.name
-        # The outcomes commit first and on their own, as on every path: a crash right
-        # after them finishes the message at the next start, never resends it.
+        # The outcomes are applied first and on their own (a savepoint), as on every
+        # path: if finishing fails, they stay, and the message is finished later, never
+        # sent again. If they fail, the finish is refused too (same message).
         rows = tuple(r.row_id for r in attempt.mine)
-        await self._set_outcome(entry_id, rows, "delivered", transport=name)
-        await self._transition(
+        result = RecipientOutcome(rows, "delivered", name)
+        finish = Outcome(
             entry_id, QueueState.SENT, recipients=attempt.mine, folder=folder,
             delete=folder is None, notes=[Note("handed-over", transport=name)],
         )  # fmt: skip
+        for recorded in await self.store.record(
+            [Outcome(entry_id, recipient_outcomes=[result]), finish]
+        ):
+            recorded.check()
         return True
 
-    async def _after_error(self, attempt: _Attempt, exc: Exception) -> Result:
+    async def _after_error(self, attempt: Attempt, exc: Exception) -> Result:
         """An error raised from the attempt: nothing marked in it was delivered; only
         what the transport reported through delivered_recips / status_recips counts."""
         entry_id, name = attempt.entry.entry_id, attempt.handle.name
@@ -368,10 +352,10 @@ class OutboundRunner:
             log.warning("transport %s failed on %s: %s", name, entry_id.hex(), text)
         return await self._retry(attempt, text, hint=hint)
 
-    async def _resend_now_exhausted(self, attempt: _Attempt, _arg: None) -> Result:
+    async def _resend_now_exhausted(self, attempt: Attempt, _arg: None) -> Result:
         return await self._retry(attempt, "the transport kept asking to resend now", hint=None)
 
-    async def _recording_failed(self, attempt: _Attempt, exc: Exception) -> Result:
+    async def _recording_failed(self, attempt: Attempt, exc: Exception) -> Result:
         """Recording the attempt's outcome failed (the store raised): treated as a crash
         at that point, never as delivered. Every recipient without a recorded outcome
         stays pending; a message whose hand-over had begun becomes uncertain (as a
@@ -410,11 +394,11 @@ class OutboundRunner:
             await self.settle(entry_id)  # every recipient may have its outcome already
         except Exception:
             log.exception("could not put %s back in the queue either", entry_id.hex())
-            self.spooler.offering.stranded = True
+            self.stranded = True
             return Result.FAILED
         return Result.RETRY
 
-    async def _fail_corrupt(self, attempt: _Attempt, error: str) -> Result:
+    async def _fail_corrupt(self, attempt: Attempt, error: str) -> Result:
         """The stored content failed its checksum (``store.integrity``): the read that
         would have given a transport its last bytes raised instead, so nothing complete
         was handed over, and a resend would read the same bytes. Every pending recipient
@@ -432,7 +416,7 @@ class OutboundRunner:
         await self.settle(entry_id)
         return Result.FAILED
 
-    async def _retry(self, attempt: _Attempt, error: str, *, hint: float | None) -> Result:
+    async def _retry(self, attempt: Attempt, error: str, *, hint: float | None) -> Result:
         entry_id = attempt.entry.entry_id
         queue_entry = await self.store.queue_entry(entry_id, with_recipients=False)
         delay = self.spooler.retry_policy.delay(queue_entry.attempts, hint=hint)
@@ -497,139 +481,12 @@ class OutboundRunner:
         if attempt is not None:
             attempt.failed_rows.update(rows)
 
-    # -- settling -------------------------------------------------------------------
+    # -- settling (``settling.Settler``) -----------------------------------------------
 
     async def settle(self, entry_id: bytes) -> None:
-        """After any attempt: fail recipients no transport can take, send the NDR for new
-        failures, and finish the message once every recipient is done."""
-        entry = await self.store.queue_entry(entry_id, with_recipients=False)
-        if entry.state.finished:
-            return
-        stored = await self.store.message(entry_id, content=False)
-        props, recipients = dict(stored.props), list(stored.recipients)
-        outcomes = {row: (outcome, text, sent) for row, outcome, text, sent in
-                    await self.store.recipient_outcomes(entry_id)}  # fmt: skip
-        registrations = self.spooler.registrations()
-        unroutable = []
-        if self.spooler.all_logged_on():
-            for r in recipients:
-                if (
-                    outcomes[r.row_id][0] is None
-                    and route(r.addrtype, registrations, entry.declined) is None
-                ):
-                    unroutable.append(r)
-        for r in unroutable:
-            why = (
-                f"no transport accepts address type {r.addrtype}"
-                if route(r.addrtype, registrations) is None
-                else f"every transport for address type {r.addrtype} declined it"
-            )
-            await self._set_outcome(entry_id, [r.row_id], "failed", transport=None,
-                                    report_text=why)  # fmt: skip
-            outcomes[r.row_id] = ("failed", why, False)
-        await self._send_ndr(entry_id, props, recipients, outcomes)
-        if any(o is None for o, _t, _s in outcomes.values()):
-            return
-        delivered = any(o == "delivered" for o, _t, _s in outcomes.values())
-        if entry.state is QueueState.IN_FLIGHT:
-            return  # the running attempt finishes it
-        if entry.state not in (QueueState.QUEUED, QueueState.RETRY):
-            return
-        if delivered:
-            await self._finish_sent(entry_id, props)
-        else:
-            await self._transition(entry_id, QueueState.FAILED, folder="Outbox")
-
-    async def _send_ndr(
-        self,
-        entry_id: bytes,
-        props: dict[int, Any],
-        recipients: Sequence[Recipient],
-        outcomes: dict[int, tuple[str | None, str | None, bool]],
-    ) -> None:
-        fresh = [
-            r for r in recipients if outcomes[r.row_id][0] == "failed" and not outcomes[r.row_id][2]
-        ]
-        if not fresh:
-            return
-        rows = [r.row_id for r in fresh]
-        if not wants_ndr(props):
-            await self._record(Outcome(entry_id, reports=[Report(None, ndr_rows=tuple(rows))]))
-            return
-        failed = [
-            FailedRecipient(r.address, r.addrtype, outcomes[r.row_id][1] or "delivery failed")
-            for r in fresh
-        ]
-        with self.store.open_content(entry_id, verify=False) as stream:
-            head = stream.read(64 * 1024)
-        content, ndr_props = build_ndr(props, head, failed)
-        await self._record(
-            Outcome(
-                entry_id,
-                reports=[Report(content, ndr_props, ndr_rows=tuple(rows))],
-                notes=[Note("ndr", detail=", ".join(f.address for f in failed))],
-            )
-        )
-
-    async def warn_delayed(self) -> None:
-        """``retry.delay_warning``: tell the sender once (a ``Report.IPM.Note.DelayedDR``
-        in the Inbox) about each message still not sent that long after submission."""
-        after = self.spooler.profile.retry.delay_warning
-        if not after:
-            return
-        for entry in await self.store.delayed_entries(time.time() - after):
-            stored = await self.store.message(entry.entry_id, content=False)
-            props, recipients = dict(stored.props), list(stored.recipients)
-            if not wants_ndr(props):
-                await self._record(
-                    Outcome(entry.entry_id, reports=[Report(None, delay_notice=True)])
-                )
-                continue
-            outcomes = await self.store.recipient_outcomes(entry.entry_id)
-            pending = {row for row, outcome, _t, _s in outcomes if outcome is None}
-            reason = f"not delivered yet; last error: {entry.last_error or 'none'}"
-            waiting = [
-                FailedRecipient(r.address, r.addrtype, reason)
-                for r in recipients
-                if r.row_id in pending
-            ]
-            with self.store.open_content(entry.entry_id, verify=False) as stream:
-                head = stream.read(64 * 1024)
-            content, report_props = build_delay_notice(props, head, waiting)
-            await self._record(
-                Outcome(
-                    entry.entry_id,
-                    reports=[Report(content, report_props, delay_notice=True)],
-                    notes=[Note("delay-notice")],
-                )
-            )
-
-    async def settle_leftovers(self) -> None:
-        """Finish the messages a previous spooler stopped before finishing: every
-        recipient has an outcome, but the message still waits in the queue."""
-        seen: set[bytes] = set()
-        while True:
-            page = [e for e in await self.store.settled_entries() if e.entry_id not in seen]
-            for entry in page:
-                seen.add(entry.entry_id)
-                await self.settle(entry.entry_id)
-            if not page:
-                return
-
-    async def _finish_sent(self, entry_id: bytes, props: dict[int, Any]) -> None:
-        """Sent-items handling (spec §4.3 step 9): delete with PR_DELETE_AFTER_SUBMIT, move
-        to PR_SENTMAIL_ENTRYID, or by default to Sent Items."""
-        folder: str | None = "Sent Items"
-        if props.get(PR_DELETE_AFTER_SUBMIT):
-            folder = None
-        elif isinstance(props.get(PR_SENTMAIL_ENTRYID), bytes):
-            folder = self.store.folder_by_entry_id(props[PR_SENTMAIL_ENTRYID]) or "Sent Items"
-        await self._transition(entry_id, QueueState.SENT, folder=folder, delete=folder is None)
+        """``Settler.settle``."""
+        await self.settler.settle(entry_id)
 
     async def expire(self, entry_id: bytes, error: str) -> None:
-        """The message outlived its lifetime: every pending recipient fails (NDR)."""
-        outcomes = await self.store.recipient_outcomes(entry_id)
-        pending = [row for row, outcome, _t, _s in outcomes if outcome is None]
-        why = f"gave up after the message lifetime; last error: {error}"
-        await self._set_outcome(entry_id, pending, "failed", transport=None, report_text=why)
-        await self.settle(entry_id)
+        """``Settler.expire``."""
+        await self.settler.expire(entry_id, error)

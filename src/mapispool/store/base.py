@@ -214,7 +214,10 @@ class Store(ABC):
         An outcome the store refuses (``InvalidTransition``, ``StaleClaim``,
         ``MAPI_E_NOT_FOUND``, or a statement of its own that fails: a constraint, a
         trigger) changes nothing and gets its error in its ``Recorded``; the others are
-        applied all the same (per-outcome savepoints). An error that ends the whole
+        applied all the same (per-outcome savepoints), except the later outcomes of the
+        same message in the batch, refused too (a message's outcomes apply in order, and
+        none after its first refusal: "recipients delivered" then "finished" can share
+        one call). An error that ends the whole
         transaction (disk full at commit, an I/O error) raises and nothing of the batch
         is applied.
 

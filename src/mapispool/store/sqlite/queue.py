@@ -9,7 +9,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 
-from ...mapi import MAPI_E_INVALID_PARAMETER, MAPI_E_NOT_FOUND, MapiError
+from ...mapi import MAPI_E_CALL_FAILED, MAPI_E_INVALID_PARAMETER, MAPI_E_NOT_FOUND, MapiError
 from ..codec import dump_props
 from ..model import DUE_STATES, TRANSITIONS, InvalidTransition, QueueState, StaleClaim
 from ..types import Outcome, QueueAction, Recorded
@@ -36,8 +36,17 @@ def record(
     now = time.time()
     results: list[Recorded] = []
     due = False
+    failed: set[bytes] = set()
     with db.tx("recording outcomes", durable=durable) as conn:
         for outcome in outcomes:
+            if outcome.entry_id in failed:
+                error = MapiError(
+                    MAPI_E_CALL_FAILED,
+                    f"{outcome.entry_id.hex()}: not recorded, an earlier outcome of the "
+                    "same message in the batch failed",
+                )
+                results.append(Recorded(error=error))
+                continue
             conn.execute("SAVEPOINT outcome")
             try:
                 recorded = apply(db, conn, outcome, now)
@@ -50,6 +59,8 @@ def record(
                 conn.execute("ROLLBACK TO outcome")
                 recorded = Recorded(error=db.error(exc, "recording an outcome"))
             conn.execute("RELEASE outcome")
+            if recorded.error is not None:
+                failed.add(outcome.entry_id)
             results.append(recorded)
             due = due or (recorded.error is None and outcome.state in DUE_STATES)
     return results, due
