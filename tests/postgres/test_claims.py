@@ -146,3 +146,40 @@ async def test_recover_without_a_time_spares_live_workers_claims(
     assert (await pg.recover())["requeued"] == 1
     assert (await pg.queue_entry(mine)).state is QueueState.QUEUED
     assert (await pg.queue_entry(theirs)).state is QueueState.IN_FLIGHT
+
+
+async def test_a_messages_later_outcomes_in_a_batch_are_refused_after_its_first_refusal(
+    pg: PostgresStore,
+) -> None:
+    """record applies a message's outcomes in order and none after its first refusal;
+    other messages in the batch are applied all the same."""
+    first, second = await submit(pg, 2)
+    claims = await pg.claim(ROUTE, now=time.time(), limit=2)
+    tokens = {c.entry_id: c.token for c in claims}
+    results = await pg.record(
+        [
+            Outcome(first, QueueState.SENT, token=tokens[first] + 1000, folder="Sent Items"),
+            Outcome(first, QueueState.QUEUED),
+            Outcome(second, QueueState.SENT, token=tokens[second], folder="Sent Items"),
+        ]
+    )
+    assert isinstance(results[0].error, StaleClaim)
+    assert results[1].error is not None
+    assert results[2].error is None
+    assert (await pg.queue_entry(first)).state is QueueState.IN_FLIGHT
+    assert (await pg.queue_entry(second)).state is QueueState.SENT
+
+
+async def test_notes_for_a_message_outside_the_queue_are_recorded(pg: PostgresStore) -> None:
+    """An outcome with only notes may concern a message that has no queue entry (a
+    received one); one that changes a state may not."""
+    from mapispool.store.types import Delivery, Note
+
+    (inbound,) = await pg.deliver([Delivery("Inbox", b"Subject: in\r\n\r\n")])
+    assert inbound is not None
+    ok, refused = await pg.record(
+        [Outcome(inbound, notes=[Note("read")]), Outcome(inbound, QueueState.SENT)]
+    )
+    assert ok.error is None
+    assert refused.error is not None
+    assert [e.kind for e in await pg.events(inbound)] == ["received", "read"]

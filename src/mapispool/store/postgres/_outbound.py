@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import psycopg
 
-from ...mapi import MAPI_E_NOT_FOUND, MapiError
+from ...mapi import MAPI_E_CALL_FAILED, MAPI_E_NOT_FOUND, MapiError
 from ..base import FOLDERS, INLINE_LIMIT, PAGE
 from ..codec import dump_props, load_props
 from ..model import TRANSITIONS, InvalidTransition, QueueState, Recipient, StaleClaim
@@ -187,14 +187,28 @@ class Outbound(Plumbing):
             cur = await conn.execute(q("lock_entries"), (ids,))
             rows = {bytes(r[0]): _Row(QueueState(r[1]), r[2], int(r[3]), list(r[4] or ()))
                     for r in await cur.fetchall()}  # fmt: skip
+            missing = [e for e in ids if e not in rows]
+            if missing:  # messages outside the queue may still get notes and reports
+                cur = await conn.execute(q("message_ids"), (missing,))
+                rows.update(
+                    {bytes(e): _Row(None, None, int(m), []) for e, m in await cur.fetchall()}
+                )
             now = time.time()
+            refused: set[bytes] = set()
             async with conn.pipeline():
                 for outcome in outcomes:
                     row = rows.get(outcome.entry_id)
                     try:
+                        if outcome.entry_id in refused:
+                            raise MapiError(
+                                MAPI_E_CALL_FAILED,
+                                f"{outcome.entry_id.hex()}: not recorded, an earlier outcome "
+                                "of the same message in the batch failed",
+                            )
                         _check(outcome, row)
                     except MapiError as exc:
                         results.append(Recorded(error=exc))
+                        refused.add(outcome.entry_id)
                         continue
                     assert row is not None
                     before = (row.state, row.token, row.gone, list(row.declined))
@@ -206,6 +220,7 @@ class Outbound(Plumbing):
                             raise  # the connection or the server: the whole batch fails
                         row.state, row.token, row.gone, row.declined = before
                         results.append(Recorded(error=self.error(exc, "recording an outcome")))
+                        refused.add(outcome.entry_id)
                         continue
                     results.append(recorded)
                     woke = woke or outcome.state in _DUE
@@ -239,7 +254,7 @@ class Outbound(Plumbing):
         for note in outcome.notes:
             await add_event(conn, entry_id, note.kind, note.transport, note.detail, now)
         gone = False
-        if outcome.state is not None:
+        if outcome.state is not None and state is not None:
             gone = await self._change_state(conn, outcome, state, message_id, now)
             row.state, row.token, row.gone = outcome.state, None, gone
         report_ids = []
@@ -343,7 +358,7 @@ class Outbound(Plumbing):
 class _Row:
     """A locked queue row as a batch of outcomes changes it."""
 
-    state: QueueState
+    state: QueueState | None  # None: a message outside the queue (notes, reports only)
     token: int | None
     message_id: int
     declined: list[str]
@@ -355,7 +370,11 @@ def _check(outcome: Outcome, row: _Row | None) -> None:
     machine or ``expect`` does not allow); nothing when it may be applied."""
     entry_id = outcome.entry_id
     if row is None or row.gone:
-        raise MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the queue")
+        raise MapiError(MAPI_E_NOT_FOUND, f"no message with entry id {entry_id.hex()}")
+    if row.state is None:
+        if outcome.state is not None or outcome.token is not None or outcome.declined:
+            raise MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the queue")
+        return
     if outcome.token is not None and (
         row.state is not QueueState.IN_FLIGHT or row.token != outcome.token
     ):

@@ -126,6 +126,9 @@ WHERE m.entry_id = ANY(%s::bytea[])
 ORDER BY q.message_id
 FOR UPDATE OF q;
 
+-- name: message_ids
+SELECT entry_id, id FROM messages WHERE entry_id = ANY(%s::bytea[]);
+
 -- name: save_recipient
 UPDATE recipients SET responsibility = %s, props = %s WHERE message_id = %s AND row_id = %s;
 
