@@ -28,8 +28,8 @@ import psycopg
 from ...mapi import MAPI_E_VERSION, MapiError
 from ..base import Store
 from ..model import QueueState, Recipient
-from ..types import Delivery
-from ._plumbing import Conn
+from ..types import Delivery, Outcome, Recorded
+from ._plumbing import Conn, log
 from ._reads import Reads
 from ._rows import FOLDER_IDS, add_event, insert_message
 from ._sql import SchemaTooNew, migrate, q
@@ -174,12 +174,7 @@ class PostgresStore(Reads, Store):
             try:
                 await self.heartbeat()
             except MapiError as exc:  # the database is away: keep beating, it comes back
-                self.log_warning("heartbeat failed: %s", exc)
-
-    def log_warning(self, text: str, *args: object) -> None:
-        from ._plumbing import log
-
-        log.warning(text, *args)
+                log.warning("heartbeat failed: %s", exc)
 
     async def live_workers(self) -> list[dict[str, Any]]:
         """The workers whose heartbeat is recent: name, host, pid, started, last beat."""
@@ -325,10 +320,10 @@ class PostgresStore(Reads, Store):
             await conn.execute(q("sync_barrier"))
         self._unsynced = False
 
-    async def record(self, outcomes: Sequence[Any], *, durable: bool = False) -> list[Any]:
+    async def record(self, outcomes: Sequence[Outcome], *, durable: bool = False) -> list[Recorded]:
         result = await super().record(outcomes, durable=durable)
         if not durable:
-            self._unsynced = True
+            self._unsynced = True  # ``sync`` makes these durable
         return result
 
     async def known_dedupe_keys(self, keys: Collection[str]) -> set[str]:
