@@ -25,7 +25,7 @@ def test_a_postgresql_url_selects_the_postgres_store() -> None:
     assert profile.store == URL
     assert profile.store_schema == "team_a"
     assert load('store = "postgres://u@h/db"\n').store_is_postgres
-    assert not load('store = "sqlite:///tmp/x.db"\n').store_is_postgres
+    assert not load('store = "sqlite:///home/me/store.db"\n').store_is_postgres
 
 
 def test_the_password_comes_by_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
