@@ -115,12 +115,8 @@ class Plumbing:
                 yield conn
         except MapiError:
             raise
-        except (psycopg.Error, OSError) as exc:
+        except (psycopg.Error, OSError) as exc:  # PoolTimeout is an OperationalError
             raise self.error(exc, what) from exc
-        except Exception as exc:  # PoolTimeout is not a psycopg.Error in older pools
-            if type(exc).__name__ == "PoolTimeout":
-                raise self.error(exc, what) from exc
-            raise
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Conn]:
