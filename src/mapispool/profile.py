@@ -19,6 +19,7 @@ from typing import Any
 from .mapi import MAPI_E_UNCONFIGURED, MapiError
 from .mapi.errors import NotFoundError
 from .spi import TransportProvider
+from .store.base import Store
 from .transports.registry import ProviderNotFound, resolve_provider
 
 log = logging.getLogger("mapispool.profile")
@@ -110,6 +111,10 @@ class Profile:
 
     transports: tuple[TransportConfig, ...]
     store: str | None = None
+    store_schema: str | None = None
+    store_password_env: str | None = None
+    store_password_file: str | None = None
+    store_password_command: str | None = None
     send_immediately: bool = True
     parallel_flush: bool = False
     retry: RetryConfig = field(default_factory=RetryConfig)
@@ -162,13 +167,61 @@ class Profile:
             f"no transport called {name!r} in the profile; the transports are: {known}"
         )
 
+    @property
+    def store_is_postgres(self) -> bool:
+        """True when ``store`` is a ``postgresql://`` (or ``postgres://``) libpq URL."""
+        return self.store is not None and is_postgres_url(self.store)
+
+    def store_password(self) -> str | None:
+        """The PostgreSQL store's password from ``store_password_env``, ``_file`` or
+        ``_command``, read now (a rotated password is picked up at the next connect); None
+        when none is set, so that libpq's ``PGPASSWORD`` or ``~/.pgpass`` apply. Raises
+        ``MapiError(MAPI_E_LOGON_FAILED)`` naming the setting, never the secret."""
+        from .transports import _secrets
+
+        if self.store_password_env:
+            return _secrets.read_env(self.store_password_env, "store_password_env")
+        if self.store_password_file:
+            return _secrets.read_file(self.store_password_file, "store_password_file")
+        if self.store_password_command:
+            return _secrets.run_command(self.store_password_command, "store_password_command")
+        return None
+
+    def postgres_store_options(self) -> dict[str, Any]:
+        """The keyword options of ``PostgresStore.open(self.store, **options)``: the
+        schema and a callable that reads the password by reference when connecting."""
+        return {"schema": self.store_schema, "password": self.store_password}
+
+    async def open_store(self) -> Store:
+        """Open the store this profile names: the PostgreSQL store (with its schema and
+        password source) for a ``postgresql://`` URL, else the SQLite store at
+        ``store_path()``."""
+        if self.store is not None and self.store_is_postgres:
+            from .store.postgres import PostgresStore
+
+            return await PostgresStore.open(self.store, **self.postgres_store_options())
+        from .store import open_store
+
+        return await open_store(self.store_path())
+
     def store_path(self) -> Path:
         """Where the SQLite store lives: ``store`` (``sqlite:///path`` or a path, relative
-        to the profile file) or ``store.db`` in the user data directory."""
+        to the profile file) or ``store.db`` in the user data directory.
+
+        A PostgreSQL store has no path: ``ProfileError`` says so, rather than letting a
+        caller that expects a file open a SQLite store in its place (open any store with
+        ``open_store()``)."""
         if self.store is None:
             from platformdirs import user_data_path
 
             return user_data_path("mapispool") / "store.db"
+        if self.store_is_postgres:
+            raise ProfileError(
+                "names a PostgreSQL store, which this command cannot use yet; the Python "
+                "API opens it (Profile.open_store), see 'Many workers' in the README",
+                source=self.source,
+                key="store",
+            )
         raw = self.store.removeprefix("sqlite://")
         path = Path(raw).expanduser()
         if not path.is_absolute() and self.source is not None and raw != ":memory:":
@@ -176,8 +229,50 @@ class Profile:
         return path
 
 
+_POSTGRES_STORE_KEYS = (
+    "store_schema",
+    "store_password_env",
+    "store_password_file",
+    "store_password_command",
+)
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def is_postgres_url(store: str) -> bool:
+    """True for a libpq URL (``postgresql://`` or ``postgres://``)."""
+    return store.startswith(("postgresql://", "postgres://"))
+
+
+def postgres_url_problem(url: str) -> str | None:
+    """What is wrong with a PostgreSQL store URL, in words, or None. A password written
+    into the URL is refused: secrets come by reference (``store_password_env``, ...)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        _port = parts.port
+    except ValueError as exc:
+        return f"not a valid URL ({exc}); write postgresql://USER@HOST:PORT/DBNAME"
+    if parts.password is not None:
+        return (
+            "holds a password; remove it from the URL and use store_password_env,"
+            " store_password_file, store_password_command or libpq's PGPASSWORD / ~/.pgpass"
+        )
+    if "password=" in parts.query:
+        return (
+            "holds a password in its query; use store_password_env, store_password_file,"
+            " store_password_command or libpq's PGPASSWORD / ~/.pgpass"
+        )
+    return None
+
+
 TOP_LEVEL_KEYS = {
-    "store": 'a store URL or path, e.g. store = "sqlite:///home/me/.mapispool/store.db"',
+    "store": 'a store URL or path, e.g. store = "sqlite:///home/me/.mapispool/store.db"'
+    ' or store = "postgresql://mapispool@db.example.com:5432/mail"',
+    "store_schema": "the PostgreSQL schema that holds the store (default: mapispool)",
+    "store_password_env": "the environment variable holding the PostgreSQL password",
+    "store_password_file": "a file whose first line is the PostgreSQL password",
+    "store_password_command": "a command that prints the PostgreSQL password",
     "transport_order": "a list of transport section names",
     "send_immediately": "true or false",
     "parallel_flush": "true or false",
@@ -205,15 +300,47 @@ class _ProfileReader:
                 known = ", ".join(TOP_LEVEL_KEYS)
                 raise self.error(key, f"unknown setting; the known ones are: {known}")
         transports = self.read_transports()
+        store = self.read_store()
         return Profile(
             transports=transports,
-            store=self.optional_str("store"),
+            store=store,
+            store_schema=self.optional_str("store_schema"),
+            store_password_env=self.optional_str("store_password_env"),
+            store_password_file=self.optional_str("store_password_file"),
+            store_password_command=self.optional_str("store_password_command"),
             send_immediately=self.boolean("send_immediately", True),
             parallel_flush=self.boolean("parallel_flush", False),
             retry=self.read_retry(),
             flush_every=self.minutes("flush_every"),
             source=self.source,
         )
+
+    def read_store(self) -> str | None:
+        """``store`` and the settings that only a PostgreSQL store takes, checked together."""
+        store = self.optional_str("store")
+        postgres_only = [k for k in _POSTGRES_STORE_KEYS if self.data.get(k) is not None]
+        if store is None or not is_postgres_url(store):
+            if postgres_only:
+                raise self.error(
+                    postgres_only[0],
+                    'only a PostgreSQL store takes it; set store = "postgresql://USER@HOST/DB"'
+                    " or remove it",
+                )
+            return store
+        problem = postgres_url_problem(store)
+        if problem:
+            raise self.error("store", problem)
+        sources = [k for k in _POSTGRES_STORE_KEYS[1:] if self.data.get(k) is not None]
+        if len(sources) > 1:
+            raise self.error(sources[1], f"set only one password source, not {sources}")
+        schema = self.optional_str("store_schema")
+        if schema is not None and not _SCHEMA_NAME.match(schema):
+            raise self.error(
+                "store_schema",
+                f"{schema!r} is not a plain schema name; use lower-case letters, digits and"
+                " _ (at most 63, starting with a letter or _)",
+            )
+        return store
 
     def optional_str(self, key: str) -> str | None:
         value = self.data.get(key)

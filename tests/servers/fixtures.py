@@ -9,6 +9,7 @@ from tests.servers._util import need
 from tests.servers.dirs import server_dirs
 from tests.servers.dovecot import dovecot, dovecot_user
 from tests.servers.postfix import postfix
+from tests.servers.postgres import pg_store, postgres_server, postgres_store, postgres_url
 from tests.servers.smtp import smtp, smtp_server, smtp_server_factory
 from tests.servers.smtp_sink import smtp_sink, smtp_sink_factory
 from tests.servers.tls import tls_ca
@@ -17,7 +18,11 @@ __all__ = [
     "dovecot",
     "dovecot_user",
     "need",
+    "pg_store",
     "postfix",
+    "postgres_server",
+    "postgres_store",
+    "postgres_url",
     "server_dirs",
     "smtp",
     "smtp_server",

@@ -24,6 +24,9 @@ def render(template: str, values: dict[str, str]) -> str:
     lines = ["# mapispool profile (see the README); secrets by reference, never inline."]
     if values.get("store"):
         lines.append(f"store = {_q(values['store'])}")
+    for key in ("store_schema", "store_password_env"):
+        if values.get(key):
+            lines.append(f"{key} = {_q(values[key])}")
     lines.append("send_immediately = true")
     if template == "smtp-imap":
         lines += [
@@ -69,7 +72,9 @@ def write_private(path: Path, text: str, force: bool) -> None:
 @click.command(
     epilog="\b\nExamples:\n  mapispool init --template smtp-imap --smtp-host smtp.example.com"
     " --imap-host imap.example.com --username me@example.com\n"
-    "  mapispool --profile ./p.toml init --template maildir --maildir ~/Maildir"
+    "  mapispool --profile ./p.toml init --template maildir --maildir ~/Maildir\n"
+    "  mapispool init --store postgresql://mapispool@db.example.com/mail"
+    " --template maildir --maildir ~/Maildir"
 )
 @click.option("--template", type=click.Choice(TEMPLATES), default=None, help="Profile shape.")
 @click.option("--smtp-host", help="SMTP server (smtp-imap).")
@@ -78,7 +83,16 @@ def write_private(path: Path, text: str, force: bool) -> None:
 @click.option("--username", help="Account user name (smtp-imap).")
 @click.option("--password-env", help="Environment variable holding the password.")
 @click.option("--maildir", help="The Maildir to receive from (maildir).")
-@click.option("--store", help="Where the store lives (default: user data directory).")
+@click.option(
+    "--store",
+    help="Where the store lives: a path, sqlite:///PATH, or postgresql://USER@HOST:PORT/DB"
+    " for many workers (default: the user data directory).",
+)
+@click.option("--store-schema", help="The PostgreSQL schema of the store (default: mapispool).")
+@click.option(
+    "--store-password-env",
+    help="Environment variable holding the PostgreSQL password (else PGPASSWORD/.pgpass).",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing profile.")
 @pass_cli
 def init(
@@ -91,6 +105,8 @@ def init(
     password_env: str | None,
     maildir: str | None,
     store: str | None,
+    store_schema: str | None,
+    store_password_env: str | None,
     force: bool,
 ) -> None:
     """Write a profile (mode 0600) at --profile or the default location."""
@@ -112,7 +128,11 @@ def init(
             if interactive
             else "smtp-imap"
         )
-    values = {"store": store or ""}
+    values = {
+        "store": store or "",
+        "store_schema": store_schema or "",
+        "store_password_env": store_password_env or "",
+    }
     if template == "smtp-imap":
         values["smtp_host"] = need(smtp_host, "SMTP host")
         values["smtp_port"] = str(smtp_port or 587)

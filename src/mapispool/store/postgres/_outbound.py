@@ -1,0 +1,389 @@
+"""The outgoing queue across workers: claims under a lease with a fencing token, the
+hand-over mark, outcomes in one transaction and the repair of dead workers' claims.
+
+A claim locks a page of waiting rows with ``FOR UPDATE SKIP LOCKED``: two workers claiming
+at once each get different rows and never wait for each other. Every write tied to a claim
+checks its token under the row lock, so a worker that lost its lease (paused, cut off)
+has its late writes refused with ``StaleClaim``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import psycopg
+
+from ...mapi import MAPI_E_CALL_FAILED, MAPI_E_NOT_FOUND, MapiError
+from ..base import FOLDERS, INLINE_LIMIT, PAGE
+from ..codec import dump_props, load_props
+from ..model import TRANSITIONS, InvalidTransition, QueueState, Recipient, StaleClaim
+from ..types import Claim, Outcome, Recorded, Route
+from ._plumbing import Conn, Plumbing
+from ._rows import FOLDER_IDS, add_event, insert_message, queue_entry, recipient_from_row
+from ._sql import q
+
+_DUE = frozenset({QueueState.QUEUED, QueueState.RETRY, QueueState.DEFERRED})
+
+
+class Outbound(Plumbing):
+    """Claims, outcomes and recovery (mixed into ``PostgresStore``)."""
+
+    worker_name: str = ""
+    dead_after: float = 30.0
+
+    async def claim(
+        self,
+        route: Route,
+        *,
+        now: float,
+        limit: int = PAGE,
+        lease: float = 30.0,  # many workers: a dead one's claims come back within 30 s
+        worker: str = "",
+        ignore_backoff: bool = False,
+        submitted_before: float | None = None,
+        exclude: Collection[bytes] = (),
+        released: Collection[bytes] = (),
+        inline_limit: int = INLINE_LIMIT,
+    ) -> list[Claim]:
+        worker = worker or self.worker_name
+        if limit <= 0:
+            return []
+        async with self.tx("claiming queued messages", durable=False) as conn:
+            chosen: list[int] = []
+            if released:
+                cur = await conn.execute(
+                    q("claim_released"),
+                    {"transport": route.transport, "released": list(released),
+                     "submitted_before": submitted_before, "exclude": list(exclude)},
+                )  # fmt: skip
+                for message_id, _state, _submit, declined, pending in await cur.fetchall():
+                    if len(chosen) < limit and route.takes(pending, declined or ()):
+                        chosen.append(int(message_id))
+            after: tuple[float, int] = (float("-inf"), 0)
+            # Every row a page returns stays locked until this transaction ends, so the
+            # first page asks for just what is missing: other workers skip only that.
+            page = 0
+            while len(chosen) < limit:
+                # Later pages grow when the route turned rows down (other transports' mail).
+                page = min(PAGE, max(limit - len(chosen), 2 * page))
+                cur = await conn.execute(
+                    q("claim_candidates"),
+                    {
+                        "now": now,
+                        "ignore_backoff": ignore_backoff,
+                        "exclude": list(exclude),
+                        "submitted_before": submitted_before,
+                        "after_time": after[0],
+                        "after_id": after[1],
+                        "page": page,
+                    },
+                )
+                rows = await cur.fetchall()
+                for message_id, _state, _submit, declined, pending in rows:
+                    if len(chosen) < limit and route.takes(pending, declined or ()):
+                        chosen.append(int(message_id))
+                if len(rows) < page:
+                    break
+                after = (float(rows[-1][2]), int(rows[-1][0]))
+            if not chosen:
+                return []
+            stamp = time.time()
+            async with conn.pipeline():
+                taking = await conn.execute(
+                    q("claim_take"),
+                    {"ids": chosen, "lease_until": now + lease, "lease": lease,
+                     "worker": worker, "inline_limit": inline_limit, "stamp": stamp},
+                )  # fmt: skip
+                reading = await conn.execute(q("recipients_of"), (chosen,))
+                taken = {int(row[0]): row for row in await taking.fetchall()}
+                recipient_rows = await reading.fetchall()
+                async with conn.cursor() as cur:
+                    await cur.executemany(
+                        q("insert_event"),
+                        [(bytes(taken[m][1]), stamp, "offered", route.transport, None)
+                         for m in chosen],
+                    )  # fmt: skip
+        recipients: dict[int, list[Recipient]] = {m: [] for m in chosen}
+        for row in recipient_rows:
+            message_id, recipient = recipient_from_row(row)
+            recipients[message_id].append(recipient)
+        claims = []
+        for message_id in chosen:
+            row = taken[message_id]
+            claims.append(
+                Claim(
+                    entry=queue_entry((*row[1:12], message_id), recipients[message_id]),
+                    props=load_props(row[12]),
+                    recipients=recipients[message_id],
+                    content=bytes(row[14]) if row[14] is not None else None,
+                    token=int(row[15]),
+                    lease_until=now + lease,
+                    eight_bit=bool(row[13]),
+                    claimed_from=QueueState(row[16]),
+                )
+            )
+        return claims
+
+    async def renew(self, claims: Sequence[Claim], lease: float) -> list[bytes]:
+        lost: list[bytes] = []
+        if not claims:
+            return lost
+        until = time.time() + lease
+        async with self.tx("renewing claims", durable=False) as conn:
+            for claim in claims:
+                cur = await conn.execute(
+                    q("renew"),
+                    {"lease_until": until, "entry_id": claim.entry_id, "token": claim.token},
+                )
+                if await cur.fetchone() is None:
+                    lost.append(claim.entry_id)
+                else:
+                    claim.lease_until = until
+        return lost
+
+    async def release(self, claims: Sequence[Claim]) -> None:
+        if not claims:
+            return
+        now = time.time()
+        async with self.tx("releasing claims", durable=False) as conn:
+            cur = await conn.execute(
+                q("release"),
+                {"entry_ids": [c.entry_id for c in claims], "tokens": [c.token for c in claims],
+                 "now": now},
+            )  # fmt: skip
+            released = [bytes(eid) for (eid,) in await cur.fetchall()]
+            async with conn.cursor() as events:
+                await events.executemany(
+                    q("insert_event"), [(eid, now, "unclaimed", None, None) for eid in released]
+                )
+        self.wake()
+
+    async def mark_handoff(self, entry_id: bytes, token: int | None, begun: bool) -> None:
+        # Durable: this mark is what makes a crashed attempt "uncertain" instead of resent.
+        async with self.tx("recording a hand-over") as conn:
+            cur = await conn.execute(
+                q("mark_handoff"), {"begun": begun, "entry_id": entry_id, "token": token}
+            )
+            if await cur.fetchone() is None:
+                if token is None:
+                    raise MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the queue")
+                raise StaleClaim(entry_id, token)
+
+    # -- outcomes ---------------------------------------------------------------------
+
+    async def record(self, outcomes: Sequence[Outcome], *, durable: bool = False) -> list[Recorded]:
+        """All rows of the batch are locked by one query, in message order (two batches
+        never deadlock); each outcome is checked against its row in Python, so that a
+        refused one is known before anything is written; the writes of each outcome go
+        out pipelined under a savepoint (one round trip), which a failing statement
+        (a constraint) rolls back without touching the others."""
+        results: list[Recorded] = []
+        woke = False
+        ids = sorted({o.entry_id for o in outcomes})
+        async with self.tx("recording outcomes", durable=durable) as conn:
+            cur = await conn.execute(q("lock_entries"), (ids,))
+            rows = {bytes(r[0]): _Row(QueueState(r[1]), r[2], int(r[3]), list(r[4] or ()))
+                    for r in await cur.fetchall()}  # fmt: skip
+            missing = [e for e in ids if e not in rows]
+            if missing:  # messages outside the queue may still get notes and reports
+                cur = await conn.execute(q("message_ids"), (missing,))
+                rows.update(
+                    {bytes(e): _Row(None, None, int(m), []) for e, m in await cur.fetchall()}
+                )
+            now = time.time()
+            refused: set[bytes] = set()
+            async with conn.pipeline():
+                for outcome in outcomes:
+                    row = rows.get(outcome.entry_id)
+                    try:
+                        if outcome.entry_id in refused:
+                            raise MapiError(
+                                MAPI_E_CALL_FAILED,
+                                f"{outcome.entry_id.hex()}: not recorded, an earlier outcome "
+                                "of the same message in the batch failed",
+                            )
+                        _check(outcome, row)
+                    except MapiError as exc:
+                        results.append(Recorded(error=exc))
+                        refused.add(outcome.entry_id)
+                        continue
+                    assert row is not None
+                    before = (row.state, row.token, row.gone, list(row.declined))
+                    try:
+                        async with conn.transaction():  # a failing statement spares the rest
+                            recorded = await self._apply(conn, outcome, row, now)
+                    except psycopg.DatabaseError as exc:
+                        if isinstance(exc, psycopg.OperationalError):
+                            raise  # the connection or the server: the whole batch fails
+                        row.state, row.token, row.gone, row.declined = before
+                        results.append(Recorded(error=self.error(exc, "recording an outcome")))
+                        refused.add(outcome.entry_id)
+                        continue
+                    results.append(recorded)
+                    woke = woke or outcome.state in _DUE
+        if woke:
+            self.wake()
+        return results
+
+    async def _apply(self, conn: Conn, outcome: Outcome, row: _Row, now: float) -> Recorded:
+        entry_id, state, message_id = outcome.entry_id, row.state, row.message_id
+        declined = row.declined
+        async with conn.cursor() as c:
+            if outcome.recipients:
+                await c.executemany(
+                    q("save_recipient"),
+                    [
+                        (bool(r.responsibility), dump_props(r.props), message_id, r.row_id)
+                        for r in outcome.recipients
+                    ],
+                )
+            for ro in outcome.recipient_outcomes:
+                await c.executemany(
+                    q("recipient_outcome"),
+                    [
+                        (ro.outcome, ro.transport, ro.report_text, message_id, rid)
+                        for rid in ro.row_ids
+                    ],
+                )
+        if outcome.declined and outcome.declined not in declined:
+            declined.append(outcome.declined)
+            await conn.execute(q("set_declined"), (declined, message_id))
+        for note in outcome.notes:
+            await add_event(conn, entry_id, note.kind, note.transport, note.detail, now)
+        gone = False
+        if outcome.state is not None and state is not None:
+            gone = await self._change_state(conn, outcome, state, message_id, now)
+            row.state, row.token, row.gone = outcome.state, None, gone
+        report_ids = []
+        for report in outcome.reports:
+            if not gone:
+                for rid in report.ndr_rows:
+                    await conn.execute(q("mark_ndr_sent"), (message_id, rid))
+                if report.delay_notice:
+                    await conn.execute(q("mark_delay_notified"), (message_id,))
+            if report.content is not None:
+                _mid, report_id = await insert_message(
+                    conn, FOLDER_IDS["Inbox"], report.content, report.props, (), now
+                )
+                await add_event(conn, report_id, "received", None, "Inbox", now)
+                report_ids.append(report_id)
+        return Recorded(old=state, report_ids=tuple(report_ids))
+
+    async def _change_state(
+        self, conn: Conn, outcome: Outcome, old: QueueState, message_id: int, now: float
+    ) -> bool:
+        """Apply the state change; True when the message was deleted with it."""
+        new = cast(QueueState, outcome.state)
+        if new.finished:
+            detail = outcome.folder if outcome.error is None else outcome.error
+            await add_event(
+                conn, outcome.entry_id, outcome.event or new.value, outcome.transport, detail, now
+            )
+            if outcome.delete:
+                await conn.execute(q("delete_message_by_id"), (message_id,))
+                return True
+        else:
+            await add_event(
+                conn,
+                outcome.entry_id,
+                outcome.event or new.value,
+                outcome.transport,
+                outcome.error,
+                now,
+            )
+        params: dict[str, Any] = {
+            "state": new.value,
+            "not_before": None if new.finished else outcome.not_before,
+            "error": outcome.error,
+            "parked_by": outcome.parked_by,
+            "attempt": int(outcome.count_attempt),
+            "now": now,
+            "message_id": message_id,
+        }
+        await conn.execute(q("change_state"), params)
+        if new.finished and outcome.folder is not None:
+            await conn.execute(q("move_to_folder"), (self.folder_id(outcome.folder), message_id))
+        del old
+        return False
+
+    def folder_id(self, name: str) -> int:
+        try:
+            return FOLDER_IDS[name]
+        except KeyError:
+            raise MapiError(
+                MAPI_E_NOT_FOUND, f"no folder called {name!r}; use one of {FOLDERS}"
+            ) from None
+
+    # -- recovery ---------------------------------------------------------------------
+
+    async def recover(self, *, parked: bool = True, now: float | None = None) -> dict[str, int]:
+        """``Store.recover`` for many workers: with ``now`` None, "every in-flight
+        message" means every one no other live worker holds (this worker's own claims,
+        claims without a worker name, dead workers'), so a worker starting or settling
+        its own leftovers never takes a message from a live worker in mid-send."""
+        counts = {"requeued": 0, "uncertain": 0, "unparked": 0}
+        at = time.time()
+        async with self.tx("recovering the queue") as conn:
+            cur = await conn.execute(
+                q("recover_candidates"),
+                {"now": now, "parked": parked, "me": self.worker_name,
+                 "alive_after": at - self.dead_after},
+            )  # fmt: skip
+            for message_id, entry_id, state, handoff, pending in await cur.fetchall():
+                if state == QueueState.PARKED.value:
+                    new, key, why = QueueState.QUEUED, "unparked", "the spooler restarted"
+                elif handoff and not pending:
+                    new, key = QueueState.QUEUED, "requeued"
+                    why = "the spooler stopped after recording every recipient's outcome"
+                elif handoff:
+                    new, key = QueueState.UNCERTAIN, "uncertain"
+                    why = "the spooler stopped after the message was handed over"
+                else:
+                    new, key = QueueState.QUEUED, "requeued"
+                    why = "the spooler stopped before the message was handed over"
+                if now is not None and state != QueueState.PARKED.value:
+                    why = why.replace("the spooler stopped", "its worker's lease ran out")
+                await conn.execute(q("recover_one"), (new.value, why, at, message_id))
+                await add_event(conn, bytes(entry_id), f"recovered-{new.value}", None, why, at)
+                counts[key] += 1
+        if counts["requeued"] or counts["unparked"]:
+            self.wake()
+        return counts
+
+
+@dataclass
+class _Row:
+    """A locked queue row as a batch of outcomes changes it."""
+
+    state: QueueState | None  # None: a message outside the queue (notes, reports only)
+    token: int | None
+    message_id: int
+    declined: list[str]
+    gone: bool = False
+
+
+def _check(outcome: Outcome, row: _Row | None) -> None:
+    """Raise what refuses ``outcome`` (unknown message, stale token, a transition the state
+    machine or ``expect`` does not allow); nothing when it may be applied."""
+    entry_id = outcome.entry_id
+    if row is None or row.gone:
+        raise MapiError(MAPI_E_NOT_FOUND, f"no message with entry id {entry_id.hex()}")
+    if row.state is None:
+        if outcome.state is not None or outcome.token is not None or outcome.declined:
+            raise MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the queue")
+        return
+    if outcome.token is not None and (
+        row.state is not QueueState.IN_FLIGHT or row.token != outcome.token
+    ):
+        raise StaleClaim(entry_id, outcome.token)
+    if outcome.state is not None:
+        allowed = outcome.expect
+        if (allowed is not None and row.state not in allowed) or (
+            outcome.state not in TRANSITIONS[row.state]
+        ):
+            raise InvalidTransition(
+                f"{entry_id.hex()}: cannot go from {row.state.value} to {outcome.state.value}"
+            )

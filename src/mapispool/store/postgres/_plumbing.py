@@ -1,0 +1,179 @@
+"""Connections of the PostgreSQL store: a small pool for queries, one session connection
+for what lives as long as a session (the worker's advisory locks) and one that LISTENs for
+submissions. Transactions, error translation and the in-process wake-up live here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection, sql
+from psycopg_pool import AsyncConnectionPool
+
+from ...mapi import MapiError
+from ._errors import public_url, translate
+
+log = logging.getLogger("mapispool.store.postgres")
+
+Conn = AsyncConnection[Any]
+
+#: How long a command waits for a connection (and libpq for a TCP connect) before the
+#: store reports the database unreachable (MAPI_E_NETWORK_ERROR, exit 75).
+CONNECT_TIMEOUT = 10.0
+
+
+class Plumbing:
+    """Owns the connections; every query of the store goes through ``tx`` or ``read``."""
+
+    def __init__(self, url: str, schema: str, password: Callable[[], str | None]) -> None:
+        self.url = url
+        self.schema = schema
+        self._password = password
+        self._pool: AsyncConnectionPool[Conn] | None = None
+        self._session: Conn | None = None
+        self._session_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        #: The loop that opened the store: its pool lives there. A coroutine awaited on
+        #: another thread's loop (a plug-in's synchronous Support call) gets a connection
+        #: of its own instead (base.py: "any loop").
+        self._home: asyncio.AbstractEventLoop | None = None
+        self._where = f"{public_url(url)} (schema {schema})"
+        self.channel = f"mapispool_{schema}"[:63]
+
+    @property
+    def where(self) -> str:
+        return self._where
+
+    def error(self, exc: BaseException, what: str) -> MapiError:
+        return translate(exc, what, self._where)
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "connect_timeout": int(CONNECT_TIMEOUT),
+            "application_name": "mapispool",
+        }
+        password = self._password()
+        if password is not None:
+            kwargs["password"] = password
+        return kwargs
+
+    async def connect(self, *, search_path: bool = True) -> Conn:
+        """A new connection of our own (migrations, the session and LISTEN connections)."""
+        conn = await AsyncConnection.connect(self.url, **self.connect_kwargs())
+        if search_path:
+            await self._configure(conn)
+        return conn
+
+    async def _configure(self, conn: Conn) -> None:
+        await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+
+    async def open_pool(self, max_size: int = 4) -> None:
+        self._home = asyncio.get_running_loop()
+        self._pool = AsyncConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=max_size,
+            kwargs=self.connect_kwargs(),
+            configure=self._configure,
+            # A connection broken by a server restart is found out at checkout, not by the
+            # query that would fail on it.
+            check=AsyncConnectionPool.check_connection,
+            timeout=CONNECT_TIMEOUT,
+            reconnect_timeout=0,  # keep trying forever: workers ride out an outage
+            open=False,
+            name=f"mapispool-{self.schema}",
+        )
+        await self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+
+    async def close_connections(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            with contextlib.suppress(psycopg.Error):
+                await session.close()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    @asynccontextmanager
+    async def tx(self, what: str, *, durable: bool = True) -> AsyncIterator[Conn]:
+        """One transaction on a pooled connection. Not ``durable``: committed with
+        ``synchronous_commit = off``, so it survives a crash of this process (the server
+        has it) but a crash of the server may lose it until a later durable commit."""
+        if self._pool is None:
+            raise self.error(psycopg.InterfaceError("the store is closed"), what)
+        try:
+            async with self._connection() as conn, conn.transaction():
+                if not durable:
+                    await conn.execute("SET LOCAL synchronous_commit = off")
+                yield conn
+        except MapiError:
+            raise
+        except (psycopg.Error, OSError) as exc:  # PoolTimeout is an OperationalError
+            raise self.error(exc, what) from exc
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Conn]:
+        if self._pool is not None and asyncio.get_running_loop() is self._home:
+            async with self._pool.connection() as conn:
+                yield conn
+            return
+        conn = await self.connect()
+        try:
+            yield conn
+        finally:
+            await conn.close()
+
+    async def read(self, what: str, query: Any, params: Any = None) -> list[tuple[Any, ...]]:
+        """The rows of one read-only query."""
+        async with self.tx(what) as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall()
+
+    # -- the session connection (advisory locks live as long as it does) --------------
+
+    async def session_query(self, what: str, query: Any, params: Any = None) -> Any:
+        """The first column of the first row of ``query`` run on the session connection,
+        opened on first use. Its advisory locks die with it: a dead worker holds none."""
+        async with self._session_lock:
+            try:
+                if self._session is None or self._session.closed:
+                    self._session = await self.connect()
+                cur = await self._session.execute(query, params)
+                row = await cur.fetchone()
+                return row[0] if row else None
+            except (psycopg.Error, OSError) as exc:
+                if self._session is not None and self._session.broken:
+                    self._session = None
+                raise self.error(exc, what) from exc
+
+    # -- waking ------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Wake this process's ``wait_for_work`` (work became due through it); safe from
+        any thread."""
+        home = self._home
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if home is None or running is home:
+            self._wake.set()
+        elif not home.is_closed():
+            home.call_soon_threadsafe(self._wake.set)
+
+    async def wait_woken(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for ``wake``; True when woken (the flag is consumed)."""
+        try:
+            async with asyncio.timeout(max(seconds, 0.0)):
+                await self._wake.wait()
+        except TimeoutError:
+            return False
+        self._wake.clear()
+        return True

@@ -1,0 +1,154 @@
+"""Rows of the PostgreSQL store turned into the store's plain values, and back."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ...mapi import PR_MESSAGE_CLASS, PR_SUBJECT, RecipientType
+from ..codec import dump_props, load_props
+from ..model import QueueEntry, QueueState, Recipient, StoredMessage
+from ..sqlite.integrity import content_digest
+from ..text import storable
+from ._plumbing import Conn
+from ._sql import q
+
+FOLDER_IDS = {"Outbox": 1, "Inbox": 2, "Sent Items": 3, "Deleted Items": 4}
+
+
+def folder_entry_id(folder_id: int) -> bytes:
+    """A folder's entry id (the same fixed values as the SQLite store's, 0001_schema.sql)."""
+    return b"MSPLFOLD" + folder_id.to_bytes(4, "big")
+
+
+def new_entry_id() -> bytes:
+    """A fresh, opaque 16-byte message entry id."""
+    return uuid.uuid4().bytes
+
+
+async def insert_message(
+    conn: Conn,
+    folder_id: int,
+    content: bytes,
+    props: Mapping[int, Any],
+    recipients: Sequence[Recipient],
+    now: float,
+    *,
+    eight_bit: bool = False,
+) -> tuple[int, bytes]:
+    """Write a message, its content and recipients; return (seq, entry id)."""
+    entry_id = new_entry_id()
+    cur = await conn.execute(
+        q("insert_message"),
+        {
+            "entry_id": entry_id,
+            "folder_id": folder_id,
+            "message_class": storable(str(props.get(PR_MESSAGE_CLASS, "IPM.Note"))),
+            "subject": storable(str(props.get(PR_SUBJECT, ""))),
+            "props": dump_props(props),
+            "size": len(content),
+            "eight_bit": eight_bit,
+            "now": now,
+        },
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    message_id = int(row[0])
+    # The rest needs no answer: callers run this in a pipeline, so these statements go
+    # out with whatever the caller sends next, in one round trip.
+    await conn.execute(q("insert_content"), (message_id, content, content_digest(content)))
+    if recipients:
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                q("insert_recipient"),
+                [
+                    (
+                        message_id,
+                        index,
+                        storable(r.address),
+                        storable(r.addrtype),
+                        storable(r.display_name),
+                        int(r.recipient_type),
+                        bool(r.responsibility),
+                        dump_props(r.props),
+                    )
+                    for index, r in enumerate(recipients)
+                ],
+            )
+    return message_id, entry_id
+
+
+async def add_event(
+    conn: Conn,
+    entry_id: bytes,
+    kind: str,
+    transport: str | None,
+    detail: str | None,
+    at: float,
+) -> None:
+    await conn.execute(
+        q("insert_event"),
+        (entry_id, at, kind, transport, storable(detail) if detail is not None else None),
+    )
+
+
+def recipient_from_row(row: Sequence[Any]) -> tuple[int, Recipient]:
+    """(seq, recipient) from a ``recipients_of`` row."""
+    message_id, row_id, address, addrtype, display_name, rtype, responsible, props = row
+    recipient = Recipient(
+        address=address,
+        addrtype=addrtype,
+        recipient_type=RecipientType(rtype),
+        display_name=display_name,
+        props=load_props(props),
+        row_id=row_id,
+    )
+    recipient.responsibility = bool(responsible)
+    return int(message_id), recipient
+
+
+async def recipients_by_message(conn: Conn, ids: Sequence[int]) -> dict[int, list[Recipient]]:
+    """Every recipient of each message ``ids``, in row order (one query)."""
+    found: dict[int, list[Recipient]] = {i: [] for i in ids}
+    if not ids:
+        return found
+    cur = await conn.execute(q("recipients_of"), (list(ids),))
+    for row in await cur.fetchall():
+        message_id, recipient = recipient_from_row(row)
+        found[message_id].append(recipient)
+    return found
+
+
+def queue_entry(row: Sequence[Any], recipients: Sequence[Recipient] | None = None) -> QueueEntry:
+    """A ``QueueEntry`` from a ``queue_select`` row."""
+    (entry_id, state, submit_time, not_before, expires_at, attempts, last_error, parked_by,
+     declined, subject, size, mid) = row[:12]  # fmt: skip
+    return QueueEntry(
+        entry_id=bytes(entry_id),
+        state=QueueState(state),
+        submit_time=submit_time,
+        not_before=not_before,
+        expires_at=expires_at,
+        attempts=attempts,
+        last_error=last_error,
+        parked_by=parked_by,
+        declined=tuple(declined or ()),
+        subject=subject,
+        size=int(size),
+        recipients=tuple(r.one_off for r in recipients) if recipients else (),
+        seq=int(mid),
+    )
+
+
+def stored_message(row: Sequence[Any], recipients: Sequence[Recipient]) -> StoredMessage:
+    """A ``StoredMessage`` from a ``message_select`` row."""
+    mid, entry_id, folder, props, content = row
+    return StoredMessage(
+        entry_id=bytes(entry_id),
+        folder=folder,
+        props=load_props(props),
+        content=bytes(content),
+        recipients=tuple(recipients),
+        seq=int(mid),
+    )
