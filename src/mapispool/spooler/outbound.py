@@ -30,6 +30,7 @@ from ..mapi import (
 )
 from ..spi import OutboundMessage, Recipient
 from ..store import QueueEntry, QueueState, Store
+from .bounce_to_sender import bounce_to_sender
 from .reports import FailedRecipient, build_delay_notice, build_ndr, wants_ndr
 from .routing import Registration, route
 
@@ -529,6 +530,11 @@ class OutboundRunner:
         content, ndr_props = build_ndr(props, head, failed)
         self.store.deliver_report(entry_id, content, ndr_props, ndr_rows=rows)
         self.store.log_event(entry_id, "ndr", detail=", ".join(f.address for f in failed))
+        profile = self.spooler.profile
+        if profile.bounce_to_sender and bounce_to_sender(
+            self.store, entry_id, props, head, failed, lifetime=profile.retry.lifetime
+        ):
+            self.spooler.queue_changed()
 
     def warn_delayed(self) -> None:
         """``retry.delay_warning``: tell the sender once (a ``Report.IPM.Note.DelayedDR``
