@@ -33,6 +33,7 @@ from ..mapi import (
 )
 from ..session import AsyncFlushHandle, AsyncSession
 from ..spi import Recipient
+from ..spooler.bounce_to_sender import SUBMITTED_VIA_SENDMAIL, origin_props
 from ..spooler.flush import FlushProgress, FlushResult
 from ..spooler.status import describe_status_code
 from ..store import QueueEntry, StoredMessage
@@ -191,6 +192,7 @@ async def submit(session: AsyncSession, params: Params, emit: Emit) -> Any:
         recipients=_parse_recipients(params),
         deferred_send_time=datetime.fromtimestamp(float(send_at), UTC) if send_at else None,
         sender=params.get("sender"),
+        props=origin_props(SUBMITTED_VIA_SENDMAIL) if params.get("via") == "sendmail" else None,
     )
     return entry_id.hex()
 
