@@ -14,6 +14,7 @@ from ..mapi import MAPI_E_NOT_FOUND, MapiError
 from ..store import QueueEntry, QueueState, Store
 from .outbound import Offered, Outcome
 from .routing import Registration, route
+from .sender_routing import SenderRoutes
 
 if TYPE_CHECKING:
     from .engine import Spooler
@@ -37,6 +38,10 @@ class Offering:
         #: fails never keeps the others from being sent; FLUSH_FORCE ignores the wait.
         self.failed: dict[bytes, str] = {}
         self.held_back: dict[bytes, float] = {}
+        #: Routing by envelope sender (``senders`` in transport sections).
+        self.sender_routes = SenderRoutes(
+            spooler.profile.transports, lambda entry_id: spooler.store.load_outbound(entry_id)[0]
+        )
 
     @property
     def store(self) -> Store:
@@ -81,9 +86,8 @@ class Offering:
             for entry in page:
                 if entry.entry_id in exclude:
                     continue
-                if any(
-                    route(t, registrations, entry.declined) == handle.name for t in types[entry.seq]
-                ):
+                regs = self.sender_routes.for_message(registrations, entry.entry_id)
+                if any(route(t, regs, entry.declined) == handle.name for t in types[entry.seq]):
                     work.append(entry)
             if after is None:
                 break
@@ -113,7 +117,11 @@ class Offering:
         return [
             e
             for e in entries
-            if any(route(t, registrations, e.declined) == handle.name for t in types[e.seq])
+            if any(
+                route(t, self.sender_routes.for_message(registrations, e.entry_id), e.declined)
+                == handle.name
+                for t in types[e.seq]
+            )
         ]
 
     def bounce_unroutable(self) -> None:

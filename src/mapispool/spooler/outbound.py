@@ -25,6 +25,7 @@ from ..mapi import (
     PR_DELETE_AFTER_SUBMIT,
     PR_NDR_DIAG_CODE,
     PR_REPORT_TEXT,
+    PR_SENDER_EMAIL_ADDRESS,
     PR_SENTMAIL_ENTRYID,
     MapiError,
 )
@@ -33,6 +34,7 @@ from ..store import QueueEntry, QueueState, Store
 from .bounce_to_sender import bounce_to_sender
 from .reports import FailedRecipient, build_delay_notice, build_ndr, wants_ndr
 from .routing import Registration, route
+from .sender_routing import by_sender
 
 if TYPE_CHECKING:
     from .engine import Spooler
@@ -126,7 +128,9 @@ class OutboundRunner:
         """Offer ``entry`` to ``handle`` once (with END_RESEND_NOW repeats) and record the
         result. Never raises for a transport's failure: the message stays safe."""
         props, recipients, size = self.store.load_outbound(entry.entry_id)
-        registrations = self.spooler.registrations()
+        registrations = by_sender(self.spooler.registrations(),
+                                  props.get(PR_SENDER_EMAIL_ADDRESS),
+                                  self.spooler.offering.sender_routes.patterns)  # fmt: skip
         mine = self.recipients_for(handle, recipients, entry.declined, registrations)
         if not mine:
             if entry.state is QueueState.PARKED:
