@@ -218,3 +218,24 @@ async def test_smtp_source_feeds_the_listener(session: AsyncSession) -> None:
     queued = await session.outgoing_queue()
     assert len(queued) == 40
     assert {e.recipients for e in queued} == {("SMTP:bob@example.test",)}
+
+
+async def test_require_tls_refuses_mail_before_starttls(session: AsyncSession, tls_ca: Any) -> None:
+    listener = await _listening(
+        session, tls_cert=str(tls_ca.cert_pem), tls_key=str(tls_ca.key_pem), require_tls=True
+    )
+
+    def in_clear() -> int:
+        with smtplib.SMTP(HOST, listener.port, timeout=30) as client:
+            client.ehlo()
+            code, _text = client.mail("app@example.test")
+            return code
+
+    try:
+        assert await asyncio.to_thread(in_clear) == 530
+        await asyncio.to_thread(
+            _send, listener.port, ["bob@example.test"], _message(), tls=tls_ca.client_context()
+        )
+    finally:
+        await listener.stop()
+    assert len(await session.outgoing_queue()) == 1
