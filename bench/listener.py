@@ -11,12 +11,13 @@ Standalone: ``python -m bench.listener [--smoke]`` (as root, for Postfix).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from mapispool.store import Store
+from mapispool.store import SqliteStore
 
 from .common import RECIPIENT, SENDER, Row, Section, Sizes, paired, settle_disk, skipped, stopwatch
 from .servers import PostfixRelay, Sink, Unavailable, require
@@ -60,15 +61,19 @@ class Daemon:
 
     def drain(self, timeout: float) -> None:
         """Wait until the daemon has relayed everything it accepted."""
-        deadline = time.monotonic() + timeout
-        store = Store(self.store)
+        asyncio.run(self._drain(time.monotonic() + timeout))
+
+    async def _drain(self, deadline: float) -> None:
+        store = SqliteStore(self.store)
         try:
-            while any(not e.state.finished for e in store.outgoing_queue()):
+            while any(
+                n for state, n in (await store.count_by_state()).items() if not state.finished
+            ):
                 if time.monotonic() > deadline:
                     raise TimeoutError("the daemon did not relay everything in time")
-                time.sleep(0.05)
+                await asyncio.sleep(0.05)
         finally:
-            store.close()
+            await store.close()
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -6,6 +6,7 @@ protocol (Send/Receive). Start with ``Session.logon(profile)``.
 
 from __future__ import annotations
 
+from .daemon.attached import install as _install_client_mode
 from .mapi import MapiError
 from .profile import Profile, ProfileError
 from .session import AsyncSession, AsyncStatus, FlushHandle, Session, Status
@@ -19,6 +20,10 @@ from .spi import (
 )
 from .spooler.flush import FlushProgress, FlushResult, TransportFlushResult
 from .store import QueueEntry, QueueState, StoredMessage
+
+# Session.logon beside a running ``mapispool serve`` becomes its client (the session
+# package does not import the daemon; the daemon plugs its client mode in).
+_install_client_mode()
 
 __version__ = "0.1.0"
 

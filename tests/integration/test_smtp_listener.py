@@ -19,7 +19,7 @@ from mapispool.listener.settings import ListenSettings
 from mapispool.mapi import MAPI_BCC, MAPI_CC, MAPI_TO, PR_SENDER_EMAIL_ADDRESS
 from mapispool.profile import Profile
 from mapispool.session import AsyncSession
-from mapispool.store import Store
+from mapispool.store import SqliteStore
 from tests.servers._util import HOST, free_port, need
 
 
@@ -83,14 +83,16 @@ async def test_a_message_is_in_the_store_before_the_250(session: AsyncSession) -
     finally:
         await listener.stop()
     assert refused == {}
-    other = Store(session.profile.store_path())  # a second connection: committed data only
+    # A second store object on the file (its own connections): committed data only.
+    other = await SqliteStore.open(str(session.profile.store_path()))
     try:
-        (entry,) = other.outgoing_queue()
-        props, recipients, _size = other.load_outbound(entry.entry_id)
+        (entry,) = await other.queue_page()
+        stored = await other.message(entry.entry_id, content=False)
+        props, recipients = stored.props, stored.recipients
         with other.open_content(entry.entry_id) as stream:
             content = stream.read()
     finally:
-        other.close()
+        await other.close()
     assert props[PR_SENDER_EMAIL_ADDRESS] == "app@example.test"
     types = {r.address: r.recipient_type for r in recipients}
     assert types == {"bob@example.test": MAPI_TO, "carol@example.test": MAPI_CC,
@@ -183,8 +185,13 @@ async def test_a_full_store_answers_4xx_and_keeps_nothing(session: AsyncSession)
     the listener answer 452, so the client keeps the message and retries."""
     listener = await _listening(session)
     store = session.store
-    pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
-    store._conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+    assert isinstance(store, SqliteStore)
+
+    def limit(db: Any) -> None:
+        pages = db.conn.execute("PRAGMA page_count").fetchone()[0]
+        db.conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+
+    await store._write(limit)
 
     def send_big() -> int:
         try:

@@ -29,7 +29,7 @@ from typing import Any
 
 from ..mapi import MAPI_TO, PR_MESSAGE_CLASS, PR_SENDER_EMAIL_ADDRESS
 from ..spi import Recipient
-from ..store import Store
+from ..store import Note, Outcome, Store
 from ..submission import prepare
 from .reports import FailedRecipient, build_ndr
 
@@ -82,7 +82,7 @@ def reporting_host(sender: str) -> str:
     return sender.rpartition("@")[2] or "localhost"
 
 
-def queue_dsn(
+async def queue_dsn(
     store: Store,
     entry_id: bytes,
     sender: str,
@@ -103,16 +103,17 @@ def queue_dsn(
     props[PR_SENDER_EMAIL_ADDRESS] = ""
     props[PR_MAPISPOOL_REPORT_ON] = entry_id.hex()
     now = time.time()
-    new_id = store.submit(
+    new_id = await store.submit(
         prepared.content, props, prepared.recipients,
         submit_time=now, not_before=None, expires_at=now + lifetime,
     )  # fmt: skip
-    store.log_event(entry_id, "dsn-queued", detail=f"to {sender} as {new_id.hex()}")
+    note = Note("dsn-queued", detail=f"to {sender} as {new_id.hex()}")
+    await store.record_one(Outcome(entry_id, notes=[note]))
     log.info("queued a delivery status notification for %s to %s", entry_id.hex(), sender)
     return new_id
 
 
-def bounce_to_sender(
+async def bounce_to_sender(
     store: Store,
     entry_id: bytes,
     props: Mapping[int, Any],
@@ -129,7 +130,7 @@ def bounce_to_sender(
         return None
     try:
         dsn, dsn_props = build_ndr(props, head, failed, reporting_host=reporting_host(sender))
-        return queue_dsn(store, entry_id, sender, dsn, dsn_props, lifetime)
+        return await queue_dsn(store, entry_id, sender, dsn, dsn_props, lifetime)
     except Exception as exc:  # the original message's fate must not depend on its DSN
         log.warning("could not queue the DSN for %s to %s: %s", entry_id.hex(), sender, exc)
         return None
