@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tests.servers.dirs import ServerDirs
 
-from . import empty, inbound, outbound, process, scaling, submit
+from . import empty, inbound, listener, outbound, process, scaling, submit
 from .common import Section, Sizes
 
 BENCHMARKS: dict[str, Callable[[Sizes, ServerDirs], Section]] = {
@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, Callable[[Sizes, ServerDirs], Section]] = {
     "scaling": scaling.run,
     "empty": empty.run,
     "process": process.run,
+    "listener": listener.run,
 }
 HERE = Path(__file__).resolve().parent
 ANALYSIS = HERE / "analysis.md"

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .listener.settings import parse_listen
 from .mapi import MAPI_E_UNCONFIGURED, MapiError
 from .mapi.errors import NotFoundError
 from .spi import TransportProvider
@@ -120,6 +121,10 @@ class Profile:
     retry: RetryConfig = field(default_factory=RetryConfig)
     flush_every: float | None = None
     source: str | None = None
+    #: NDRs for mail from sendmail or the SMTP listener also go to the envelope sender.
+    bounce_to_sender: bool = True
+    #: The ``[listen]`` table (the SMTP listener), validated by ``listener.settings``.
+    listen: Mapping[str, Any] = field(default_factory=dict)
 
     # -- loading ------------------------------------------------------------------
 
@@ -279,6 +284,8 @@ TOP_LEVEL_KEYS = {
     "flush_every": "minutes between scheduled Send/Receive runs of the daemon",
     "retry": "a table with floor, cap, lifetime, delay_warning, resend_later (seconds)",
     "transports": "a table of [transports.NAME] sections",
+    "bounce_to_sender": "true or false (false keeps NDRs only in the Inbox)",
+    "listen": 'a table for the SMTP listener, e.g. [listen] smtp = "127.0.0.1:2525"',
 }
 
 
@@ -313,6 +320,8 @@ class _ProfileReader:
             retry=self.read_retry(),
             flush_every=self.minutes("flush_every"),
             source=self.source,
+            bounce_to_sender=self.boolean("bounce_to_sender", True),
+            listen=self.read_listen(),
         )
 
     def read_store(self) -> str | None:
@@ -341,6 +350,14 @@ class _ProfileReader:
                 " _ (at most 63, starting with a letter or _)",
             )
         return store
+
+    def read_listen(self) -> Mapping[str, Any]:
+        table = self.data.get("listen", {})
+        try:
+            parse_listen(table)
+        except ValueError as exc:
+            raise self.error("listen", str(exc)) from exc
+        return dict(table)
 
     def optional_str(self, key: str) -> str | None:
         value = self.data.get(key)

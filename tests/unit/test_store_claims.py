@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mapispool.mapi import PR_SUBJECT
+from mapispool.mapi import PR_SENDER_EMAIL_ADDRESS, PR_SUBJECT
 from mapispool.store import (
     Delivery,
     InvalidTransition,
@@ -77,6 +77,31 @@ async def test_claim_follows_the_route_exclude_and_submitted_before(store: Store
     )
     assert [c.entry_id for c in claims] == [early]
     assert (await store.queue_entry(x400)).state is QueueState.QUEUED
+
+
+async def test_claim_routes_by_sender_when_the_route_lists_senders(store: Store) -> None:
+    """``Route.senders``: a message goes to the transport whose list matches its
+    PR_SENDER_EMAIL_ADDRESS, then to those without a list, then to the rest, each group
+    in transport order; ``claim`` reads each candidate's sender to decide."""
+    order = (("any", ("SMTP",)), ("work", ("SMTP",)), ("home", ("SMTP",)))
+    senders = (("work", ("*@work.test",)), ("home", ("me@home.test",)))
+    ids = {}
+    for sender in ("boss@work.test", "ME@home.test", "x@elsewhere.test", ""):
+        now = time.time()
+        props = {PR_SUBJECT: sender, PR_SENDER_EMAIL_ADDRESS: sender} if sender else {}
+        ids[sender] = await store.submit(
+            b"Subject: s\r\n\r\nbody\r\n", props, [Recipient("bob@example.test")],
+            submit_time=now, not_before=None, expires_at=now + 3600,
+        )  # fmt: skip
+
+    async def claimed(transport: str) -> set[bytes]:
+        route = Route(transport, order, senders)
+        return {c.entry_id for c in await store.claim(route, now=time.time())}
+
+    assert await claimed("work") == {ids["boss@work.test"]}
+    assert await claimed("home") == {ids["ME@home.test"]}
+    assert await claimed("any") == {ids["x@elsewhere.test"], ids[""]}
+    assert Route("any", order).for_sender("boss@work.test").order == order  # no senders
 
 
 async def test_release_puts_claims_back_and_ends_their_tokens(store: Store) -> None:

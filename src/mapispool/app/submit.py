@@ -10,6 +10,7 @@ from typing import Any
 from ..mapi import MAPI_BCC, MAPI_CC, MAPI_TO
 from ..session import AsyncSession
 from ..spi import Recipient
+from ..spooler.bounce_to_sender import SUBMITTED_VIA_SENDMAIL, origin_props
 from ..submission import parse_recipient
 from .types import Emit, Params
 
@@ -28,7 +29,9 @@ def _parse_recipients(params: Params) -> list[str | Recipient] | None:
 
 async def submit(session: AsyncSession, params: Params, emit: Emit) -> Any:
     """Queue a message; returns the entry id in hex. ``content`` is the message's bytes
-    (in process) or base64 text (over the socket, for clients older than ``submitted``)."""
+    (in process) or base64 text (over the socket, for clients older than ``submitted``);
+    ``via`` = ``"sendmail"`` marks mail from ``mapispool sendmail``, whose NDRs also go to
+    the envelope sender (``spooler.bounce_to_sender``)."""
     raw = params["content"]
     content = bytes(raw) if isinstance(raw, bytes | bytearray) else base64.b64decode(str(raw))
     send_at = params.get("send_at")
@@ -37,6 +40,7 @@ async def submit(session: AsyncSession, params: Params, emit: Emit) -> Any:
         recipients=_parse_recipients(params),
         deferred_send_time=datetime.fromtimestamp(float(send_at), UTC) if send_at else None,
         sender=params.get("sender"),
+        props=origin_props(SUBMITTED_VIA_SENDMAIL) if params.get("via") == "sendmail" else None,
     )
     return entry_id.hex()
 

@@ -162,7 +162,9 @@ def run(args: Sequence[str], stdin: BinaryIO, profile_path: Path | None = None) 
             recipients = _header_recipients(content) + inv.recipients if inv.recipients else None
         # Written to the store by this process (any size); a running daemon is woken.
         queue_message(
-            profile, {"content": content, "recipients": recipients, "sender": inv.sender}, _warn
+            profile,
+            {"content": content, "recipients": recipients, "sender": inv.sender, "via": "sendmail"},
+            _warn,
         )
     except MapiError as exc:
         click.echo(f"sendmail: {describe(exc)}", err=True)

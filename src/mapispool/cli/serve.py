@@ -22,12 +22,18 @@ from .context import Cli, pass_cli
     show_default=True,
     help="Log lines on stderr as key=value pairs or JSON objects.",
 )
+@click.option(
+    "--smtp",
+    metavar="HOST:PORT",
+    default=None,
+    help="Also accept mail over SMTP here (overrides [listen] smtp), e.g. 127.0.0.1:2525.",
+)
 @pass_cli
-def serve(cli: Cli, log_format: str) -> None:
+def serve(cli: Cli, log_format: str, smtp: str | None) -> None:
     """Run the spooler until SIGTERM/SIGINT: send as messages arrive, poll, Send/Receive
     every flush_every minutes and on SIGUSR1. Other mapispool commands on the same
     store talk to it through a control socket next to the store file."""
     events = EventLog(log_format)
     install(events, cli.verbose)
     profile = cli.profile
-    asyncio.run(run_daemon(profile, events))
+    asyncio.run(run_daemon(profile, events, smtp))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..app import dispatch
+from ..listener.run import smtp_listener
 from ..mapi import (
     FLUSH_ASYNC_OK,
     FLUSH_DOWNLOAD,
@@ -276,10 +277,13 @@ async def _listen(path: Path, handler: Any) -> asyncio.AbstractServer:
     return server
 
 
-async def serve(profile: Profile, events: EventLog) -> None:
-    """Run the daemon until SIGTERM or SIGINT."""
+async def serve(profile: Profile, events: EventLog, smtp: str | None = None) -> None:
+    """Run the daemon until SIGTERM or SIGINT; with ``smtp`` (``HOST:PORT``, else the
+    profile's ``[listen] smtp``) also the SMTP listener."""
+    listener = smtp_listener(profile, smtp)
     session = await AsyncSession.logon(profile, attach=False)
     try:
-        await Daemon(session, events).run(socket_path(profile.store_path()))
+        async with listener.running(session, events):
+            await Daemon(session, events).run(socket_path(profile.store_path()))
     finally:
         await session.logoff()

@@ -12,9 +12,10 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.message import Message
+from typing import Any
 
 from ..mapi import (
     MAPI_E_BUSY,
@@ -150,10 +151,12 @@ class AsyncSession:
         deferred_send_time: datetime | None = None,
         delete_after_submit: bool = False,
         sender: str | None = None,
+        props: Mapping[int, Any] | None = None,
     ) -> bytes:
         """Queue a message; returns its entry id. Recipients are ``"TYPE:address"`` or bare
-        addresses (SMTP); None takes them from the To/Cc/Bcc headers. The message and its
-        queue entry are written in one transaction before this returns."""
+        addresses (SMTP); None takes them from the To/Cc/Bcc headers; ``props`` are extra
+        MAPI properties stored with it. The message and its queue entry are written in
+        one transaction before this returns."""
         now = datetime.now(UTC)
         prepared = prepare(
             message,
@@ -163,6 +166,8 @@ class AsyncSession:
             delete_after_submit=delete_after_submit,
             sender=sender,
         )
+        if props:
+            prepared.props.update(props)
         submit_time = time.time()
         not_before = deferred_send_time.timestamp() if deferred_send_time is not None else None
         entry_id = await self.store.submit(

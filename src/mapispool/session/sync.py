@@ -8,7 +8,7 @@ import asyncio
 import concurrent.futures
 import os
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from email.message import Message
 from typing import Any, TypeVar
@@ -202,6 +202,7 @@ class Session:
         deferred_send_time: datetime | None = None,
         delete_after_submit: bool = False,
         sender: str | None = None,
+        props: Mapping[int, Any] | None = None,
     ) -> bytes:
         return self._runner.run(
             self._inner.submit(
@@ -210,6 +211,7 @@ class Session:
                 deferred_send_time=deferred_send_time,
                 delete_after_submit=delete_after_submit,
                 sender=sender,
+                props=props,
             )
         )
 

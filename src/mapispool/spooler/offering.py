@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from ..mapi import MAPI_E_NOT_FOUND, MapiError
+from ..mapi import MAPI_E_NOT_FOUND, PR_SENDER_EMAIL_ADDRESS, MapiError
 from ..store import Claim, Note, Outcome, QueueEntry, QueueState, Route, Store
 from .attempts import Offered
 from .handles import LogonHandle
@@ -18,6 +18,7 @@ from .outbound import OutboundRunner
 from .pages import parked_pages
 from .retry import RetryPolicy
 from .routing import Registration, route
+from .sender_routing import by_sender
 
 log = logging.getLogger("mapispool.spooler")
 
@@ -81,7 +82,8 @@ class Offering:
                 del self.held_back[entry_id]
         if not force:
             exclude = exclude | self.held_back.keys()
-        route = Route(handle.name, tuple((n, tuple(t)) for n, t in self.spooler.registrations()))
+        order = tuple((n, tuple(t)) for n, t in self.spooler.registrations())
+        route = Route(handle.name, order, senders=self.spooler.outbound.senders)
         claims = await self.store.claim(
             route, now=now, limit=limit, ignore_backoff=force, submitted_before=submitted_before,
             exclude=exclude | self.busy.keys(), released=set(handle.released),
@@ -108,11 +110,24 @@ class Offering:
             if submitted_before is not None and entry.submit_time > submitted_before:
                 continue
             types = (await self.store.pending_types([entry.seq]))[entry.seq]
-            if any(route(t, registrations, entry.declined) == handle.name for t in types):
+            regs = await self._for_sender(registrations, entry_id)
+            if any(route(t, regs, entry.declined) == handle.name for t in types):
                 waits.append(done.wait())
         if waits:
             await asyncio.gather(*waits)
         return bool(waits)
+
+    async def _for_sender(
+        self, registrations: list[Registration], entry_id: bytes
+    ) -> list[Registration]:
+        """``registrations`` in the order that applies to message ``entry_id``
+        (``sender_routing``; a read of its props only when some transport has
+        ``senders``)."""
+        senders = self.spooler.outbound.senders
+        if not senders:
+            return registrations
+        stored = await self.store.message(entry_id, content=False)
+        return by_sender(registrations, stored.props.get(PR_SENDER_EMAIL_ADDRESS), senders)
 
     async def bounce_unroutable(self) -> None:
         """Give every waiting message whose pending recipients include one that no

@@ -24,6 +24,7 @@ from ..mapi import (
     PR_DELETE_AFTER_SUBMIT,
     PR_NDR_DIAG_CODE,
     PR_REPORT_TEXT,
+    PR_SENDER_EMAIL_ADDRESS,
     PR_SENTMAIL_ENTRYID,
     MapiError,
 )
@@ -42,6 +43,7 @@ from .bridge import BlockingBridge
 from .handles import LogonHandle
 from .retry import RetryPolicy
 from .routing import Registration, route
+from .sender_routing import by_sender, profile_patterns
 from .settling import Settler
 from .supervision import Supervisor
 
@@ -78,12 +80,15 @@ class OutboundRunner:
     def __init__(self, spooler: OutboundHost) -> None:
         self.spooler = spooler
         self._attempts: dict[bytes, Attempt] = {}
+        profile = spooler.profile
         self.settler = Settler(
-            spooler.store,
-            spooler.registrations,
-            spooler.all_logged_on,
-            spooler.profile.retry.delay_warning or 0.0,
-        )
+            spooler.store, spooler.registrations, spooler.all_logged_on,
+            profile.retry.delay_warning or 0.0,
+            bounce_lifetime=profile.retry.lifetime if profile.bounce_to_sender else None,
+            queue_changed=spooler.queue_changed,
+        )  # fmt: skip
+        #: The transports' ``senders`` lists: a message's transport order follows its sender.
+        self.senders = profile_patterns(profile.transports)
         #: An error of the spooler's own (the store failed) left a message in flight or
         #: unfinished: ``Offering.repair_stranded`` puts it back.
         self.stranded = False
@@ -136,7 +141,9 @@ class OutboundRunner:
         safe. The claim holds everything the transport needs (no read of the store)."""
         entry = claim.entry
         props, recipients, size = claim.props, claim.recipients, entry.size
-        registrations = self.spooler.registrations()
+        registrations = by_sender(
+            self.spooler.registrations(), props.get(PR_SENDER_EMAIL_ADDRESS), self.senders
+        )
         mine = self.recipients_for(handle, recipients, entry.declined, registrations)
         entry_id = entry.entry_id
         if not mine:

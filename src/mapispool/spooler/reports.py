@@ -8,7 +8,8 @@ import email.utils
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
+from email.mime.base import MIMEBase
 from email.parser import BytesHeaderParser
 from typing import Any
 
@@ -71,6 +72,13 @@ def build_delay_notice(
     return _build_report(original_props, original_content, waiting, reporting_host, delayed=True)
 
 
+def _fields(values: Mapping[str, str]) -> Message:
+    block = Message(policy=email.policy.SMTP)
+    for name, value in values.items():
+        block[name] = value
+    return block
+
+
 def _build_report(
     original_props: Mapping[int, Any],
     original_content: bytes,
@@ -109,19 +117,21 @@ def _build_report(
         lines.append(f"  {recipient.address} ({recipient.addrtype}): {recipient.reason}")
     report.set_content("\n".join(lines) + "\n")
 
-    status = EmailMessage(policy=email.policy.SMTP)
-    fields = [f"Reporting-MTA: dns; {reporting_host}", ""]
+    # RFC 3464 §2.1: message/delivery-status, one block of fields per message and per
+    # recipient (the email package writes such a part from a list of header blocks).
+    status = MIMEBase("message", "delivery-status", policy=email.policy.SMTP)
+    status.attach(_fields({"Reporting-MTA": f"dns; {reporting_host}"}))
     for recipient in failed:
-        fields += [
-            f"Final-Recipient: rfc822; {recipient.address}",
-            f"Action: {'delayed' if delayed else 'failed'}",
-            f"Status: {'4.0.0' if delayed else _status_code(recipient.reason)}",
-            f"Diagnostic-Code: smtp; {recipient.reason}",
-            "",
-        ]
-    status.set_content("\n".join(fields), subtype="delivery-status")
+        status.attach(
+            _fields({
+                "Final-Recipient": f"rfc822; {recipient.address}",
+                "Action": "delayed" if delayed else "failed",
+                "Status": "4.0.0" if delayed else _status_code(recipient.reason),
+                "Diagnostic-Code": f"smtp; {recipient.reason}",
+            })
+        )  # fmt: skip
     report.make_mixed()
-    report.attach(status)
+    Message.attach(report, status)  # a MIMEBase part: EmailMessage.attach's type is narrower
     headers = BytesHeaderParser(policy=email.policy.default).parsebytes(original_content)
     returned = EmailMessage(policy=email.policy.SMTP)
     returned.set_content(

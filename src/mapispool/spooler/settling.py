@@ -12,6 +12,7 @@ from typing import Any
 from ..mapi import PR_DELETE_AFTER_SUBMIT, PR_SENTMAIL_ENTRYID
 from ..spi import Recipient
 from ..store import Note, Outcome, QueueEntry, QueueState, RecipientOutcome, Report, Store
+from .bounce_to_sender import bounce_to_sender
 from .reports import FailedRecipient, build_delay_notice, build_ndr, wants_ndr
 from .routing import Registration, route
 
@@ -19,7 +20,10 @@ from .routing import Registration, route
 class Settler:
     """Settles messages; its collaborators: the store, the routing of the logged-on
     transports (``registrations``), whether every transport is logged on, and the delay
-    after which a sender hears that a message still waits (0: never)."""
+    after which a sender hears that a message still waits (0: never). With
+    ``bounce_lifetime`` (the profile's ``bounce_to_sender``), an NDR for mail from
+    sendmail or the SMTP listener is also queued to the envelope sender, with that
+    lifetime, and ``queue_changed`` wakes the spooler for it."""
 
     def __init__(
         self,
@@ -27,11 +31,16 @@ class Settler:
         registrations: Callable[[], list[Registration]],
         all_logged_on: Callable[[], bool],
         delay_warning: float,
+        *,
+        bounce_lifetime: float | None = None,
+        queue_changed: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
         self._registrations = registrations
         self._all_logged_on = all_logged_on
         self._delay_warning = delay_warning
+        self._bounce_lifetime = bounce_lifetime
+        self._queue_changed = queue_changed
 
     async def _record(self, outcome: Outcome) -> None:
         await self.store.record_one(outcome)
@@ -122,6 +131,11 @@ class Settler:
                 notes=[Note("ndr", detail=", ".join(f.address for f in failed))],
             )
         )
+        lifetime = self._bounce_lifetime
+        if lifetime is not None and await bounce_to_sender(
+            self.store, entry_id, props, head, failed, lifetime=lifetime
+        ):
+            self._queue_changed()
 
     async def warn_delayed(self) -> None:
         """``retry.delay_warning``: tell the sender once (a ``Report.IPM.Note.DelayedDR``

@@ -30,6 +30,9 @@ from .types import (
     Recorded,
     Report,
     Route,
+    TransportList,
+    order_by_sender,
+    sender_matches,
 )
 
 
@@ -71,6 +74,9 @@ __all__ = [
     "StaleClaim",
     "Store",
     "StoredMessage",
+    "TransportList",
     "new_entry_id",
     "open_store",
+    "order_by_sender",
+    "sender_matches",
 ]

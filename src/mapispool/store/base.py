@@ -167,7 +167,9 @@ class Store(ABC):
         A message qualifies when it is due (``queued``; ``deferred`` or ``retry`` whose
         ``not_before`` <= ``now``, every ``retry`` with ``ignore_backoff``) and
         ``route.takes`` it (one of its pending recipients, those with no outcome and no
-        responsibility, goes to this transport given the transports that declined it),
+        responsibility, goes to this transport given the transports that declined it;
+        with ``route.senders``, in the order ``route.for_sender`` gives for the
+        message's ``PR_SENDER_EMAIL_ADDRESS``),
         or it is ``parked`` by this transport and its entry id is in ``released``
         (whatever the route: those come first); and when it was submitted at or before
         ``submitted_before`` (if given) and is not in ``exclude``. Non-qualifying rows

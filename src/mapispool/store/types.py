@@ -28,7 +28,42 @@ __all__ = [
     "Recorded",
     "Report",
     "Route",
+    "TransportList",
+    "order_by_sender",
+    "sender_matches",
 ]
+
+
+#: Transports in order, each with what it lists: ``Route.order`` (address types) and
+#: ``Route.senders`` (sender patterns) share this shape.
+TransportList = tuple[tuple[str, tuple[str, ...]], ...]
+
+
+def sender_matches(patterns: Collection[str], sender: str) -> bool:
+    """True when ``sender`` is one of ``patterns`` (lower-case addresses or ``*@domain``);
+    case is ignored, and ``*@example.com`` matches exactly that domain."""
+    address = sender.strip().lower()
+    if "@" not in address:
+        return False
+    domain = address.rpartition("@")[2]
+    return any(p == address or (p.startswith("*@") and p[2:] == domain) for p in patterns)
+
+
+def order_by_sender(
+    order: Sequence[tuple[str, tuple[str, ...]]], sender: str | None, senders: TransportList
+) -> list[tuple[str, tuple[str, ...]]]:
+    """``order`` as it applies to a message from ``sender`` (the ``senders`` rule of
+    transport sections, as msmtp's ``--from`` matching and Postfix's
+    ``sender_dependent_relayhost_maps``): the transports whose ``senders`` match first,
+    then those without a list, then the rest (so that a sender no list matches still has
+    a transport), each group in transport order. Unchanged without ``senders`` or sender."""
+    if not senders or not sender:
+        return list(order)
+    lists = dict(senders)
+    matched = [t for t in order if t[0] in lists and sender_matches(lists[t[0]], sender)]
+    open_ = [t for t in order if t[0] not in lists]
+    rest = [t for t in order if t not in matched and t not in open_]
+    return matched + open_ + rest
 
 
 @dataclass(frozen=True)
@@ -36,10 +71,23 @@ class Route:
     """Which recipients a claiming transport gets: ``order`` is every logged-on
     transport in transport order with the address types it accepts (``"*"`` = any).
     A pending recipient goes to the first transport in ``order`` that accepts its
-    address type and has not declined the message (MAPI_E_NOT_ME)."""
+    address type and has not declined the message (MAPI_E_NOT_ME).
+
+    ``senders`` lists the transports that take mail only from some senders, with their
+    lower-case patterns (addresses or ``*@domain``). When it is not empty, the order for
+    a message is ``for_sender(its PR_SENDER_EMAIL_ADDRESS)``: a store's ``claim`` must
+    read each candidate's envelope sender (it needs nothing else from the props)."""
 
     transport: str
-    order: tuple[tuple[str, tuple[str, ...]], ...]
+    order: TransportList
+    senders: TransportList = ()
+
+    def for_sender(self, sender: str | None) -> Route:
+        """This route as it applies to a message from ``sender`` (``order_by_sender``)."""
+        if not self.senders or not sender:
+            return self
+        order = tuple(order_by_sender(self.order, sender, self.senders))
+        return Route(self.transport, order, self.senders)
 
     def owner(self, addrtype: str, declined: Collection[str] = ()) -> str | None:
         """The transport a pending recipient of type ``addrtype`` goes to, or None."""

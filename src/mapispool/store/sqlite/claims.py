@@ -11,6 +11,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
+from ...mapi import PR_SENDER_EMAIL_ADDRESS
 from ..base import PAGE
 from ..codec import load_props
 from ..model import QueueEntry, QueueState, Recipient
@@ -174,7 +175,18 @@ def _routed(
     if not entries or limit <= 0:
         return []
     types = pending_types(conn, [e.seq for e in entries])
-    return [e for e in entries if route.takes(types[e.seq], e.declined)][:limit]
+    senders = _senders(conn, [e.seq for e in entries]) if route.senders else {}
+    return [
+        e for e in entries
+        if route.for_sender(senders.get(e.seq)).takes(types[e.seq], e.declined)
+    ][:limit]  # fmt: skip
+
+
+def _senders(conn: sqlite3.Connection, seqs: Sequence[int]) -> dict[int, str | None]:
+    """For each message row id, its envelope sender (``Route.senders``)."""
+    path = f'$."{int(PR_SENDER_EMAIL_ADDRESS)}"'
+    rows = conn.execute(Q.message_senders, {"seqs": json.dumps(list(seqs)), "path": path})
+    return {int(mid): str(sender) if sender else None for mid, sender in rows}
 
 
 def pending_types(conn: sqlite3.Connection, seqs: Sequence[int]) -> dict[int, list[str]]:

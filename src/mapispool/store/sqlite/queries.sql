@@ -252,6 +252,12 @@ SELECT message_id, addrtype FROM recipients
 WHERE responsibility = 0 AND outcome IS NULL
   AND message_id IN (SELECT value FROM json_each(:seqs));
 
+-- name: message_senders
+-- For message row ids in the JSON list :seqs, the envelope sender (the props key :path,
+-- PR_SENDER_EMAIL_ADDRESS), for claims that route by sender.
+SELECT id, json_extract(props, :path) FROM messages
+WHERE id IN (SELECT value FROM json_each(:seqs));
+
 -- name: claim_message
 -- Move one claimed message to in flight under its claim, counting the attempt.
 UPDATE queue SET state = 'in_flight', attempts = attempts + 1, handoff = 0,

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
 from typing import IO
 
+from .long_lines import LongLineScanner, fit_lines
+
 _LINE_ENDS = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 _DOT_AFTER_LF = re.compile(rb"\n\.")
@@ -120,17 +122,26 @@ def prepare_payload(
     small_limit: int,
 ) -> tuple[Payload, bool, bool]:  # fmt: skip
     """(payload, a Bcc field was removed, the content has 8-bit bytes) for a message of
-    ``size`` bytes. Small messages are prepared in memory; large ones are read twice from
-    the store in ``READ_SIZE`` pieces (once to look at them, once to send them), so memory
-    stays bounded whatever their size."""
+    ``size`` bytes, its lines made to fit 998 characters (``long_lines``). Small
+    messages are prepared in memory; large ones are read twice from the store in
+    ``READ_SIZE`` pieces (once to look at them, once to send them), so memory stays
+    bounded whatever their size (unless a long line makes a rewrite necessary)."""
     if size <= STREAM_ABOVE:
         stripped, had_bcc = strip_bcc(content())
+        stripped = fit_lines(stripped)
         return Payload.from_bytes(dot_stuff(stripped), small_limit), had_bcc, has_8bit(stripped)
+    scanner = LongLineScanner()
     with open_content() as stream:
         head = stream.read(READ_SIZE)
         eight_bit = has_8bit(head)
+        scanner.feed(head)
         for piece in iter(lambda: stream.read(READ_SIZE), b""):
             eight_bit = eight_bit or has_8bit(piece)
+            scanner.feed(piece)
+    if scanner.found:  # rare: rewriting needs the whole message in memory, once
+        stripped, had_bcc = strip_bcc(content())
+        stripped = fit_lines(stripped)
+        return Payload.from_bytes(dot_stuff(stripped), small_limit), had_bcc, has_8bit(stripped)
     stripped_head, had_bcc = strip_bcc(head)
 
     def chunks() -> Iterator[bytes]:

@@ -41,6 +41,7 @@ KNOWN_KEYS = frozenset(
         "helo_name",
         "address_types",
         "pipelining",
+        "senders",
     }
 )
 
@@ -73,6 +74,9 @@ class SmtpSettings:
     #: RFC 2920 command pipelining when the server offers it; false only for a broken
     #: middlebox that advertises it but loses pipelined commands.
     pipelining: bool = True
+    #: Envelope senders this account is for (addresses or ``*@domain``); the spooler
+    #: routes a message to the transport whose list matches its sender (DESIGN §11).
+    senders: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         secret = "<inline>" if self.password is not None else None
@@ -152,6 +156,20 @@ def _address_types(settings: Mapping[str, Any]) -> tuple[str, ...]:
     return types
 
 
+_SENDER_PATTERN = re.compile(r"^(\*|[^\s@*]+)@[^\s@*]+$")
+
+
+def _senders(settings: Mapping[str, Any]) -> tuple[str, ...]:
+    value = settings.get("senders", [])
+    example = 'e.g. senders = ["me@example.org", "*@example.com"]'
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise _fail("senders", f"expected a list, got {value!r}", example)
+    for entry in value:
+        if not isinstance(entry, str) or not _SENDER_PATTERN.match(entry.strip()):
+            raise _fail("senders", f"{entry!r} is not an address or *@domain", example)
+    return tuple(entry.strip() for entry in value)
+
+
 def _check_unknown(settings: Mapping[str, Any]) -> None:
     unknown = sorted(set(settings) - KNOWN_KEYS)
     if unknown:
@@ -220,6 +238,7 @@ def parse_settings(settings: Mapping[str, Any]) -> SmtpSettings:
         helo_name=helo_name,
         address_types=_address_types(settings),
         pipelining=_bool(settings, "pipelining", True),
+        senders=_senders(settings),
     )
     _check_auth(parsed)
     return parsed
