@@ -113,6 +113,8 @@ class Profile:
     parallel_flush: bool = False
     retry: RetryConfig = field(default_factory=RetryConfig)
     flush_every: float | None = None
+    #: The ``[web]`` table as written; ``mapispool.web.config`` validates it when serving.
+    web: Mapping[str, Any] = field(default_factory=dict)
     source: str | None = None
 
     # -- loading ------------------------------------------------------------------
@@ -179,6 +181,7 @@ TOP_LEVEL_KEYS = {
     "flush_every": "minutes between scheduled Send/Receive runs of the daemon",
     "retry": "a table with floor, cap, lifetime, delay_warning, resend_later (seconds)",
     "transports": "a table of [transports.NAME] sections",
+    "web": 'a table with listen = "127.0.0.1:8025" and token_env (the web page and metrics)',
 }
 
 
@@ -207,6 +210,7 @@ class _ProfileReader:
             parallel_flush=self.boolean("parallel_flush", False),
             retry=self.read_retry(),
             flush_every=self.minutes("flush_every"),
+            web=self.table("web"),
             source=self.source,
         )
 
@@ -216,6 +220,12 @@ class _ProfileReader:
             return None
         if not isinstance(value, str) or not value:
             raise self.error(key, f"must be a non-empty string, not {value!r}")
+        return value
+
+    def table(self, key: str) -> Mapping[str, Any]:
+        value = self.data.get(key, {})
+        if not isinstance(value, Mapping):
+            raise self.error(key, f"must be a table, e.g. [{key}], not {value!r}")
         return value
 
     def boolean(self, key: str, default: bool) -> bool:

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime
 from email.message import Message
 from pathlib import Path
@@ -36,6 +36,7 @@ from .profile import Profile
 from .spooler.engine import FlushTicket, Spooler
 from .spooler.flush import FlushResult, ProgressCallback
 from .spooler.status import SPOOLER_ROW, StatusRow
+from .status_changes import StatusCallback, StatusChange, advise_table, watch_table
 from .store import TRANSITIONS, InvalidTransition, QueueEntry, QueueState, Store, StoredMessage
 from .submission import RecipientSpec, prepare
 
@@ -318,6 +319,16 @@ class AsyncSession:
     async def status_table(self) -> list[StatusRow]:
         """Every status row: the spooler's first, then one per transport in order."""
         return list(self.spooler.status.rows())
+
+    def status_changes(self) -> AsyncIterator[StatusChange]:
+        """MAPI's Advise on the status table: every row change from the iterator's first
+        step on, as ``StatusChange(name, row)``; leave the ``async for`` to stop."""
+        return watch_table(self.spooler.status)
+
+    def advise_status(self, callback: StatusCallback) -> Callable[[], None]:
+        """The callback form of ``status_changes`` (called on the session's loop);
+        returns the Unadvise function."""
+        return advise_table(self.spooler.status, callback)
 
     def spooler_status(self) -> AsyncStatus:
         """The spooler's status object (where Send/Receive is asked for)."""
@@ -635,6 +646,11 @@ class Session:
 
     def status_table(self) -> list[StatusRow]:
         return self._runner.run(self._inner.status_table())
+
+    def advise_status(self, callback: StatusCallback) -> Callable[[], None]:
+        """``AsyncSession.advise_status``: ``callback`` runs on the session's thread."""
+        unadvise = self._runner.call(lambda: self._inner.advise_status(callback))
+        return lambda: self._runner.call(unadvise)
 
     def spooler_status(self) -> Status:
         return Status(self._inner.spooler_status(), self._runner)

@@ -8,11 +8,13 @@ import click
 
 from ..daemon.logs import EventLog, install
 from ..daemon.server import serve as run_daemon
+from ..web.config import web_companions
 from .context import Cli, pass_cli
 
 
 @click.command(
     epilog="\b\nExamples:\n  mapispool serve\n  mapispool serve --log-format json"
+    "\n  mapispool serve --web 127.0.0.1:8025   (the web page and /metrics)"
     "\n  kill -USR1 <pid>   (Send/Receive now)"
 )
 @click.option(
@@ -22,12 +24,18 @@ from .context import Cli, pass_cli
     show_default=True,
     help="Log lines on stderr as key=value pairs or JSON objects.",
 )
+@click.option(
+    "--web",
+    "web_listen",
+    metavar="HOST:PORT",
+    help="Serve the web page, the HTTP API and /metrics there (overrides [web] listen).",
+)
 @pass_cli
-def serve(cli: Cli, log_format: str) -> None:
+def serve(cli: Cli, log_format: str, web_listen: str | None) -> None:
     """Run the spooler until SIGTERM/SIGINT: send as messages arrive, poll, Send/Receive
     every flush_every minutes and on SIGUSR1. Other mapispool commands on the same
     store talk to it through a control socket next to the store file."""
     events = EventLog(log_format)
     install(events, cli.verbose)
     profile = cli.profile
-    asyncio.run(run_daemon(profile, events))
+    asyncio.run(run_daemon(profile, events, web_companions(profile, web_listen)))

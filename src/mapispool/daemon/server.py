@@ -14,6 +14,8 @@ import contextlib
 import json
 import os
 import signal
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +42,19 @@ from .protocol import MAX_SOCKET_PATH, encode, error_message, socket_path
 #: ``submit`` request from an older client carries its message base64-encoded.
 MAX_REQUEST = 4 * 1024 * 1024
 
+#: Something that runs beside the daemon while it serves, given its session and event log.
+Companion = Callable[[AsyncSession, EventLog], AbstractAsyncContextManager[Any]]
+
 
 class Daemon:
     """One running daemon: the session, the control socket and the background flushes."""
 
-    def __init__(self, session: AsyncSession, events: EventLog) -> None:
+    def __init__(
+        self, session: AsyncSession, events: EventLog, companions: Sequence[Companion] = ()
+    ) -> None:
         self.session = session
         self.events = events
+        self.companions = companions
         self.stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._clients: set[asyncio.Task[Any]] = set()
@@ -178,7 +186,10 @@ class Daemon:
             flush_every=every,
         )
         try:
-            await self.stopping.wait()
+            async with contextlib.AsyncExitStack() as stack:
+                for companion in self.companions:  # the web page (serve --web), for one
+                    await stack.enter_async_context(companion(self.session, self.events))
+                await self.stopping.wait()
         finally:
             server.close()
             for signum in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
@@ -281,10 +292,11 @@ async def _listen(path: Path, handler: Any) -> asyncio.AbstractServer:
     return server
 
 
-async def serve(profile: Profile, events: EventLog) -> None:
-    """Run the daemon until SIGTERM or SIGINT."""
+async def serve(profile: Profile, events: EventLog, companions: Sequence[Companion] = ()) -> None:
+    """Run the daemon until SIGTERM or SIGINT; each companion runs beside it from logon to
+    shutdown (before logoff)."""
     session = await AsyncSession.logon(profile, attach=False)
     try:
-        await Daemon(session, events).run(socket_path(profile.store_path()))
+        await Daemon(session, events, companions).run(socket_path(profile.store_path()))
     finally:
         await session.logoff()
