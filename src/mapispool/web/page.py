@@ -15,11 +15,13 @@ from .hub import FlushRecord
 from .queue_pages import ALL, PENDING, QueuePage
 
 QUEUE_TABS = (PENDING, *(s.value for s in QueueState), ALL)
+_S = QueueState
+#: Each action with its button label and the states it applies to (the session's rules).
 ACTIONS = {
-    "hold": "Hold",
-    "release": "Release",
-    "retry": "Retry",
-    "cancel": "Cancel",
+    "hold": ("Hold", {_S.QUEUED, _S.DEFERRED, _S.RETRY, _S.PARKED}),
+    "release": ("Release", {_S.HELD}),
+    "retry": ("Retry", {_S.RETRY, _S.UNCERTAIN, _S.FAILED, _S.DEFERRED}),
+    "cancel": ("Cancel", {_S.QUEUED, _S.DEFERRED, _S.RETRY, _S.PARKED, _S.HELD, _S.UNCERTAIN}),
 }
 
 
@@ -101,7 +103,8 @@ def queue_fragment(state: str, page_: QueuePage, cursor: str | None) -> str:
         buttons = "".join(
             f'<button type="button" class="action" data-action="{a}" hx-post="/api/queue/{eid}/{a}"'
             f' hx-swap="none">{label}</button>'
-            for a, label in ACTIONS.items()
+            for a, (label, states) in ACTIONS.items()
+            if entry.state in states
         )
         recipients = ", ".join(r.partition(":")[2] or r for r in entry.recipients)
         rows.append(
