@@ -29,6 +29,7 @@ from ..session import AsyncSession
 from ..spooler.flush import FlushResult
 from ..spooler.status import SPOOLER_ROW
 from ..store import QueueState
+from .queue_pages import store_page
 
 #: ``mapispool_messages_total`` outcomes, each the ``TransportFlushResult`` field it counts.
 OUTCOMES = {
@@ -102,8 +103,7 @@ class _StateCollector(Collector):
             "mapispool_oldest_queued_seconds",
             "Age of the oldest message waiting to be sent (0 when none waits).",
         )
-        marks = ",".join("?" * len(WAITING))
-        first = store._entries(f"q.state IN ({marks})", [s.value for s in WAITING], limit=1)
+        first = store_page(store, WAITING, None, 1)
         oldest.add_metric([], max(0.0, time.time() - first[0].submit_time) if first else 0.0)
         yield oldest
         yield from self._transports()

@@ -4,20 +4,18 @@ reads the whole queue."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..mapi import MAPI_E_INVALID_PARAMETER, MapiError
 from ..session import AsyncSession
-from ..store import QueueEntry, QueueState
+from ..store import QueueEntry, QueueState, Store
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 #: ``state=`` values besides the queue states: the CLI's default (not yet finished) and all.
 PENDING, ALL = "pending", "all"
-_PENDING_STATES = tuple(
-    s.value for s in QueueState if s not in (QueueState.SENT, QueueState.CANCELLED)
-)
 
 
 @dataclass(frozen=True)
@@ -73,22 +71,44 @@ async def queue_page(
     session: AsyncSession, state: str, cursor: str | None, limit: int
 ) -> QueuePage:
     """One page of the queue after ``cursor``, in submit order, with recipients."""
-    since_time, since_seq = decode_cursor(cursor)
-    params: tuple[str, ...] = ()
-    if state == ALL:
-        where = "1"
-    elif state == PENDING:
-        marks = ",".join("?" * len(_PENDING_STATES))
-        where, params = f"q.state IN ({marks})", _PENDING_STATES
-    else:
-        where, params = "q.state = ?", (state,)
-    store = session.store
+    states = None if state == PENDING else list(QueueState) if state == ALL else [QueueState(state)]
     # One more than asked: whether a next page exists, without counting the queue.
-    found = store._entries(
-        f"{where} AND (q.submit_time, m.id) > (?, ?)",
-        (*params, since_time, since_seq),
-        limit=limit + 1,
-    )
-    page = [store.queue_entry(entry.entry_id) for entry in found[:limit]]
+    found = store_page(session.store, states, decode_cursor(cursor), limit + 1)
+    page = found[:limit]
     more = len(found) > limit
     return QueuePage(page, encode_cursor(page[-1]) if more and page else None)
+
+
+def store_page(
+    store: Store,
+    states: Collection[QueueState] | None,
+    after: tuple[float, int] | None,
+    limit: int,
+) -> list[QueueEntry]:
+    """Up to ``limit`` entries in ``states`` (None: all but sent and cancelled) after
+    ``after`` = (submit_time, seq), in submit order, with recipients: the store interface's
+    ``queue_page`` with the same arguments. Each state is read through the queue's
+    (state, submit_time) index, a page at most, and the pages merged, so the cost does not
+    grow with the queue."""
+    wanted = [s for s in QueueState if s not in (QueueState.SENT, QueueState.CANCELLED)]
+    since_time, since_seq = after if after is not None else (-1.0, -1)
+    found: list[QueueEntry] = []
+    for state in states if states is not None else wanted:
+        found += store._entries(
+            "q.state = ? AND (q.submit_time, m.id) > (?, ?)",
+            (QueueState(state).value, since_time, since_seq),
+            limit=limit,
+        )
+    found.sort(key=lambda entry: (entry.submit_time, entry.seq))
+    page = found[:limit]
+    if not page:
+        return page
+    by_seq: dict[int, list[str]] = {entry.seq: [] for entry in page}
+    marks = ",".join("?" * len(by_seq))
+    for seq, addrtype, address in store._read(
+        "SELECT message_id, addrtype, address FROM recipients"
+        f" WHERE message_id IN ({marks}) ORDER BY message_id, row_id",
+        list(by_seq),
+    ):
+        by_seq[int(seq)].append(f"{addrtype}:{address}")
+    return [replace(entry, recipients=tuple(by_seq[entry.seq])) for entry in page]
