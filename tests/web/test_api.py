@@ -4,11 +4,14 @@ sends to a real SMTP server on loopback."""
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from tests.acceptance.test_cli_support import command, env
 from tests.servers.smtp import ACCEPTED, SmtpServer, SmtpTransaction
 from tests.web.conftest import WebDaemon, post, wait_flush_done, wait_until
 
@@ -142,3 +145,22 @@ def test_events_report_status_rows_and_flush_progress(
     assert ended["id"] == flush_id
     assert ended["result"]["transports"][0]["sent"] == 4
     assert len(smtp_server.messages) == 4
+
+
+def test_a_port_in_use_is_a_one_line_error(web_daemon: WebDaemon, tmp_path: Path) -> None:
+    """A second daemon (another store) asked to serve on a port already taken stops with
+    an error naming the address and how to choose another, exit 75 (try again later)."""
+    other = tmp_path / "other"
+    other.mkdir()
+    profile = other / "profile.toml"
+    profile.write_text(
+        web_daemon.profile.read_text(encoding="utf-8").replace('"store.db"', '"other.db"'),
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        command(profile, "serve"), capture_output=True, text=True, env=env(), timeout=60
+    )
+    assert done.returncode == 75
+    last = done.stderr.strip().splitlines()[-1]
+    assert f"cannot serve the web page on 127.0.0.1:{web_daemon.port}" in last
+    assert "--web HOST:PORT" in last

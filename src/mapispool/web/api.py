@@ -196,7 +196,7 @@ class WebApi:
 
     async def events(self, request: Request) -> EventSourceResponse:
         async def stream() -> AsyncIterator[dict[str, str]]:
-            yield {"event": "hello", "data": json.dumps({"queue": self.hub.queue_counts})}
+            yield {"event": "hello", "data": json.dumps({"queue": self.hub.read_queue_counts()})}
             async for kind, data in self.hub.events():
                 yield {"event": kind, "data": json.dumps(data)}
 

@@ -10,7 +10,6 @@ through the web API also reports its progress message by message.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..daemon import ops
-from ..mapi import PR_STATUS_CODE, STATUS_INBOUND_FLUSH, STATUS_OUTBOUND_FLUSH
+from ..mapi import PR_STATUS_CODE, STATUS_INBOUND_FLUSH, STATUS_OUTBOUND_FLUSH, MapiError
 from ..session import AsyncSession
 from ..spi import InboundMessage
 from ..spooler.flush import FlushResult
@@ -178,12 +177,23 @@ class EventHub:
         """A person acted on a queued message through the API."""
         self.publish("queue", {"entry_id": entry_id, "action": action, "counts": self.queue_counts})
 
+    def read_queue_counts(self) -> dict[str, int]:
+        counts = {s.value: n for s, n in self.session.store.count_by_state().items()}
+        self.queue_counts = counts
+        return counts
+
     async def _watch_queue(self) -> None:
-        """The queue's counts by state, published whenever they differ from the last look."""
+        """The queue's counts by state, published whenever they differ from the last look;
+        read only while someone follows the events (counting is a scan of the queue)."""
         while True:
-            with contextlib.suppress(Exception):  # a busy store: look again next time
-                counts = {s.value: n for s, n in self.session.store.count_by_state().items()}
-                if counts != self.queue_counts:
-                    self.queue_counts = counts
-                    self.publish("queue", {"counts": counts})
             await asyncio.sleep(QUEUE_POLL_SECONDS)
+            if not self._readers:
+                continue
+            before = self.queue_counts
+            try:
+                counts = self.read_queue_counts()
+            except MapiError:
+                log.warning("could not count the queue", exc_info=True)
+                continue
+            if counts != before:
+                self.publish("queue", {"counts": counts})
