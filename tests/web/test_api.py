@@ -4,6 +4,7 @@ sends to a real SMTP server on loopback."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import threading
 from pathlib import Path
@@ -164,3 +165,26 @@ def test_a_port_in_use_is_a_one_line_error(web_daemon: WebDaemon, tmp_path: Path
     last = done.stderr.strip().splitlines()[-1]
     assert f"cannot serve the web page on 127.0.0.1:{web_daemon.port}" in last
     assert "--web HOST:PORT" in last
+
+
+def test_a_flush_started_elsewhere_is_followed_too(
+    web_daemon: WebDaemon, smtp_server: SmtpServer
+) -> None:
+    """A Send/Receive the daemon starts on SIGUSR1 shows in the events (begun, the
+    transport's counts, ended), in /api/flushes and in the metrics."""
+    web_daemon.submit(2)
+    events: list[tuple[str, Any]] = []
+    with web_daemon.client() as reader, web_daemon.client() as client:
+        thread = threading.Thread(target=_read_events, args=(reader, "flush-ended", events))
+        thread.start()
+        wait_until(lambda: events)
+        web_daemon.process.send_signal(signal.SIGUSR1)
+        thread.join(60)
+        (record,) = client.get("/api/flushes").json()
+        metrics = client.get("/metrics").text
+    assert record["origin"] == "daemon"
+    assert record["result"]["transports"][0]["sent"] == 2
+    done = [d for k, d in events if k == "flush-progress" and d["phase"] == "done"]
+    assert [(d["transport"], d["counts"]["sent"]) for d in done] == [("out", 2)]
+    assert 'mapispool_messages_total{outcome="sent",transport="out"} 2.0' in metrics
+    assert len(smtp_server.messages) == 2

@@ -33,6 +33,8 @@ Event = tuple[str, dict[str, Any]]
 BACKLOG = 2000
 RECENT_FLUSHES = 20
 QUEUE_POLL_SECONDS = 1.0
+TICK_SECONDS = 0.5
+_COUNTED = ("sent", "received", "failed", "retried", "deferred", "uncertain")
 _FLUSH_BITS = STATUS_INBOUND_FLUSH | STATUS_OUTBOUND_FLUSH
 
 
@@ -76,6 +78,7 @@ class EventHub:
         self._flush_listeners: list[FlushListener] = []
         self._unadvise: Callable[[], None] | None = None
         self._poller: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
         self.queue_counts: dict[str, int] = {}
 
     # -- lifetime -------------------------------------------------------------------------
@@ -149,11 +152,20 @@ class EventHub:
             self._result_of_current = self.session.spooler.flusher.current
             self.recent.appendleft(record)
             self.publish("flush-begun", record.as_dict())
+            result = self._result_of_current
+            if record.origin != "web" and result is not None:
+                self._ticker = asyncio.get_running_loop().create_task(self._tick(record, result))
         elif not code & _FLUSH_BITS and self.current is not None:
             record, result = self.current, self._result_of_current
             self.current = self._result_of_current = None
+            if self._ticker is not None:
+                self._ticker.cancel()
+                self._ticker = None
             if result is None:
                 return
+            if record.origin != "web":
+                for counts in result.transports.values():
+                    self._publish_counts(record, counts.as_dict(), "done")
             record.result = ops.result_dict(result)
             self.publish("flush-ended", record.as_dict())
             for listener in list(self._flush_listeners):
@@ -161,6 +173,25 @@ class EventHub:
                     listener(result)
                 except Exception:
                     log.exception("flush listener failed")
+
+    async def _tick(self, record: FlushRecord, result: FlushResult) -> None:
+        """Progress of a flush started elsewhere (no callback of ours runs in it): the
+        counts of its result so far, per transport, whenever they change."""
+        last: dict[str, dict[str, object]] = {}
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            for name, counts in list(result.transports.items()):
+                now = counts.as_dict()
+                if last.get(name) != now:
+                    last[name] = now
+                    self._publish_counts(record, now, "running")
+
+    def _publish_counts(self, record: FlushRecord, counts: dict[str, object], phase: str) -> None:
+        done = sum(int(str(counts[k])) for k in _COUNTED)
+        data = {"event": "progress", "flush": record.id, "transport": counts["transport"],
+                "phase": phase, "done": done, "total": None, "counts": counts}  # fmt: skip
+        record.progress[str(counts["transport"])] = data
+        self.publish("flush-progress", data)
 
     # -- sources --------------------------------------------------------------------------
 

@@ -80,6 +80,10 @@
       const c = p.counts || {};
       what.textContent = `done: ${c.sent || 0} sent, ${c.received || 0} received` +
         (c.failed ? `, ${c.failed} failed` : "") + (c.skipped ? ` (${c.skipped})` : "");
+    } else if (p.phase === "running") {
+      meter.removeAttribute("value");
+      const c = p.counts || {};
+      what.textContent = `${c.sent || 0} sent, ${c.received || 0} received`;
     } else if (p.total) {
       meter.max = p.total; meter.value = p.done;
       what.textContent = `${p.phase === "outbound" ? "sending" : "receiving"} ${p.done} of ${p.total}`;
