@@ -59,6 +59,11 @@ def test_send_receive_from_the_page(
     web_daemon.submit(20)
     smtp_server.set_data_answer(_slow_accept)
     page: Page = browser.new_page(viewport={"width": 1100, "height": 900})
+    errors: list[str] = []
+    page.on(
+        "console", lambda message: errors.append(message.text) if message.type == "error" else None
+    )
+    page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(web_daemon.base_url + "/")
     page.wait_for_selector("#live.on")
     page.wait_for_selector('.count[data-count="pending"]:has-text("(20)")')
@@ -81,6 +86,7 @@ def test_send_receive_from_the_page(
     assert page.locator("#queue tbody tr").count() == 20
     page.wait_for_selector("#flushes td:has-text('out: sent 20')")
     page.screenshot(path=str(artifacts / "web-page.png"), full_page=True)
+    assert errors == []  # nothing refused by the page's security policy, no script error
     page.close()
 
 

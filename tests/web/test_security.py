@@ -100,3 +100,12 @@ def test_non_loopback_bind_without_token_is_refused(web_daemon: WebDaemon) -> No
     assert done.returncode != 0
     assert "token_env" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_no_other_site_may_frame_the_page(web_daemon: WebDaemon) -> None:
+    """The page forbids framing (clickjacking of its buttons) and foreign scripts."""
+    with web_daemon.client() as client:
+        headers = client.get("/").headers
+    assert headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert "default-src 'self'" in headers["content-security-policy"]

@@ -90,6 +90,7 @@ class WebApi:
             Route("/ui/queue", self.queue_ui),
             Route("/ui/flushes", self.flushes_ui),
             Route("/metrics", self.metrics_text),
+            Route("/favicon.ico", self.no_icon),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ]
         return Starlette(routes=routes, exception_handlers={MapiError: self._mapi_error})
@@ -201,6 +202,9 @@ class WebApi:
                 yield {"event": kind, "data": json.dumps(data)}
 
         return EventSourceResponse(stream(), ping=15, send_timeout=30)
+
+    async def no_icon(self, request: Request) -> Response:
+        return Response(status_code=204)  # browsers ask; a 404 would be an error in their log
 
     async def metrics_text(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)

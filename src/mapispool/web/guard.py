@@ -32,6 +32,18 @@ AUTH_COOKIE = "mapispool_auth"
 #: Reachable without the bearer token (still behind the Host and Origin checks).
 SIGN_IN_PATHS = frozenset({"/login", "/static/page.css"})
 _SAFE_METHODS = frozenset({"GET", "HEAD"})
+#: On every answer: no other site may frame the page (a framed Cancel button could be
+#: clicked through a decoy), and the page runs only the scripts we serve.
+HARDENING = [
+    (b"x-frame-options", b"DENY"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; "
+        b"form-action 'self'; base-uri 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
 
 
 class Keys:
@@ -77,7 +89,7 @@ class Guard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         refusal = self.check(scope, headers)
         if refusal is None:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, _hardened(send))
         elif refusal[0] == 401 and scope.get("path") == "/" and scope.get("method") == "GET":
             await _redirect(send, "/login")  # a person at a browser: the sign-in form
         else:
@@ -120,6 +132,15 @@ class Guard:
             if name == AUTH_COOKIE and hmac.compare_digest(value, self.keys.auth_cookie()):
                 return True
         return False
+
+
+def _hardened(send: Send) -> Send:
+    async def with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", []), *HARDENING]
+        await send(message)
+
+    return with_headers
 
 
 async def _refuse(send: Send, status: int, error: str, message: str) -> None:
