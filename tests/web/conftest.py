@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,9 +18,20 @@ import httpx
 import pytest
 
 from mapispool import Session
-from tests.acceptance.test_cli_support import command, env
 from tests.servers._util import free_port
 from tests.servers.smtp import SmtpServer
+
+
+def command(profile: Path, *args: str) -> list[str]:
+    """``mapispool --profile PROFILE ARGS...`` as this interpreter runs it."""
+    return [sys.executable, "-m", "mapispool.cli", "--profile", str(profile), *args]
+
+
+def env() -> dict[str, str]:
+    """The environment for a ``mapispool`` subprocess: no profile from the caller's."""
+    values = dict(os.environ)
+    values.pop("MAPISPOOL_PROFILE", None)
+    return values
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:

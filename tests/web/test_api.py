@@ -12,9 +12,8 @@ from typing import Any
 
 import httpx
 
-from tests.acceptance.test_cli_support import command, env
 from tests.servers.smtp import ACCEPTED, SmtpServer, SmtpTransaction
-from tests.web.conftest import WebDaemon, post, wait_flush_done, wait_until
+from tests.web.conftest import WebDaemon, command, env, post, wait_flush_done, wait_until
 
 
 def test_status_is_the_cli_json(web_daemon: WebDaemon) -> None:

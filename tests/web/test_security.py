@@ -6,8 +6,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable
 
-from tests.acceptance.test_cli_support import command, env
-from tests.web.conftest import WebDaemon, page_token, post
+from tests.web.conftest import WebDaemon, command, env, page_token, post
 
 TOKEN = "correct-horse-battery-staple-42"
 
