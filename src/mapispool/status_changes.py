@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from .mapi import PR_DISPLAY_NAME, PR_ENTRYID
-from .spooler.status import StatusRow, StatusTable
+from .spooler.status import SPOOLER_ROW, StatusRow, StatusTable, status_entry_id
 
 log = logging.getLogger("mapispool.status")
 
@@ -67,7 +67,15 @@ async def poll_rows(
             key = row.get(PR_ENTRYID, b"")
             if seen.get(key) != row:
                 seen[key] = row
-                yield StatusChange(str(row.get(PR_DISPLAY_NAME, "")), row)
+                yield StatusChange(_row_name(row), row)
+
+
+def _row_name(row: StatusRow) -> str:
+    """The name a row has in the spooler's own table: ``"spooler"`` for the spooler's row
+    (its display name is "Spooler"), the transport's name for the others."""
+    if row.get(PR_ENTRYID) == status_entry_id(SPOOLER_ROW):
+        return SPOOLER_ROW
+    return str(row.get(PR_DISPLAY_NAME, ""))
 
 
 def advise_iterator(

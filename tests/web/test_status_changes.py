@@ -11,7 +11,7 @@ from mapispool import AsyncSession, Session
 from mapispool.mapi import FLUSH_UPLOAD, PR_STATUS_CODE, STATUS_OUTBOUND_FLUSH
 from mapispool.profile import Profile
 from mapispool.status_changes import StatusChange
-from tests.servers.smtp import SmtpServer
+from tests.servers.smtp import ACCEPTED, SmtpServer
 from tests.web.conftest import WebDaemon, post, wait_until
 
 
@@ -72,15 +72,26 @@ def test_advise_status_calls_back_until_unadvise(tmp_path: Path, smtp_server: Sm
         assert len(calls) == count
 
 
-def test_a_daemon_client_session_sees_the_daemons_changes(web_daemon: WebDaemon) -> None:
+def test_a_daemon_client_session_sees_the_daemons_changes(
+    web_daemon: WebDaemon, smtp_server: SmtpServer
+) -> None:
     """In client mode (a running `mapispool serve` holds the store) the callback reports
-    the daemon's rows that changed: here the transport's, after a flush sent through it."""
+    the daemon's rows that changed, named as in the spooler's own table: here the
+    spooler's and the transport's, while a flush through the daemon waits on the server
+    (the rows are read once a second: a change undone within it is not seen)."""
     web_daemon.submit(1)
+    release = threading.Event()
+    smtp_server.set_data_answer(lambda _t: ACCEPTED if release.wait(30) else "451 4.0.0 late")
     calls: list[StatusChange] = []
     with Session.logon(web_daemon.profile) as session:
         assert session.mode == "client"
         unadvise = session.advise_status(calls.append)
-        with web_daemon.client() as client:
-            assert post(client, "/api/flush", {}).status_code == 202
-        wait_until(lambda: any(c.name == "out" for c in calls))
-        unadvise()
+        try:
+            with web_daemon.client() as client:
+                assert post(client, "/api/flush", {}).status_code == 202
+            wait_until(lambda: {c.name for c in calls} == {"spooler", "out"})
+        finally:
+            release.set()
+            unadvise()
+    flushing = [c for c in calls if int(c.row[PR_STATUS_CODE]) & STATUS_OUTBOUND_FLUSH]
+    assert {c.name for c in flushing} == {"spooler", "out"}

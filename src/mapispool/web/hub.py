@@ -92,8 +92,9 @@ class EventHub:
         if self._unadvise is not None:
             self._unadvise()
             self._unadvise = None
-        if self._poller is not None:
-            self._poller.cancel()
+        for task in (self._poller, self._ticker):
+            if task is not None:
+                task.cancel()
         for reader in list(self._readers):
             reader.put_nowait(None)
 
