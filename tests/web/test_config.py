@@ -72,3 +72,24 @@ def test_the_sendmail_path_does_not_import_the_web_libraries() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_without_the_web_extra_serve_web_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """serve --web where the web libraries are not installed: a one-line error naming the
+    extra; without --web nothing is imported, so nothing is missing."""
+    import sys
+
+    from mapispool.mapi import MapiError
+    from mapispool.web.config import web_companions
+
+    for name in [m for m in sys.modules if m.startswith(("mapispool.web.", "uvicorn"))]:
+        if name != "mapispool.web.config":
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # what a missing package looks like
+    profile = Profile.from_dict({"transports": {}})
+    assert web_companions(profile, None) == []
+    with pytest.raises(MapiError, match=r"pip install 'mapispool\[web\]'") as caught:
+        web_companions(profile, "127.0.0.1:8025")
+    assert "uvicorn is missing" in str(caught.value)
