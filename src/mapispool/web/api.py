@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -197,7 +197,10 @@ class WebApi:
 
     async def events(self, request: Request) -> EventSourceResponse:
         async def stream() -> AsyncIterator[dict[str, str]]:
-            yield {"event": "hello", "data": json.dumps({"queue": self.hub.read_queue_counts()})}
+            yield {
+                "event": "hello",
+                "data": json.dumps({"queue": await self.hub.read_queue_counts()}),
+            }
             async for kind, data in self.hub.events():
                 yield {"event": kind, "data": json.dumps(data)}
 
@@ -207,7 +210,7 @@ class WebApi:
         return Response(status_code=204)  # browsers ask; a 404 would be an error in their log
 
     async def metrics_text(self, request: Request) -> Response:
-        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(await self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 def _entry_id(text: str) -> bytes:

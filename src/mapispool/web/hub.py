@@ -209,7 +209,7 @@ class EventHub:
         """A person acted on a queued message through the API."""
         self.publish("queue", {"entry_id": entry_id, "action": action, "counts": self.queue_counts})
 
-    def read_queue_counts(self) -> dict[str, int]:
+    async def read_queue_counts(self) -> dict[str, int]:
         counts = {s.value: n for s, n in self.session.store.count_by_state().items()}
         self.queue_counts = counts
         return counts
@@ -223,7 +223,7 @@ class EventHub:
                 continue
             before = self.queue_counts
             try:
-                counts = self.read_queue_counts()
+                counts = await self.read_queue_counts()
             except MapiError:
                 log.warning("could not count the queue", exc_info=True)
                 continue

@@ -9,9 +9,10 @@ touches prometheus-client's global one.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -27,7 +28,7 @@ from ..mapi import (
 )
 from ..session import AsyncSession
 from ..spooler.flush import FlushResult
-from ..spooler.status import SPOOLER_ROW
+from ..spooler.status import StatusRow
 from ..store import QueueState
 from .queue_pages import store_page
 
@@ -65,10 +66,23 @@ class SpoolerMetrics:
             buckets=FLUSH_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_StateCollector(session))
+        self.session = session
+        self._state = _StateCollector()
+        self.registry.register(self._state)
         for config in session.profile.transports:  # every series exists from the start
             for outcome in OUTCOMES:
                 self.messages.labels(config.name, outcome)
+
+    async def render(self) -> bytes:
+        """The scrape: the store and the status table are read here, then rendered."""
+        first = await store_page(self.session.store, WAITING, None, 1)
+        rows = await self.session.status_table()
+        self._state.reading = _Reading(
+            counts=self.session.store.count_by_state(),
+            oldest_submit=first[0].submit_time if first else None,
+            transport_rows=rows[1:],  # the spooler's row comes first
+        )
+        return generate_latest(self.registry)
 
     def record_flush(self, result: FlushResult) -> None:
         for name, counts in result.transports.items():
@@ -80,31 +94,41 @@ class SpoolerMetrics:
             self.flush_duration.observe(max(0.0, result.finished - result.started))
 
 
-class _StateCollector(Collector):
-    """Gauges read at scrape time: the queue by state, its oldest waiting message, and
-    each transport's status row."""
+@dataclass
+class _Reading:
+    """What the gauges show, read just before a scrape is rendered."""
 
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+    counts: Mapping[QueueState, int] = field(default_factory=dict)
+    oldest_submit: float | None = None
+    transport_rows: Sequence[StatusRow] = ()
+    at: float = field(default_factory=time.time)
+
+
+class _StateCollector(Collector):
+    """Gauges from the last reading: the queue by state, its oldest waiting message, and
+    each transport's status row. ``collect`` does no I/O (prometheus-client calls it
+    synchronously); ``SpoolerMetrics.render`` reads first."""
+
+    def __init__(self) -> None:
+        self.reading = _Reading()
 
     def describe(self) -> list[GaugeMetricFamily]:
         return []  # names are known only from a collect; nothing to check up front
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        store = self.session.store
-        counts = store.count_by_state()
+        reading = self.reading
         queue = GaugeMetricFamily(
             "mapispool_queue_messages", "Messages in the outgoing queue by state.", labels=["state"]
         )
         for state in QueueState:
-            queue.add_metric([state.value], counts.get(state, 0))
+            queue.add_metric([state.value], reading.counts.get(state, 0))
         yield queue
         oldest = GaugeMetricFamily(
             "mapispool_oldest_queued_seconds",
             "Age of the oldest message waiting to be sent (0 when none waits).",
         )
-        first = store_page(store, WAITING, None, 1)
-        oldest.add_metric([], max(0.0, time.time() - first[0].submit_time) if first else 0.0)
+        first = reading.oldest_submit
+        oldest.add_metric([], max(0.0, reading.at - first) if first is not None else 0.0)
         yield oldest
         yield from self._transports()
 
@@ -119,12 +143,8 @@ class _StateCollector(Collector):
             "The transport's PR_STATUS_CODE, one series per named bit (1 set, 0 clear).",
             labels=["transport", "bit"],
         )
-        table = self.session.spooler.status
-        for name in table.names():
-            if name == SPOOLER_ROW:
-                continue
-            row = table.row(name)
-            label = str(row.get(PR_DISPLAY_NAME, name))
+        for row in self.reading.transport_rows:
+            label = str(row.get(PR_DISPLAY_NAME, ""))
             code = int(row.get(PR_STATUS_CODE, 0))
             healthy = code & _USABLE and not code & (STATUS_OFFLINE | STATUS_FAILURE)
             up.add_metric([label], 1.0 if healthy else 0.0)

@@ -73,13 +73,13 @@ async def queue_page(
     """One page of the queue after ``cursor``, in submit order, with recipients."""
     states = None if state == PENDING else list(QueueState) if state == ALL else [QueueState(state)]
     # One more than asked: whether a next page exists, without counting the queue.
-    found = store_page(session.store, states, decode_cursor(cursor), limit + 1)
+    found = await store_page(session.store, states, decode_cursor(cursor), limit + 1)
     page = found[:limit]
     more = len(found) > limit
     return QueuePage(page, encode_cursor(page[-1]) if more and page else None)
 
 
-def store_page(
+async def store_page(
     store: Store,
     states: Collection[QueueState] | None,
     after: tuple[float, int] | None,
