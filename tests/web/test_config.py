@@ -82,7 +82,7 @@ def test_without_the_web_extra_serve_web_says_what_to_install(
     import sys
 
     from mapispool.mapi import MapiError
-    from mapispool.web.config import web_companions
+    from mapispool.web.companions import web_companions
 
     for name in [m for m in sys.modules if m.startswith(("mapispool.web.", "uvicorn"))]:
         if name != "mapispool.web.config":

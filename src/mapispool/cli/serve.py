@@ -8,7 +8,7 @@ import click
 
 from ..daemon.logs import EventLog, install
 from ..daemon.server import serve as run_daemon
-from ..web.config import web_companions
+from ..web.companions import web_companions
 from .context import Cli, pass_cli
 
 

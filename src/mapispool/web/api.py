@@ -1,7 +1,7 @@
 """The routes: the page, its fragments, the JSON API, server-sent events and metrics.
 
 The JSON answers are the CLI's (``mapispool status --json``, ``queue list --json``): the
-routes call the same operations (``daemon.ops``). Errors are ``{"error", "message"}``
+routes call the same operations (``mapispool.app``). Errors are ``{"error", "message"}``
 with the status a client can act on; ``MAPI_E_BUSY`` on a flush is exactly
 ``409 {"error": "busy"}``.
 """
@@ -22,7 +22,8 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..daemon import ops
+from ..app.flush import flush as run_flush
+from ..app.status import status as status_rows
 from ..mapi import (
     MAPI_E_BUSY,
     MAPI_E_INVALID_PARAMETER,
@@ -102,7 +103,7 @@ class WebApi:
     # -- the page -------------------------------------------------------------------------
 
     async def index(self, request: Request) -> HTMLResponse:
-        rows = await ops.status(self.session, {}, _noop)
+        rows = await status_rows(self.session, {}, _noop)
         names = [t.name for t in self.session.profile.transports]
         html = page.page(self.keys.page_token(), rows, names)
         return HTMLResponse(html, headers={"cache-control": "no-store"})
@@ -136,7 +137,7 @@ class WebApi:
         return JSONResponse({"token": self.keys.page_token()})
 
     async def status(self, request: Request) -> JSONResponse:
-        return JSONResponse(await ops.status(self.session, {}, _noop))
+        return JSONResponse(await status_rows(self.session, {}, _noop))
 
     async def queue(self, request: Request) -> JSONResponse:
         """One page of the queue; the next page's address is in the ``Link`` header
@@ -161,7 +162,7 @@ class WebApi:
                 MAPI_E_NOT_FOUND, f"no queue action {action!r}; use {', '.join(QUEUE_ACTIONS)}"
             )
         entry_id = _entry_id(text)
-        # The session's method directly, not ops.queue_action: that one resolves prefixes
+        # The session's method directly, not app.queue.queue_action: that one resolves prefixes
         # by reading the whole queue, and the page always sends the full id.
         await getattr(self.session, action)(entry_id)
         self.hub.queue_changed(entry_id.hex(), action)
@@ -184,7 +185,7 @@ class WebApi:
                 self.hub.progress(record, event)
 
         try:
-            await ops.flush(self.session, {**params, "async": True}, emit)
+            await run_flush(self.session, {**params, "async": True}, emit)
         except BaseException:
             self.hub.forget_flush(record)
             raise

@@ -1,4 +1,4 @@
-"""The ``[web]`` settings and ``serve --web``: where the page listens and who may use it.
+"""The ``[web]`` settings: where the page listens and who may use it.
 
 Pure validation, no web library imported: a bad setting is a one-line ``ProfileError``
 before anything binds a port.
@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Callable, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..mapi import MAPI_E_NO_SUPPORT, MapiError
-from ..profile import Profile, ProfileError
+from ..profile import ProfileError
 
 WEB_KEYS = {
     "listen": '"HOST:PORT" to serve the page and the API on, e.g. "127.0.0.1:8025"',
@@ -140,24 +138,3 @@ def _hosts(table: Mapping[str, Any], host: str, port: int, source: str | None) -
         if port == 80:
             hosts.add(shown)
     return frozenset(hosts)
-
-
-Starter = Callable[[Any, Any], AbstractAsyncContextManager[Any]]
-
-
-def web_companions(profile: Profile, listen: str | None) -> list[Starter]:
-    """What ``serve`` runs beside the daemon for the page: nothing unless ``--web`` or
-    ``[web] listen`` asks for it. The web libraries are imported only then, so a missing
-    ``mapispool[web]`` extra is an error for ``serve --web`` alone."""
-    config = load_web_config(profile.web, listen, source=profile.source)
-    if config is None:
-        return []
-    try:
-        from .server import web_server
-    except ImportError as exc:
-        raise MapiError(
-            MAPI_E_NO_SUPPORT,
-            f"the web page needs the optional libraries ({exc.name} is missing): "
-            "pip install 'mapispool[web]'",
-        ) from exc
-    return [lambda session, events: web_server(session, config, events)]

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..daemon import ops
+from ..app.shapes import result_dict, row_dict
 from ..mapi import PR_STATUS_CODE, STATUS_INBOUND_FLUSH, STATUS_OUTBOUND_FLUSH, MapiError
 from ..session import AsyncSession
 from ..spi import InboundMessage
@@ -85,7 +85,7 @@ class EventHub:
 
     def start(self) -> None:
         self._unadvise = self.session.advise_status(self._status_changed)
-        self.session.spooler.on_newmail(self._newmail)
+        self.session.on_newmail(self._newmail)
         self._poller = asyncio.get_running_loop().create_task(self._watch_queue())
 
     def close(self) -> None:
@@ -135,10 +135,10 @@ class EventHub:
             self._pending = None
 
     def progress(self, record: FlushRecord, event: dict[str, Any]) -> None:
-        """A progress event (``ops.progress_dict``) of a flush the API started: a
+        """A progress event (``app.shapes.progress_dict``) of a flush the API started: a
         transport's turn begun, message n of N, its end with its counts."""
         data = {**event, "flush": record.id}
-        running = self.session.spooler.flusher.current
+        running = self.session.spooler.running_flush
         counts = running.transports.get(str(event["transport"])) if running else None
         if event["phase"] == "done" and counts is not None:
             data["counts"] = counts.as_dict()
@@ -150,7 +150,7 @@ class EventHub:
             record = self._pending or FlushRecord(str(next(self._ids)), "daemon")
             self._pending = None
             self.current = record
-            self._result_of_current = self.session.spooler.flusher.current
+            self._result_of_current = self.session.spooler.running_flush
             self.recent.appendleft(record)
             self.publish("flush-begun", record.as_dict())
             result = self._result_of_current
@@ -167,7 +167,7 @@ class EventHub:
             if record.origin != "web":
                 for counts in result.transports.values():
                     self._publish_counts(record, counts.as_dict(), "done")
-            record.result = ops.result_dict(result)
+            record.result = result_dict(result)
             self.publish("flush-ended", record.as_dict())
             for listener in list(self._flush_listeners):
                 try:
@@ -197,7 +197,7 @@ class EventHub:
     # -- sources --------------------------------------------------------------------------
 
     def _status_changed(self, change: StatusChange) -> None:
-        self.publish("status", ops.row_dict(change.row))
+        self.publish("status", row_dict(change.row))
         if change.name == SPOOLER_ROW:
             self._flush_bits(int(change.row.get(PR_STATUS_CODE, 0)))
 
@@ -210,7 +210,7 @@ class EventHub:
         self.publish("queue", {"entry_id": entry_id, "action": action, "counts": self.queue_counts})
 
     async def read_queue_counts(self) -> dict[str, int]:
-        counts = {s.value: n for s, n in self.session.store.count_by_state().items()}
+        counts = {s.value: n for s, n in (await self.session.store.count_by_state()).items()}
         self.queue_counts = counts
         return counts
 

@@ -78,7 +78,7 @@ class SpoolerMetrics:
         first = await store_page(self.session.store, WAITING, None, 1)
         rows = await self.session.status_table()
         self._state.reading = _Reading(
-            counts=self.session.store.count_by_state(),
+            counts=await self.session.store.count_by_state(),
             oldest_submit=first[0].submit_time if first else None,
             transport_rows=rows[1:],  # the spooler's row comes first
         )

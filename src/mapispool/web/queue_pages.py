@@ -5,7 +5,7 @@ reads the whole queue."""
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from ..mapi import MAPI_E_INVALID_PARAMETER, MapiError
@@ -91,24 +91,10 @@ async def store_page(
     (state, submit_time) index, a page at most, and the pages merged, so the cost does not
     grow with the queue."""
     wanted = [s for s in QueueState if s not in (QueueState.SENT, QueueState.CANCELLED)]
-    since_time, since_seq = after if after is not None else (-1.0, -1)
     found: list[QueueEntry] = []
     for state in states if states is not None else wanted:
-        found += store._entries(
-            "q.state = ? AND (q.submit_time, m.id) > (?, ?)",
-            (QueueState(state).value, since_time, since_seq),
-            limit=limit,
+        found += await store.queue_page(
+            states=[QueueState(state)], after=after, limit=limit, with_recipients=True
         )
     found.sort(key=lambda entry: (entry.submit_time, entry.seq))
-    page = found[:limit]
-    if not page:
-        return page
-    by_seq: dict[int, list[str]] = {entry.seq: [] for entry in page}
-    marks = ",".join("?" * len(by_seq))
-    for seq, addrtype, address in store._read(
-        "SELECT message_id, addrtype, address FROM recipients"
-        f" WHERE message_id IN ({marks}) ORDER BY message_id, row_id",
-        list(by_seq),
-    ):
-        by_seq[int(seq)].append(f"{addrtype}:{address}")
-    return [replace(entry, recipients=tuple(by_seq[entry.seq])) for entry in page]
+    return found[:limit]
