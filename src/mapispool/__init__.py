@@ -19,6 +19,7 @@ from .spi import (
     TransportProvider,
 )
 from .spooler.flush import FlushProgress, FlushResult, TransportFlushResult
+from .status_changes import StatusChange
 from .store import QueueEntry, QueueState, StoredMessage
 
 # Session.logon beside a running ``mapispool serve`` becomes its client (the session
@@ -43,6 +44,7 @@ __all__ = [
     "Recipient",
     "Session",
     "Status",
+    "StatusChange",
     "StoredMessage",
     "Support",
     "TransportFlushResult",

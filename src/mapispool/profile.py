@@ -120,6 +120,8 @@ class Profile:
     parallel_flush: bool = False
     retry: RetryConfig = field(default_factory=RetryConfig)
     flush_every: float | None = None
+    #: The ``[web]`` table as written; ``mapispool.web.config`` validates it when serving.
+    web: Mapping[str, Any] = field(default_factory=dict)
     source: str | None = None
     #: NDRs for mail from sendmail or the SMTP listener also go to the envelope sender.
     bounce_to_sender: bool = True
@@ -286,6 +288,7 @@ TOP_LEVEL_KEYS = {
     "transports": "a table of [transports.NAME] sections",
     "bounce_to_sender": "true or false (false keeps NDRs only in the Inbox)",
     "listen": 'a table for the SMTP listener, e.g. [listen] smtp = "127.0.0.1:2525"',
+    "web": 'a table with listen = "127.0.0.1:8025" and token_env (the web page and metrics)',
 }
 
 
@@ -319,6 +322,7 @@ class _ProfileReader:
             parallel_flush=self.boolean("parallel_flush", False),
             retry=self.read_retry(),
             flush_every=self.minutes("flush_every"),
+            web=self.table("web"),
             source=self.source,
             bounce_to_sender=self.boolean("bounce_to_sender", True),
             listen=self.read_listen(),
@@ -365,6 +369,12 @@ class _ProfileReader:
             return None
         if not isinstance(value, str) or not value:
             raise self.error(key, f"must be a non-empty string, not {value!r}")
+        return value
+
+    def table(self, key: str) -> Mapping[str, Any]:
+        value = self.data.get(key, {})
+        if not isinstance(value, Mapping):
+            raise self.error(key, f"must be a table, e.g. [{key}], not {value!r}")
         return value
 
     def boolean(self, key: str, default: bool) -> bool:

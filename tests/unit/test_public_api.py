@@ -19,8 +19,9 @@ def test_top_level_names():
     assert set(mapispool.__all__) == {
         "AsyncSession", "AsyncStatus", "FlushHandle", "FlushProgress", "FlushResult",
         "InboundMessage", "MapiError", "OutboundMessage", "Profile", "ProfileError",
-        "QueueEntry", "QueueState", "Recipient", "Session", "Status", "StoredMessage",
-        "Support", "TransportFlushResult", "TransportLogon", "TransportProvider", "__version__",
+        "QueueEntry", "QueueState", "Recipient", "Session", "Status", "StatusChange",
+        "StoredMessage", "Support", "TransportFlushResult", "TransportLogon", "TransportProvider",
+        "__version__",
     }  # fmt: skip
 
 

@@ -8,11 +8,13 @@ import click
 
 from ..daemon.logs import EventLog, install
 from ..daemon.server import serve as run_daemon
+from ..web.companions import web_companions
 from .context import Cli, pass_cli
 
 
 @click.command(
     epilog="\b\nExamples:\n  mapispool serve\n  mapispool serve --log-format json"
+    "\n  mapispool serve --web 127.0.0.1:8025   (the web page and /metrics)"
     "\n  kill -USR1 <pid>   (Send/Receive now)"
 )
 @click.option(
@@ -28,12 +30,18 @@ from .context import Cli, pass_cli
     default=None,
     help="Also accept mail over SMTP here (overrides [listen] smtp), e.g. 127.0.0.1:2525.",
 )
+@click.option(
+    "--web",
+    "web_listen",
+    metavar="HOST:PORT",
+    help="Serve the web page, the HTTP API and /metrics there (overrides [web] listen).",
+)
 @pass_cli
-def serve(cli: Cli, log_format: str, smtp: str | None) -> None:
+def serve(cli: Cli, log_format: str, smtp: str | None, web_listen: str | None) -> None:
     """Run the spooler until SIGTERM/SIGINT: send as messages arrive, poll, Send/Receive
     every flush_every minutes and on SIGUSR1. Other mapispool commands on the same
     store talk to it through a control socket next to the store file."""
     events = EventLog(log_format)
     install(events, cli.verbose)
     profile = cli.profile
-    asyncio.run(run_daemon(profile, events, smtp))
+    asyncio.run(run_daemon(profile, events, smtp, web_companions(profile, web_listen)))

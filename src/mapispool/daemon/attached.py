@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,6 +38,7 @@ from ..spooler.bridge import BlockingBridge
 from ..spooler.engine import Spooler
 from ..spooler.flush import FlushResult, ProgressCallback
 from ..spooler.status import SPOOLER_ROW, StatusRow
+from ..status_changes import StatusCallback, StatusChange, advise_iterator, poll_rows
 from ..store import Store
 from ..store.codec import load_props
 from . import trust
@@ -252,6 +253,12 @@ class DaemonClientSession(AsyncSession):
     async def status_table(self) -> list[StatusRow]:
         """The daemon's live status table."""
         return [load_props(str(text)) for text in await self.link.call("status_rows", {})]
+
+    def status_changes(self) -> AsyncIterator[StatusChange]:
+        return poll_rows(self.status_table)  # the daemon's rows, read once a second
+
+    def advise_status(self, callback: StatusCallback) -> Callable[[], None]:
+        return advise_iterator(self.status_changes(), callback)
 
     def spooler_status(self) -> AsyncStatus:
         return DaemonSpoolerStatus(self)

@@ -14,6 +14,8 @@ import contextlib
 import json
 import os
 import signal
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +38,19 @@ from ..spi import InboundMessage
 from .logs import EventLog
 from .protocol import MAX_REQUEST, MAX_SOCKET_PATH, encode, error_message, socket_path
 
+#: Something that runs beside the daemon while it serves, given its session and event log.
+Companion = Callable[[AsyncSession, EventLog], AbstractAsyncContextManager[Any]]
+
 
 class Daemon:
     """One running daemon: the session, the control socket and the background flushes."""
 
-    def __init__(self, session: AsyncSession, events: EventLog) -> None:
+    def __init__(
+        self, session: AsyncSession, events: EventLog, companions: Sequence[Companion] = ()
+    ) -> None:
         self.session = session
         self.events = events
+        self.companions = companions
         self.stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._clients: set[asyncio.Task[Any]] = set()
@@ -174,7 +182,10 @@ class Daemon:
             flush_every=every,
         )
         try:
-            await self.stopping.wait()
+            async with contextlib.AsyncExitStack() as stack:
+                for companion in self.companions:  # the web page (serve --web), for one
+                    await stack.enter_async_context(companion(self.session, self.events))
+                await self.stopping.wait()
         finally:
             server.close()
             for signum in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
@@ -277,13 +288,19 @@ async def _listen(path: Path, handler: Any) -> asyncio.AbstractServer:
     return server
 
 
-async def serve(profile: Profile, events: EventLog, smtp: str | None = None) -> None:
+async def serve(
+    profile: Profile,
+    events: EventLog,
+    smtp: str | None = None,
+    companions: Sequence[Companion] = (),
+) -> None:
     """Run the daemon until SIGTERM or SIGINT; with ``smtp`` (``HOST:PORT``, else the
-    profile's ``[listen] smtp``) also the SMTP listener."""
+    profile's ``[listen] smtp``) also the SMTP listener; each companion runs beside it from
+    logon to shutdown (before logoff)."""
     listener = smtp_listener(profile, smtp)
     session = await AsyncSession.logon(profile, attach=False)
     try:
         async with listener.running(session, events):
-            await Daemon(session, events).run(socket_path(profile.store_path()))
+            await Daemon(session, events, companions).run(socket_path(profile.store_path()))
     finally:
         await session.logoff()

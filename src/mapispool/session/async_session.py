@@ -27,6 +27,7 @@ from ..profile import Profile
 from ..spi import InboundMessage
 from ..spooler.engine import Spooler
 from ..spooler.status import SPOOLER_ROW, StatusRow
+from ..status_changes import StatusCallback, StatusChange, advise_table, watch_table
 from ..store import (
     PAGE,
     Event,
@@ -191,6 +192,16 @@ class AsyncSession:
     async def status_table(self) -> list[StatusRow]:
         """Every status row: the spooler's first, then one per transport in order."""
         return list(self.spooler.status.rows())
+
+    def status_changes(self) -> AsyncIterator[StatusChange]:
+        """MAPI's Advise on the status table: every row change from the iterator's first
+        step on, as ``StatusChange(name, row)``; leave the ``async for`` to stop."""
+        return watch_table(self.spooler.status)
+
+    def advise_status(self, callback: StatusCallback) -> Callable[[], None]:
+        """The callback form of ``status_changes`` (called on the session's loop);
+        returns the Unadvise function."""
+        return advise_table(self.spooler.status, callback)
 
     async def saved_status_table(self) -> list[StatusRow]:
         """The status table as the store's spooler last saved it (a spooler in another

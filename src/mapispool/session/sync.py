@@ -17,6 +17,7 @@ from ..profile import Profile
 from ..spooler.engine import Spooler
 from ..spooler.flush import FlushResult, ProgressCallback
 from ..spooler.status import StatusRow
+from ..status_changes import StatusCallback
 from ..store import QueueEntry, Store, StoredMessage
 from ..submission import RecipientSpec
 from .async_session import AsyncSession
@@ -217,6 +218,11 @@ class Session:
 
     def status_table(self) -> list[StatusRow]:
         return self._runner.run(self._inner.status_table())
+
+    def advise_status(self, callback: StatusCallback) -> Callable[[], None]:
+        """``AsyncSession.advise_status``: ``callback`` runs on the session's thread."""
+        unadvise = self._runner.call(lambda: self._inner.advise_status(callback))
+        return lambda: self._runner.call(unadvise)
 
     def spooler_status(self) -> Status:
         return Status(self._inner.spooler_status(), self._runner)

@@ -311,6 +311,11 @@ class Spooler:
     def on_newmail(self, listener: Callable[[InboundMessage], None]) -> None:
         self._newmail_listeners.append(listener)
 
+    @property
+    def running_flush(self) -> FlushResult | None:
+        """The result, still filling, of the Send/Receive running now; None between them."""
+        return self.flusher.current
+
     def queue_changed(self) -> None:
         """Something was submitted or changed state: wake the sender."""
         self.background.wake.set()
