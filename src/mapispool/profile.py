@@ -113,6 +113,8 @@ class Profile:
     parallel_flush: bool = False
     retry: RetryConfig = field(default_factory=RetryConfig)
     flush_every: float | None = None
+    #: ``[sendmail] delivery``: "background", "now" or "queue"; None: see cli.sendmail.
+    sendmail_delivery: str | None = None
     source: str | None = None
 
     # -- loading ------------------------------------------------------------------
@@ -179,6 +181,7 @@ TOP_LEVEL_KEYS = {
     "flush_every": "minutes between scheduled Send/Receive runs of the daemon",
     "retry": "a table with floor, cap, lifetime, delay_warning, resend_later (seconds)",
     "transports": "a table of [transports.NAME] sections",
+    "sendmail": 'a table with delivery = "background", "now" or "queue"',
 }
 
 
@@ -207,8 +210,25 @@ class _ProfileReader:
             parallel_flush=self.boolean("parallel_flush", False),
             retry=self.read_retry(),
             flush_every=self.minutes("flush_every"),
+            sendmail_delivery=self.read_sendmail(),
             source=self.source,
         )
+
+    def read_sendmail(self) -> str | None:
+        section = self.data.get("sendmail")
+        if section is None:
+            return None
+        if not isinstance(section, Mapping):
+            raise self.error("sendmail", 'must be a table: [sendmail] delivery = "background"')
+        for key in section:
+            if key != "delivery":
+                raise self.error(f"sendmail.{key}", "unknown setting; use delivery")
+        value = section.get("delivery")
+        if value not in (None, "background", "now", "queue"):
+            raise self.error(
+                "sendmail.delivery", f'must be "background", "now" or "queue", not {value!r}'
+            )
+        return value
 
     def optional_str(self, key: str) -> str | None:
         value = self.data.get(key)

@@ -272,6 +272,9 @@ def message_dict(message: StoredMessage, *, content: bool = False) -> dict[str, 
         info["timestamp"] = parsed.timestamp() if parsed else None
     if content:
         info["content"] = message.content.decode("utf-8", "replace")
+        # The exact bytes (the text above replaces what is not UTF-8): folder show writes
+        # these (issue #13).
+        info["content_base64"] = base64.b64encode(message.content).decode("ascii")
     return info
 
 

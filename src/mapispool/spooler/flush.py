@@ -18,7 +18,10 @@ from ..mapi import (
     FLUSH_UPLOAD,
     NOTIFY_END_INBOUND_FLUSH,
     NOTIFY_END_OUTBOUND_FLUSH,
+    PR_STATUS_STRING,
+    STATUS_FAILURE,
     STATUS_INBOUND_FLUSH,
+    STATUS_OFFLINE,
     STATUS_OUTBOUND_FLUSH,
 )
 from .outbound import Outcome
@@ -44,6 +47,9 @@ class TransportFlushResult:
     bytes_sent: int = 0
     skipped: str | None = None
     error: str | None = None
+    #: Why the transport is offline at the end of its turn (the server is unreachable or
+    #: busy): its messages wait for a retry. Not a failure; shown so it is not silent.
+    offline: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -163,11 +169,24 @@ class FlushCoordinator:
         handle.request_flags = 0
         try:
             await self._turn(handle, flags, mine, progress)
+            self._note_state(handle, mine)
         finally:
             handle.in_flush = False
             if handle.requested_in_turn:
                 handle.requested_in_turn = False
                 spooler.row_changed(handle, requested=True)
+
+    def _note_state(self, handle: LogonHandle, mine: TransportFlushResult) -> None:
+        """A transport that ends its turn failed (wrong credentials, a TLS problem) makes
+        the flush fail with its status string as the error; one that ends offline (the
+        server is down) has the reason noted. Either way a flush never looks fine while
+        the messages it could not send only went to the retry schedule (issue #13)."""
+        code = self.spooler.status.code(handle.name)
+        text = str(self.spooler.status.row(handle.name).get(PR_STATUS_STRING) or "")
+        if code & STATUS_FAILURE and not mine.error:
+            mine.error = text or "the transport failed"
+        elif code & STATUS_OFFLINE:
+            mine.offline = text or "offline"
 
     async def _turn(
         self,
@@ -296,8 +315,11 @@ class FlushCoordinator:
 
 
 def count_outcome(result: TransportFlushResult, outcome: Outcome, failed: int) -> None:
-    """Add one offer's outcome to a transport's flush result."""
-    if outcome is Outcome.SENT:
+    """Add one offer's outcome to a transport's flush result. A message the transport
+    finished with a failed recipient (a 550 to RCPT) counts as failed, not as sent."""
+    if outcome is Outcome.SENT and failed:
+        result.failed += 1
+    elif outcome is Outcome.SENT:
         result.sent += 1
     elif outcome is Outcome.PARKED:
         result.deferred += 1
@@ -307,5 +329,5 @@ def count_outcome(result: TransportFlushResult, outcome: Outcome, failed: int) -
         result.uncertain += 1
     elif outcome in (Outcome.FAILED, Outcome.CANCELLED):
         result.failed += 1
-    if failed and outcome is not Outcome.FAILED:
+    if failed and outcome not in (Outcome.FAILED, Outcome.SENT):
         result.failed += 1
