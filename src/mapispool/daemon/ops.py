@@ -5,6 +5,7 @@ control socket) and the CLI (in-process, when no daemon runs) give the same answ
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.utils
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -165,6 +166,12 @@ async def flush_with_flags(session: AsyncSession, params: Params, emit: Emit) ->
 
 
 async def status(session: AsyncSession, params: Params, emit: Emit) -> Any:
+    """The status table; with ``validate`` each transport first checks its state
+    (ValidateState: an SMTP transport connects and authenticates), as the in-process
+    status does, whose transports have not sent anything yet (issue #13)."""
+    if params.get("validate"):
+        with contextlib.suppress(MapiError):  # the rows say what went wrong
+            await session.spooler_status().validate_state()
     return [row_dict(row) for row in await session.status_table()]
 
 

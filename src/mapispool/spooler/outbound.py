@@ -502,7 +502,13 @@ class OutboundRunner:
         if delivered:
             self._finish_sent(entry_id, props)
         else:
-            self.store.finish(entry_id, QueueState.FAILED, folder="Outbox")
+            # The failure is the message's last error, not what an earlier try left.
+            reasons = "; ".join(
+                f"{r.address}: {outcomes[r.row_id][1] or 'failed'}"
+                for r in recipients
+                if outcomes[r.row_id][0] == "failed"
+            )
+            self.store.finish(entry_id, QueueState.FAILED, folder="Outbox", error=reasons or None)
 
     def _send_ndr(
         self,

@@ -827,7 +827,7 @@ class SqliteStore:
                 return
             conn.execute(
                 "UPDATE queue SET state = ?, not_before = NULL, parked_by = NULL, handoff = 0,"
-                " updated_at = ? WHERE message_id = ?",
+                " last_error = NULL, updated_at = ? WHERE message_id = ?",
                 (QueueState.SENT.value, now, message_id),
             )
             conn.execute(
@@ -869,9 +869,12 @@ class SqliteStore:
                 [(message_id, rid) for rid in row_ids],
             )
 
-    def finish(self, entry_id: bytes, state: QueueState, *, folder: str | None) -> None:
+    def finish(
+        self, entry_id: bytes, state: QueueState, *, folder: str | None, error: str | None = None
+    ) -> None:
         """End a message's life in the queue: ``state`` (sent, failed or cancelled), and the
-        message moved to ``folder`` or deleted when ``folder`` is None."""
+        message moved to ``folder`` or deleted when ``folder`` is None. A sent message
+        keeps no last error; ``error`` (why it failed) replaces the last one."""
         now = time.time()
         with self._tx("finishing a message", durable=False) as conn:
             self._check_transition(conn, entry_id, state)
@@ -880,9 +883,10 @@ class SqliteStore:
                 conn.execute("DELETE FROM messages WHERE entry_id = ?", (entry_id,))
                 return
             conn.execute(
-                "UPDATE queue SET state = ?, not_before = NULL, updated_at = ? WHERE message_id ="
+                "UPDATE queue SET state = ?, not_before = NULL, updated_at = ?, last_error ="
+                " CASE WHEN ? THEN NULL ELSE coalesce(?, last_error) END WHERE message_id ="
                 " (SELECT id FROM messages WHERE entry_id = ?)",
-                (state.value, now, entry_id),
+                (state.value, now, state is QueueState.SENT, error, entry_id),
             )
             conn.execute(
                 "UPDATE messages SET folder_id = ? WHERE entry_id = ?",
