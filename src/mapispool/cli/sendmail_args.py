@@ -18,7 +18,6 @@ _WITH_VALUE = set("fFrBNRVXCLhpO")
 
 #: How the message is delivered: sendmail's -odb (background: a Send/Receive that runs on
 #: after this process exits), -odi (interactive: this process sends it), -odq (queue only).
-DELIVERY_MODES = ("background", "now", "queue")
 _OD = {"b": "background", "i": "now", "q": "queue"}
 
 _LINE_BREAK = re.compile(r"[\r\n]+")
@@ -122,12 +121,12 @@ def parse_args(args: Sequence[str]) -> Invocation:
             # small and one Send/Receive runs all of it).
             inv.mode = "q"
         elif flag == "b":
-            if rest not in ("m", "p", "s"):
+            if rest not in ("m", "p"):
                 raise UsageError(
                     f"-b{rest} is not supported; use -bm (queue a message), -bp (list the "
                     "queue) or -q (run the queue)"
                 )
-            inv.mode = "m" if rest == "s" else rest
+            inv.mode = rest
         # Anything else (-v, -m, -n, -U, -G, -Am...) changes nothing for a queue.
     return inv
 
