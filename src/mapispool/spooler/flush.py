@@ -274,7 +274,9 @@ class FlushCoordinator:
             )
             for entry, offered_result in outcomes:
                 offered.add(entry.entry_id)
-                count_outcome(mine, offered_result.outcome, offered_result.failed)
+                count_outcome(
+                    mine, offered_result.outcome, offered_result.failed, offered_result.handled
+                )
                 if offered_result.outcome is Outcome.SENT:
                     mine.bytes_sent += offered_result.size
                 done += 1
@@ -314,13 +316,18 @@ class FlushCoordinator:
             mine.error = error
 
 
-def count_outcome(result: TransportFlushResult, outcome: Outcome, failed: int) -> None:
-    """Add one offer's outcome to a transport's flush result. A message the transport
-    finished with a failed recipient (a 550 to RCPT) counts as failed, not as sent."""
-    if outcome is Outcome.SENT and failed:
-        result.failed += 1
-    elif outcome is Outcome.SENT:
-        result.sent += 1
+def count_outcome(
+    result: TransportFlushResult, outcome: Outcome, failed: int, handled: int = 0
+) -> None:
+    """Add one offer's outcome to a transport's flush result. A message some of whose
+    ``handled`` recipients were reported ``failed`` counts as failed; as sent too only
+    when another one of them was delivered (a message every recipient refused is not
+    sent, issue #13)."""
+    if outcome is Outcome.SENT:
+        if not failed or failed < handled:
+            result.sent += 1
+        if failed:
+            result.failed += 1
     elif outcome is Outcome.PARKED:
         result.deferred += 1
     elif outcome is Outcome.RETRY:

@@ -70,11 +70,12 @@ class Outcome(Enum):
 @dataclass(frozen=True)
 class Offered:
     """The result of ``OutboundRunner.offer``: the outcome, the recipients reported failed
-    in this attempt, and the message size."""
+    in this attempt, the message size, and how many recipients the attempt handled."""
 
     outcome: Outcome
     failed: int = 0
     size: int = 0
+    handled: int = 0
 
 
 @dataclass
@@ -161,7 +162,7 @@ class OutboundRunner:
         self._attempts[entry_id] = attempt
         try:
             outcome = await self._submit_and_end(attempt, flags)
-            return Offered(outcome, len(attempt.failed_rows), size)
+            return Offered(outcome, len(attempt.failed_rows), size, len(attempt.mine))
         finally:
             self._attempts.pop(entry_id, None)
             self.spooler.queue_changed()
