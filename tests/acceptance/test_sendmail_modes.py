@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.acceptance.test_cli_support import run, sendmail, smtp_profile
-from tests.acceptance.test_daemon_support import wait_until
+from tests.acceptance.test_daemon_support import Serve, wait_until
 from tests.servers.smtp import SmtpServer
 
 BODY = b"Subject: {subject}\n\nhello\n"
@@ -93,6 +93,18 @@ def test_odi_delivers_before_it_exits(eager: Path, smtp: SmtpServer) -> None:
     [received] = smtp.messages
     assert b"Subject: now" in received.data
     assert [e["state"] for e in _queue(eager, "--all")] == ["sent"]
+
+
+def test_odi_with_a_daemon_waits_for_the_daemon_to_send(tmp_path: Path, smtp: SmtpServer) -> None:
+    """-odi while serve runs: the daemon sends, sendmail exits 0 once it has."""
+    profile = smtp_profile(tmp_path, smtp.port, send_immediately=True)
+    daemon = Serve(profile).wait_started()
+    try:
+        assert _send(profile, "-odi", subject="via daemon") == 0
+        [received] = smtp.messages
+        assert b"Subject: via daemon" in received.data
+    finally:
+        daemon.stop()
 
 
 def test_odi_exits_69_when_refused_for_good(tmp_path: Path, smtp: SmtpServer) -> None:

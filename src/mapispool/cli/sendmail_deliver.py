@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..daemon.client import connect
+from ..daemon.client import DaemonBackend, connect
 from ..daemon.client import submit as queue_message
 from ..mapi import MAPI_E_BUSY, MapiError
 from ..profile import Profile
@@ -137,7 +137,12 @@ def deliver_now(profile: Profile, entry_id: str) -> int:
 def _wait_for_outcome(profile: Profile, entry_id: str) -> dict[str, Any]:
     deadline = time.monotonic() + DELIVER_WAIT
     while True:
-        entry: dict[str, Any] = connect(profile).call("queue_show", {"entry_id": entry_id})
+        backend = connect(profile)
+        try:
+            entry: dict[str, Any] = backend.call("queue_show", {"entry_id": entry_id})
+        finally:
+            if isinstance(backend, DaemonBackend):
+                backend.close()
         if str(entry.get("state")) not in _PENDING or time.monotonic() > deadline:
             return entry
         time.sleep(0.2)
