@@ -22,6 +22,7 @@ only among uncertain messages; inbound zero lost and zero duplicated.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
@@ -47,7 +48,7 @@ for entry in (str(ROOT), str(ROOT / "src")):
 
 from mapispool.mapi import BEGIN_DEFERRED, END_DONT_RESEND, NOTIFY_SENTDEFERRED  # noqa: E402
 from mapispool.spi import OutboundMessage, Support, TransportLogon  # noqa: E402
-from mapispool.store import QueueState, Store  # noqa: E402
+from mapispool.store import QueueState, SqliteStore, Store  # noqa: E402
 from mapispool.submission import prepare  # noqa: E402
 from mapispool.transports.smtp import SmtpProvider  # noqa: E402
 from mapispool.transports.smtp.logon import SmtpLogon  # noqa: E402
@@ -238,7 +239,7 @@ def inbound_message(crash_id: str) -> bytes:
     ).encode()
 
 
-def submit_batch(store: Store, ids: list[str], lifetime: float) -> None:
+async def submit_batch(store: Store, ids: list[str], lifetime: float) -> None:
     """Submit as a client of the store does (no spooler in this process)."""
     for crash_id in ids:
         # Every third message goes through the deferring transport.
@@ -246,7 +247,7 @@ def submit_batch(store: Store, ids: list[str], lifetime: float) -> None:
         recipients = [f"{DEFER_TYPE}:sink@example.test"] if deferred else None
         prepared = prepare(outbound_message(crash_id), recipients=recipients, now=datetime.now(UTC))
         now = time.time()
-        store.submit(
+        await store.submit(
             prepared.content,
             prepared.props,
             prepared.recipients,
@@ -330,12 +331,8 @@ def crash_run(
     started = time.monotonic()
     lifetime = 7 * 24 * 3600.0
     while report.kills < kills:
-        store = Store(store_path)
-        try:
-            batch = [f"o{len(submitted) + i}" for i in range(per_cycle)]
-            submit_batch(store, batch, lifetime)
-        finally:
-            store.close()
+        batch = [f"o{len(submitted) + i}" for i in range(per_cycle)]
+        asyncio.run(_submit_to(store_path, batch, lifetime))
         submitted += batch
         for _ in range(inbound_per_cycle):
             crash_id = f"i{len(sent_in)}"
@@ -354,6 +351,35 @@ def crash_run(
     report.recovered = dict(recovered)
     _check(report, store_path, servers, submitted, sent_in)
     return report
+
+
+async def _submit_to(store_path: Path, ids: list[str], lifetime: float) -> None:
+    store = SqliteStore(store_path)
+    try:
+        await submit_batch(store, ids, lifetime)
+    finally:
+        await store.close()
+
+
+async def _read_back(store_path: Path) -> tuple[dict[str, QueueState], Counter[str]]:
+    """Every message's state by crash id, and the crash ids stored in the Inbox."""
+    store = SqliteStore(store_path)
+    try:
+        states: dict[str, QueueState] = {}
+        after = None
+        while page := await store.queue_page(states=list(QueueState), after=after):
+            for entry in page:
+                states[entry.subject.removeprefix("crash ")] = entry.state
+            after = (page[-1].submit_time, page[-1].seq)
+        stored: Counter[str] = Counter()
+        seq = None
+        while messages := await store.messages("Inbox", after=seq):
+            for message in messages:
+                stored.update(ids_in(message.content))
+            seq = messages[-1].seq
+    finally:
+        await store.close()
+    return states, stored
 
 
 def _last_recovery(store_path: Path) -> Counter[str]:
@@ -383,16 +409,7 @@ def _check(
     arrived: Counter[str] = Counter()
     for txn in servers.sink.transactions():
         arrived.update(ids_in(txn.data))
-    store = Store(store_path)
-    try:
-        states: dict[str, QueueState] = {}
-        for entry in store.outgoing_queue(include_finished=True):
-            states[entry.subject.removeprefix("crash ")] = entry.state
-        stored: Counter[str] = Counter()
-        for message in store.messages("Inbox"):
-            stored.update(ids_in(message.content))
-    finally:
-        store.close()
+    states, stored = asyncio.run(_read_back(store_path))
     on_server: set[str] = set()
     for path in servers.dovecot.message_files(servers.user):
         on_server.update(ids_in(path.read_bytes()))

@@ -5,6 +5,11 @@ protocol (Send/Receive). Start with ``Session.logon(profile)``.
 
 The names below are imported on first use (PEP 562), so that a process that needs one
 small part (``mapispool-sendmail`` queueing one message) does not pay for the rest.
+Taking a session name from here (``mapispool.Session``, ``mapispool.AsyncSession``...)
+also plugs in the client mode of ``mapispool serve`` (``daemon.attached``): ``logon``
+beside a running daemon becomes its client. The session package does not import the
+daemon; code that imports ``mapispool.session`` directly and wants the client mode calls
+``mapispool.daemon.attached.install()``.
 """
 
 from __future__ import annotations
@@ -83,6 +88,11 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'mapispool' has no attribute {name!r}")
     value = getattr(importlib.import_module(module, __name__), name)
+    if module == ".session":
+        # Session.logon beside a running ``mapispool serve`` becomes its client.
+        from .daemon.attached import install
+
+        install()
     globals()[name] = value
     return value
 

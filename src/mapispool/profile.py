@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .mapi import MAPI_E_UNCONFIGURED, MapiError
+from .mapi.errors import NotFoundError
 from .spi import TransportProvider
 from .transports.registry import ProviderNotFound, resolve_provider
 
@@ -153,11 +154,15 @@ class Profile:
     # -- queries ------------------------------------------------------------------
 
     def transport(self, name: str) -> TransportConfig:
-        """The section called ``name``; ``KeyError`` if there is none."""
+        """The section called ``name``; ``NotFoundError`` (``MAPI_E_NOT_FOUND``, a
+        ``KeyError`` too) if there is none."""
         for config in self.transports:
             if config.name == name:
                 return config
-        raise KeyError(name)
+        known = ", ".join(c.name for c in self.transports) or "none"
+        raise NotFoundError(
+            f"no transport called {name!r} in the profile; the transports are: {known}"
+        )
 
     def store_path(self) -> Path:
         """Where the SQLite store lives: ``store`` (``sqlite:///path`` or a path, relative
@@ -310,7 +315,7 @@ class _ProfileReader:
         try:
             provider_class = resolve_provider(provider)
         except ProviderNotFound as exc:
-            raise self.error(f"{key}.provider", str(exc)) from exc
+            raise self.error(f"{key}.provider", exc.message) from exc
         poll_interval = section.get("poll_interval", 60)
         if isinstance(poll_interval, bool) or not isinstance(poll_interval, int | float):
             raise self.error(f"{key}.poll_interval", "must be a number of seconds")

@@ -128,3 +128,31 @@ def test_sigterm_in_the_middle_of_a_flush_loses_nothing(tmp_path: Path, smtp: Sm
     assert {e["entry_id"] for e in queued} <= ids
     assert sent + len(queued) == 5
     assert {e["state"] for e in queued} <= {"queued", "retry"}
+
+
+def test_the_same_json_with_and_without_the_daemon(tmp_path: Path, smtp: SmtpServer) -> None:
+    """The commands and the daemon run the same operations (mapispool.app): what a
+    command prints with --json in its own process is what it prints through the daemon."""
+    profile = smtp_profile(tmp_path, smtp.port, send_immediately=False)
+    queued = run(profile, "submit", "-", stdin=message("same answers"))
+    assert queued.returncode == 0, queued.stderr
+    entry_id = queued.stdout.strip()
+    asks = [
+        ("queue", "list", "--json"),
+        ("queue", "list", "--all", "--json"),
+        ("queue", "show", entry_id[:8], "--json"),
+        ("folder", "list", "--json"),
+        ("folder", "show", "Outbox", "--json"),
+    ]
+
+    def answers() -> list[object]:
+        done = [run(profile, *ask) for ask in asks]
+        assert all(r.returncode == 0 for r in done), [r.stderr for r in done]
+        return [json.loads(r.stdout) for r in done]
+
+    alone = answers()
+    for daemon in _serve(profile):
+        served = answers()
+        assert "op=queue_list" in daemon.log.read_text()
+    assert served == alone
+    assert alone[0][0]["entry_id"] == entry_id

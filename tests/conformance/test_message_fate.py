@@ -55,10 +55,10 @@ TWO = f"{BOB}, {CAROL}"
 
 async def outcomes(session: AsyncSession, entry_id: bytes) -> dict[str, str | None]:
     """Each recipient's recorded outcome, by address."""
-    stored = session.store.message(entry_id)
+    stored = await session.store.message(entry_id)
     by_row = {r.row_id: r.address for r in stored.recipients}
     return {by_row[row]: outcome for row, outcome, _t, _s in
-            session.store.recipient_outcomes(entry_id)}  # fmt: skip
+            await session.store.recipient_outcomes(entry_id)}  # fmt: skip
 
 
 async def sent_items(session: AsyncSession) -> list[bytes]:

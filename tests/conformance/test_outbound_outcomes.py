@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -156,11 +157,13 @@ async def test_sent_items_handling(rig, session_factory):
     elsewhere = message("elsewhere")
     deleted_items = session.folder("Deleted Items").entry_id
     third = await session.submit(elsewhere)
-    session.store._conn.execute(  # a client property set before submission
+    conn = sqlite3.connect(session.store.location, isolation_level=None)
+    conn.execute(  # a client property set before submission
         "UPDATE messages SET props = json_set(props, '$.\"" + str(PR_SENTMAIL_ENTRYID) + "\"',"
         " json_object('$b', ?)) WHERE entry_id = ?",
         (__import__("base64").b64encode(deleted_items).decode(), third),
     )
+    conn.close()
     await session.spooler_status().flush_queues(FLUSH_UPLOAD)
     assert [m.entry_id for m in await session.folder("Sent Items").messages()] == [kept]
     assert [m.entry_id for m in await session.folder("Deleted Items").messages()] == [third]

@@ -13,7 +13,8 @@ import pytest
 from mapispool.mapi import FLUSH_DOWNLOAD
 from mapispool.profile import Profile
 from mapispool.session import Session
-from mapispool.store import SqliteStore
+from mapispool.store import Delivery
+from tests.sync_store import SyncStore
 
 NAME = "1700000000.M1P1.host"
 
@@ -52,11 +53,8 @@ def receive(profile: Profile) -> list[bytes]:
 
 def write_old_key(tmp_path: Path, key: str, content: bytes) -> None:
     """What an earlier version left in the store: a message under a key without source."""
-    store = SqliteStore(tmp_path / "store.db")
-    try:
-        store.deliver("Inbox", content, {}, dedupe_key=key)
-    finally:
-        store.close()
+    with SyncStore(tmp_path / "store.db") as store:
+        store.deliver([Delivery("Inbox", content, {}, dedupe_key=key)])
 
 
 @pytest.fixture

@@ -28,9 +28,10 @@ from mapispool.mapi import (
 )
 from mapispool.profile import Profile, ProfileError
 from mapispool.session import Session
-from mapispool.store import Store
+from mapispool.store import SqliteStore
 from mapispool.submission import parse_recipient, prepare
 from tests.servers.smtp import SmtpServerFactory
+from tests.sync_store import SyncStore
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -200,7 +201,7 @@ def test_corrupt_store_is_refused_with_an_explanation(tmp_path: Path) -> None:
     path = tmp_path / "store.db"
     path.write_bytes(b"this is not a database at all " * 200)
     with pytest.raises(MapiError) as caught:
-        Store(path)
+        SqliteStore(path)
     assert caught.value.hresult == MAPI_E_CORRUPT_STORE
     assert "damaged" in str(caught.value)
 
@@ -208,12 +209,12 @@ def test_corrupt_store_is_refused_with_an_explanation(tmp_path: Path) -> None:
 def test_store_from_a_newer_version_is_refused(tmp_path: Path) -> None:
     """A store written by a newer mapispool: MAPI_E_VERSION, and the file is left alone."""
     path = tmp_path / "store.db"
-    Store(path).close()
+    SqliteStore(path).close_blocking()
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA user_version = 999")
     conn.close()
     with pytest.raises(MapiError) as caught:
-        Store(path)
+        SqliteStore(path)
     assert caught.value.hresult == MAPI_E_VERSION
     assert "upgrade mapispool" in str(caught.value)
 
@@ -222,8 +223,8 @@ def test_locked_store_waits_then_says_busy(tmp_path: Path) -> None:
     """Another process holding a write transaction: a submit waits for it; past the busy
     timeout it fails with MAPI_E_BUSY naming the lock, and the store is intact after."""
     path = tmp_path / "store.db"
-    store = Store(path)
-    store._conn.execute("PRAGMA busy_timeout = 200")
+    store = SyncStore(path)
+    store.store._writer.conn.execute("PRAGMA busy_timeout = 200")
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     prepared = prepare(GOOD, recipients=None, now=NOW)
@@ -250,7 +251,7 @@ def test_read_only_store_is_refused_clearly(tmp_path: Path) -> None:
     mount.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], check=True)
     try:
-        store = Store(mount / "store.db")
+        store = SyncStore(mount / "store.db")
         prepared = prepare(GOOD, recipients=None, now=NOW)
         store.submit(prepared.content, prepared.props, prepared.recipients,
                      submit_time=1.0, not_before=None, expires_at=2.0)  # fmt: skip
@@ -268,10 +269,10 @@ def assert_invalid(exc: MapiError) -> None:
 
 
 def _open_and_submit(path: Path) -> None:
-    store = Store(path)
-    prepared = prepare(GOOD, recipients=None, now=NOW)
-    store.submit(prepared.content, prepared.props, prepared.recipients,
-                 submit_time=1.0, not_before=None, expires_at=2.0)  # fmt: skip
+    with SyncStore(path) as store:
+        prepared = prepare(GOOD, recipients=None, now=NOW)
+        store.submit(prepared.content, prepared.props, prepared.recipients,
+                     submit_time=1.0, not_before=None, expires_at=2.0)  # fmt: skip
 
 
 # -- properties --------------------------------------------------------------------------
@@ -364,4 +365,5 @@ def test_cli_submit_refuses_injected_recipient(tmp_path: Path) -> None:
     )
     assert done.returncode != 0
     assert b"line break" in done.stderr
-    assert len(Store(tmp_path / "store.db").outgoing_queue()) == 0
+    with SyncStore(tmp_path / "store.db") as store:
+        assert len(store.outgoing_queue()) == 0

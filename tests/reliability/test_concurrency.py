@@ -20,8 +20,9 @@ from mapispool.mapi import (
 from mapispool.profile import Profile
 from mapispool.session import Session
 from mapispool.spooler.flush import FlushResult
-from mapispool.store import QueueState, Store
+from mapispool.store import QueueState
 from mapispool.testing import TransportScript
+from tests.sync_store import SyncStore
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -134,19 +135,22 @@ def test_second_process_cannot_start_a_spooler(tmp_path: Path) -> None:
 
 
 _CLIENT = """
-import sys, time
+import asyncio, sys, time
 from datetime import UTC, datetime
-from mapispool.store import Store
+from mapispool.store import SqliteStore
 from mapispool.submission import prepare
 
-store = Store(sys.argv[1])
-for n in range(int(sys.argv[3])):
-    raw = f"From: a@x.test\\r\\nTo: b@x.test\\r\\nSubject: {sys.argv[2]}-{n}\\r\\n\\r\\nx\\r\\n"
-    prepared = prepare(raw.encode(), recipients=None, now=datetime.now(UTC))
-    now = time.time()
-    store.submit(prepared.content, prepared.props, prepared.recipients,
-                 submit_time=now, not_before=None, expires_at=now + 3600)
-store.close()
+async def main():
+    store = SqliteStore(sys.argv[1])
+    for n in range(int(sys.argv[3])):
+        raw = f"From: a@x.test\\r\\nTo: b@x.test\\r\\nSubject: {sys.argv[2]}-{n}\\r\\n\\r\\nx\\r\\n"
+        prepared = prepare(raw.encode(), recipients=None, now=datetime.now(UTC))
+        now = time.time()
+        await store.submit(prepared.content, prepared.props, prepared.recipients,
+                           submit_time=now, not_before=None, expires_at=now + 3600)
+    await store.close()
+
+asyncio.run(main())
 """
 
 
@@ -168,7 +172,7 @@ def test_client_processes_submit_while_the_spooler_flushes(tmp_path: Path) -> No
         session.spooler_status().flush_queues(FLUSH_UPLOAD, wait=True)
         sent = [subject for subject, _ in script.sent]
         assert sorted(sent) == sorted(f"p{i}-{n}" for i in range(3) for n in range(60))
-    store = Store(tmp_path / "store.db")
+    store = SyncStore(tmp_path / "store.db")
     try:
         assert store.count_by_state() == {QueueState.SENT: 180}
     finally:

@@ -18,10 +18,11 @@ from bench.crash import Servers, crash_run
 from mapispool.mapi import FLUSH_UPLOAD
 from mapispool.profile import Profile
 from mapispool.session import Session
-from mapispool.store import QueueState, Store
+from mapispool.store import QueueState, SqliteStore
 from tests.servers.dovecot import DovecotServer, MailUser
 from tests.servers.smtp import SmtpServerFactory
 from tests.servers.smtp_sink import SmtpSink
+from tests.sync_store import SyncStore
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
@@ -101,15 +102,18 @@ import json, os, signal, sys
 from mapispool.mapi import FLUSH_UPLOAD
 from mapispool.profile import Profile
 from mapispool.session import Session
-from mapispool.store import sqlite
+from mapispool.store import SqliteStore
 
-original = sqlite.SqliteStore.set_recipient_outcome
+original = SqliteStore.record
 
-def set_recipient_outcome(self, *args, **kwargs):
-    original(self, *args, **kwargs)
-    os.kill(os.getpid(), signal.SIGKILL)
+async def record(self, outcomes, **kwargs):
+    if any(o.recipient_outcomes for o in outcomes):
+        # Commit the recipients' outcomes alone, then die before the message is finished.
+        await original(self, [o for o in outcomes if o.state is None], **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return await original(self, outcomes, **kwargs)
 
-sqlite.SqliteStore.set_recipient_outcome = set_recipient_outcome
+SqliteStore.record = record
 with Session.logon(Profile.from_dict(json.loads(sys.argv[1]))) as session:
     session.spooler_status().flush_queues(FLUSH_UPLOAD)
 """
@@ -150,21 +154,25 @@ _SUBMITTER = """
 import sys
 from datetime import UTC, datetime
 import time
-from mapispool.store import Store
+import asyncio
+from mapispool.store import SqliteStore
 from mapispool.submission import prepare
 
-store = Store(sys.argv[1])
-n = 0
-while True:
-    n += 1
-    prepared = prepare(
-        b"From: a@x.test\\r\\nTo: b@x.test\\r\\nSubject: s%d\\r\\n\\r\\n" % n + b"x" * 20000,
-        recipients=None, now=datetime.now(UTC),
-    )
-    now = time.time()
-    entry_id = store.submit(prepared.content, prepared.props, prepared.recipients,
-                            submit_time=now, not_before=None, expires_at=now + 3600)
-    print(entry_id.hex(), flush=True)
+async def main():
+    store = SqliteStore(sys.argv[1])
+    n = 0
+    while True:
+        n += 1
+        prepared = prepare(
+            b"From: a@x.test\\r\\nTo: b@x.test\\r\\nSubject: s%d\\r\\n\\r\\n" % n + b"x" * 20000,
+            recipients=None, now=datetime.now(UTC),
+        )
+        now = time.time()
+        entry_id = await store.submit(prepared.content, prepared.props, prepared.recipients,
+                                      submit_time=now, not_before=None, expires_at=now + 3600)
+        print(entry_id.hex(), flush=True)
+
+asyncio.run(main())
 """
 
 
@@ -173,7 +181,7 @@ def test_store_survives_kill_during_writes(tmp_path: Path) -> None:
     passes SQLite's integrity check, every acknowledged submit is there, and the store a
     killed process left opens and starts a spooler at once (no stale lock)."""
     path = tmp_path / "store.db"
-    Store(path).close()
+    SqliteStore(path).close_blocking()
     acknowledged: list[str] = []
     for delay in (0.05, 0.1, 0.2, 0.3, 0.5):
         proc = subprocess.Popen(
@@ -194,7 +202,7 @@ def test_store_survives_kill_during_writes(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     finally:
         conn.close()
-    store = Store(path)
+    store = SyncStore(path)
     try:
         assert store.acquire_spooler_lock()
         present = {e.entry_id.hex() for e in store.outgoing_queue()}

@@ -25,12 +25,13 @@ import pytest
 
 from mapispool import Profile, Session
 from mapispool.mapi import FLUSH_FORCE, FLUSH_UPLOAD, PR_DISPLAY_NAME, PR_STATUS_STRING
-from mapispool.store import QueueState, Store
+from mapispool.store import QueueState
 from tests.acceptance.test_cli_daemon import Daemon
 from tests.acceptance.test_cli_support import message as cli_message
 from tests.acceptance.test_cli_support import run
 from tests.acceptance.test_cli_support import smtp_profile as cli_profile
 from tests.servers.hostile_smtp import HostileSmtpFactory, hostile_smtp_factory
+from tests.sync_store import SyncStore
 
 __all__ = ["hostile_smtp_factory"]
 
@@ -81,7 +82,9 @@ def test_latin1_550_to_rcpt_fails_with_an_ndr_not_sent(
         assert entry.state is QueueState.FAILED, entry.last_error
         assert session.folder("Sent Items").count() == 0
         assert "550 5.1.1 Empfänger unbekannt, Grüße" in ndr_text(session)
-        ((_row, outcome, text, ndr_sent),) = session.store.recipient_outcomes(entry_id)
+        ((_row, outcome, text, ndr_sent),) = session.call(
+            lambda s: s.store.recipient_outcomes(entry_id)
+        )
         assert (outcome, ndr_sent) == ("failed", True)
         assert "Empfänger" in (text or "")
     assert server.messages == []
@@ -112,7 +115,9 @@ def test_undecodable_bytes_and_controls_are_replaced(
         entry_id = session.submit(MESSAGE)
         session.spooler_status().flush_queues(FLUSH_UPLOAD)
         assert session.queue_entry(entry_id).state is QueueState.FAILED
-        ((_row, _outcome, text, _sent),) = session.store.recipient_outcomes(entry_id)
+        ((_row, _outcome, text, _sent),) = session.call(
+            lambda s: s.store.recipient_outcomes(entry_id)
+        )
         assert text is not None
         assert "no\ufffdsuch\ufffd[2J\ufffduser" in text
 
@@ -173,7 +178,7 @@ def wait_for_daemon(
     """The queue's states by subject, read from the store beside a running daemon, once
     ``done`` says so or after a generous deadline."""
     deadline = time.monotonic() + 60
-    store = Store(tmp_path / "store.db")
+    store = SyncStore(tmp_path / "store.db")
     try:
         while True:
             entries = store.outgoing_queue(include_finished=True)

@@ -25,10 +25,11 @@ from mapispool.mapi import (
 )
 from mapispool.profile import Profile
 from mapispool.session import Session
-from mapispool.store import QueueState, Store
-from mapispool.store.migrations import migrate
+from mapispool.store import QueueState
+from mapispool.store.sqlite.schema import migrate
 from mapispool.testing import Raise, TransportScript
 from tests.servers.smtp import SmtpServer
+from tests.sync_store import SyncStore
 
 MESSAGE = b"From: a@x.test\r\nTo: b@x.test\r\nSubject: later\r\n\r\nhello\r\n"
 
@@ -97,12 +98,22 @@ def test_migration_moves_the_expiry_and_reopens_messages_expired_too_early(
         " WHERE message_id = (SELECT id FROM messages WHERE entry_id = ?)",
         (stuck,),
     )
+    # Version 5's additions go too (claims, the 8-bit flag, status rows per worker).
+    for column in ("claim_token", "lease_until", "claimed_by", "claimed_from"):
+        conn.execute(f"ALTER TABLE queue DROP COLUMN {column}")
+    conn.execute("ALTER TABLE messages DROP COLUMN eight_bit")
+    conn.execute("DELETE FROM store_meta WHERE key = 'claim_token'")
+    conn.execute("DROP TABLE status_rows_by_worker")
+    conn.execute(
+        "CREATE TABLE status_rows (name TEXT PRIMARY KEY, position INTEGER NOT NULL,"
+        " props TEXT NOT NULL, updated_at REAL NOT NULL)"
+    )
     conn.execute("ALTER TABLE queue DROP COLUMN due_at")
     conn.execute("ALTER TABLE contents DROP COLUMN sha256")
     conn.execute("DROP TABLE store_meta")
     conn.execute("PRAGMA user_version = 3")
     conn.close()
-    store = Store(path)
+    store = SyncStore(path)
     try:
         for entry_id in (waiting, stuck):
             entry = store.queue_entry(entry_id)
@@ -195,7 +206,7 @@ def test_a_corrupt_stored_message_is_never_sent_but_visibly_failed(
         assert ndr.message_class == "Report.IPM.Note.NDR"
         assert b"corrupt" in ndr.content
     assert [b"Subject: later" in t.data for t in smtp_server.messages] == [True]
-    store = Store(tmp_path / "store.db")
+    store = SyncStore(tmp_path / "store.db")
     try:
         assert "corrupt" in [e.kind for e in store.events(bad)]
     finally:

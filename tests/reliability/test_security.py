@@ -50,7 +50,7 @@ def test_failing_auth_never_shows_the_password(
         entry = session.queue_entry(entry_id)
         assert entry.state is QueueState.RETRY
         seen.append(json.dumps(entry.as_dict()))
-        seen += [repr(e) for e in session.store.events(entry_id)]
+        seen += [repr(e) for e in session.call(lambda s: s.store.events(entry_id))]
     seen += [r.getMessage() + (r.exc_text or "") for r in caplog.records]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     for args in (["flush", "--json"], ["flush"], ["status", "--json"], ["queue"], ["-v", "flush"]):

@@ -20,7 +20,8 @@ from hypothesis.stateful import (
 )
 
 from mapispool.spi import Recipient
-from mapispool.store import TRANSITIONS, InvalidTransition, QueueState, Store
+from mapispool.store import TRANSITIONS, InvalidTransition, Outcome, QueueState, RecipientOutcome
+from tests.sync_store import SyncStore
 
 STATES = list(QueueState)
 TERMINAL = [QueueState.SENT, QueueState.FAILED, QueueState.CANCELLED]
@@ -41,7 +42,7 @@ class QueueMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.dir = tempfile.TemporaryDirectory()
-        self.store = Store(Path(self.dir.name) / "store.db")
+        self.store = SyncStore(Path(self.dir.name) / "store.db")
         self.model: dict[bytes, Model] = {}
         self.order: list[bytes] = []
 
@@ -81,14 +82,15 @@ class QueueMachine(RuleBasedStateMachine):
     def begin_handoff(self, entry: bytes) -> None:
         model = self.model.get(entry)
         if model is not None and model.state is QueueState.IN_FLIGHT:
-            self.store.mark_handoff(entry, True)
+            self.store.mark_handoff(entry, None, True)
             model.handoff = True
 
     @rule(entry=entries)
     def record_outcome(self, entry: bytes) -> None:
         model = self.model.get(entry)
         if model is not None:
-            self.store.set_recipient_outcome(entry, [0], "delivered", transport="t")
+            delivered = RecipientOutcome((0,), "delivered", "t")
+            self.store.record_one(Outcome(entry, recipient_outcomes=[delivered]))
             model.pending = False
 
     @rule(entry=consumes(entries), state=st.sampled_from(TERMINAL), keep=st.booleans())
@@ -98,9 +100,9 @@ class QueueMachine(RuleBasedStateMachine):
             return
         if state not in TRANSITIONS[model.state]:
             with pytest.raises(InvalidTransition):
-                self.store.finish(entry, state, folder="Sent Items")
+                self.store.transition(entry, state, folder="Sent Items")
             return
-        self.store.finish(entry, state, folder="Sent Items" if keep else None)
+        self.store.transition(entry, state, folder="Sent Items" if keep else None, delete=not keep)
         if keep:
             model.state = state
         else:

@@ -11,28 +11,29 @@ import pytest
 from mapispool.mapi import PR_INTERNET_MESSAGE_ID, PR_SENDER_EMAIL_ADDRESS, PR_SUBJECT
 from mapispool.spi import InboundMessage
 from mapispool.spooler.inbound import _parsed_headers, _quick_headers, received_props
-from mapispool.store import SqliteStore
+from mapispool.store import Delivery, SqliteStore
 
 
 def wal_size(path: Path) -> int:
     return os.path.getsize(str(path) + "-wal")
 
 
-def test_sync_writes_a_frame_only_when_a_delivery_waits(tmp_path: Path) -> None:
+async def test_sync_writes_a_frame_only_when_a_delivery_waits(tmp_path: Path) -> None:
     """A commit that changes nothing would sync nothing: the barrier must write."""
     store = SqliteStore(tmp_path / "s.db")
     try:
-        store.deliver("Inbox", b"Subject: a\n\nx\n", {}, dedupe_key="k1", durable=False)
+        item = Delivery("Inbox", b"Subject: a\n\nx\n", {}, dedupe_key="k1")
+        await store.deliver([item], durable=False)
         before = wal_size(tmp_path / "s.db")
-        store.sync()
+        await store.sync()
         assert wal_size(tmp_path / "s.db") > before
         after = wal_size(tmp_path / "s.db")
-        store.sync()  # nothing waits: no commit, no fsync
+        await store.sync()  # nothing waits: no commit, no fsync
         assert wal_size(tmp_path / "s.db") == after
-        assert store.has_dedupe_key("k1")
-        assert store.get_transport_state("", "sync") is None  # the barrier leaves no row
+        assert await store.has_dedupe_key("k1")
+        assert await store.get_transport_state("", "sync") is None  # the barrier leaves no row
     finally:
-        store.close()
+        await store.close()
 
 
 def test_save_changes_without_an_unsynced_path_is_durable() -> None:

@@ -8,14 +8,23 @@ import time
 import pytest
 
 from mapispool.mapi import MAPI_E_VERSION, PR_SUBJECT, MapiError
+from mapispool.session import all_entries
 from mapispool.spi import Recipient
-from mapispool.store import TRANSITIONS, InvalidTransition, QueueState, Store
-from mapispool.store.migrations import latest_version, migrate
+from mapispool.store import (
+    TRANSITIONS,
+    Delivery,
+    InvalidTransition,
+    Outcome,
+    QueueState,
+    SqliteStore,
+    Store,
+)
+from mapispool.store.sqlite.schema import latest_version, migrate
 
 
-def submit(store: Store, subject: str, when: float | None = None) -> bytes:
+async def submit(store: Store, subject: str, when: float | None = None) -> bytes:
     now = time.time() if when is None else when
-    return store.submit(
+    return await store.submit(
         b"Subject: " + subject.encode() + b"\r\n\r\nx\r\n",
         {PR_SUBJECT: subject},
         [Recipient("bob@example.test")],
@@ -26,66 +35,72 @@ def submit(store: Store, subject: str, when: float | None = None) -> bytes:
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "store.db")
+async def store(tmp_path):
+    s = await SqliteStore.open(str(tmp_path / "store.db"))
     yield s
-    s.close()
+    await s.close()
 
 
-def test_submit_writes_message_and_queue_entry_in_submit_order(store):
+async def transition(store: Store, entry_id: bytes, state: QueueState, **changes) -> None:
+    await store.record_one(Outcome(entry_id, state, **changes))
+
+
+async def test_submit_writes_message_and_queue_entry_in_submit_order(store):
     """Queue order is PR_CLIENT_SUBMIT_TIME order, not insertion order."""
-    late = submit(store, "late", when=200.0)
-    early = submit(store, "early", when=100.0)
-    assert [e.entry_id for e in store.outgoing_queue()] == [early, late]
-    assert [e.entry_id for e in store.due_entries(time.time())] == [early, late]
-    assert store.message(late).folder == "Outbox"
-    assert store.queue_entry(early).state is QueueState.QUEUED
+    late = await submit(store, "late", when=200.0)
+    early = await submit(store, "early", when=100.0)
+    assert [e.entry_id for e in await all_entries(store)] == [early, late]
+    assert [e.entry_id for e in await store.due_entries(time.time())] == [early, late]
+    assert (await store.message(late)).folder == "Outbox"
+    assert (await store.queue_entry(early)).state is QueueState.QUEUED
 
 
-def test_state_machine_refuses_illegal_transitions(store):
+async def test_state_machine_refuses_illegal_transitions(store):
     """Finished states are final; every transition is checked against the table."""
-    entry_id = submit(store, "m")
-    store.transition(entry_id, QueueState.IN_FLIGHT)
-    store.transition(entry_id, QueueState.RETRY, not_before=time.time() + 60, error="451")
-    assert store.queue_entry(entry_id).last_error == "451"
+    entry_id = await submit(store, "m")
+    await transition(store, entry_id, QueueState.IN_FLIGHT)
+    await transition(store, entry_id, QueueState.RETRY, not_before=time.time() + 60, error="451")
+    assert (await store.queue_entry(entry_id)).last_error == "451"
     with pytest.raises(InvalidTransition):
-        store.transition(entry_id, QueueState.PARKED)
-    store.transition(entry_id, QueueState.IN_FLIGHT)
-    store.finish(entry_id, QueueState.SENT, folder="Sent Items")
+        await transition(store, entry_id, QueueState.PARKED)
+    await transition(store, entry_id, QueueState.IN_FLIGHT)
+    await transition(store, entry_id, QueueState.SENT, folder="Sent Items")
     for state in QueueState:
         with pytest.raises(InvalidTransition):
-            store.transition(entry_id, state)
+            await transition(store, entry_id, state)
     assert TRANSITIONS[QueueState.SENT] == frozenset()
-    assert [e.kind for e in store.events(entry_id)][:3] == ["submitted", "in_flight", "retry"]
+    events = await store.events(entry_id)
+    assert [e.kind for e in events][:3] == ["submitted", "in_flight", "retry"]
 
 
-def test_recovery_requeues_or_marks_uncertain(tmp_path):
+async def test_recovery_requeues_or_marks_uncertain(tmp_path):
     """Closing the store with messages in flight: the one not yet handed over is queued
     again, the one whose hand-over had begun becomes uncertain; nothing is lost."""
-    store = Store(tmp_path / "store.db")
-    before = submit(store, "before")
-    after = submit(store, "after")
+    store = SqliteStore(tmp_path / "store.db")
+    before = await submit(store, "before")
+    after = await submit(store, "after")
     for entry_id in (before, after):
-        store.transition(entry_id, QueueState.IN_FLIGHT)
-    store.mark_handoff(after, True)
-    store.close()  # the process dies here
-    reopened = Store(tmp_path / "store.db")
-    counts = reopened.recover()
+        await transition(store, entry_id, QueueState.IN_FLIGHT)
+    await store.mark_handoff(after, None, True)
+    await store.close()  # the process dies here
+    reopened = SqliteStore(tmp_path / "store.db")
+    counts = await reopened.recover()
     assert counts == {"requeued": 1, "uncertain": 1, "unparked": 0}
-    assert reopened.queue_entry(before).state is QueueState.QUEUED
-    assert reopened.queue_entry(after).state is QueueState.UNCERTAIN
-    assert "handed over" in (reopened.queue_entry(after).last_error or "")
-    reopened.close()
+    assert (await reopened.queue_entry(before)).state is QueueState.QUEUED
+    assert (await reopened.queue_entry(after)).state is QueueState.UNCERTAIN
+    assert "handed over" in ((await reopened.queue_entry(after)).last_error or "")
+    await reopened.close()
 
 
-def test_dedupe_keys_make_delivery_exactly_once(store):
+async def test_dedupe_keys_make_delivery_exactly_once(store):
     """A second delivery with the same dedupe key stores nothing."""
-    first = store.deliver("Inbox", b"Subject: a\r\n\r\n", {}, dedupe_key="imap:1:7")
-    again = store.deliver("Inbox", b"Subject: a\r\n\r\n", {}, dedupe_key="imap:1:7")
+    item = Delivery("Inbox", b"Subject: a\r\n\r\n", {}, dedupe_key="imap:1:7")
+    (first,) = await store.deliver([item])
+    (again,) = await store.deliver([item])
     assert first is not None
     assert again is None
-    assert store.message_count("Inbox") == 1
-    assert store.has_dedupe_key("imap:1:7")
+    assert await store.message_count("Inbox") == 1
+    assert await store.has_dedupe_key("imap:1:7")
 
 
 def test_migrating_an_old_store_gives_the_current_schema(tmp_path):
@@ -93,8 +108,8 @@ def test_migrating_an_old_store_gives_the_current_schema(tmp_path):
     old = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
     migrate(old, target=1)
     old.close()
-    Store(tmp_path / "old.db").close()
-    Store(tmp_path / "new.db").close()
+    SqliteStore(tmp_path / "old.db").close_blocking()
+    SqliteStore(tmp_path / "new.db").close_blocking()
 
     def schema(path):
         conn = sqlite3.connect(path)
@@ -113,35 +128,35 @@ def test_migrating_an_old_store_gives_the_current_schema(tmp_path):
 
 def test_store_from_a_newer_version_is_refused(tmp_path):
     """A schema newer than this mapispool knows is MAPI_E_VERSION with an explanation."""
-    Store(tmp_path / "s.db").close()
+    SqliteStore(tmp_path / "s.db").close_blocking()
     conn = sqlite3.connect(tmp_path / "s.db")
     conn.execute(f"PRAGMA user_version = {latest_version() + 1}")
     conn.close()
     with pytest.raises(MapiError) as error:
-        Store(tmp_path / "s.db")
+        SqliteStore(tmp_path / "s.db")
     assert error.value.hresult == MAPI_E_VERSION
     assert "upgrade mapispool" in str(error.value)
 
 
 def test_store_file_is_private(tmp_path):
     """The store is created mode 0600."""
-    Store(tmp_path / "p.db").close()
+    SqliteStore(tmp_path / "p.db").close_blocking()
     assert (tmp_path / "p.db").stat().st_mode & 0o777 == 0o600
 
 
-def test_only_one_spooler_per_store(tmp_path):
+async def test_only_one_spooler_per_store(tmp_path):
     """The spooler lock is exclusive."""
-    one, two = Store(tmp_path / "s.db"), Store(tmp_path / "s.db")
-    assert one.acquire_spooler_lock()
-    assert not two.acquire_spooler_lock()
-    one.close()
-    assert two.acquire_spooler_lock()
-    two.close()
+    one, two = SqliteStore(tmp_path / "s.db"), SqliteStore(tmp_path / "s.db")
+    assert await one.acquire_spooler_lock()
+    assert not await two.acquire_spooler_lock()
+    await one.close()
+    assert await two.acquire_spooler_lock()
+    await two.close()
 
 
-def test_transport_state_keeps_json_values(store):
+async def test_transport_state_keeps_json_values(store):
     """Support.set_state promises JSON values: dicts, lists, numbers and strings survive."""
     value = {"INBOX": {"uidvalidity": 7, "seen": [1, 2]}, "name": "x", "n": 1.5}
-    store.set_transport_state("imap", "folders", value)
-    assert store.get_transport_state("imap", "folders") == value
-    assert store.get_transport_state("imap", "absent") is None
+    await store.set_transport_state("imap", "folders", value)
+    assert await store.get_transport_state("imap", "folders") == value
+    assert await store.get_transport_state("imap", "absent") is None

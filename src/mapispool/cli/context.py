@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from ..daemon.client import Backend, connect
+from ..app import Backend
+from ..daemon.client import connect
 from ..profile import Profile
 
 #: Width used when stdout is not a terminal, so that piped tables are not cut at 80.

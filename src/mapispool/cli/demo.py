@@ -20,7 +20,8 @@ from typing import Any
 
 import click
 
-from ..daemon.client import LocalBackend, encode_content
+from ..app import LocalBackend
+from ..daemon.client import encode_content
 from ..profile import Profile
 from .context import Cli, make_console
 from .progress import FlushBars

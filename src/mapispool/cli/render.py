@@ -1,5 +1,6 @@
 """Rich tables for the status table, flush results, the queue and folders. Each takes the
-JSON-friendly values of ``mapispool.daemon.ops``, whichever process produced them."""
+JSON-friendly values of the ``mapispool.app`` operations, whichever process produced
+them."""
 
 from __future__ import annotations
 

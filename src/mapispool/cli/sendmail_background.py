@@ -38,11 +38,8 @@ def due(entries: list[QueueEntry], now: float) -> set[bytes]:
 
 
 async def _due_in_store(profile: Profile) -> set[bytes]:
-    session = AsyncSession.open(profile)
-    try:
+    async with AsyncSession.open(profile) as session:
         return due(await session.outgoing_queue(), time.time())
-    finally:
-        session.store.close()
 
 
 async def drain(profile: Profile) -> int:

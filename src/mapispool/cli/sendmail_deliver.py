@@ -27,7 +27,7 @@ from ..mapi import MAPI_E_BUSY, MapiError
 from ..profile import Profile
 from .errors import EX_FAILURES, EX_OK, EX_TEMPFAIL, EX_UNAVAILABLE, describe, exit_code
 from .sendmail_queue import mailq_lines
-from .sendmail_run import say, warn
+from .sendmail_say import say, warn
 
 #: How long ``-odi`` waits for a spooler in another process (the daemon, or a
 #: background Send/Receive) to finish with the message: longer than an SMTP timeout.
@@ -46,7 +46,7 @@ def default_delivery(profile: Profile) -> str:
 
 
 def queue_and_deliver(path: Path, params: dict[str, Any], delivery: str | None) -> int:
-    """Queue the message (``ops.submit``'s ``params``) and deliver it; the exit code."""
+    """Queue the message (the ``submit`` operation's's ``params``) and deliver it; the exit code."""
     try:
         profile = Profile.load(path)
         entry_id, woken = queue_message(profile, params, warn)

@@ -21,21 +21,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .sendmail_args import Invocation, UsageError, parse_args
+from .sendmail_say import say
 
 EX_USAGE, EX_NOINPUT = 64, 66
 
 _SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
 _FROM_FIELD = re.compile(rb"(?im)^from[ \t]*:")
-
-
-def say(text: str) -> None:
-    """One line on stderr, prefixed as sendmail's own messages are."""
-    sys.stderr.write(f"sendmail: {' '.join(text.split())}\n")
-    sys.stderr.flush()
-
-
-def warn(text: str) -> None:
-    say(f"warning: {text}")
 
 
 def default_profile_path() -> Path:
@@ -120,7 +111,7 @@ def header_recipients(content: bytes) -> list[str]:
 
 
 def submit_params(content: bytes, inv: Invocation) -> dict[str, Any]:
-    """``ops.submit``'s parameters. With -t the headers' recipients are taken, and
+    """the ``submit`` operation's's parameters. With -t the headers' recipients are taken, and
     addresses given as arguments are added to them, as Postfix does (Sendmail would
     remove them instead)."""
     recipients: list[str] | None = list(inv.recipients)

@@ -1,6 +1,7 @@
 """The spooler daemon (``mapispool serve``) and its local control socket.
 
-``ops`` holds the operations every ``mapispool`` command asks for, written once against an
-``AsyncSession``; the daemon runs them for clients on its socket (``server``), and the CLI
-runs the same functions in-process when no daemon is running (``client`` decides which).
+``server`` runs the daemon and answers its socket with the operations of
+``mapispool.app``; ``client`` is how a command reaches it (else ``app.LocalBackend`` runs
+the same operations in process); ``attached`` is the Python API's client mode;
+``protocol`` and ``trust`` are the wire format and the checks that the other end is ours.
 """

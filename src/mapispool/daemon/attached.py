@@ -7,6 +7,10 @@ daemon; it reads the queue and folders from the store; the status table, FlushQu
 queue management go through the daemon, whose spooler owns the transports. Transport
 status objects stay in the daemon: ``open_status`` on a transport's row raises
 ``MAPI_E_NO_SUPPORT``.
+
+The session package knows nothing of the daemon: ``install()`` registers
+``DaemonClientSession.attach`` with ``session.register_client_mode``; the ``mapispool``
+package calls it on import, so every ``AsyncSession.logon`` has it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..app.shapes import flush_result_from_dict, progress_from_dict
 from ..mapi import (
     FLUSH_ASYNC_OK,
     MAPI_E_CALL_FAILED,
@@ -28,15 +33,15 @@ from ..mapi import (
     MapiError,
 )
 from ..profile import Profile
-from ..session import AsyncFlushHandle, AsyncSession, AsyncStatus
+from ..session import AsyncFlushHandle, AsyncSession, AsyncStatus, register_client_mode
+from ..spooler.bridge import BlockingBridge
 from ..spooler.engine import Spooler
-from ..spooler.flush import FlushProgress, FlushResult, ProgressCallback, TransportFlushResult
+from ..spooler.flush import FlushResult, ProgressCallback
 from ..spooler.status import SPOOLER_ROW, StatusRow
 from ..store import Store
 from ..store.codec import load_props
 from . import trust
-from .protocol import WAKE_TIMEOUT, decode, encode, raise_error, socket_path
-from .server import MAX_REQUEST
+from .protocol import MAX_REQUEST, WAKE_TIMEOUT, decode, encode, raise_error, socket_path
 
 log = logging.getLogger("mapispool.session")
 
@@ -115,36 +120,13 @@ class DaemonLink:
                 await writer.wait_closed()
 
 
-def _result(data: dict[str, Any]) -> FlushResult:
-    """A ``FlushResult`` from its JSON form (``ops.result_dict``)."""
-    transports = {
-        str(t["transport"]): TransportFlushResult(**t) for t in data.get("transports") or []
-    }
-    return FlushResult(
-        flags=int(data["flags"]),
-        transports=transports,
-        interrupted=bool(data.get("interrupted")),
-        started=float(data["started"]),
-        finished=data.get("finished"),
-    )
-
-
 def _progress_event(callback: ProgressCallback | None) -> Event | None:
     if callback is None:
         return None
 
     def on_event(event: dict[str, Any]) -> None:
         if event.get("event") == "progress":
-            callback(
-                FlushProgress(
-                    transport=str(event["transport"]),
-                    phase=str(event["phase"]),
-                    done=int(event["done"]),
-                    total=event.get("total"),
-                    bytes_done=int(event.get("bytes_done") or 0),
-                    bytes_total=event.get("bytes_total"),
-                )
-            )
+            callback(progress_from_dict(event))
 
     return on_event
 
@@ -159,7 +141,7 @@ class DaemonSpoolerStatus(AsyncStatus):
 
     @property
     def row(self) -> StatusRow:
-        rows = self._session.store.load_status_rows()
+        rows = self._session.saved_rows()
         if not rows:
             raise MapiError(MAPI_E_NOT_FOUND, "the daemon has not saved its status table yet")
         return rows[0]
@@ -179,11 +161,11 @@ class DaemonSpoolerStatus(AsyncStatus):
         params["wait"] = wait
         link, on_event = self._session.link, _progress_event(progress)
         if not flags & FLUSH_ASYNC_OK:
-            return _result(await link.call("flush", params, on_event))
+            return flush_result_from_dict(await link.call("flush", params, on_event))
         started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         async def run() -> FlushResult:
-            return _result(await link.call("flush", params, on_event, started))
+            return flush_result_from_dict(await link.call("flush", params, on_event, started))
 
         task = self._session.track(asyncio.get_running_loop().create_task(run()))
         try:
@@ -206,6 +188,9 @@ class DaemonClientSession(AsyncSession):
 
     def __init__(self, profile: Profile, store: Store, link: DaemonLink) -> None:
         super().__init__(profile, store, Spooler(profile, store), spooler_running=False)
+        # ``row`` and ``open_status`` are synchronous, the store is not: they read the
+        # saved rows through a helper thread's loop (a short blocking read).
+        self._bridge = BlockingBridge()
         self.link = link
         self._requests: set[asyncio.Task[Any]] = set()
 
@@ -216,12 +201,19 @@ class DaemonClientSession(AsyncSession):
         task.add_done_callback(self._requests.discard)
         return task
 
+    def saved_rows(self) -> list[StatusRow]:
+        """The status rows the daemon last saved in the store, read synchronously."""
+        return list(self._bridge.run(self.store.load_status_rows))
+
     async def logoff(self) -> None:
         """Stop waiting for the daemon's flushes and close the store; the daemon runs on."""
         for task in list(self._requests):
             task.cancel()
         await asyncio.gather(*self._requests, return_exceptions=True)
-        await super().logoff()
+        try:
+            await super().logoff()
+        finally:
+            self._bridge.close()
 
     @property
     def mode(self) -> str:
@@ -243,7 +235,7 @@ class DaemonClientSession(AsyncSession):
             return None
         return cls(profile, store, link)
 
-    async def _announce_submitted(self, entry_id: bytes) -> None:
+    async def announce_submitted(self, entry_id: bytes) -> None:
         """The message is in the store (durable): tell the daemon. A daemon that does not
         answer is logged, not raised: the message is queued and the daemon's next look at
         the queue (within a minute) sends it."""
@@ -267,7 +259,7 @@ class DaemonClientSession(AsyncSession):
     def open_status(self, entry_id: bytes) -> AsyncStatus:
         """The spooler's status object by its entry id; a transport's object lives in the
         daemon (``MAPI_E_NO_SUPPORT``: flush it with ``flush_queues(flags, target)``)."""
-        rows = self.store.load_status_rows()
+        rows = self.saved_rows()
         for position, row in enumerate(rows):
             if bytes(row.get(PR_ENTRYID, b"")) == bytes(entry_id):
                 if position == 0:
@@ -296,3 +288,9 @@ class DaemonClientSession(AsyncSession):
 
     async def purge(self, entry_id: bytes) -> None:
         await self._queue_action("purge", entry_id)
+
+
+def install() -> None:
+    """Make ``AsyncSession.logon`` beside a running ``mapispool serve`` its client
+    (``session.register_client_mode``; the ``mapispool`` package calls this on import)."""
+    register_client_mode(DaemonClientSession.attach)

@@ -1,25 +1,25 @@
 """How a ``mapispool`` command reaches the spooler: through the daemon's control socket
 when a daemon runs on the store, else in this process for the length of the command.
 
-``connect(profile)`` returns a ``Backend``; both kinds answer ``call(op, params,
-progress)`` with the same JSON-friendly values (see ``ops``)."""
+``connect(profile)`` returns an ``app.Backend``: a ``DaemonBackend`` (here) or an
+``app.LocalBackend``; both answer ``call(op, params, progress)`` with the same
+JSON-friendly values (the operations of ``mapispool.app``)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from ..mapi import MAPI_E_BUSY, MapiError
+from ..app import Backend, LocalBackend, Progress
+from ..mapi import MapiError
 from ..mapi.errors import HResult
 from ..profile import Profile
-from ..session import AsyncSession
-from ..store import Store
-from . import ops, trust
+from . import trust
+from .attached import install as install_client_mode
 from .protocol import (
     READ_ONLY_OPS,
     READ_TIMEOUT,
@@ -30,7 +30,11 @@ from .protocol import (
     socket_path,
 )
 
-Progress = Callable[[dict[str, Any]], None]
+# A command that runs an operation in process (``LocalBackend``) logs on beside a daemon
+# that started meanwhile as its client. The ``mapispool`` package imports its names
+# lazily, so the client mode is plugged in here too, not only on ``mapispool.Session``.
+install_client_mode()
+
 #: Where a client reports a socket it refused to use, or a daemon that did not answer.
 Warn = Callable[[str], None]
 
@@ -38,17 +42,6 @@ CONNECT_TIMEOUT = 5.0
 
 #: The daemon went away in the middle of a request: the session ended (exit 75, try again).
 LOST = HResult.MAPI_E_END_OF_SESSION
-
-
-class Backend(Protocol):
-    """Runs one operation and returns its JSON-friendly result."""
-
-    #: "daemon" or "local": where the operation ran (commands mention it in their output).
-    kind: str
-
-    def call(
-        self, op: str, params: dict[str, Any] | None = None, progress: Progress | None = None
-    ) -> Any: ...
 
 
 class DaemonBackend:
@@ -137,58 +130,6 @@ class DaemonBackend:
         self._sock.close()
 
 
-def offline_session(profile: Profile) -> AsyncSession:
-    """A session on the store with the spooler not started: no transport logs on. Enough
-    for queueing and for queue and folder management, which only touch the store."""
-    return AsyncSession.open(profile)
-
-
-class LocalBackend:
-    """Runs each operation in this process: with the spooler (transports logged on) for
-    flush and status, on the store alone for everything else."""
-
-    kind = "local"
-
-    def __init__(self, profile: Profile) -> None:
-        self.profile = profile
-
-    def call(
-        self, op: str, params: dict[str, Any] | None = None, progress: Progress | None = None
-    ) -> Any:
-        return asyncio.run(self._run(op, dict(params or {}), progress))
-
-    async def _run(self, op: str, params: dict[str, Any], progress: Progress | None) -> Any:
-        def emit(event: dict[str, Any]) -> None:
-            if progress is not None:
-                progress(event)
-
-        if op not in ops.NEEDS_SPOOLER:
-            session = offline_session(self.profile)
-            try:
-                return await ops.dispatch(session, op, params, emit)
-            finally:
-                session.store.close()
-        if op == "flush" and params.get("async"):
-            # The spooler lives only as long as this command: it must see the flush end.
-            params["keep_waiting"] = True
-        try:
-            session = await AsyncSession.logon(self.profile)
-        except MapiError as exc:
-            if exc.hresult == MAPI_E_BUSY and op == "status":
-                return self.saved_status()
-            raise
-        async with session:
-            return await ops.dispatch(session, op, params, emit)
-
-    def saved_status(self) -> Any:
-        """The status table another spooler process saved (it holds the store's lock)."""
-        store = Store(self.profile.store_path())
-        try:
-            return [ops.row_dict(row) for row in store.load_status_rows()]
-        finally:
-            store.close()
-
-
 def _warn(warn: Warn | None, text: str) -> None:
     if warn is not None:
         warn(text)
@@ -208,7 +149,7 @@ def submit(profile: Profile, params: dict[str, Any], warn: Warn | None = None) -
     """Queue a message: this process writes it to the store (one durable transaction, as
     the daemon would), then wakes the daemon if one of ours answers. The message never
     crosses the control socket, so its size is not bounded by it, and a socket that is
-    not ours never sees it. ``params`` are ``ops.submit``'s, ``content`` as bytes.
+    not ours never sees it. ``params`` are those of the ``submit`` operation, ``content`` as bytes.
 
     Returns the entry id in hex and whether a daemon was told (else the message waits
     for the next ``mapispool flush`` or ``mapispool serve``)."""

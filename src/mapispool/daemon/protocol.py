@@ -30,6 +30,11 @@ READ_TIMEOUT = 10.0
 READ_ONLY_OPS = frozenset({"status", "queue_list", "queue_show", "folder_list",
                            "folder_show", "ping"})  # fmt: skip
 
+#: The longest request line the daemon reads (asyncio's default is 64 KiB). Messages do not
+#: travel on the socket (clients write them to the store), so requests stay small; a
+#: ``submit`` request from an older client carries its message base64-encoded.
+MAX_REQUEST = 4 * 1024 * 1024
+
 #: AF_UNIX paths are limited to about 108 bytes on Linux; longer ones cannot be bound.
 MAX_SOCKET_PATH = 100
 

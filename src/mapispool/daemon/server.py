@@ -17,6 +17,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from ..app import dispatch
 from ..mapi import (
     FLUSH_ASYNC_OK,
     FLUSH_DOWNLOAD,
@@ -31,14 +32,8 @@ from ..mapi import (
 from ..profile import Profile
 from ..session import AsyncFlushHandle, AsyncSession
 from ..spi import InboundMessage
-from . import ops
 from .logs import EventLog
-from .protocol import MAX_SOCKET_PATH, encode, error_message, socket_path
-
-#: The longest request line the daemon reads (asyncio's default is 64 KiB). Messages do not
-#: travel on the socket (clients write them to the store), so requests stay small; a
-#: ``submit`` request from an older client carries its message base64-encoded.
-MAX_REQUEST = 4 * 1024 * 1024
+from .protocol import MAX_REQUEST, MAX_SOCKET_PATH, encode, error_message, socket_path
 
 
 class Daemon:
@@ -141,7 +136,7 @@ class Daemon:
             if not isinstance(op, str) or not isinstance(params, dict):
                 raise MapiError(MAPI_E_INVALID_PARAMETER, "a request needs op and params")
             self.events("request", op=op)
-            result = await ops.dispatch(self.session, op, params, emit)
+            result = await dispatch(self.session, op, params, emit)
             if op == "flush" and isinstance(result, dict) and "ok" in result:
                 self.events("flush-done", reason="client", ok=result["ok"])
             return {"ok": True, "result": result}
@@ -168,14 +163,14 @@ class Daemon:
         loop.add_signal_handler(signal.SIGUSR1, self.start_flush, "SIGUSR1")
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop, signum)
-        self.session.spooler.on_newmail(self._newmail)
+        self.session.on_newmail(self._newmail)
         every = self.session.profile.flush_every
         if every:
             self._spawn(self._schedule(every))
         self.events(
             "started",
             pid=os.getpid(),
-            store=self.session.store.path,
+            store=self.session.store.location,
             socket=path,
             transports=",".join(t.name for t in self.session.profile.transports),
             flush_every=every,

@@ -1,7 +1,15 @@
-"""HRESULTs (spec §2.14) and the one exception type, ``MapiError``.
+"""HRESULTs (spec §2.14) and the one error tree, rooted at ``MapiError``.
 
 HRESULTs are unsigned 32-bit values. Failures (severity bit 31 set) are raised as
 ``MapiError``; success warnings (``MAPI_W_*``) are returned or recorded, never raised.
+
+Every error mapispool raises to its users is a ``MapiError`` (``except MapiError`` catches
+them all; ``.hresult`` says which). Subclasses add a family and keep the HRESULT:
+``NotFoundError`` (``MAPI_E_NOT_FOUND``, also a ``KeyError``), ``ProfileError``
+(``MAPI_E_UNCONFIGURED``), ``SmtpError`` (a server's reply), ``CorruptContent``
+(``MAPI_E_CORRUPT_DATA``) and ``ProviderNotFound`` (a ``NotFoundError``). Foreign errors
+are translated where they arise; only Python's own ``TimeoutError`` (a wait that passed
+its deadline) and programming errors (a wrong type passed in) are not ``MapiError``s.
 """
 
 from __future__ import annotations
@@ -177,3 +185,17 @@ def _rebuild_error(
     hresult: int, message: str, retry_after: float | None, reply: str | None
 ) -> MapiError:
     return MapiError(hresult, message, retry_after=retry_after, reply=reply)
+
+
+class NotFoundError(MapiError, KeyError):
+    """``MAPI_E_NOT_FOUND``: a name looked up is not there (a transport, a provider).
+    Also a ``KeyError`` (and so a ``LookupError``), as a lookup by name has always been."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(HResult.MAPI_E_NOT_FOUND, message)
+
+    def __str__(self) -> str:
+        return MapiError.__str__(self)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.message,))

@@ -6,57 +6,13 @@ from __future__ import annotations
 import email
 import email.policy
 from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import IO, Any
 
-from ..mapi import (
-    MAPI_E_INVALID_PARAMETER,
-    MAPI_TO,
-    PR_RESPONSIBILITY,
-    PR_SENDER_EMAIL_ADDRESS,
-    MapiError,
-    RecipientType,
-)
+from ..mapi import MAPI_E_INVALID_PARAMETER, PR_SENDER_EMAIL_ADDRESS, MapiError
+from ..store.model import Recipient
 
-
-@dataclass
-class Recipient:
-    """One recipient of a message (a row of the MAPI recipient table).
-
-    ``address`` and ``addrtype`` form the one-off address (``SMTP:bob@example.com``);
-    ``props`` holds the recipient's MAPI properties and is mutable: a transport takes
-    responsibility for a recipient by setting ``PR_RESPONSIBILITY`` (or ``responsibility``)
-    to ``True`` in ``submit_message``.
-
-    Responsibility means "this transport handles this recipient in this attempt", never
-    "delivered": the attempt's end decides (``TransportLogon.end_message``). Partial
-    delivery in an attempt that does not end well is reported explicitly with
-    ``Support.delivered_recips``.
-    """
-
-    address: str
-    addrtype: str = "SMTP"
-    recipient_type: RecipientType = MAPI_TO
-    display_name: str = ""
-    props: dict[int, Any] = field(default_factory=dict)
-    row_id: int = 0
-
-    @property
-    def responsibility(self) -> bool:
-        """``PR_RESPONSIBILITY``: true for a recipient some transport handles (or has
-        handled): not one to offer to this transport."""
-        return bool(self.props.get(PR_RESPONSIBILITY, False))
-
-    @responsibility.setter
-    def responsibility(self, value: bool) -> None:
-        self.props[PR_RESPONSIBILITY] = bool(value)
-
-    @property
-    def one_off(self) -> str:
-        """The MAPI one-off form, ``"TYPE:address"``."""
-        return f"{self.addrtype}:{self.address}"
-
+__all__ = ["ContentOpener", "InboundMessage", "OutboundMessage", "Recipient"]
 
 ContentOpener = Callable[[], IO[bytes]]
 

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..mapi import (
     FLUSH_DOWNLOAD,
@@ -19,11 +19,15 @@ from ..mapi import (
     STATUS_OFFLINE,
     STATUS_OUTBOUND_ENABLED,
 )
+from ..profile import Profile
 from ..spi import flush_flags_for
-
-if TYPE_CHECKING:
-    from .engine import Spooler
-    from .logons import LogonHandle
+from ..store import Store
+from .flush import FlushCoordinator, FlushResult, ProgressCallback
+from .handles import LogonHandle
+from .inbound import InboundRunner
+from .offering import Offering
+from .status import StatusTable
+from .supervision import Supervisor
 
 log = logging.getLogger("mapispool.spooler")
 
@@ -31,12 +35,39 @@ log = logging.getLogger("mapispool.spooler")
 REVIVE_INTERVAL = 30.0
 
 
+class BackgroundHost(Protocol):
+    """What the background loops need from the spooler."""
+
+    shutting_down: bool
+    flush_waiting: int
+    activity: asyncio.Lock
+    profile: Profile
+    store: Store
+    status: StatusTable
+    supervisor: Supervisor
+    flusher: FlushCoordinator
+    offering: Offering
+    inbound: InboundRunner
+    handles: list[LogonHandle]
+
+    async def flush_locked(
+        self,
+        targets: list[LogonHandle],
+        flags: int,
+        progress: ProgressCallback | None,
+        *,
+        locked: bool,
+    ) -> FlushResult: ...
+
+    async def persist_loop(self) -> None: ...
+
+
 class Background:
     """The background loops of one spooler, and the events that wake them: ``wake``
     (the queue changed: look for mail to send) and ``requests`` (a transport asked for
     a flush or announced new mail)."""
 
-    def __init__(self, spooler: Spooler) -> None:
+    def __init__(self, spooler: BackgroundHost) -> None:
         self.spooler = spooler
         self.wake = asyncio.Event()
         self.requests = asyncio.Event()
@@ -171,7 +202,7 @@ class Background:
         spooler = self.spooler
         self.wake.set()  # a restart looks at the queue at once
         while not spooler.shutting_down:
-            wakeup = spooler.store.next_wakeup()
+            wakeup = await spooler.store.next_wakeup()
             timeout = 60.0 if wakeup is None else max(0.0, min(60.0, wakeup - time.time()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
@@ -183,7 +214,7 @@ class Background:
             async with spooler.activity:
                 if spooler.shutting_down:
                     return
-                spooler.offering.repair_stranded()
+                await spooler.offering.repair_stranded()
                 await self.send_pass()
             spooler.supervisor.ok("sender")
 
@@ -195,11 +226,16 @@ class Background:
         def keep_going() -> bool:
             return not (spooler.shutting_down or spooler.flush_waiting)
 
-        spooler.offering.bounce_unroutable()
+        await spooler.offering.bounce_unroutable()
         for handle in spooler.handles:
             if not keep_going():
                 return
             if not await self.revive(handle) or not self.can_send(handle):
                 continue
-            work = spooler.offering.work_for(handle, force=False, exclude=set())
-            await spooler.offering.offer_many(handle, work, keep_going=keep_going)
+            tried: set[bytes] = set()
+            while keep_going():
+                claims = await spooler.offering.claim_work(handle, force=False, exclude=tried)
+                if not claims:
+                    break
+                tried.update(c.entry_id for c in claims)
+                await spooler.offering.offer_many(handle, claims, keep_going=keep_going)

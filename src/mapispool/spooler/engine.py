@@ -29,6 +29,7 @@ from ..mapi import (
     NOTIFY_ABORT_DEFERRED,
     NOTIFY_BEGIN_INBOUND,
     NOTIFY_BEGIN_OUTBOUND,
+    NOTIFY_CANCEL_MESSAGE,
     NOTIFY_CONFIG_CHANGE,
     NOTIFY_CRITICAL_ERROR,
     NOTIFY_END_INBOUND,
@@ -52,13 +53,16 @@ from ..mapi import (
 )
 from ..profile import Profile
 from ..spi import InboundMessage, flush_bits_for
-from ..store import QueueState, Store
+from ..store import Outcome, QueueEntry, QueueState, Store
 from .background import Background
+from .bridge import BlockingBridge
 from .flush import FlushCoordinator, FlushResult, ProgressCallback
+from .handles import LogonHandle
 from .inbound import InboundRunner
-from .logons import LogonHandle, SpoolerSupport
+from .logons import SpoolerSupport
 from .offering import Offering
 from .outbound import OutboundRunner
+from .pages import parked_ids, parked_pages
 from .retry import RetryPolicy
 from .routing import Registration
 from .status import SPOOLER_ROW, StatusTable
@@ -100,19 +104,21 @@ class Spooler:
         self._flushing_flags = 0
         self._newmail_listeners: list[Callable[[InboundMessage], None]] = []
         self.recovered: dict[str, int] = {}
+        #: Runs store calls for the synchronous Support methods of transports.
+        self.bridge = BlockingBridge()
 
     # -- start and stop -------------------------------------------------------------
 
     async def start(self) -> None:
         """Take the store's spooler lock, repair what a killed spooler left, log every
         transport on in transport order, and start the background work."""
-        if not self.store.acquire_spooler_lock():
+        if not await self.store.acquire_spooler_lock():
             raise MapiError(
                 MAPI_E_BUSY,
-                f"another spooler is already running on {self.store.path}; "
+                f"another spooler is already running on {self.store.location}; "
                 "talk to it (mapispool commands do) or stop it first",
             )
-        self.recovered = self.store.recover()
+        self.recovered = await self.store.recover()
         self.status.add_row(
             SPOOLER_ROW,
             display_name="Spooler",
@@ -125,8 +131,8 @@ class Spooler:
         self._refresh_spooler_row()
         for handle in self.handles:
             await self._logon(handle)
-        self.outbound.settle_leftovers()
-        self.persist_status()
+        await self.outbound.settler.settle_leftovers()
+        await self.persist_status()
         self.background.start()
 
     async def _logon(self, handle: LogonHandle) -> None:
@@ -189,11 +195,12 @@ class Spooler:
         try:
             # Nothing is being sent any more: a message left in_flight by an error goes
             # back to the queue now, not only at the next start.
-            self.offering.repair_stranded(force=True)
+            await self.offering.repair_stranded(force=True)
         except Exception:
             log.exception("could not put messages left in flight back in the queue")
-        self.persist_status()
-        self.store.release_spooler_lock()
+        await self.persist_status()
+        await self.store.release_spooler_lock()
+        self.bridge.close()
 
     async def _logoff(self, handle: LogonHandle) -> None:
         if handle.logon is None:
@@ -201,16 +208,9 @@ class Spooler:
         try:
             # Messages the transport holds go back to the queue unsent, their recipients
             # pending (marks never counted as delivery), even if the transport objects.
-            for entry in self.store.parked_entries(handle.name):
-                try:
-                    await handle.call(
-                        lambda lg, e=entry: lg.transport_notify(NOTIFY_ABORT_DEFERRED, e.entry_id)  # type: ignore[misc]
-                    )
-                except Exception:
-                    log.exception("transport %s failed in NOTIFY_ABORT_DEFERRED", handle.name)
-                self.store.transition(entry.entry_id, QueueState.QUEUED, event="unparked",
-                                      transport=handle.name)  # fmt: skip
-                handle.released.discard(entry.entry_id)
+            async for page in parked_pages(self.store, handle.name):
+                for entry in page:
+                    await self._unpark(handle, entry)
             end = NOTIFY_END_INBOUND if handle.begun & NOTIFY_BEGIN_INBOUND else 0
             if handle.begun & NOTIFY_BEGIN_OUTBOUND:
                 end |= NOTIFY_END_OUTBOUND
@@ -224,6 +224,17 @@ class Spooler:
             if handle.provider is not None:
                 with contextlib.suppress(Exception):
                     await handle.provider.shutdown()
+
+    async def _unpark(self, handle: LogonHandle, entry: QueueEntry) -> None:
+        """Take a parked message back from a transport that logs off."""
+        try:
+            await handle.call(lambda lg: lg.transport_notify(NOTIFY_ABORT_DEFERRED, entry.entry_id))
+        except Exception:
+            log.exception("transport %s failed in NOTIFY_ABORT_DEFERRED", handle.name)
+        await self.store.record_one(
+            Outcome(entry.entry_id, QueueState.QUEUED, event="unparked", transport=handle.name)
+        )
+        handle.released.discard(entry.entry_id)
 
     async def end_flush_for_shutdown(self, handle: LogonHandle) -> None:
         """Shutdown in the middle of a flush: one combined end notification (DESIGN §6.7)."""
@@ -263,7 +274,8 @@ class Spooler:
         if flags & NOTIFY_SENTDEFERRED:
             if data is None:
                 # "All of them" means the ones it holds now, never ones it defers later.
-                handle.released.update(e.entry_id for e in self.store.parked_entries(handle.name))
+                parked = self.bridge.run(lambda: parked_ids(self.store, handle.name))
+                handle.released.update(parked)
             elif isinstance(data, bytes | bytearray):
                 handle.released.add(bytes(data))
             self.background.wake.set()
@@ -324,10 +336,10 @@ class Spooler:
             SPOOLER_ROW, {PR_STATUS_CODE: code, PR_STATUS_STRING: text}, STATUSROW_UPDATE
         )
 
-    def persist_status(self) -> None:
+    async def persist_status(self) -> None:
         """Save the status table so that other processes can show it."""
         try:
-            self.store.save_status_rows(self.status.rows(), self.status.names())
+            await self.store.save_status_rows(self.status.rows(), self.status.names())
             self.status.dirty = False
         except MapiError:
             log.warning("could not save the status table", exc_info=True)
@@ -336,7 +348,7 @@ class Spooler:
         while True:
             await asyncio.sleep(1.0)
             if self.status.dirty:
-                self.persist_status()
+                await self.persist_status()
             self.supervisor.ok("status-persist")
 
     # -- FlushQueues ----------------------------------------------------------------------
@@ -408,7 +420,7 @@ class Spooler:
             finally:
                 self.flush_waiting -= 1
             try:
-                self.offering.repair_stranded()
+                await self.offering.repair_stranded()
                 return await self.flusher.run(targets, flags, progress)
             finally:
                 self.activity.release()
@@ -428,6 +440,47 @@ class Spooler:
             handle.name, {PR_STATUS_CODE: self.status.code(handle.name) | bits}, STATUSROW_UPDATE
         )
         self.row_changed(handle)
+
+    # -- what a session asks of the spooler (by transport name, never by handle) --------
+
+    def request_flush_of(self, name: str, flags: int) -> None:
+        """FlushQueues on the status object of transport ``name``: check ``flags`` as the
+        spooler's object would (``FLUSH_ASYNC_OK`` aside: such a request never waits),
+        then ``request_transport_flush``."""
+        self.check_flush(flags & ~FLUSH_ASYNC_OK, None)
+        self.request_transport_flush(self.handle_named(name), flags)
+
+    async def validate_state(self, flags: int, name: str | None = None) -> None:
+        """IMAPIStatus::ValidateState: every logged-on transport in order, or ``name``."""
+        handles = list(self.handles) if name is None else [self.handle_named(name)]
+        for handle in handles:
+            if handle.logged_on:
+                await handle.call(lambda logon: logon.validate_state(flags))
+
+    async def take_back_parked(self, name: str, entry_id: bytes) -> None:
+        """A person holds, purges or cancels a message transport ``name`` parked
+        (END_DONT_RESEND): tell it ``NOTIFY_ABORT_DEFERRED | NOTIFY_CANCEL_MESSAGE``. A
+        transport gone from the profile or logged off has nothing to give back; its
+        failure to answer is logged, since the person's request goes ahead anyway."""
+        try:
+            handle = self.handle_named(name)
+        except MapiError:
+            return
+        handle.released.discard(entry_id)
+        if handle.logon is None:
+            return
+        try:
+            await handle.logon.transport_notify(
+                NOTIFY_ABORT_DEFERRED | NOTIFY_CANCEL_MESSAGE, entry_id
+            )
+        except Exception:
+            log.exception("transport %s failed to give back %s", name, entry_id.hex())
+
+    async def retry_requested(self, entry_id: bytes) -> None:
+        """A person asked to send ``entry_id`` again (it is queued once more): finish it
+        now when nothing is left to send, else wake the sender."""
+        await self.outbound.settle(entry_id)
+        self.queue_changed()
 
     async def revive(self, handle: LogonHandle, *, force: bool = False) -> bool:
         """``Background.revive``: True when ``handle`` is not OFFLINE (after a try)."""

@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..mapi import (
     FLUSH_ASYNC_OK,
@@ -24,11 +24,12 @@ from ..mapi import (
     STATUS_OFFLINE,
     STATUS_OUTBOUND_FLUSH,
 )
-from .outbound import Outcome
-
-if TYPE_CHECKING:
-    from .engine import Spooler
-    from .logons import LogonHandle
+from ..profile import Profile
+from .attempts import Result
+from .handles import LogonHandle
+from .inbound import InboundRunner
+from .offering import Offering
+from .status import StatusTable
 
 log = logging.getLogger("mapispool.flush")
 
@@ -94,10 +95,30 @@ class FlushProgress:
 ProgressCallback = Callable[[FlushProgress], None]
 
 
+class FlushHost(Protocol):
+    """What the flush coordinator needs from the spooler."""
+
+    shutting_down: bool
+    profile: Profile
+    status: StatusTable
+    offering: Offering
+    inbound: InboundRunner
+
+    async def end_flush_for_shutdown(self, handle: LogonHandle) -> None: ...
+
+    async def persist_status(self) -> None: ...
+
+    async def revive(self, handle: LogonHandle, *, force: bool = False) -> bool: ...
+
+    def row_changed(self, handle: LogonHandle, *, requested: bool = False) -> None: ...
+
+    def set_spooler_flushing(self, flags: int) -> None: ...
+
+
 class FlushCoordinator:
     """Runs flushes for one spooler; at most one at a time (MAPI_E_BUSY otherwise)."""
 
-    def __init__(self, spooler: Spooler) -> None:
+    def __init__(self, spooler: FlushHost) -> None:
         self.spooler = spooler
         self.lock = asyncio.Lock()
         self._resource_locks: dict[str, asyncio.Lock] = {}
@@ -129,7 +150,7 @@ class FlushCoordinator:
         try:
             if flags & FLUSH_UPLOAD:
                 # Recipients no transport accepts bounce at every Send/Receive that sends.
-                spooler.offering.bounce_unroutable()
+                await spooler.offering.bounce_unroutable()
             if spooler.profile.parallel_flush:
                 await asyncio.gather(*(self.flush_one(h, flags, result, progress) for h in targets))
             else:
@@ -142,7 +163,7 @@ class FlushCoordinator:
             result.finished = time.time()
             spooler.set_spooler_flushing(0)
             self.current = None
-            spooler.persist_status()
+            await spooler.persist_status()
         return result
 
     async def flush_one(
@@ -263,21 +284,31 @@ class FlushCoordinator:
         offered: set[bytes] = set()
         until = time.time()
         offering = spooler.offering
-        work = offering.work_for(handle, force=force, exclude=offered, submitted_before=until)
-        total, bytes_total = len(work), sum(e.size for e in work)
-        done = bytes_done = 0
-        if progress is not None:
-            progress(FlushProgress(handle.name, "outbound", 0, total, 0, bytes_total))
-        while work and self._outbound_wanted(handle):
+        total = bytes_total = done = bytes_done = 0
+        started = False
+        while self._outbound_wanted(handle):
+            # A page at a time: memory stays flat however long the queue is.
+            claims = await offering.claim_work(
+                handle, force=force, exclude=offered, submitted_before=until
+            )
+            if not claims:
+                if await offering.wait_for_others(handle, offered, until):
+                    continue
+                break
+            total += len(claims)
+            bytes_total += sum(c.entry.size for c in claims)
+            if progress is not None and not started:
+                progress(FlushProgress(handle.name, "outbound", 0, total, 0, bytes_total))
+            started = True
             outcomes = await offering.offer_many(
-                handle, work, keep_going=lambda: self._outbound_wanted(handle)
+                handle, claims, keep_going=lambda: self._outbound_wanted(handle)
             )
             for entry, offered_result in outcomes:
                 offered.add(entry.entry_id)
                 count_outcome(
                     mine, offered_result.outcome, offered_result.failed, offered_result.handled
                 )
-                if offered_result.outcome is Outcome.SENT:
+                if offered_result.outcome is Result.SENT:
                     mine.bytes_sent += offered_result.size
                 done += 1
                 bytes_done += entry.size
@@ -286,9 +317,8 @@ class FlushCoordinator:
                         FlushProgress(handle.name, "outbound", done, max(total, done),
                                       bytes_done, bytes_total)
                     )  # fmt: skip
-            work = offering.work_for(handle, force=force, exclude=offered, submitted_before=until)
-            total += len(work)
-            bytes_total += sum(e.size for e in work)
+        if progress is not None and not started:
+            progress(FlushProgress(handle.name, "outbound", 0, 0, 0, 0))
 
     async def inbound_phase(
         self, handle: LogonHandle, mine: TransportFlushResult, progress: ProgressCallback | None
@@ -317,24 +347,24 @@ class FlushCoordinator:
 
 
 def count_outcome(
-    result: TransportFlushResult, outcome: Outcome, failed: int, handled: int = 0
+    result: TransportFlushResult, outcome: Result, failed: int, handled: int = 0
 ) -> None:
     """Add one offer's outcome to a transport's flush result. A message some of whose
     ``handled`` recipients were reported ``failed`` counts as failed; as sent too only
     when another one of them was delivered (a message every recipient refused is not
     sent, issue #13)."""
-    if outcome is Outcome.SENT:
+    if outcome is Result.SENT:
         if not failed or failed < handled:
             result.sent += 1
         if failed:
             result.failed += 1
-    elif outcome is Outcome.PARKED:
+    elif outcome is Result.PARKED:
         result.deferred += 1
-    elif outcome is Outcome.RETRY:
+    elif outcome is Result.RETRY:
         result.retried += 1
-    elif outcome is Outcome.UNCERTAIN:
+    elif outcome is Result.UNCERTAIN:
         result.uncertain += 1
-    elif outcome in (Outcome.FAILED, Outcome.CANCELLED):
+    elif outcome in (Result.FAILED, Result.CANCELLED):
         result.failed += 1
-    if failed and outcome not in (Outcome.FAILED, Outcome.SENT):
+    if failed and outcome not in (Result.FAILED, Result.SENT):
         result.failed += 1

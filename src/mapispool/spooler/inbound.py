@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..mapi import (
     PR_INTERNET_MESSAGE_ID,
@@ -19,10 +19,9 @@ from ..mapi import (
     MapiError,
 )
 from ..spi import InboundMessage
-
-if TYPE_CHECKING:
-    from .engine import Spooler
-    from .logons import LogonHandle
+from ..store import Delivery, Store
+from .bridge import BlockingBridge
+from .handles import LogonHandle
 
 log = logging.getLogger("mapispool.spooler")
 
@@ -114,31 +113,41 @@ def _quick_headers(content: bytes, found: dict[int, Any]) -> bool:
     return True
 
 
+class InboundHost(Protocol):
+    """What the inbound runner needs from the spooler."""
+
+    store: Store
+    bridge: BlockingBridge
+
+    def newmail(self, message: InboundMessage) -> None: ...
+
+
 class InboundRunner:
     """Runs StartMessage loops and commits what transports save."""
 
-    def __init__(self, spooler: Spooler) -> None:
+    def __init__(self, spooler: InboundHost) -> None:
         self.spooler = spooler
 
     def new_message(self) -> InboundMessage:
         """A fresh message object in the receive folder, as CreateMessage gives MAPI."""
-        store = self.spooler.store
+        store, bridge = self.spooler.store, self.spooler.bridge
 
         def save(message: InboundMessage, durable: bool = True) -> bytes | None:
             content = message.content
             assert content is not None
-            return store.deliver(
-                "Inbox",
-                content,
-                received_props(content, message.props),
-                dedupe_key=message.dedupe_key,
-                durable=durable,
+            item = Delivery(
+                "Inbox", content, received_props(content, message.props), message.dedupe_key
             )
+            (entry_id,) = bridge.run(lambda: store.deliver([item], durable=durable))
+            return entry_id
 
         def save_unsynced(message: InboundMessage) -> bytes | None:
             return save(message, False)
 
-        return InboundMessage(save, store.has_dedupe_key, save_unsynced=save_unsynced)
+        def is_known(key: str) -> bool:
+            return bridge.run(lambda: store.has_dedupe_key(key))
+
+        return InboundMessage(save, is_known, save_unsynced=save_unsynced)
 
     async def run(
         self,
@@ -163,7 +172,7 @@ class InboundRunner:
         finally:
             handle.receiving = False
             try:
-                self.spooler.store.sync()
+                await self.spooler.store.sync()
             except MapiError as exc:
                 log.warning("could not make received mail durable: %s", exc)
 

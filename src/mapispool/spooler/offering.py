@@ -8,24 +8,41 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..mapi import MAPI_E_NOT_FOUND, MapiError
-from ..store import QueueEntry, QueueState, Store
-from .outbound import Offered, Outcome
+from ..store import Claim, Note, Outcome, QueueEntry, QueueState, Route, Store
+from .attempts import Offered
+from .handles import LogonHandle
+from .outbound import OutboundRunner
+from .pages import parked_pages
+from .retry import RetryPolicy
 from .routing import Registration, route
 
-if TYPE_CHECKING:
-    from .engine import Spooler
-    from .logons import LogonHandle
-
 log = logging.getLogger("mapispool.spooler")
+
+#: How many messages one claim takes at most (memory is this many messages, whatever
+#: the length of the queue; contents up to ``INLINE_LIMIT`` come with them).
+CLAIM_PAGE = 64
+
+
+class OfferingHost(Protocol):
+    """What the queue work needs from the spooler."""
+
+    store: Store
+    retry_policy: RetryPolicy
+    outbound: OutboundRunner
+    handles: list[LogonHandle]
+
+    def registrations(self) -> list[Registration]: ...
+
+    def all_logged_on(self) -> bool: ...
 
 
 class Offering:
     """The spooler's queue work; one per spooler."""
 
-    def __init__(self, spooler: Spooler) -> None:
+    def __init__(self, spooler: OfferingHost) -> None:
         self.spooler = spooler
         #: Messages being offered right now: entry id -> (transport, set when done).
         self.busy: dict[bytes, tuple[str, asyncio.Event]] = {}
@@ -42,81 +59,62 @@ class Offering:
     def store(self) -> Store:
         return self.spooler.store
 
-    def work_for(
+    async def claim_work(
         self,
         handle: LogonHandle,
         *,
         force: bool,
         exclude: set[bytes],
         submitted_before: float | None = None,
-    ) -> list[QueueEntry]:
-        """Messages to offer ``handle`` now, in submit order: the deferred ones it released,
-        then every due message with a pending recipient that routing gives to it, submitted
-        before ``submitted_before`` if given (a flush serves the queue as it found it, so
-        that a steady stream of new mail cannot keep it from ever ending)."""
-        self.expire_overdue()
+        limit: int = CLAIM_PAGE,
+    ) -> list[Claim]:
+        """Claim the next page of messages to offer ``handle`` now, in submit order: the
+        deferred ones it released, then due messages with a pending recipient that
+        routing gives to it, submitted before ``submitted_before`` if given (a flush
+        serves the queue as it found it, so that a steady stream of new mail cannot keep
+        it from ever ending). Each claimed message is in flight and ``busy`` until
+        ``offer_many`` offers or releases it; memory is one page, whatever the queue."""
+        await self.expire_overdue()
         now = time.time()
         for entry_id, until in list(self.held_back.items()):
             if until <= now:
                 del self.held_back[entry_id]
         if not force:
             exclude = exclude | self.held_back.keys()
-        work: list[QueueEntry] = []
-        for entry in self.store.parked_entries(handle.name):
-            if entry.entry_id not in exclude and entry.entry_id in handle.released:
-                work.append(entry)
-        registrations = self.spooler.registrations()
-        after: tuple[float, int] | None = None
-        while True:
-            page = self.store.due_entries(now, ignore_backoff=force, after=after)
-            if not page:
-                break
-            after = (page[-1].submit_time, page[-1].seq)
-            if submitted_before is not None and page[-1].submit_time > submitted_before:
-                page = [e for e in page if e.submit_time <= submitted_before]
-                after = None  # pages are in submit order: nothing later qualifies
-            if not page:
-                break
-            types = self.store.pending_types([e.seq for e in page])
-            for entry in page:
-                if entry.entry_id in exclude:
-                    continue
-                if any(
-                    route(t, registrations, entry.declined) == handle.name for t in types[entry.seq]
-                ):
-                    work.append(entry)
-            if after is None:
-                break
-        work.extend(self._busy_elsewhere(handle, exclude, submitted_before, registrations))
-        return work
+        route = Route(handle.name, tuple((n, tuple(t)) for n, t in self.spooler.registrations()))
+        claims = await self.store.claim(
+            route, now=now, limit=limit, ignore_backoff=force, submitted_before=submitted_before,
+            exclude=exclude | self.busy.keys(), released=set(handle.released),
+        )  # fmt: skip
+        for claim in claims:
+            self.busy[claim.entry_id] = (handle.name, asyncio.Event())
+            if claim.claimed_from is QueueState.PARKED:
+                handle.released.discard(claim.entry_id)
+        return claims
 
-    def _busy_elsewhere(
-        self,
-        handle: LogonHandle,
-        exclude: set[bytes],
-        submitted_before: float | None,
-        registrations: list[Registration],
-    ) -> list[QueueEntry]:
-        """Messages another transport is sending right now (a parallel flush) that still
-        have recipients for ``handle``: the store shows them in_flight, not due, yet they
-        are ``handle``'s work too; offering one waits until the other transport is done."""
-        if not self.busy:
-            return []
-        entries = []
-        for entry_id, (name, _done) in list(self.busy.items()):
+    async def wait_for_others(
+        self, handle: LogonHandle, exclude: set[bytes], submitted_before: float | None = None
+    ) -> bool:
+        """Wait for messages another transport is sending right now (a parallel flush)
+        that still have recipients for ``handle``: the store shows them in flight, not
+        due, yet they are ``handle``'s work too. True when it waited for one (claim
+        again then)."""
+        registrations = self.spooler.registrations()
+        waits = []
+        for entry_id, (name, done) in list(self.busy.items()):
             if name == handle.name or entry_id in exclude:
                 continue
-            entry = self.store.queue_entry(entry_id, with_recipients=False)
-            if submitted_before is None or entry.submit_time <= submitted_before:
-                entries.append(entry)
-        types = self.store.pending_types([e.seq for e in entries])
-        return [
-            e
-            for e in entries
-            if any(route(t, registrations, e.declined) == handle.name for t in types[e.seq])
-        ]
+            entry = await self.store.queue_entry(entry_id, with_recipients=False)
+            if submitted_before is not None and entry.submit_time > submitted_before:
+                continue
+            types = (await self.store.pending_types([entry.seq]))[entry.seq]
+            if any(route(t, registrations, entry.declined) == handle.name for t in types):
+                waits.append(done.wait())
+        if waits:
+            await asyncio.gather(*waits)
+        return bool(waits)
 
-    def bounce_unroutable(self) -> None:
+    async def bounce_unroutable(self) -> None:
         """Give every waiting message whose pending recipients include one that no
         logged-on transport accepts its NDR for that recipient now (issue #9 rule 8), not
         only at the end of its lifetime. Nothing bounces while a transport is not logged
@@ -125,74 +123,93 @@ class Offering:
             return
         registrations = self.spooler.registrations()
 
-        def bounce(entries: list[QueueEntry]) -> None:
-            types = self.store.pending_types([e.seq for e in entries])
+        async def bounce(entries: list[QueueEntry]) -> None:
+            types = await self.store.pending_types([e.seq for e in entries])
             for entry in entries:
                 if any(route(t, registrations, entry.declined) is None for t in types[entry.seq]):
-                    self.spooler.outbound.settle(entry.entry_id)
+                    await self.spooler.outbound.settle(entry.entry_id)
 
         for handle in self.spooler.handles:
-            bounce(self.store.parked_entries(handle.name))
+            async for page in parked_pages(self.store, handle.name):
+                await bounce(page)
         # Page by page, so that memory does not grow with the queue.
         after: tuple[float, int] | None = None
         while True:
-            page = self.store.due_entries(time.time(), ignore_backoff=True, after=after)
+            page = await self.store.due_entries(time.time(), ignore_backoff=True, after=after)
             if not page:
                 break
             after = (page[-1].submit_time, page[-1].seq)
-            bounce(page)
+            await bounce(page)
 
-    def expire_overdue(self) -> None:
-        """Fail (with an NDR) every waiting message past its lifetime."""
-        for entry in self.store.overdue_entries(time.time()):
-            self.spooler.outbound.expire(entry.entry_id, entry.last_error or "not sent in time")
-        self.spooler.outbound.warn_delayed()
+    async def expire_overdue(self) -> None:
+        """Fail (with an NDR) every waiting message past its lifetime, a page at a time
+        (an expired message leaves the overdue ones; ``seen`` guards against one that
+        does not)."""
+        seen: set[bytes] = set()
+        now = time.time()
+        while page := [e for e in await self.store.overdue_entries(now) if e.entry_id not in seen]:
+            for entry in page:
+                seen.add(entry.entry_id)
+                await self.spooler.outbound.settler.expire(
+                    entry.entry_id, entry.last_error or "not sent in time"
+                )
+        await self.spooler.outbound.settler.warn_delayed()
 
     async def offer_many(
         self,
         handle: LogonHandle,
-        entries: Sequence[QueueEntry],
+        claims: Sequence[Claim],
         keep_going: Callable[[], bool],
     ) -> list[tuple[QueueEntry, Offered]]:
-        """Offer ``entries`` to ``handle`` in order, up to ``max_in_flight`` at once."""
+        """Offer claimed messages to ``handle`` in order, up to ``max_in_flight`` at
+        once; those left when ``keep_going()`` turns false are released (back where they
+        were claimed from)."""
         results: list[tuple[QueueEntry, Offered]] = []
-        if handle.max_in_flight <= 1:
-            for entry in entries:
-                if not keep_going():
-                    break
-                results.append((entry, await self._offer_fresh(handle, entry)))
-            return results
-        slots = asyncio.Semaphore(handle.max_in_flight)
-
-        async def one(entry: QueueEntry) -> None:
-            async with slots:
-                if keep_going():
-                    results.append((entry, await self._offer_fresh(handle, entry)))
-
-        async with asyncio.TaskGroup() as group:
-            for entry in entries:
-                await slots.acquire()
-                slots.release()
-                if not keep_going():
-                    break
-                group.create_task(one(entry))
-        return results
-
-    async def _offer_fresh(self, handle: LogonHandle, entry: QueueEntry) -> Offered:
-        """Offer an entry after re-reading it (it may have been cancelled meanwhile, or
-        another transport may be sending its other recipients: then wait for that)."""
-        entry_id = entry.entry_id
-        while (busy := self.busy.get(entry_id)) is not None:
-            await busy[1].wait()
-        current = self.store.queue_entry(entry_id, with_recipients=False)
-        if current.state is QueueState.PARKED:
-            handle.released.discard(entry_id)
-        elif current.state not in (QueueState.QUEUED, QueueState.DEFERRED, QueueState.RETRY):
-            return Offered(Outcome.NOTHING)
-        done = asyncio.Event()
-        self.busy[entry_id] = (handle.name, done)
+        offered: set[bytes] = set()
         try:
-            return await self.spooler.outbound.offer(handle, current)
+            if handle.max_in_flight <= 1:
+                for claim in claims:
+                    if not keep_going():
+                        break
+                    offered.add(claim.entry_id)
+                    results.append((claim.entry, await self._offer(handle, claim)))
+                return results
+            slots = asyncio.Semaphore(handle.max_in_flight)
+
+            async def one(claim: Claim) -> None:
+                async with slots:
+                    if keep_going():
+                        offered.add(claim.entry_id)
+                        results.append((claim.entry, await self._offer(handle, claim)))
+
+            async with asyncio.TaskGroup() as group:
+                for claim in claims:
+                    await slots.acquire()
+                    slots.release()
+                    if not keep_going():
+                        break
+                    group.create_task(one(claim))
+            return results
+        finally:
+            left = [c for c in claims if c.entry_id not in offered]
+            if left:
+                await self._release(left)
+
+    async def _release(self, claims: Sequence[Claim]) -> None:
+        """Give claims back that were not offered."""
+        try:
+            await self.store.release(claims)
+        finally:
+            for claim in claims:
+                busy = self.busy.pop(claim.entry_id, None)
+                if busy is not None:
+                    busy[1].set()
+
+    async def _offer(self, handle: LogonHandle, claim: Claim) -> Offered:
+        """Offer one claimed message (``busy`` until the offer ends)."""
+        entry_id = claim.entry_id
+        try:
+            return await self.spooler.outbound.offer(handle, claim)
         except BaseException as exc:
             # Not a transport's failure (the runner handles those): the store or the
             # spooler failed, or shutdown cancelled the call; the message may be left
@@ -202,24 +219,27 @@ class Offering:
                 self.failed[entry_id] = str(exc) or type(exc).__name__
             raise
         finally:
-            del self.busy[entry_id]
-            done.set()
+            busy = self.busy.pop(entry_id, None)
+            if busy is not None:
+                busy[1].set()
 
-    def repair_stranded(self, *, force: bool = False) -> None:
+    async def repair_stranded(self, *, force: bool = False) -> None:
         """Put messages that an error left in_flight back in the queue (or mark them
         uncertain if their hand-over had begun), as a restart would, and finish those
         whose recipients are all done. Call only while nothing is being offered (holding
         ``activity``, or at shutdown); ``force`` repairs even without a known error."""
-        if not (self.stranded or force) or self.busy:
+        outbound = self.spooler.outbound
+        if not (self.stranded or outbound.stranded or force) or self.busy:
             return
-        repaired = self.store.recover(parked=False)
+        repaired = await self.store.recover(parked=False)
         if any(repaired.values()):
             log.warning("put messages left in flight by an error back: %s", repaired)
-        self.spooler.outbound.settle_leftovers()
-        self.stranded = False  # only now: a failure above is tried again next time
+        await self.spooler.outbound.settler.settle_leftovers()
+        # Only now: a failure above is tried again next time.
+        self.stranded = outbound.stranded = False
         for entry_id, error in list(self.failed.items()):
             try:
-                entry = self.store.queue_entry(entry_id, with_recipients=False)
+                entry = await self.store.queue_entry(entry_id, with_recipients=False)
             except MapiError as exc:
                 if exc.hresult != MAPI_E_NOT_FOUND:
                     raise
@@ -228,7 +248,9 @@ class Offering:
             if not entry.state.finished:
                 wait = self.spooler.retry_policy.delay(entry.attempts)
                 self.held_back[entry_id] = time.time() + wait
-                self.store.log_event(entry_id, "spooler-error", detail=error)
+                await self.store.record_one(
+                    Outcome(entry_id, notes=[Note("spooler-error", detail=error)])
+                )
                 log.warning(
                     "message %s failed in the spooler (%s); trying it again in %.0f s",
                     entry_id.hex(),

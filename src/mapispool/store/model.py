@@ -1,4 +1,4 @@
-"""What the store holds, as plain values: queue states and their legal transitions,
+"""What the store holds, as plain values: recipients, queue states and their legal transitions,
 queue entries, stored messages and events (DESIGN §7)."""
 
 from __future__ import annotations
@@ -8,7 +8,45 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ..spi import Recipient
+from ..mapi import MAPI_TO, PR_RESPONSIBILITY, HResult, MapiError, RecipientType
+
+
+@dataclass
+class Recipient:
+    """One recipient of a message (a row of the MAPI recipient table).
+
+    ``address`` and ``addrtype`` form the one-off address (``SMTP:bob@example.com``);
+    ``props`` holds the recipient's MAPI properties and is mutable: a transport takes
+    responsibility for a recipient by setting ``PR_RESPONSIBILITY`` (or ``responsibility``)
+    to ``True`` in ``submit_message``.
+
+    Responsibility means "this transport handles this recipient in this attempt", never
+    "delivered": the attempt's end decides (``TransportLogon.end_message``). Partial
+    delivery in an attempt that does not end well is reported explicitly with
+    ``Support.delivered_recips``.
+    """
+
+    address: str
+    addrtype: str = "SMTP"
+    recipient_type: RecipientType = MAPI_TO
+    display_name: str = ""
+    props: dict[int, Any] = field(default_factory=dict)
+    row_id: int = 0
+
+    @property
+    def responsibility(self) -> bool:
+        """``PR_RESPONSIBILITY``: true for a recipient some transport handles (or has
+        handled): not one to offer to this transport."""
+        return bool(self.props.get(PR_RESPONSIBILITY, False))
+
+    @responsibility.setter
+    def responsibility(self, value: bool) -> None:
+        self.props[PR_RESPONSIBILITY] = bool(value)
+
+    @property
+    def one_off(self) -> str:
+        """The MAPI one-off form, ``"TYPE:address"``."""
+        return f"{self.addrtype}:{self.address}"
 
 
 class QueueState(StrEnum):
@@ -54,8 +92,27 @@ TRANSITIONS: Mapping[QueueState, frozenset[QueueState]] = {
 }
 
 
-class InvalidTransition(RuntimeError):
-    """A state change the state machine does not allow."""
+class InvalidTransition(MapiError):
+    """A state change the state machine does not allow (``MAPI_E_CALL_FAILED``): a bug
+    when the spooler asks for it, a person's request that does not apply otherwise."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(HResult.MAPI_E_CALL_FAILED, message)
+
+
+class StaleClaim(MapiError):
+    """A write carried the fencing token of a claim that is no longer current: its lease
+    ran out and the message was claimed again, released, or repaired by ``recover``.
+    The writer's attempt no longer owns the message; nothing was written."""
+
+    def __init__(self, entry_id: bytes, token: int | None) -> None:
+        super().__init__(
+            HResult.MAPI_E_OBJECT_CHANGED,
+            f"message {entry_id.hex()}: claim {token} is no longer current (its lease "
+            "ran out or it was released); the attempt's outcome was not recorded",
+        )
+        self.entry_id = entry_id
+        self.token = token
 
 
 @dataclass(frozen=True)
@@ -102,6 +159,7 @@ class StoredMessage:
     props: Mapping[int, Any]
     content: bytes
     recipients: tuple[Recipient, ...] = field(default_factory=tuple)
+    seq: int = 0  # the message's row number: pages a folder (``Store.messages``)
 
     @property
     def message_class(self) -> str:

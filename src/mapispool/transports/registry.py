@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
+from ..mapi.errors import NotFoundError
 from ..spi import TransportProvider
 
 ENTRY_POINT_GROUP = "mapispool.transports"
@@ -25,8 +26,9 @@ BUILTIN_PROVIDERS: dict[str, str] = {
 }
 
 
-class ProviderNotFound(LookupError):
-    """No provider of that name; the message says what was looked at and what to do."""
+class ProviderNotFound(NotFoundError):
+    """No provider of that name (``MAPI_E_NOT_FOUND``; a ``LookupError`` as before); the
+    message says what was looked at and what to do."""
 
 
 def _import_object(spec: str) -> object:

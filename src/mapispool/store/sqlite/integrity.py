@@ -19,7 +19,7 @@ import sqlite3
 from pathlib import Path
 from typing import IO, Any
 
-from ..mapi import MAPI_E_CORRUPT_DATA, MapiError
+from ...mapi import MAPI_E_CORRUPT_DATA, MapiError
 
 
 def content_digest(data: bytes | memoryview) -> bytes:

@@ -1,4 +1,4 @@
-"""Numbered schema migrations: ``sql/NNNN_name.sql``, applied in order, tracked in
+"""Numbered schema migrations: ``migrations/NNNN_name.sql``, applied in order, tracked in
 ``PRAGMA user_version``. One loader; a store from an older version opens and migrates,
 a store from a newer version is refused with an explanation."""
 
@@ -22,9 +22,9 @@ class Migration:
 
 
 def migrations() -> list[Migration]:
-    """Every migration shipped in ``mapispool/store/sql``, in version order."""
+    """Every migration shipped in ``mapispool/store/sqlite/migrations``, in version order."""
     found: list[Migration] = []
-    for item in resources.files(__package__).joinpath("sql").iterdir():
+    for item in resources.files(__package__).joinpath("migrations").iterdir():
         match = _NAME.match(item.name)
         if match:
             found.append(Migration(int(match.group(1)), item.name, item.read_text("utf-8")))

@@ -12,7 +12,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from ..mapi import (
+from ...mapi import (
     MAPI_E_BUSY,
     MAPI_E_CORRUPT_STORE,
     MAPI_E_DISK_ERROR,

@@ -1,0 +1,207 @@
+"""The SQLite store's writes outside the outgoing queue's state machine: storing
+messages (submit, deliver), the durability barrier, dedupe keys, transport state, status
+rows, moving and deleting. Plain functions over a ``Database``; each public one is one
+transaction and runs on the store's writer thread."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from ...mapi import PR_MESSAGE_CLASS, PR_SUBJECT
+from ..codec import dump_json, dump_props
+from ..model import QueueState, Recipient
+from ..types import Delivery
+from .database import MEMORY, Database
+from .integrity import content_digest, write_seq
+from .queries import Q
+
+
+def new_entry_id() -> bytes:
+    """A fresh, opaque 16-byte message entry id."""
+    return uuid.uuid4().bytes
+
+
+def event(
+    conn: sqlite3.Connection,
+    entry_id: bytes,
+    kind: str,
+    transport: str | None,
+    detail: str | None,
+    at: float,
+) -> None:
+    """Append a line to a message's history (inside the caller's transaction)."""
+    conn.execute(
+        Q.insert_event,
+        {"entry_id": entry_id, "at": at, "kind": kind, "transport": transport, "detail": detail},
+    )
+
+
+def insert_message(
+    db: Database,
+    conn: sqlite3.Connection,
+    folder: str,
+    content: bytes,
+    props: Mapping[int, Any],
+    recipients: Sequence[Recipient],
+    now: float,
+    *,
+    eight_bit: bool = False,
+) -> tuple[int, bytes]:
+    """Insert a message with its content and recipients; (row id, entry id)."""
+    entry_id = new_entry_id()
+    cur = conn.execute(
+        Q.insert_message,
+        {
+            "entry_id": entry_id,
+            "folder_id": db.folder_id(folder),
+            "message_class": str(props.get(PR_MESSAGE_CLASS, "IPM.Note")),
+            "subject": str(props.get(PR_SUBJECT, "")),
+            "props": dump_props(props),
+            "size": len(content),
+            "now": now,
+            "eight_bit": int(eight_bit),
+        },
+    )
+    message_id = int(cur.lastrowid or 0)
+    conn.execute(
+        Q.insert_content,
+        {"message_id": message_id, "data": content, "sha256": content_digest(content)},
+    )
+    if recipients:
+        conn.executemany(
+            Q.insert_recipient,
+            [
+                {
+                    "message_id": message_id,
+                    "row_id": index,
+                    "address": r.address,
+                    "addrtype": r.addrtype,
+                    "display_name": r.display_name,
+                    "recipient_type": int(r.recipient_type),
+                    "responsibility": int(r.responsibility),
+                    "props": dump_props(r.props),
+                }
+                for index, r in enumerate(recipients)
+            ],
+        )
+    return message_id, entry_id
+
+
+def submit(
+    db: Database,
+    content: bytes,
+    props: Mapping[int, Any],
+    recipients: Sequence[Recipient],
+    *,
+    submit_time: float,
+    not_before: float | None,
+    expires_at: float,
+    eight_bit: bool,
+) -> bytes:
+    """``Store.submit``: the message, its queue entry, its event and the submission count
+    in one durable transaction; then the count's copy outside the database."""
+    deferred = not_before is not None and not_before > submit_time
+    state = QueueState.DEFERRED if deferred else QueueState.QUEUED
+    due_at = not_before if deferred and not_before is not None else submit_time
+    expires_at += due_at - submit_time
+    with db.tx("submitting a message") as conn:
+        message_id, entry_id = insert_message(
+            db, conn, "Outbox", content, props, recipients, submit_time, eight_bit=eight_bit
+        )
+        conn.execute(
+            Q.insert_queue,
+            {
+                "message_id": message_id,
+                "state": state.value,
+                "submit_time": submit_time,
+                "not_before": not_before,
+                "expires_at": expires_at,
+                "due_at": due_at,
+            },
+        )
+        event(conn, entry_id, "submitted", None, state.value, submit_time)
+        (count,) = conn.execute(Q.count_submission).fetchone()
+    if str(db.path) != MEMORY:
+        write_seq(db.path, int(count))
+    return entry_id
+
+
+def deliver(db: Database, items: Sequence[Delivery], *, durable: bool) -> list[bytes | None]:
+    """``Store.deliver``: every item with its dedupe key in one transaction; the insert
+    of the key itself tells a duplicate (no probe per item)."""
+    now = time.time()
+    result: list[bytes | None] = []
+    with db.tx("storing received messages", durable=durable) as conn:
+        for item in items:
+            if item.dedupe_key is not None:
+                fresh = conn.execute(
+                    Q.insert_dedupe, {"key": item.dedupe_key, "message_id": None, "now": now}
+                ).fetchone()
+                if fresh is None:
+                    result.append(None)
+                    continue
+            message_id, entry_id = insert_message(
+                db, conn, item.folder, item.content, item.props, item.recipients, now
+            )
+            if item.dedupe_key is not None:
+                conn.execute(Q.link_dedupe, {"message_id": message_id, "key": item.dedupe_key})
+            event(conn, entry_id, "received", None, item.folder, now)
+            result.append(entry_id)
+    return result
+
+
+def sync(db: Database) -> None:
+    """One fsync'd commit: in WAL mode it makes every earlier commit durable."""
+    with db.tx("making received mail durable") as conn:
+        conn.execute(Q.sync_touch)
+        conn.execute(Q.sync_untouch)
+
+
+def add_dedupe_keys(db: Database, keys: Iterable[str]) -> None:
+    now = time.time()
+    with db.tx("recording dedupe keys") as conn:
+        conn.executemany(Q.add_dedupe_key, [{"key": k, "now": now} for k in keys])
+
+
+def set_transport_state(db: Database, transport: str, key: str, value: Any) -> None:
+    with db.tx("saving transport state") as conn:
+        conn.execute(
+            Q.set_transport_state, {"transport": transport, "key": key, "value": dump_json(value)}
+        )
+
+
+def save_status_rows(
+    db: Database, rows: Sequence[Mapping[int, Any]], names: Sequence[str], worker: str
+) -> None:
+    now = time.time()
+    with db.tx("saving status rows", durable=False) as conn:
+        conn.execute(Q.clear_status_rows, {"worker": worker})
+        conn.executemany(
+            Q.insert_status_row,
+            [
+                {"worker": worker, "name": name, "position": i, "props": dump_props(row),
+                 "now": now}
+                for i, (name, row) in enumerate(zip(names, rows, strict=True))
+            ],
+        )  # fmt: skip
+
+
+def move_message(db: Database, entry_id: bytes, folder: str) -> None:
+    folder_id = db.folder_id(folder)
+    with db.tx("moving a message") as conn:
+        row = conn.execute(Q.message_id, {"entry_id": entry_id}).fetchone()
+        if row is not None:
+            conn.execute(Q.move_message, {"folder_id": folder_id, "message_id": row[0]})
+        event(conn, entry_id, "moved", None, folder, time.time())
+
+
+def delete_message(db: Database, entry_id: bytes) -> None:
+    with db.tx("deleting a message") as conn:
+        row = conn.execute(Q.message_id, {"entry_id": entry_id}).fetchone()
+        if row is not None:
+            conn.execute(Q.delete_message, {"message_id": row[0]})
+        event(conn, entry_id, "deleted", None, None, time.time())

@@ -1,0 +1,194 @@
+"""The values that cross the ``Store`` interface in batches (DESIGN §7): the recipient,
+a claim on a queued message, the outcome of an attempt, an inbound delivery, a report
+to file, the route a claim follows and the queue actions a person may take.
+
+Plain data: nothing here touches a database, so every store implementation (SQLite,
+in memory, PostgreSQL) shares them, and the layers above build them without knowing
+which store they talk to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from ..mapi import MapiError
+from .model import QueueEntry, QueueState, Recipient
+
+__all__ = [
+    "Claim",
+    "Delivery",
+    "Note",
+    "Outcome",
+    "QueueAction",
+    "Recipient",
+    "RecipientOutcome",
+    "Recorded",
+    "Report",
+    "Route",
+]
+
+
+@dataclass(frozen=True)
+class Route:
+    """Which recipients a claiming transport gets: ``order`` is every logged-on
+    transport in transport order with the address types it accepts (``"*"`` = any).
+    A pending recipient goes to the first transport in ``order`` that accepts its
+    address type and has not declined the message (MAPI_E_NOT_ME)."""
+
+    transport: str
+    order: tuple[tuple[str, tuple[str, ...]], ...]
+
+    def owner(self, addrtype: str, declined: Collection[str] = ()) -> str | None:
+        """The transport a pending recipient of type ``addrtype`` goes to, or None."""
+        for name, types in self.order:
+            if name not in declined and ("*" in types or addrtype in types):
+                return name
+        return None
+
+    def takes(self, pending_types: Collection[str], declined: Collection[str] = ()) -> bool:
+        """True when at least one pending recipient of a message goes to ``transport``."""
+        return any(self.owner(t, declined) == self.transport for t in pending_types)
+
+
+@dataclass
+class Claim:
+    """A queued message claimed for one attempt by one transport (``Store.claim``).
+
+    While the lease runs (``lease_until``, renewed by ``Store.renew``) nobody else claims
+    the message; its queue state is ``in_flight``. ``token`` is the fencing token: every
+    write that acts on the claim (``mark_handoff``, ``record``, ``renew``, ``release``)
+    carries it, and the store refuses it once the claim was lost (the lease ran out and
+    someone else claimed the message, or ``recover`` ran), so a worker that stalled can
+    never overwrite a newer attempt. ``content`` holds the message when it is no bigger
+    than the claim's ``inline_limit``; otherwise it is None and ``Store.open_content``
+    streams it. ``recipients`` are all of the message's recipients, in row order, with
+    their responsibility as stored."""
+
+    entry: QueueEntry
+    props: dict[int, Any]
+    recipients: list[Recipient]
+    content: bytes | None
+    token: int
+    lease_until: float
+    eight_bit: bool = False
+    #: The state the message was claimed from (``release`` puts it back there).
+    claimed_from: QueueState = QueueState.QUEUED
+
+    @property
+    def entry_id(self) -> bytes:
+        return self.entry.entry_id
+
+
+@dataclass(frozen=True)
+class RecipientOutcome:
+    """The fate of some recipients in one attempt: ``outcome`` is ``"delivered"`` or
+    ``"failed"`` (a failed one gets its NDR from ``Report``)."""
+
+    row_ids: tuple[int, ...]
+    outcome: str
+    transport: str | None = None
+    report_text: str | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    """A report (NDR, delay notice, delivery report) about a message, filed in the Inbox
+    in the same transaction that remembers it was sent: ``ndr_rows`` get their
+    ``ndr_sent`` mark, ``delay_notice`` sets the message's delay-notified mark. A
+    ``content`` of None records the marks without filing a message."""
+
+    content: bytes | None
+    props: Mapping[int, Any] = field(default_factory=dict)
+    ndr_rows: tuple[int, ...] = ()
+    delay_notice: bool = False
+
+
+@dataclass(frozen=True)
+class Note:
+    """One line for a message's history (``Store.events``)."""
+
+    kind: str
+    transport: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Everything one attempt (or one spooler decision) changes about one message, for
+    ``Store.record``, which applies many of them in one transaction.
+
+    Applied in this order: ``recipients`` (responsibility and properties saved),
+    ``recipient_outcomes``, ``declined`` (added to the transports that answered
+    MAPI_E_NOT_ME), ``notes``, the state change to ``state`` (None: no state change),
+    then ``reports``. The state change is checked against the state machine and
+    ``expect``; it sets ``not_before``, ``parked_by`` (both cleared when None), the last
+    error (kept when ``error`` is None; cleared when the new state is sent: a sent
+    message has no last error), counts an attempt with ``count_attempt``, clears
+    the hand-over mark and logs the event ``event`` (default: the new state's name) with
+    ``transport`` and, as detail, ``error`` (for a finished state without error: the
+    folder). Going to a finished state moves the message to ``folder`` (Sent Items,
+    Deleted Items, Outbox) when given, or deletes it (queue entry, recipients and
+    content) with ``delete``; both are ignored otherwise. ``token`` fences the write to
+    the claim that produced it (None for a decision not tied to a claim: the spooler's
+    expiry, settling leftovers)."""
+
+    entry_id: bytes
+    state: QueueState | None = None
+    token: int | None = None
+    expect: tuple[QueueState, ...] | None = None
+    not_before: float | None = None
+    error: str | None = None
+    parked_by: str | None = None
+    count_attempt: bool = False
+    event: str | None = None
+    transport: str | None = None
+    folder: str | None = None
+    delete: bool = False
+    recipients: Sequence[Recipient] = ()
+    recipient_outcomes: Sequence[RecipientOutcome] = ()
+    declined: str | None = None
+    notes: Sequence[Note] = ()
+    reports: Sequence[Report] = ()
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What ``Store.record`` did with one ``Outcome``: the state before the change
+    (``old``), the entry ids of the reports filed, or the error that refused this one
+    outcome (``InvalidTransition``, a stale token, an unknown message), which left the
+    others in the batch untouched."""
+
+    old: QueueState | None = None
+    report_ids: tuple[bytes, ...] = ()
+    error: MapiError | None = None
+
+    def check(self) -> Recorded:
+        """Raise ``error`` if there is one; else return self."""
+        if self.error is not None:
+            raise self.error
+        return self
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message to file (received mail, a generated message) for ``Store.deliver``:
+    stored in ``folder`` atomically with ``dedupe_key`` unless that key is stored."""
+
+    folder: str
+    content: bytes
+    props: Mapping[int, Any] = field(default_factory=dict)
+    dedupe_key: str | None = None
+    recipients: Sequence[Recipient] = ()
+
+
+class QueueAction(StrEnum):
+    """What a person may do to a queued message (``Store.act``)."""
+
+    HOLD = "hold"  # queued, deferred, retry or parked -> held
+    RELEASE = "release"  # held -> queued
+    RETRY = "retry"  # retry, deferred, uncertain, failed -> queued now (failed: reopened)
+    CANCEL = "cancel"  # any unfinished state but in_flight -> cancelled, to Deleted Items
+    PURGE = "purge"  # removed for good, with its message, whatever its state
