@@ -68,7 +68,9 @@ class MapispoolBlock:
         work = Path(tempfile.mkdtemp(prefix="bench-proc-"))
         try:
             profile = _profile(work, self.port)
-            send = [str(_bin("mapispool-sendmail")), "--profile", str(profile), "-i",
+            # -odq: only queue (the delivery mode a profile with send_immediately = false
+            # has anyway); the flush process below sends.
+            send = [str(_bin("mapispool-sendmail")), "--profile", str(profile), "-i", "-odq",
                     "-f", SENDER, RECIPIENT]  # fmt: skip
             flush = [str(_bin("mapispool")), "--profile", str(profile), "-q", "flush",
                      "--upload", "--no-ui"]  # fmt: skip
@@ -98,7 +100,7 @@ def import_seconds(port: int, runs: int) -> tuple[float, float, list[tuple[float
             with stopwatch() as wall:
                 done = subprocess.run(
                     [sys.executable, "-X", "importtime", str(_bin("mapispool-sendmail")),
-                     "--profile", str(profile), "-i", "-f", SENDER, RECIPIENT],
+                     "--profile", str(profile), "-i", "-odq", "-f", SENDER, RECIPIENT],
                     input=message(0), check=True, capture_output=True,
                 )  # fmt: skip
             walls.append(wall[0])

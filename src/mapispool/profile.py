@@ -122,6 +122,8 @@ class Profile:
     flush_every: float | None = None
     #: The ``[web]`` table as written; ``mapispool.web.config`` validates it when serving.
     web: Mapping[str, Any] = field(default_factory=dict)
+    #: ``[sendmail] delivery``: "background", "now" or "queue"; None: see cli.sendmail.
+    sendmail_delivery: str | None = None
     source: str | None = None
     #: NDRs for mail from sendmail or the SMTP listener also go to the envelope sender.
     bounce_to_sender: bool = True
@@ -289,6 +291,7 @@ TOP_LEVEL_KEYS = {
     "bounce_to_sender": "true or false (false keeps NDRs only in the Inbox)",
     "listen": 'a table for the SMTP listener, e.g. [listen] smtp = "127.0.0.1:2525"',
     "web": 'a table with listen = "127.0.0.1:8025" and token_env (the web page and metrics)',
+    "sendmail": 'a table with delivery = "background", "now" or "queue"',
 }
 
 
@@ -323,6 +326,7 @@ class _ProfileReader:
             retry=self.read_retry(),
             flush_every=self.minutes("flush_every"),
             web=self.table("web"),
+            sendmail_delivery=self.read_sendmail(),
             source=self.source,
             bounce_to_sender=self.boolean("bounce_to_sender", True),
             listen=self.read_listen(),
@@ -362,6 +366,22 @@ class _ProfileReader:
         except ValueError as exc:
             raise self.error("listen", str(exc)) from exc
         return dict(table)
+
+    def read_sendmail(self) -> str | None:
+        section = self.data.get("sendmail")
+        if section is None:
+            return None
+        if not isinstance(section, Mapping):
+            raise self.error("sendmail", 'must be a table: [sendmail] delivery = "background"')
+        for key in section:
+            if key != "delivery":
+                raise self.error(f"sendmail.{key}", "unknown setting; use delivery")
+        value = section.get("delivery")
+        if value not in (None, "background", "now", "queue"):
+            raise self.error(
+                "sendmail.delivery", f'must be "background", "now" or "queue", not {value!r}'
+            )
+        return value
 
     def optional_str(self, key: str) -> str | None:
         value = self.data.get(key)

@@ -19,6 +19,7 @@ from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser
 from typing import Any
 
+from .fqdn import host_fqdn
 from .mapi import (
     MAPI_BCC,
     MAPI_CC,
@@ -224,6 +225,18 @@ class _Headers:
         return values[0] if values else None
 
 
+def message_id_domain(sender: str | None, from_field: str | None) -> str:
+    """The domain of a Message-ID we add: the envelope sender's, else the From address's,
+    else the host's FQDN (issue #13: never a made-up ``.invalid`` domain)."""
+    candidates = [sender or ""]
+    candidates += [addr for _n, addr in email.utils.getaddresses([from_field or ""])]
+    for address in candidates:
+        domain = address.strip("<> ").rpartition("@")[2]
+        if "@" in address and domain and not any(ch in domain for ch in "\r\n <>"):
+            return domain
+    return host_fqdn()
+
+
 def prepare(
     message: EmailMessage | Message | bytes,
     *,
@@ -266,7 +279,8 @@ def prepare(
     if not rows:
         raise MapiError(
             MAPI_E_NO_RECIPIENTS,
-            "the message has no recipients: add To/Cc/Bcc headers or pass recipients=[...]",
+            "the message has no recipients: add To/Cc/Bcc headers, or name them (--to on the "
+            "command line, recipients= in the Python API)",
         )
     for index, row in enumerate(rows):
         row.row_id = index
@@ -278,7 +292,7 @@ def prepare(
         added += b"Date: " + email.utils.format_datetime(now).encode() + newline
     message_id = headers.get("Message-ID")
     if message_id is None:
-        message_id = email.utils.make_msgid(domain="mapispool.invalid")
+        message_id = email.utils.make_msgid(domain=message_id_domain(sender, headers.get("From")))
         added += b"Message-ID: " + message_id.encode() + newline
     if added and not block:
         added = added.removesuffix(newline)  # the separator ends the last line

@@ -5,6 +5,7 @@ them back (the client of ``mapispool serve`` rebuilds the Python objects from th
 
 from __future__ import annotations
 
+import base64
 import email.utils
 from collections.abc import Mapping
 from email.parser import BytesHeaderParser
@@ -115,4 +116,7 @@ def message_dict(message: StoredMessage, *, content: bool = False) -> dict[str, 
         info["timestamp"] = parsed.timestamp() if parsed else None
     if content:
         info["content"] = message.content.decode("utf-8", "replace")
+        # The exact bytes (the text above replaces what is not UTF-8): folder show writes
+        # these (issue #13).
+        info["content_base64"] = base64.b64encode(message.content).decode("ascii")
     return info

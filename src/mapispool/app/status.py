@@ -3,8 +3,10 @@ with every property for the Python API's client mode) and ``ping``."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
+from ..mapi import MapiError
 from ..session import AsyncSession
 from ..store.codec import dump_props
 from .shapes import row_dict
@@ -12,7 +14,13 @@ from .types import Emit, Params
 
 
 async def status(session: AsyncSession, params: Params, emit: Emit) -> Any:
-    """Every status row as ``row_dict`` JSON: the spooler's first, then the transports."""
+    """Every status row as ``row_dict`` JSON: the spooler's first, then the transports.
+    With ``validate`` each transport first checks its state (ValidateState: an SMTP
+    transport connects and authenticates), as the in-process status does, whose
+    transports have not sent anything yet (issue #13)."""
+    if params.get("validate"):
+        with contextlib.suppress(MapiError):  # the rows say what went wrong
+            await session.spooler_status().validate_state()
     return [row_dict(row) for row in await session.status_table()]
 
 

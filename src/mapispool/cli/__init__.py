@@ -1,8 +1,26 @@
-"""The ``mapispool`` command (and ``mapispool-sendmail``, a drop-in for /usr/sbin/sendmail)."""
+"""The ``mapispool`` command (and ``mapispool-sendmail``, a drop-in for /usr/sbin/sendmail).
+
+``main`` and ``sendmail_main`` are imported on first use: ``mapispool-sendmail`` loads only
+the modules its submit path needs (``sendmail_run``), not the click application."""
 
 from __future__ import annotations
 
-from .app import main
-from .sendmail import sendmail_main
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .app import main
+    from .sendmail_run import main as sendmail_main
 
 __all__ = ["main", "sendmail_main"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "main":
+        from .app import main
+
+        return main
+    if name == "sendmail_main":
+        from .sendmail_run import main as sendmail_main
+
+        return sendmail_main
+    raise AttributeError(f"module 'mapispool.cli' has no attribute {name!r}")

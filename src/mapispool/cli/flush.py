@@ -10,6 +10,7 @@ import click
 from ..mapi import MAPI_E_BUSY, MapiError
 from .context import Cli, pass_cli
 from .errors import EX_FAILURES, EX_TEMPFAIL
+from .flush_report import problems, waiting_for_retry, waiting_line
 from .progress import FlushBars
 from .render import flush_summary
 
@@ -41,7 +42,9 @@ def flush(
     as_json: bool,
 ) -> None:
     """Send/Receive: flush the outgoing queue and fetch new mail, transport by transport
-    in transport order. Exits 1 when a message failed or became uncertain."""
+    in transport order. Exits 1 when a message failed or became uncertain, or a
+    transport failed (wrong password, TLS); says why a transport was skipped or offline
+    and how many messages wait for a retry."""
     params: dict[str, Any] = {
         "upload": upload,
         "download": download,
@@ -67,9 +70,16 @@ def flush(
     if isinstance(result, dict) and result.get("async_started"):
         cli.say("Send/Receive started; the daemon runs it (see 'mapispool status').")
         return
+    waiting = None if force else waiting_for_retry(backend.call("queue_list", {}))
     if as_json:
-        click.echo(json.dumps(result, indent=2))
-    elif not cli.quiet:
-        cli.console.print(flush_summary(result))
+        click.echo(json.dumps(dict(result, waiting_retry=waiting), indent=2))
+    else:
+        if not cli.quiet:
+            cli.console.print(flush_summary(result))
+        # The reasons go to stderr as well: a log or cron mail shows why, table or not.
+        for line in problems(result):
+            click.echo(f"mapispool: {line}", err=True)
+        if waiting is not None:
+            click.echo(f"mapispool: {waiting_line(waiting)}", err=True)
     if not result["ok"]:
         raise SystemExit(EX_FAILURES)

@@ -55,6 +55,16 @@ def render(template: str, values: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def absolute_store(store: str) -> str:
+    """A store path typed on the command line is relative to the current directory, as
+    every path argument is; the profile reads relative paths against its own directory,
+    so it gets the absolute path (``init --store u1/x.db --profile u1/p.toml`` must not
+    make ``u1/u1/x.db``). URLs (``sqlite:///...``, other schemes) are kept as written."""
+    if "://" in store:
+        return store
+    return str(Path(store).expanduser().resolve())
+
+
 def write_private(path: Path, text: str, force: bool) -> None:
     """Create ``path`` with mode 0600 (it may name secrets' sources); refuse to overwrite
     unless ``force``."""
@@ -129,7 +139,7 @@ def init(
             else "smtp-imap"
         )
     values = {
-        "store": store or "",
+        "store": absolute_store(store) if store else "",
         "store_schema": store_schema or "",
         "store_password_env": store_password_env or "",
     }

@@ -44,6 +44,8 @@ def flush_summary(result: Mapping[str, Any]) -> Table:
     table.add_column("Skipped / error", overflow="fold")
     for row in result["transports"]:
         note = row.get("error") or row.get("skipped") or ""
+        if not note and row.get("offline"):
+            note = f"offline: {row['offline']}"
         table.add_row(row["transport"], *(str(row[name]) for name in COUNTERS), str(note))
     return table
 

@@ -24,7 +24,10 @@ def status(cli: Cli, as_json: bool, watch: bool, interval: float) -> None:
     """Show every status row: the spooler's, then one per transport, with the
     PR_STATUS_CODE bits spelled out."""
     backend = cli.backend()
-    rows = backend.call("status")
+    # In this process the transports have just logged on and have not talked to their
+    # servers: they check now, so that a wrong password is not shown as Available.
+    params = {"validate": backend.kind == "local"}
+    rows = backend.call("status", params)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -35,6 +38,6 @@ def status(cli: Cli, as_json: bool, watch: bool, interval: float) -> None:
         try:
             while True:
                 time.sleep(interval)
-                live.update(status_table(backend.call("status")), refresh=True)
+                live.update(status_table(backend.call("status", params)), refresh=True)
         except KeyboardInterrupt:
             pass

@@ -13,6 +13,7 @@ import click
 
 from ..daemon.client import submit as queue_message
 from .context import Cli, pass_cli
+from .errors import EX_USAGE
 
 _RELATIVE = re.compile(r"^\+(\d+(?:\.\d+)?)([smhd]?)$")
 _UNITS = {"": 60.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -59,6 +60,17 @@ def add_missing_headers(content: bytes, headers: dict[str, str]) -> bytes:
     return added + content
 
 
+def refuse_line_breaks(option: str, values: tuple[str | None, ...]) -> None:
+    """An address option with a CR or LF would start a header of its own: one line
+    naming the option, exit 64 (issue #13)."""
+    for value in values:
+        if value is not None and any(ch in value for ch in "\r\n\0"):
+            shown = value.encode("unicode_escape").decode("ascii")
+            click.echo(f"mapispool: error: {option} {shown!r} contains a line break; "
+                       "give one address per option", err=True)  # fmt: skip
+            raise SystemExit(EX_USAGE)
+
+
 def read_message(source: str) -> bytes:
     if source == "-":
         return sys.stdin.buffer.read()
@@ -90,6 +102,8 @@ def submit(
 ) -> None:
     """Queue a message (a file, or stdin with -) and print its entry id in hex.
     Recipients come from the To/Cc/Bcc headers unless --to/--cc/--bcc are given."""
+    for option, values in (("--to", to), ("--cc", cc), ("--bcc", bcc), ("--from", (sender,))):
+        refuse_line_breaks(option, values)
     content = read_message(source)
     explicit = bool(to or cc or bcc)
     if explicit:

@@ -19,6 +19,7 @@ from ..mapi import MapiError
 from ..mapi.errors import HResult
 from ..profile import Profile
 from . import trust
+from .attached import install as install_client_mode
 from .protocol import (
     READ_ONLY_OPS,
     READ_TIMEOUT,
@@ -28,6 +29,11 @@ from .protocol import (
     raise_error,
     socket_path,
 )
+
+# A command that runs an operation in process (``LocalBackend``) logs on beside a daemon
+# that started meanwhile as its client. The ``mapispool`` package imports its names
+# lazily, so the client mode is plugged in here too, not only on ``mapispool.Session``.
+install_client_mode()
 
 #: Where a client reports a socket it refused to use, or a daemon that did not answer.
 Warn = Callable[[str], None]

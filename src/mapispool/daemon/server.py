@@ -86,6 +86,9 @@ class Daemon:
         )
 
     async def _schedule(self, every: float) -> None:
+        # The first run is at start: mail queued while no daemon ran goes out now, not
+        # one period later (issue #13).
+        self.start_flush("start")
         while not self.stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), every)

@@ -34,11 +34,12 @@ class Result(Enum):
 @dataclass(frozen=True)
 class Offered:
     """The result of ``OutboundRunner.offer``: the outcome, the recipients reported failed
-    in this attempt, and the message size."""
+    in this attempt, the message size, and how many recipients the attempt handled."""
 
     outcome: Result
     failed: int = 0
     size: int = 0
+    handled: int = 0
 
 
 @dataclass

@@ -18,7 +18,10 @@ from ..mapi import (
     FLUSH_UPLOAD,
     NOTIFY_END_INBOUND_FLUSH,
     NOTIFY_END_OUTBOUND_FLUSH,
+    PR_STATUS_STRING,
+    STATUS_FAILURE,
     STATUS_INBOUND_FLUSH,
+    STATUS_OFFLINE,
     STATUS_OUTBOUND_FLUSH,
 )
 from ..profile import Profile
@@ -45,6 +48,9 @@ class TransportFlushResult:
     bytes_sent: int = 0
     skipped: str | None = None
     error: str | None = None
+    #: Why the transport is offline at the end of its turn (the server is unreachable or
+    #: busy): its messages wait for a retry. Not a failure; shown so it is not silent.
+    offline: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -184,11 +190,24 @@ class FlushCoordinator:
         handle.request_flags = 0
         try:
             await self._turn(handle, flags, mine, progress)
+            self._note_state(handle, mine)
         finally:
             handle.in_flush = False
             if handle.requested_in_turn:
                 handle.requested_in_turn = False
                 spooler.row_changed(handle, requested=True)
+
+    def _note_state(self, handle: LogonHandle, mine: TransportFlushResult) -> None:
+        """A transport that ends its turn failed (wrong credentials, a TLS problem) makes
+        the flush fail with its status string as the error; one that ends offline (the
+        server is down) has the reason noted. Either way a flush never looks fine while
+        the messages it could not send only went to the retry schedule (issue #13)."""
+        code = self.spooler.status.code(handle.name)
+        text = str(self.spooler.status.row(handle.name).get(PR_STATUS_STRING) or "")
+        if code & STATUS_FAILURE and not mine.error:
+            mine.error = text or "the transport failed"
+        elif code & STATUS_OFFLINE:
+            mine.offline = text or "offline"
 
     async def _turn(
         self,
@@ -286,7 +305,9 @@ class FlushCoordinator:
             )
             for entry, offered_result in outcomes:
                 offered.add(entry.entry_id)
-                count_outcome(mine, offered_result.outcome, offered_result.failed)
+                count_outcome(
+                    mine, offered_result.outcome, offered_result.failed, offered_result.handled
+                )
                 if offered_result.outcome is Result.SENT:
                     mine.bytes_sent += offered_result.size
                 done += 1
@@ -325,10 +346,18 @@ class FlushCoordinator:
             mine.error = error
 
 
-def count_outcome(result: TransportFlushResult, outcome: Result, failed: int) -> None:
-    """Add one offer's outcome to a transport's flush result."""
+def count_outcome(
+    result: TransportFlushResult, outcome: Result, failed: int, handled: int = 0
+) -> None:
+    """Add one offer's outcome to a transport's flush result. A message some of whose
+    ``handled`` recipients were reported ``failed`` counts as failed; as sent too only
+    when another one of them was delivered (a message every recipient refused is not
+    sent, issue #13)."""
     if outcome is Result.SENT:
-        result.sent += 1
+        if not failed or failed < handled:
+            result.sent += 1
+        if failed:
+            result.failed += 1
     elif outcome is Result.PARKED:
         result.deferred += 1
     elif outcome is Result.RETRY:
@@ -337,5 +366,5 @@ def count_outcome(result: TransportFlushResult, outcome: Result, failed: int) ->
         result.uncertain += 1
     elif outcome in (Result.FAILED, Result.CANCELLED):
         result.failed += 1
-    if failed and outcome is not Result.FAILED:
+    if failed and outcome not in (Result.FAILED, Result.SENT):
         result.failed += 1

@@ -181,7 +181,7 @@ class OutboundRunner:
         self._attempts[entry_id] = attempt
         try:
             outcome = await self._submit_and_end(attempt, flags)
-            return Offered(outcome, len(attempt.failed_rows), size)
+            return Offered(outcome, len(attempt.failed_rows), size, len(attempt.mine))
         finally:
             self._attempts.pop(entry_id, None)
             self.spooler.queue_changed()

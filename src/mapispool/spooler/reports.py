@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage, Message
 from email.mime.base import MIMEBase
-from email.parser import BytesHeaderParser
 from typing import Any
 
 from ..mapi import (
@@ -47,6 +46,16 @@ def _status_code(reason: str) -> str:
         if len(parts) == 3 and all(p.isdigit() for p in parts) and parts[0] in "245":
             return word
     return "5.0.0"
+
+
+def original_header_text(content: bytes) -> str:
+    """The original message's header block as it was (RFC 3462's text/rfc822-headers),
+    line ends made LF. Never re-rendered through a parser: that rewrote fields (an
+    address with a comment, ``To: <>``) and raised on some malformed ones (issue #13)."""
+    ends = [i for sep in (b"\r\n\r\n", b"\n\n") if (i := content.find(sep)) >= 0]
+    block = content[: min(ends)] if ends else content
+    text = block.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
+    return text.rstrip("\n") + "\n"
 
 
 def build_ndr(
@@ -132,12 +141,8 @@ def _build_report(
         )  # fmt: skip
     report.make_mixed()
     Message.attach(report, status)  # a MIMEBase part: EmailMessage.attach's type is narrower
-    headers = BytesHeaderParser(policy=email.policy.default).parsebytes(original_content)
     returned = EmailMessage(policy=email.policy.SMTP)
-    returned.set_content(
-        "".join(f"{name}: {value}\n" for name, value in headers.items()),
-        subtype="rfc822-headers",
-    )
+    returned.set_content(original_header_text(original_content), subtype="rfc822-headers")
     report.attach(returned)
     report.set_type("multipart/report")
     report.set_param("report-type", "delivery-status")

@@ -99,7 +99,15 @@ class Settler:
         if delivered:
             await self._finish_sent(entry_id, props)
         else:
-            await self._transition(entry_id, QueueState.FAILED, folder="Outbox")
+            # The failure is the message's last error, not what an earlier try left.
+            reasons = "; ".join(
+                f"{r.address}: {outcomes[r.row_id][1] or 'failed'}"
+                for r in recipients
+                if outcomes[r.row_id][0] == "failed"
+            )
+            await self._transition(
+                entry_id, QueueState.FAILED, folder="Outbox", error=reasons or None
+            )
 
     async def _send_ndr(
         self,

@@ -173,7 +173,8 @@ class Outcome:
     MAPI_E_NOT_ME), ``notes``, the state change to ``state`` (None: no state change),
     then ``reports``. The state change is checked against the state machine and
     ``expect``; it sets ``not_before``, ``parked_by`` (both cleared when None), the last
-    error (kept when ``error`` is None), counts an attempt with ``count_attempt``, clears
+    error (kept when ``error`` is None; cleared when the new state is sent: a sent
+    message has no last error), counts an attempt with ``count_attempt``, clears
     the hand-over mark and logs the event ``event`` (default: the new state's name) with
     ``transport`` and, as detail, ``error`` (for a finished state without error: the
     folder). Going to a finished state moves the message to ``folder`` (Sent Items,

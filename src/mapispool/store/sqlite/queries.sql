@@ -64,7 +64,8 @@ FROM queue q JOIN messages m ON m.id = q.message_id WHERE m.entry_id = :entry_id
 
 -- name: set_state
 UPDATE queue SET state = :state, not_before = :not_before,
-    last_error = coalesce(:error, last_error), parked_by = :parked_by,
+    last_error = CASE WHEN :state = 'sent' THEN NULL ELSE coalesce(:error, last_error) END,
+    parked_by = :parked_by,
     attempts = attempts + :attempt, handoff = 0, updated_at = :now,
     claim_token = :token, lease_until = :lease_until, claimed_by = :claimed_by,
     claimed_from = :claimed_from
