@@ -3,7 +3,7 @@ over ``BACKENDS``, and each name ``N`` there is a fixture ``N_store`` that yield
 empty store of that kind and closes it afterwards.
 
 A new backend is one line: add its name to ``BACKENDS`` and make its ``N_store`` fixture
-visible here (PostgreSQL: ``"postgres"``, with ``postgres_store`` from its own fixtures).
+visible here (``postgres_store`` comes from tests/servers/postgres.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from mapispool.store.base import Store
 from mapispool.store.memory import MemoryStore
 from mapispool.store.sqlite import SqliteStore
 
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", "postgres"]
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import IO, Any, Self
 
-from ..mapi import MapiError
+from ..mapi import PR_SENDER_EMAIL_ADDRESS, MapiError
 from .base import INLINE_LIMIT, PAGE, QueuePosition, Store
 from .codec import dump_json, dump_props, load_json, load_props
 from .memory_data import REGISTRY, Data
@@ -152,7 +152,8 @@ class MemoryStore(Store):
             return mine and row.entry_id in released and allowed(row, q)
 
         def due(row: MessageRow, q: QueueRow) -> bool:
-            takes = route.takes(row.pending_types(), q.declined)
+            sender = row.props.get(PR_SENDER_EMAIL_ADDRESS) if route.senders else None
+            takes = route.for_sender(sender).takes(row.pending_types(), q.declined)
             return is_due(q, now, ignore_backoff) and takes and allowed(row, q)
 
         claims = []

@@ -159,7 +159,11 @@ class Data:
             self.log(o.entry_id, note.kind, note.transport, note.detail, now)
         if o.state is not None:
             q.not_before, q.parked_by = o.not_before, o.parked_by
-            q.last_error = o.error if o.error is not None else q.last_error
+            # A sent message carries no stale error; a failed one keeps why it failed.
+            if o.state is QueueState.SENT:
+                q.last_error = None
+            elif o.error is not None:
+                q.last_error = o.error
             q.attempts += int(o.count_attempt)
             self.go(row, q, o.state, o.folder, delete=o.delete)
             finished = o.state in FINISHED_STATES

@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import psycopg
 
-from ...mapi import MAPI_E_CALL_FAILED, MAPI_E_NOT_FOUND, MapiError
+from ...mapi import MAPI_E_CALL_FAILED, MAPI_E_NOT_FOUND, PR_SENDER_EMAIL_ADDRESS, MapiError
 from ..base import FOLDERS, INLINE_LIMIT, PAGE
 from ..codec import dump_props, load_props
 from ..model import TRANSITIONS, InvalidTransition, QueueState, Recipient, StaleClaim
@@ -26,6 +26,15 @@ from ._rows import FOLDER_IDS, add_event, insert_message, queue_entry, recipient
 from ._sql import q
 
 _DUE = frozenset({QueueState.QUEUED, QueueState.RETRY, QueueState.DEFERRED})
+
+#: The props key of PR_SENDER_EMAIL_ADDRESS (props are stored as JSON keyed by tag).
+_SENDER_KEY = str(int(PR_SENDER_EMAIL_ADDRESS))
+
+
+def _takes(route: Route, sender: str | None, pending: Any, declined: Any) -> bool:
+    """``route`` takes a message with these pending address types (for its sender, when
+    the route chooses transports by sender: ``Store.claim``)."""
+    return route.for_sender(sender).takes(pending, declined or ())
 
 
 class Outbound(Plumbing):
@@ -57,10 +66,11 @@ class Outbound(Plumbing):
                 cur = await conn.execute(
                     q("claim_released"),
                     {"transport": route.transport, "released": list(released),
-                     "submitted_before": submitted_before, "exclude": list(exclude)},
+                     "submitted_before": submitted_before, "exclude": list(exclude),
+                     "sender_key": _SENDER_KEY},
                 )  # fmt: skip
-                for message_id, _state, _submit, declined, pending in await cur.fetchall():
-                    if len(chosen) < limit and route.takes(pending, declined or ()):
+                for message_id, _state, _submit, declined, pending, sender in await cur.fetchall():
+                    if len(chosen) < limit and _takes(route, sender, pending, declined):
                         chosen.append(int(message_id))
             after: tuple[float, int] = (float("-inf"), 0)
             # Every row a page returns stays locked until this transaction ends, so the
@@ -79,11 +89,12 @@ class Outbound(Plumbing):
                         "after_time": after[0],
                         "after_id": after[1],
                         "page": page,
+                        "sender_key": _SENDER_KEY,
                     },
                 )
                 rows = await cur.fetchall()
-                for message_id, _state, _submit, declined, pending in rows:
-                    if len(chosen) < limit and route.takes(pending, declined or ()):
+                for message_id, _state, _submit, declined, pending, sender in rows:
+                    if len(chosen) < limit and _takes(route, sender, pending, declined):
                         chosen.append(int(message_id))
                 if len(rows) < page:
                     break

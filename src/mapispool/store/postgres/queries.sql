@@ -41,11 +41,13 @@ SELECT key FROM dedupe WHERE key = ANY(%s::text[]);
 -- name: claim_candidates
 -- A page of waiting messages in submit order, locked; rows another worker is claiming
 -- right now are skipped, not waited for. The route's filter runs in Python on
--- ``pending`` (address types of recipients nobody handles yet) and ``declined``.
+-- ``pending`` (address types of recipients nobody handles yet), ``declined`` and, for
+-- routes by sender, ``sender`` (PR_SENDER_EMAIL_ADDRESS: the props key ``sender_key``).
 SELECT q.message_id, q.state, q.submit_time, q.declined,
        ARRAY(SELECT r.addrtype FROM recipients r
              WHERE r.message_id = q.message_id AND r.outcome IS NULL
-               AND NOT r.responsibility) AS pending
+               AND NOT r.responsibility) AS pending,
+       m.props::jsonb ->> %(sender_key)s AS sender
 FROM queue q JOIN messages m ON m.id = q.message_id
 WHERE q.state IN ('queued', 'deferred', 'retry')
   AND (q.state = 'queued'
@@ -63,7 +65,8 @@ FOR UPDATE OF q SKIP LOCKED;
 SELECT q.message_id, q.state, q.submit_time, q.declined,
        ARRAY(SELECT r.addrtype FROM recipients r
              WHERE r.message_id = q.message_id AND r.outcome IS NULL
-               AND NOT r.responsibility) AS pending
+               AND NOT r.responsibility) AS pending,
+       m.props::jsonb ->> %(sender_key)s AS sender
 FROM queue q JOIN messages m ON m.id = q.message_id
 WHERE q.state = 'parked' AND q.parked_by = %(transport)s
   AND m.entry_id = ANY(%(released)s::bytea[])
@@ -141,7 +144,8 @@ UPDATE queue SET declined = %s WHERE message_id = %s;
 
 -- name: change_state
 UPDATE queue SET state = %(state)s, not_before = %(not_before)s,
-       last_error = coalesce(%(error)s, last_error), parked_by = %(parked_by)s,
+       last_error = CASE WHEN %(state)s = 'sent' THEN NULL ELSE coalesce(%(error)s, last_error) END,
+       parked_by = %(parked_by)s,
        attempts = attempts + %(attempt)s, handoff = false, token = NULL, lease_until = NULL,
        worker = NULL, updated_at = %(now)s
 WHERE message_id = %(message_id)s;
