@@ -174,3 +174,39 @@ async def test_wait_for_work_wakes_on_submit_and_returns_at_the_deadline(
     await asyncio.sleep(0)
     await submit(store, "m")
     assert await asyncio.wait_for(waiter, 30) is True
+
+
+async def test_sentdeferred_for_all_releases_more_parked_messages_than_a_page(
+    tmp_path: Path,
+) -> None:
+    """NOTIFY_SENTDEFERRED(None) releases every message the transport holds, not only
+    the first page of them (the queue is read in pages of PAGE)."""
+    from mapispool.mapi import FLUSH_UPLOAD
+    from mapispool.profile import Profile
+    from mapispool.session import AsyncSession
+    from mapispool.store import PAGE
+    from mapispool.testing import Defer, TransportScript
+    from tests.conformance.conftest import message
+
+    count = PAGE + 3
+    script = TransportScript()
+    for n in range(count):
+        script.on(f"m{n}", Defer(release_on_flush=False))
+    profile = Profile.from_dict(
+        {
+            "store": str(tmp_path / "s.db"),
+            "send_immediately": False,
+            "transports": {"a": {"provider": "recording", "script": script}},
+        }
+    )
+    session = await AsyncSession.logon(profile)
+    try:
+        for n in range(count):
+            await session.submit(message(f"m{n}"))
+        await session.spooler_status().flush_queues(FLUSH_UPLOAD)
+        assert (await session.store.count_by_state()) == {QueueState.PARKED: count}
+        script.release_deferred(None)
+        await session.spooler_status().flush_queues(FLUSH_UPLOAD)
+        assert (await session.store.count_by_state()) == {QueueState.SENT: count}
+    finally:
+        await session.logoff()

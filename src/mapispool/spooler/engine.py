@@ -52,7 +52,7 @@ from ..mapi import (
 )
 from ..profile import Profile
 from ..spi import InboundMessage, flush_bits_for
-from ..store import Outcome, QueueState, Store
+from ..store import Outcome, QueueEntry, QueueState, Store
 from .background import Background
 from .bridge import BlockingBridge
 from .flush import FlushCoordinator, FlushResult, ProgressCallback
@@ -61,6 +61,7 @@ from .inbound import InboundRunner
 from .logons import SpoolerSupport
 from .offering import Offering
 from .outbound import OutboundRunner
+from .pages import parked_ids, parked_pages
 from .retry import RetryPolicy
 from .routing import Registration
 from .status import SPOOLER_ROW, StatusTable
@@ -206,18 +207,9 @@ class Spooler:
         try:
             # Messages the transport holds go back to the queue unsent, their recipients
             # pending (marks never counted as delivery), even if the transport objects.
-            for entry in await self.store.parked_entries(handle.name):
-                try:
-                    await handle.call(
-                        lambda lg, e=entry: lg.transport_notify(NOTIFY_ABORT_DEFERRED, e.entry_id)  # type: ignore[misc]
-                    )
-                except Exception:
-                    log.exception("transport %s failed in NOTIFY_ABORT_DEFERRED", handle.name)
-                await self.store.record_one(
-                    Outcome(entry.entry_id, QueueState.QUEUED, event="unparked",
-                            transport=handle.name)
-                )  # fmt: skip
-                handle.released.discard(entry.entry_id)
+            async for page in parked_pages(self.store, handle.name):
+                for entry in page:
+                    await self._unpark(handle, entry)
             end = NOTIFY_END_INBOUND if handle.begun & NOTIFY_BEGIN_INBOUND else 0
             if handle.begun & NOTIFY_BEGIN_OUTBOUND:
                 end |= NOTIFY_END_OUTBOUND
@@ -231,6 +223,17 @@ class Spooler:
             if handle.provider is not None:
                 with contextlib.suppress(Exception):
                     await handle.provider.shutdown()
+
+    async def _unpark(self, handle: LogonHandle, entry: QueueEntry) -> None:
+        """Take a parked message back from a transport that logs off."""
+        try:
+            await handle.call(lambda lg: lg.transport_notify(NOTIFY_ABORT_DEFERRED, entry.entry_id))
+        except Exception:
+            log.exception("transport %s failed in NOTIFY_ABORT_DEFERRED", handle.name)
+        await self.store.record_one(
+            Outcome(entry.entry_id, QueueState.QUEUED, event="unparked", transport=handle.name)
+        )
+        handle.released.discard(entry.entry_id)
 
     async def end_flush_for_shutdown(self, handle: LogonHandle) -> None:
         """Shutdown in the middle of a flush: one combined end notification (DESIGN §6.7)."""
@@ -270,8 +273,8 @@ class Spooler:
         if flags & NOTIFY_SENTDEFERRED:
             if data is None:
                 # "All of them" means the ones it holds now, never ones it defers later.
-                parked = self.bridge.run(lambda: self.store.parked_entries(handle.name))
-                handle.released.update(e.entry_id for e in parked)
+                parked = self.bridge.run(lambda: parked_ids(self.store, handle.name))
+                handle.released.update(parked)
             elif isinstance(data, bytes | bytearray):
                 handle.released.add(bytes(data))
             self.background.wake.set()

@@ -15,6 +15,7 @@ from ..store import Claim, Note, Outcome, QueueEntry, QueueState, Route, Store
 from .attempts import Offered
 from .handles import LogonHandle
 from .outbound import OutboundRunner
+from .pages import parked_pages
 from .retry import RetryPolicy
 from .routing import Registration, route
 
@@ -129,7 +130,8 @@ class Offering:
                     await self.spooler.outbound.settle(entry.entry_id)
 
         for handle in self.spooler.handles:
-            await bounce(await self.store.parked_entries(handle.name))
+            async for page in parked_pages(self.store, handle.name):
+                await bounce(page)
         # Page by page, so that memory does not grow with the queue.
         after: tuple[float, int] | None = None
         while True:
@@ -140,11 +142,17 @@ class Offering:
             await bounce(page)
 
     async def expire_overdue(self) -> None:
-        """Fail (with an NDR) every waiting message past its lifetime."""
-        for entry in await self.store.overdue_entries(time.time()):
-            await self.spooler.outbound.settler.expire(
-                entry.entry_id, entry.last_error or "not sent in time"
-            )
+        """Fail (with an NDR) every waiting message past its lifetime, a page at a time
+        (an expired message leaves the overdue ones; ``seen`` guards against one that
+        does not)."""
+        seen: set[bytes] = set()
+        now = time.time()
+        while page := [e for e in await self.store.overdue_entries(now) if e.entry_id not in seen]:
+            for entry in page:
+                seen.add(entry.entry_id)
+                await self.spooler.outbound.settler.expire(
+                    entry.entry_id, entry.last_error or "not sent in time"
+                )
         await self.spooler.outbound.settler.warn_delayed()
 
     async def offer_many(

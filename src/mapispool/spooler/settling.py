@@ -11,7 +11,7 @@ from typing import Any
 
 from ..mapi import PR_DELETE_AFTER_SUBMIT, PR_SENTMAIL_ENTRYID
 from ..spi import Recipient
-from ..store import Note, Outcome, QueueState, RecipientOutcome, Report, Store
+from ..store import Note, Outcome, QueueEntry, QueueState, RecipientOutcome, Report, Store
 from .reports import FailedRecipient, build_delay_notice, build_ndr, wants_ndr
 from .routing import Registration, route
 
@@ -129,32 +129,40 @@ class Settler:
         after = self._delay_warning
         if not after:
             return
-        for entry in await self.store.delayed_entries(time.time() - after):
-            stored = await self.store.message(entry.entry_id, content=False)
-            props, recipients = dict(stored.props), list(stored.recipients)
-            if not wants_ndr(props):
-                await self._record(
-                    Outcome(entry.entry_id, reports=[Report(None, delay_notice=True)])
-                )
-                continue
-            outcomes = await self.store.recipient_outcomes(entry.entry_id)
-            pending = {row for row, outcome, _t, _s in outcomes if outcome is None}
-            reason = f"not delivered yet; last error: {entry.last_error or 'none'}"
-            waiting = [
-                FailedRecipient(r.address, r.addrtype, reason)
-                for r in recipients
-                if r.row_id in pending
-            ]
-            with self.store.open_content(entry.entry_id, verify=False) as stream:
-                head = stream.read(64 * 1024)
-            content, report_props = build_delay_notice(props, head, waiting)
-            await self._record(
-                Outcome(
-                    entry.entry_id,
-                    reports=[Report(content, report_props, delay_notice=True)],
-                    notes=[Note("delay-notice")],
-                )
+        seen: set[bytes] = set()
+        due_before = time.time() - after
+        while page := [
+            e for e in await self.store.delayed_entries(due_before) if e.entry_id not in seen
+        ]:
+            seen.update(e.entry_id for e in page)
+            for entry in page:
+                await self._warn(entry)
+
+    async def _warn(self, entry: QueueEntry) -> None:
+        """The delay notice for one message (or only its mark, when it wants none)."""
+        stored = await self.store.message(entry.entry_id, content=False)
+        props, recipients = dict(stored.props), list(stored.recipients)
+        if not wants_ndr(props):
+            await self._record(Outcome(entry.entry_id, reports=[Report(None, delay_notice=True)]))
+            return
+        outcomes = await self.store.recipient_outcomes(entry.entry_id)
+        pending = {row for row, outcome, _t, _s in outcomes if outcome is None}
+        reason = f"not delivered yet; last error: {entry.last_error or 'none'}"
+        waiting = [
+            FailedRecipient(r.address, r.addrtype, reason)
+            for r in recipients
+            if r.row_id in pending
+        ]
+        with self.store.open_content(entry.entry_id, verify=False) as stream:
+            head = stream.read(64 * 1024)
+        content, report_props = build_delay_notice(props, head, waiting)
+        await self._record(
+            Outcome(
+                entry.entry_id,
+                reports=[Report(content, report_props, delay_notice=True)],
+                notes=[Note("delay-notice")],
             )
+        )
 
     async def settle_leftovers(self) -> None:
         """Finish the messages a previous spooler stopped before finishing: every
