@@ -13,6 +13,7 @@ from .context import Cli, pass_cli
 
 @click.command(
     epilog="\b\nExamples:\n  mapispool serve\n  mapispool serve --log-format json"
+    "\n  mapispool serve --worker relay-a   (a PostgreSQL store)"
     "\n  kill -USR1 <pid>   (Send/Receive now)"
 )
 @click.option(
@@ -22,12 +23,20 @@ from .context import Cli, pass_cli
     show_default=True,
     help="Log lines on stderr as key=value pairs or JSON objects.",
 )
+@click.option(
+    "--worker",
+    metavar="NAME",
+    default="",
+    help="This worker's name on a PostgreSQL store that many workers share "
+    "(default host:pid); unique among the live workers.",
+)
 @pass_cli
-def serve(cli: Cli, log_format: str) -> None:
+def serve(cli: Cli, log_format: str, worker: str) -> None:
     """Run the spooler until SIGTERM/SIGINT: send as messages arrive, poll, Send/Receive
     every flush_every minutes and on SIGUSR1. Other mapispool commands on the same
-    store talk to it through a control socket next to the store file."""
+    store talk to it through a control socket next to the store file. On a PostgreSQL
+    store any number of workers share the queue; commands work on the database."""
     events = EventLog(log_format)
     install(events, cli.verbose)
     profile = cli.profile
-    asyncio.run(run_daemon(profile, events))
+    asyncio.run(run_daemon(profile, events, worker))

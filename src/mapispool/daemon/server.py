@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from ..profile import Profile
 from ..session import AsyncFlushHandle, AsyncSession
 from ..spi import InboundMessage
 from .logs import EventLog
-from .protocol import MAX_REQUEST, MAX_SOCKET_PATH, encode, error_message, socket_path
+from .protocol import MAX_REQUEST, MAX_SOCKET_PATH, control_socket, encode, error_message
 
 
 class Daemon:
@@ -276,10 +277,13 @@ async def _listen(path: Path, handler: Any) -> asyncio.AbstractServer:
     return server
 
 
-async def serve(profile: Profile, events: EventLog) -> None:
-    """Run the daemon until SIGTERM or SIGINT."""
-    session = await AsyncSession.logon(profile, attach=False)
+async def serve(profile: Profile, events: EventLog, worker: str = "") -> None:
+    """Run the daemon until SIGTERM or SIGINT; on a store that many workers share, as
+    the worker ``worker`` (default ``host:pid``)."""
+    if profile.store_is_postgres:
+        worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+    session = await AsyncSession.logon(profile, attach=False, worker=worker)
     try:
-        await Daemon(session, events).run(socket_path(profile.store_path()))
+        await Daemon(session, events).run(control_socket(profile, worker))
     finally:
         await session.logoff()
