@@ -150,6 +150,8 @@ class AsyncSession:
     ) -> AsyncSession:
         """``open`` for any store, the PostgreSQL one included (opening it connects)."""
         loaded = load_profile(profile)
+        if not loaded.store_is_postgres:
+            return cls.open(loaded)
         store = await loaded.open_store()
         return cls(loaded, store, Spooler(loaded, store), spooler_running=False)
 
