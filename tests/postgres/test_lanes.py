@@ -5,11 +5,14 @@ workers hold (one lane: one worker at a time, so submit order holds across worke
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
+from mapispool.mapi import FLUSH_DOWNLOAD, FLUSH_UPLOAD
 from mapispool.profile import Profile, ProfileError
 from mapispool.session import AsyncSession
+from mapispool.spooler.flush import FlushResult
 from mapispool.store.postgres import PostgresStore
 from tests.servers.postgres import PgStoreLocation
 from tests.servers.smtp import SmtpServer
@@ -54,3 +57,33 @@ async def test_a_worker_waits_while_another_holds_the_transports_lane(
     finally:
         await other.close()
     assert len(smtp_server.messages) == 1
+
+
+async def test_one_worker_at_a_time_reads_an_inbound_transport(
+    pg_store: PgStoreLocation, tmp_path: Path
+) -> None:
+    maildir = tmp_path / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    (maildir / "new" / "1700000000.M1P1.host").write_bytes(MESSAGE)
+    profile = Profile.from_toml(
+        f'store = "{pg_store.url}"\nstore_schema = "{pg_store.schema}"\n'
+        f'send_immediately = false\n\n[transports.in]\nprovider = "maildir"\n'
+        f'path = "{maildir}"\n',
+        source="p.toml",
+    )
+    other = await PostgresStore.open(pg_store.url, schema=pg_store.schema)
+    try:
+        lane = await other.try_lane("in/inbound")  # another worker reads the mailbox now
+        assert lane == 0
+        async with await AsyncSession.logon(profile, worker="second") as session:
+            flags = FLUSH_UPLOAD | FLUSH_DOWNLOAD
+            first = await session.spooler_status().flush_queues(flags)
+            assert isinstance(first, FlushResult)
+            assert first.total("received") == 0
+            await other.release_lane("in/inbound", lane)
+            again = await session.spooler_status().flush_queues(flags)
+            assert isinstance(again, FlushResult)
+            assert again.total("received") == 1
+    finally:
+        await other.close()
