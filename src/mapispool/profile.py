@@ -79,7 +79,7 @@ class ProfileError(MapiError):
 
 
 #: Settings of a transport section that the spooler itself reads; the rest go to the provider.
-SPOOLER_TRANSPORT_KEYS = frozenset({"provider", "poll_interval"})
+SPOOLER_TRANSPORT_KEYS = frozenset({"provider", "poll_interval", "lanes"})
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,8 @@ class TransportConfig:
     provider_class: type[TransportProvider]
     settings: Mapping[str, Any]
     poll_interval: float = 60.0
+    #: How many workers of a many-worker store may send through it at once (1: submit order).
+    lanes: int = 1
 
 
 @dataclass(frozen=True)
@@ -226,8 +228,7 @@ class Profile:
             return user_data_path("mapispool") / "store.db"
         if self.store_is_postgres:
             raise ProfileError(
-                "names a PostgreSQL store, which this command cannot use yet; the Python "
-                "API opens it (Profile.open_store), see 'Many workers' in the README",
+                "names a PostgreSQL store, which has no file; open it with Profile.open_store()",
                 source=self.source,
                 key="store",
             )
@@ -475,6 +476,9 @@ class _ProfileReader:
             raise self.error(f"{key}.poll_interval", "must be a number of seconds")
         if poll_interval <= 0:
             raise self.error(f"{key}.poll_interval", "must be more than 0 seconds")
+        lanes = section.get("lanes", 1)
+        if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
+            raise self.error(f"{key}.lanes", f"must be a whole number of at least 1, not {lanes!r}")
         settings = {k: v for k, v in section.items() if k not in SPOOLER_TRANSPORT_KEYS}
         try:
             provider_class.check_settings(settings)
@@ -486,4 +490,5 @@ class _ProfileReader:
             provider_class=provider_class,
             settings=settings,
             poll_interval=float(poll_interval),
+            lanes=lanes,
         )

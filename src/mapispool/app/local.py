@@ -49,8 +49,11 @@ class LocalBackend:
             if progress is not None:
                 progress(event)
 
+        if op == "status" and self.profile.store_is_postgres:
+            # The live workers' saved rows: a status must not start a worker that sends.
+            return await self._saved_status()
         if op not in NEEDS_SPOOLER:
-            async with AsyncSession.open(self.profile) as offline:
+            async with await AsyncSession.open_async(self.profile) as offline:
                 return await dispatch(offline, op, params, emit)
         if op == "flush" and params.get("async"):
             # The spooler lives only as long as this command: it must see the flush end.
@@ -69,5 +72,5 @@ class LocalBackend:
         return asyncio.run(self._saved_status())
 
     async def _saved_status(self) -> Any:
-        async with AsyncSession.open(self.profile) as offline:
+        async with await AsyncSession.open_async(self.profile) as offline:
             return await dispatch(offline, "saved_status", {}, lambda _event: None)

@@ -20,18 +20,25 @@ def when(timestamp: float | None) -> str:
 
 
 def status_table(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """The rows as a table; on a store that many workers share, a column names the live
+    workers behind each row."""
+    workers = any("workers" in row for row in rows)
     table = Table(title="Status table")
-    for column in ("Name", "Provider", "Status", "PR_STATUS_CODE", "Bits", "Entry id"):
+    columns = ["Name", "Provider", "Status", "PR_STATUS_CODE", "Bits", "Entry id"]
+    for column in columns + (["Workers"] if workers else []):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(
+        cells = [
             row["name"],
             row["provider"],
             row["status_string"],
             f"0x{int(row['status_code']):08X}",
             " | ".join(row["status_bits"]) or "-",
             row["entry_id"],
-        )
+        ]
+        if workers:
+            cells.append(", ".join(row.get("workers") or []) or "-")
+        table.add_row(*cells)
     return table
 
 

@@ -15,6 +15,7 @@ from .context import Cli, pass_cli
 @click.command(
     epilog="\b\nExamples:\n  mapispool serve\n  mapispool serve --log-format json"
     "\n  mapispool serve --web 127.0.0.1:8025   (the web page and /metrics)"
+    "\n  mapispool serve --worker relay-a   (a PostgreSQL store)"
     "\n  kill -USR1 <pid>   (Send/Receive now)"
 )
 @click.option(
@@ -36,12 +37,20 @@ from .context import Cli, pass_cli
     metavar="HOST:PORT",
     help="Serve the web page, the HTTP API and /metrics there (overrides [web] listen).",
 )
+@click.option(
+    "--worker",
+    metavar="NAME",
+    default="",
+    help="This worker's name on a PostgreSQL store that many workers share "
+    "(default host:pid); unique among the live workers.",
+)
 @pass_cli
-def serve(cli: Cli, log_format: str, smtp: str | None, web_listen: str | None) -> None:
+def serve(cli: Cli, log_format: str, smtp: str | None, web_listen: str | None, worker: str) -> None:
     """Run the spooler until SIGTERM/SIGINT: send as messages arrive, poll, Send/Receive
     every flush_every minutes and on SIGUSR1. Other mapispool commands on the same
-    store talk to it through a control socket next to the store file."""
+    store talk to it through a control socket next to the store file. On a PostgreSQL
+    store any number of workers share the queue; commands work on the database."""
     events = EventLog(log_format)
     install(events, cli.verbose)
     profile = cli.profile
-    asyncio.run(run_daemon(profile, events, smtp, web_companions(profile, web_listen)))
+    asyncio.run(run_daemon(profile, events, smtp, web_companions(profile, web_listen), worker))

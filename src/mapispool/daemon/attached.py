@@ -222,7 +222,10 @@ class DaemonClientSession(AsyncSession):
 
     @classmethod
     async def attach(cls, profile: Profile, store: Store) -> DaemonClientSession | None:
-        """A client-mode session when our daemon answers on the store's socket, else None."""
+        """A client-mode session when our daemon answers on the store's socket, else None
+        (always None on a PostgreSQL store: a second worker is not a daemon's client)."""
+        if store.many_workers:
+            return None
         link = DaemonLink(socket_path(profile.store_path()))
         try:
             # A daemon that is stopped (SIGSTOP) or wedged counts as no daemon.

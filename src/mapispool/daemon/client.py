@@ -137,7 +137,10 @@ def _warn(warn: Warn | None, text: str) -> None:
 
 def connect(profile: Profile, warn: Warn | None = None) -> Backend:
     """The daemon of the profile's store if one of ours answers, else an in-process
-    backend (``warn`` hears about a socket that was refused)."""
+    backend (``warn`` hears about a socket that was refused). A PostgreSQL store is
+    worked on directly, from any machine: the database is what its workers share."""
+    if profile.store_is_postgres:
+        return LocalBackend(profile)
     daemon = DaemonBackend.connect(socket_path(profile.store_path()), warn)
     if daemon is not None:
         daemon.fallback, daemon.warn = LocalBackend(profile), warn
@@ -160,7 +163,10 @@ def submit(profile: Profile, params: dict[str, Any], warn: Warn | None = None) -
 def wake(profile: Profile, entry_id: str, warn: Warn | None = None) -> bool:
     """Tell the daemon of the profile's store, if one of ours answers, that ``entry_id``
     was queued. True when it was told; a daemon that fails to answer is only a warning,
-    because the message is in the store already."""
+    because the message is in the store already. A PostgreSQL store told its workers
+    itself (NOTIFY in the submission's transaction): True."""
+    if profile.store_is_postgres:
+        return True
     daemon = DaemonBackend.connect(socket_path(profile.store_path()), warn)
     if daemon is None:
         return False

@@ -8,12 +8,15 @@ the next request.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..mapi import MAPI_E_CALL_FAILED, MapiError
+from ..profile import Profile
 
 #: Seconds a client waits for the daemon to take the news of a message it stored itself
 #: (the ``submitted`` request, answered at once by a running daemon). A daemon that is
@@ -45,6 +48,32 @@ def socket_path(store_path: Path) -> Path:
     symlink finds the daemon that named it directly, and the other way round."""
     real = Path(os.path.realpath(store_path))
     return real.with_name(real.name + ".sock")
+
+
+def control_socket(profile: Profile, worker: str = "") -> Path:
+    """Where the daemon of ``profile``'s store listens. A SQLite store: next to its file
+    (``socket_path``). A PostgreSQL store has no file and may have many workers, on many
+    machines: each ``mapispool serve`` listens in the user's runtime directory
+    (``$XDG_RUNTIME_DIR/mapispool``, else ``mapispool-UID`` in the temporary directory),
+    under a name keyed by the store's URL (which holds no password), its schema and the
+    worker's name. Commands do not use it: they work on the database (submissions wake
+    the workers through it)."""
+    if not profile.store_is_postgres:
+        return socket_path(profile.store_path())
+    key = f"{profile.store}\n{profile.store_schema or ''}\n{worker}".encode()
+    return runtime_dir() / f"pg-{hashlib.sha256(key).hexdigest()[:20]}.sock"
+
+
+def runtime_dir() -> Path:
+    """The user's private directory for sockets, created (mode 0700) when missing."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    path = (
+        Path(base) / "mapispool"
+        if base
+        else Path(tempfile.gettempdir()) / (f"mapispool-{os.geteuid()}")
+    )
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
 
 
 def encode(message: dict[str, Any]) -> bytes:

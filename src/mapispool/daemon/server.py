@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -36,7 +37,7 @@ from ..profile import Profile
 from ..session import AsyncFlushHandle, AsyncSession
 from ..spi import InboundMessage
 from .logs import EventLog
-from .protocol import MAX_REQUEST, MAX_SOCKET_PATH, encode, error_message, socket_path
+from .protocol import MAX_REQUEST, MAX_SOCKET_PATH, control_socket, encode, error_message
 
 #: Something that runs beside the daemon while it serves, given its session and event log.
 Companion = Callable[[AsyncSession, EventLog], AbstractAsyncContextManager[Any]]
@@ -296,14 +297,18 @@ async def serve(
     events: EventLog,
     smtp: str | None = None,
     companions: Sequence[Companion] = (),
+    worker: str = "",
 ) -> None:
     """Run the daemon until SIGTERM or SIGINT; with ``smtp`` (``HOST:PORT``, else the
     profile's ``[listen] smtp``) also the SMTP listener; each companion runs beside it from
-    logon to shutdown (before logoff)."""
+    logon to shutdown (before logoff); on a store that many workers share, as the worker
+    ``worker`` (default ``host:pid``)."""
     listener = smtp_listener(profile, smtp)
-    session = await AsyncSession.logon(profile, attach=False)
+    if profile.store_is_postgres:
+        worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+    session = await AsyncSession.logon(profile, attach=False, worker=worker)
     try:
         async with listener.running(session, events):
-            await Daemon(session, events, companions).run(socket_path(profile.store_path()))
+            await Daemon(session, events, companions).run(control_socket(profile, worker))
     finally:
         await session.logoff()

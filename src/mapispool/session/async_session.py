@@ -19,6 +19,7 @@ from typing import Any
 
 from ..mapi import (
     MAPI_E_BUSY,
+    MAPI_E_NO_SUPPORT,
     MAPI_E_NOT_FOUND,
     MAPI_E_UNABLE_TO_ABORT,
     MapiError,
@@ -37,7 +38,6 @@ from ..store import (
     QueueState,
     SqliteStore,
     Store,
-    open_store,
 )
 from ..submission import RecipientSpec, prepare
 from .folder import AsyncFolder
@@ -88,17 +88,24 @@ class AsyncSession:
 
     @classmethod
     async def logon(
-        cls, profile: Profile | str | os.PathLike[str] | None = None, *, attach: bool = True
+        cls,
+        profile: Profile | str | os.PathLike[str] | None = None,
+        *,
+        attach: bool = True,
+        worker: str = "",
     ) -> AsyncSession:
         """Load the profile, open the store and start the spooler (transports log on).
 
         When another process runs the store's spooler and it is a ``mapispool serve`` of
         this user (its control socket answers), the session is that daemon's client
         (``mode == "client"``) unless ``attach`` is False; other spoolers (a running
-        ``mapispool flush``, another program's session) give ``MAPI_E_BUSY``."""
+        ``mapispool flush``, another program's session) give ``MAPI_E_BUSY``.
+
+        On a store that many workers share (PostgreSQL) the spooler registers as the
+        worker ``worker`` (default ``host:pid``) beside the others."""
         loaded = load_profile(profile)
-        store = await open_store(loaded.store_path())
-        spooler = Spooler(loaded, store)
+        store = await loaded.open_store()
+        spooler = Spooler(loaded, store, worker)
         try:
             await spooler.start()
         except MapiError as exc:
@@ -130,7 +137,24 @@ class AsyncSession:
         (a daemon) runs the spooler, or before one starts: submitted mail waits in the
         store. ``spooler_status().flush_queues`` is not available on such a session."""
         loaded = load_profile(profile)
+        if loaded.store_is_postgres:
+            raise MapiError(
+                MAPI_E_NO_SUPPORT,
+                "a PostgreSQL store is opened over the network: use "
+                "'await AsyncSession.open_async(profile)' (Session.open does)",
+            )
         store = SqliteStore(loaded.store_path())
+        return cls(loaded, store, Spooler(loaded, store), spooler_running=False)
+
+    @classmethod
+    async def open_async(
+        cls, profile: Profile | str | os.PathLike[str] | None = None
+    ) -> AsyncSession:
+        """``open`` for any store, the PostgreSQL one included (opening it connects)."""
+        loaded = load_profile(profile)
+        if not loaded.store_is_postgres:
+            return cls.open(loaded)
+        store = await loaded.open_store()
         return cls(loaded, store, Spooler(loaded, store), spooler_running=False)
 
     @property

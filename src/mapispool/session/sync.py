@@ -158,7 +158,7 @@ class Session:
         and no transport logs on, and ``flush_queues`` is not available."""
         runner = LoopThread()
         try:
-            inner = runner.call(lambda: AsyncSession.open(profile))
+            inner = runner.run(AsyncSession.open_async(profile))
         except BaseException:
             runner.stop()
             raise

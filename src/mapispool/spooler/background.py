@@ -80,6 +80,8 @@ class Background:
         start("status-persist", "Saving the status table", spooler.persist_loop)
         if spooler.profile.send_immediately:
             start("sender", "Background sending", self.sender_loop)
+            if spooler.store.many_workers:
+                start("wakeups", "Hearing of other workers' submissions", self.wakeup_loop)
         for handle in spooler.handles:
             if handle.polls:
                 start(
@@ -119,16 +121,16 @@ class Background:
         Send/Receive that ran meanwhile may have served the request in the transport's
         turn (which clears ``flush_requested``); one made after that turn is served now."""
         spooler = self.spooler
-        await spooler.flusher.lock.acquire()
+        await spooler.flusher.acquire(wait=True)
         if not handle.flush_requested or spooler.shutting_down or not handle.logged_on:
-            spooler.flusher.lock.release()
+            await spooler.flusher.release()
             return
         flags = handle.request_flags & (FLUSH_UPLOAD | FLUSH_DOWNLOAD | FLUSH_FORCE | FLUSH_NO_UI)
         flags |= flush_flags_for(spooler.status.code(handle.name))
         handle.flush_requested = False
         handle.request_flags = 0
         if not flags & (FLUSH_UPLOAD | FLUSH_DOWNLOAD):
-            spooler.flusher.lock.release()
+            await spooler.flusher.release()
             return
         try:
             await spooler.flush_locked([handle], flags, None, locked=True)
@@ -218,6 +220,16 @@ class Background:
                 await self.send_pass()
             spooler.supervisor.ok("sender")
 
+    async def wakeup_loop(self) -> None:
+        """On a store that many workers share: wake the sender when a submission from any
+        process is announced (PostgreSQL LISTEN/NOTIFY), and at the store's polling
+        interval (work that became due without one, a lane another worker gave back)."""
+        spooler = self.spooler
+        while not spooler.shutting_down:
+            if await spooler.store.wait_for_work(None):
+                self.wake.set()
+            spooler.supervisor.ok("wakeups")
+
     async def send_pass(self) -> None:
         """Bounce what no transport can take, then offer every due message once to each
         transport it routes to."""
@@ -234,10 +246,13 @@ class Background:
                 continue
             tried: set[bytes] = set()
             while keep_going():
-                claims = await spooler.offering.claim_work(
-                    handle, force=False, exclude=tried, first=not tried
-                )
-                if not claims:
-                    break
-                tried.update(c.entry_id for c in claims)
-                await spooler.offering.offer_many(handle, claims, keep_going=keep_going)
+                async with spooler.offering.lane(handle.name, handle.config.lanes) as held:
+                    if not held:  # other workers send through it now
+                        break
+                    claims = await spooler.offering.claim_work(
+                        handle, force=False, exclude=tried, first=not tried
+                    )
+                    if not claims:
+                        break
+                    tried.update(c.entry_id for c in claims)
+                    await spooler.offering.offer_many(handle, claims, keep_going=keep_going)

@@ -85,9 +85,11 @@ class FlushTicket:
 class Spooler:
     """One spooler per store. Create with ``Spooler(profile, store)``, then ``await start()``."""
 
-    def __init__(self, profile: Profile, store: Store) -> None:
+    def __init__(self, profile: Profile, store: Store, worker: str = "") -> None:
         self.profile = profile
         self.store = store
+        #: The name this spooler registers under on a many-worker store ("" = host:pid).
+        self.worker = worker
         self.status = StatusTable()
         self.retry_policy = RetryPolicy(profile.retry)
         self.outbound = OutboundRunner(self)
@@ -112,12 +114,8 @@ class Spooler:
     async def start(self) -> None:
         """Take the store's spooler lock, repair what a killed spooler left, log every
         transport on in transport order, and start the background work."""
-        if not await self.store.acquire_spooler_lock():
-            raise MapiError(
-                MAPI_E_BUSY,
-                f"another spooler is already running on {self.store.location}; "
-                "talk to it (mapispool commands do) or stop it first",
-            )
+        if not await self.store.acquire_spooler_lock(self.worker):
+            raise MapiError(MAPI_E_BUSY, self._busy_text())
         self.recovered = await self.store.recover()
         self.status.add_row(
             SPOOLER_ROW,
@@ -134,6 +132,15 @@ class Spooler:
         await self.outbound.settler.settle_leftovers()
         await self.persist_status()
         self.background.start()
+
+    def _busy_text(self) -> str:
+        where = self.store.location
+        if self.store.many_workers:
+            return f"a live worker named {self.worker!r} runs on {where}; name this one --worker"
+        return (
+            f"another spooler is already running on {where}; "
+            "talk to it (mapispool commands do) or stop it first"
+        )
 
     async def _logon(self, handle: LogonHandle) -> None:
         config = handle.config
@@ -400,12 +407,12 @@ class Spooler:
         if flags & FLUSH_ASYNC_OK:
             # Take the lock before returning, so that a request right after this one is
             # MAPI_E_BUSY even if the flush task has not started yet.
-            await self.flusher.lock.acquire()
+            await self.flusher.acquire(wait=False)
             task = asyncio.get_running_loop().create_task(
                 self.flush_locked(targets, flags, progress, locked=True)
             )
             return FlushTicket(task)
-        return await self.flush_locked(targets, flags, progress, locked=False)
+        return await self.flush_locked(targets, flags, progress, locked=False, wait=wait)
 
     async def flush_locked(
         self,
@@ -414,9 +421,10 @@ class Spooler:
         progress: ProgressCallback | None,
         *,
         locked: bool,
+        wait: bool = False,
     ) -> FlushResult:
         if not locked:
-            await self.flusher.lock.acquire()
+            await self.flusher.acquire(wait=wait)
         try:
             # Background sending stops between two messages when it sees a flush waiting.
             self.flush_waiting += 1
@@ -430,7 +438,7 @@ class Spooler:
             finally:
                 self.activity.release()
         finally:
-            self.flusher.lock.release()
+            await self.flusher.release()
             self.background.wake.set()
 
     def request_transport_flush(self, handle: LogonHandle, flags: int) -> None:

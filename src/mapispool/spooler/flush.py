@@ -16,6 +16,7 @@ from ..mapi import (
     FLUSH_DOWNLOAD,
     FLUSH_FORCE,
     FLUSH_UPLOAD,
+    MAPI_E_BUSY,
     NOTIFY_END_INBOUND_FLUSH,
     NOTIFY_END_OUTBOUND_FLUSH,
     PR_STATUS_STRING,
@@ -23,8 +24,10 @@ from ..mapi import (
     STATUS_INBOUND_FLUSH,
     STATUS_OFFLINE,
     STATUS_OUTBOUND_FLUSH,
+    MapiError,
 )
 from ..profile import Profile
+from ..store import Store
 from .attempts import Result
 from .handles import LogonHandle
 from .inbound import InboundRunner
@@ -32,6 +35,9 @@ from .offering import Offering
 from .status import StatusTable
 
 log = logging.getLogger("mapispool.flush")
+
+#: Seconds between two looks at the store's flush lock while waiting for another worker.
+STORE_LOCK_WAIT = 0.25
 
 
 @dataclass
@@ -100,6 +106,7 @@ class FlushHost(Protocol):
 
     shutting_down: bool
     profile: Profile
+    store: Store
     status: StatusTable
     offering: Offering
     inbound: InboundRunner
@@ -123,6 +130,33 @@ class FlushCoordinator:
         self.lock = asyncio.Lock()
         self._resource_locks: dict[str, asyncio.Lock] = {}
         self.current: FlushResult | None = None
+
+    async def acquire(self, *, wait: bool) -> None:
+        """Take the right to flush: this spooler's lock, then the store's (one FlushQueues
+        per store, across every worker that shares it). A flush of another worker gives
+        MAPI_E_BUSY, or is waited for when ``wait``."""
+        await self.lock.acquire()
+        try:
+            while not await self.spooler.store.try_flush_lock():
+                if not wait or self.spooler.shutting_down:
+                    raise MapiError(
+                        MAPI_E_BUSY,
+                        "a Send/Receive is already running on another worker of "
+                        f"{self.spooler.store.location}; wait for it to finish",
+                    )
+                await asyncio.sleep(STORE_LOCK_WAIT)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    async def release(self) -> None:
+        """Give back what ``acquire`` took (with the database away, its session ends and
+        the store's lock with it)."""
+        try:
+            with suppress(MapiError):
+                await self.spooler.store.try_flush_unlock()
+        finally:
+            self.lock.release()
 
     @asynccontextmanager
     async def resources(self, handle: LogonHandle) -> AsyncIterator[None]:
@@ -287,22 +321,29 @@ class FlushCoordinator:
         total = bytes_total = done = bytes_done = 0
         started = False
         while self._outbound_wanted(handle):
-            # A page at a time: memory stays flat however long the queue is.
-            claims = await offering.claim_work(
-                handle, force=force, exclude=offered, submitted_before=until, first=not started
-            )
+            # A page at a time: memory stays flat however long the queue is. On a store
+            # that many workers share, each page in one of the transport's lanes.
+            async with offering.lane(
+                handle.name, handle.config.lanes, wait=lambda: self._outbound_wanted(handle)
+            ) as held:
+                if not held:
+                    break
+                claims = await offering.claim_work(
+                    handle, force=force, exclude=offered, submitted_before=until, first=not started
+                )
+                if claims:
+                    total += len(claims)
+                    bytes_total += sum(c.entry.size for c in claims)
+                    if progress is not None and not started:
+                        progress(FlushProgress(handle.name, "outbound", 0, total, 0, bytes_total))
+                    started = True
+                    outcomes = await offering.offer_many(
+                        handle, claims, keep_going=lambda: self._outbound_wanted(handle)
+                    )
             if not claims:
                 if await offering.wait_for_others(handle, offered, until):
                     continue
                 break
-            total += len(claims)
-            bytes_total += sum(c.entry.size for c in claims)
-            if progress is not None and not started:
-                progress(FlushProgress(handle.name, "outbound", 0, total, 0, bytes_total))
-            started = True
-            outcomes = await offering.offer_many(
-                handle, claims, keep_going=lambda: self._outbound_wanted(handle)
-            )
             for entry, offered_result in outcomes:
                 offered.add(entry.entry_id)
                 count_outcome(

@@ -164,13 +164,24 @@ class InboundRunner:
 
         The loop serves every NOTIFY_NEWMAIL the transport sent before it began, and
         absorbs those it sends while it runs (``handle.receiving``): no second loop
-        follows for them."""
+        follows for them.
+
+        On a store that many workers share, one worker at a time reads a transport's
+        mailbox (its inbound lane): while another worker holds it, this returns (0, None)."""
         handle.newmail_pending = False
+        store = self.spooler.store
+        lane = await store.try_lane(f"{handle.name}/inbound")
+        if lane is None:
+            return 0, None
         handle.receiving = True
         try:
             return await self._run(handle, keep_going, on_message)
         finally:
             handle.receiving = False
+            try:
+                await store.release_lane(f"{handle.name}/inbound", lane)
+            except MapiError as exc:  # the database away: its session ends, the lane too
+                log.warning("could not give the inbound lane back: %s", exc)
             try:
                 await self.spooler.store.sync()
             except MapiError as exc:

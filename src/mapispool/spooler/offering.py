@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager, suppress
 from typing import Protocol
 
 from ..mapi import MAPI_E_NOT_FOUND, PR_SENDER_EMAIL_ADDRESS, MapiError
@@ -25,6 +26,9 @@ log = logging.getLogger("mapispool.spooler")
 #: How many messages one claim takes at most (memory is this many messages, whatever
 #: the length of the queue; contents up to ``INLINE_LIMIT`` come with them).
 CLAIM_PAGE = 64
+
+#: Seconds between two tries of a flush waiting for a lane another worker holds.
+LANE_WAIT = 0.2
 
 
 class OfferingHost(Protocol):
@@ -59,6 +63,28 @@ class Offering:
     @property
     def store(self) -> Store:
         return self.spooler.store
+
+    @asynccontextmanager
+    async def lane(
+        self, name: str, lanes: int = 1, *, wait: Callable[[], bool] | None = None
+    ) -> AsyncIterator[bool]:
+        """Hold one of transport ``name``'s ``lanes`` on a store that many workers share,
+        for one page (claim and offer): True when held, False when other workers hold
+        them all (and ``wait`` is None or says to stop waiting). With one lane, the
+        default, one worker at a time sends through the transport: submit order holds
+        across workers. A one-spooler store always gives a lane."""
+        lane = await self.store.try_lane(name, lanes)
+        while lane is None and wait is not None and wait():
+            await asyncio.sleep(LANE_WAIT)
+            lane = await self.store.try_lane(name, lanes)
+        if lane is None:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            with suppress(MapiError):  # the database away: its session ends, the lane too
+                await self.store.release_lane(name, lane)
 
     async def claim_work(
         self,

@@ -119,6 +119,34 @@ class Store(ABC):
     async def release_spooler_lock(self) -> None:
         """Give the lock (or the worker's registration) back: a clean stop. Idempotent."""
 
+    # -- sharing work among workers (no-ops where one spooler runs on the store) --------
+
+    async def try_flush_lock(self) -> bool:
+        """Take "a FlushQueues runs on this store"; False when another worker holds it.
+        A one-spooler store always gives it: the spooler's own lock serialises flushes."""
+        return True
+
+    async def try_flush_unlock(self) -> None:
+        """Give back what ``try_flush_lock`` took."""
+        return None
+
+    async def try_lane(self, transport: str, lanes: int = 1) -> int | None:
+        """Take one of ``transport``'s ``lanes``: its number, or None when other workers
+        hold them all. A one-spooler store always gives lane 0."""
+        return 0
+
+    async def release_lane(self, transport: str, lane: int) -> None:
+        """Give back a lane that ``try_lane`` took."""
+        return None
+
+    async def live_workers(self) -> list[dict[str, Any]]:
+        """The workers alive on the store (name, host, pid, started_at, heartbeat_at)."""
+        return []
+
+    async def worker_status_rows(self) -> list[tuple[str, dict[int, Any]]]:
+        """``load_status_rows`` with the name of the worker that saved each row."""
+        return [("", row) for row in await self.load_status_rows()]
+
     # -- submitting -------------------------------------------------------------------
 
     @abstractmethod

@@ -341,6 +341,12 @@ class Reads(Outbound):
         )
         return [load_props(props) for (props,) in rows]
 
+    async def worker_status_rows(self) -> list[tuple[str, dict[int, Any]]]:
+        rows = await self.read(
+            "reading status rows", q("load_worker_status_rows"), (time.time() - self.dead_after,)
+        )
+        return [(str(worker), load_props(props)) for worker, props in rows]
+
 
 class _ContentReader(io.RawIOBase):
     """A message's content read in pieces over a connection of its own, checked against

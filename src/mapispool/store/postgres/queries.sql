@@ -246,6 +246,11 @@ SELECT s.props FROM status_rows s LEFT JOIN workers w ON w.name = s.worker
 WHERE s.worker = '' OR w.heartbeat_at >= %s
 ORDER BY s.worker, s.position;
 
+-- name: load_worker_status_rows
+SELECT s.worker, s.props FROM status_rows s LEFT JOIN workers w ON w.name = s.worker
+WHERE s.worker = '' OR w.heartbeat_at >= %s
+ORDER BY s.worker, s.position;
+
 -- name: count_folder
 SELECT count(*) FROM messages WHERE folder_id = %s;
 
