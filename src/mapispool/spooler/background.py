@@ -234,7 +234,9 @@ class Background:
                 continue
             tried: set[bytes] = set()
             while keep_going():
-                claims = await spooler.offering.claim_work(handle, force=False, exclude=tried)
+                claims = await spooler.offering.claim_work(
+                    handle, force=False, exclude=tried, first=not tried
+                )
                 if not claims:
                     break
                 tried.update(c.entry_id for c in claims)

@@ -289,7 +289,7 @@ class FlushCoordinator:
         while self._outbound_wanted(handle):
             # A page at a time: memory stays flat however long the queue is.
             claims = await offering.claim_work(
-                handle, force=force, exclude=offered, submitted_before=until
+                handle, force=force, exclude=offered, submitted_before=until, first=not started
             )
             if not claims:
                 if await offering.wait_for_others(handle, offered, until):

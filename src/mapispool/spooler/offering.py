@@ -68,14 +68,18 @@ class Offering:
         exclude: set[bytes],
         submitted_before: float | None = None,
         limit: int = CLAIM_PAGE,
+        first: bool = True,
     ) -> list[Claim]:
         """Claim the next page of messages to offer ``handle`` now, in submit order: the
         deferred ones it released, then due messages with a pending recipient that
         routing gives to it, submitted before ``submitted_before`` if given (a flush
         serves the queue as it found it, so that a steady stream of new mail cannot keep
         it from ever ending). Each claimed message is in flight and ``busy`` until
-        ``offer_many`` offers or releases it; memory is one page, whatever the queue."""
-        await self.expire_overdue()
+        ``offer_many`` offers or releases it; memory is one page, whatever the queue.
+        The ``first`` page of a pass also expires overdue messages (once per pass: that
+        query reads every waiting message)."""
+        if first:
+            await self.expire_overdue()
         now = time.time()
         for entry_id, until in list(self.held_back.items()):
             if until <= now:

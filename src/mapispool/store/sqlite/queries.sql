@@ -204,14 +204,33 @@ ORDER BY q.submit_time, q.message_id LIMIT :limit;
 
 -- name: due_entries
 -- Queued messages, send-later ones whose time has come, retries whose backoff has
--- passed (every retry with :ignore_backoff).
-SELECT m.entry_id, q.state, q.submit_time, q.not_before, q.expires_at, q.attempts,
-       q.last_error, q.parked_by, q.declined, m.subject, m.size, m.id
-FROM queue q JOIN messages m ON m.id = q.message_id
-WHERE (q.state = 'queued' OR (q.state = 'deferred' AND q.not_before <= :now)
-       OR (q.state = 'retry' AND (:ignore_backoff OR q.not_before <= :now)))
-  AND (q.submit_time, q.message_id) > (:after_time, :after_seq)
-ORDER BY q.submit_time, q.message_id LIMIT :limit;
+-- passed (every retry with :ignore_backoff). One ordered index range per state, each
+-- cut at :limit, then merged: a page costs :limit rows per state, not the queue.
+SELECT * FROM (
+    SELECT * FROM (
+        SELECT m.entry_id, q.state, q.submit_time, q.not_before, q.expires_at, q.attempts,
+               q.last_error, q.parked_by, q.declined, m.subject, m.size, m.id
+        FROM queue q JOIN messages m ON m.id = q.message_id
+        WHERE q.state = 'queued' AND (q.submit_time, q.message_id) > (:after_time, :after_seq)
+        ORDER BY q.submit_time, q.message_id LIMIT :limit)
+    UNION ALL
+    SELECT * FROM (
+        SELECT m.entry_id, q.state, q.submit_time, q.not_before, q.expires_at, q.attempts,
+               q.last_error, q.parked_by, q.declined, m.subject, m.size, m.id
+        FROM queue q JOIN messages m ON m.id = q.message_id
+        WHERE q.state = 'deferred' AND q.not_before <= :now
+          AND (q.submit_time, q.message_id) > (:after_time, :after_seq)
+        ORDER BY q.submit_time, q.message_id LIMIT :limit)
+    UNION ALL
+    SELECT * FROM (
+        SELECT m.entry_id, q.state, q.submit_time, q.not_before, q.expires_at, q.attempts,
+               q.last_error, q.parked_by, q.declined, m.subject, m.size, m.id
+        FROM queue q JOIN messages m ON m.id = q.message_id
+        WHERE q.state = 'retry' AND (:ignore_backoff OR q.not_before <= :now)
+          AND (q.submit_time, q.message_id) > (:after_time, :after_seq)
+        ORDER BY q.submit_time, q.message_id LIMIT :limit)
+)
+ORDER BY 3, 12 LIMIT :limit;
 
 -- name: parked_entries
 SELECT m.entry_id, q.state, q.submit_time, q.not_before, q.expires_at, q.attempts,
