@@ -17,10 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from mapispool.mapi import FLUSH_UPLOAD, MAPI_E_NETWORK_ERROR, PR_SENDER_EMAIL_ADDRESS, PR_SUBJECT
+from mapispool.mapi import (
+    FLUSH_UPLOAD,
+    MAPI_E_NETWORK_ERROR,
+    MAPI_E_NOT_FOUND,
+    PR_SENDER_EMAIL_ADDRESS,
+    PR_SUBJECT,
+    MapiError,
+)
 from mapispool.profile import Profile
 from mapispool.spooler.engine import Spooler
-from mapispool.store import Claim, Outcome, QueueState, Route, Store
+from mapispool.store import Claim, Outcome, QueueState, RecipientOutcome, Route, Store
 from mapispool.store.memory import MemoryStore
 from mapispool.store.model import Recipient
 from mapispool.store.sqlite import SqliteStore
@@ -99,6 +106,18 @@ class TakeOver:
         )  # fmt: skip
 
 
+class TakeOverAndSend(TakeOver):
+    """The other worker sends the message and deletes it (PR_DELETE_AFTER_SUBMIT)."""
+
+    async def second_outcome(self) -> None:
+        (claim,) = self.claims
+        rows = tuple(r.row_id for r in claim.recipients)
+        await self.other.record_one(
+            Outcome(claim.entry_id, QueueState.SENT, token=claim.token, delete=True,
+                    recipient_outcomes=[RecipientOutcome(rows, "delivered", "a")])
+        )  # fmt: skip
+
+
 @contextlib.asynccontextmanager
 async def _spooler_sent(store: Store, tmp_path: Path, then: Action | None, take_over: TakeOver,
                         caplog: pytest.LogCaptureFixture) -> AsyncIterator[bytes]:  # fmt: skip
@@ -173,3 +192,22 @@ async def test_the_new_claim_still_records_after_a_late_outcome(
         entry = await store.queue_entry(entry_id, with_recipients=False)
         assert entry.state is QueueState.RETRY
         assert entry.last_error == "the second worker's attempt"
+
+
+@pytest.mark.parametrize("then", [None, Raise(MAPI_E_NETWORK_ERROR)], ids=["taken", "error"])
+async def test_a_late_outcome_for_a_message_the_other_worker_sent_and_deleted(
+    two_workers: tuple[Store, Store],
+    tmp_path: Path,
+    then: Action | None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The newer attempt sent the message and deleted it (PR_DELETE_AFTER_SUBMIT): the
+    first attempt's late outcome is dropped the same way, with no error on the spooler's
+    row and no message put back."""
+    store, other = two_workers
+    take_over = TakeOverAndSend(other, finish=True)
+    async with _spooler_sent(store, tmp_path, then, take_over, caplog) as entry_id:
+        with pytest.raises(MapiError) as info:
+            await store.queue_entry(entry_id)
+        assert info.value.hresult == MAPI_E_NOT_FOUND
+        _assert_dropped(entry_id, caplog)

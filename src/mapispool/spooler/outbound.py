@@ -383,7 +383,9 @@ class OutboundRunner:
         visible; one whose recipients all have outcomes is finished. The failure shows
         on the spooler's status row until an outcome is recorded again. If even these
         writes fail, the message is left in flight for ``Offering.repair_stranded``
-        (the next send pass or flush, at the latest the next start)."""
+        (the next send pass or flush, at the latest the next start). A refused write
+        (``StaleClaim``: another worker took the message over) is no failure: the
+        attempt's result is dropped (``lost_claim``)."""
         entry_id, name = attempt.entry.entry_id, attempt.handle.name
         if isinstance(exc, StaleClaim):
             return lost_claim(entry_id, name, exc)
