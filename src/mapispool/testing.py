@@ -21,7 +21,7 @@ import asyncio
 import itertools
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,6 +163,16 @@ class Refuse(Action):
     reason: str = "550 5.1.1 recipient refused"
 
 
+@dataclass(frozen=True)
+class Meanwhile(Action):
+    """Inside ``submit_message``, await ``hook(entry_id)`` before acting, then do ``then``
+    (None: take the message): what happens elsewhere while the transport holds the
+    message, e.g. another worker taking over its claim."""
+
+    hook: Callable[[bytes], Awaitable[None]]
+    then: Action | None = None
+
+
 @dataclass
 class TransportScript:
     """How one recording transport behaves.
@@ -292,6 +302,9 @@ class RecordingLogon(TransportLogon):
             await asyncio.sleep(self.script.submit_delay)
         queue = self.script.actions.get(subject)
         action = queue.popleft() if queue else None
+        if isinstance(action, Meanwhile):
+            await action.hook(message.entry_id)
+            action = action.then
         answer = 0
         handled = message.pending_recipients()
         if isinstance(action, Take):
@@ -416,6 +429,7 @@ __all__ = [
     "Defer",
     "DeliverSome",
     "Journal",
+    "Meanwhile",
     "NotMe",
     "Raise",
     "RecordingLogon",

@@ -187,3 +187,21 @@ async def test_an_in_flight_message_is_never_claimed_even_with_its_lease_over(st
     await submit(store, at=now - 1)
     await store.claim(SMTP, now=now, lease=1)
     assert await store.claim(SMTP, now=now + 100) == []
+
+
+async def test_a_claim_that_ended_with_its_deleted_message_is_stale_not_unknown(store):
+    """A newer claim finished the message and deleted it (PR_DELETE_AFTER_SUBMIT): the
+    stalled worker's writes with its old token are refused as stale, as for a message
+    still queued, so that the worker drops its late outcome (DESIGN §9)."""
+    now = time.time()
+    entry_id = await submit(store, at=now - 1)
+    (old,) = await store.claim(SMTP, now=now, lease=10)
+    assert (await store.recover(now=now + 20))["requeued"] == 1
+    (new,) = await store.claim(SMTP, now=now + 20, lease=10)
+    (finished,) = await store.record([delivered(new, folder=None, delete=True)])
+    assert finished.error is None
+
+    with pytest.raises(StaleClaim):
+        await store.mark_handoff(entry_id, old.token, True)
+    (recorded,) = await store.record([delivered(old)])
+    assert isinstance(recorded.error, StaleClaim)

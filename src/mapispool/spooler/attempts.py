@@ -3,19 +3,35 @@ bookkeeping of one submit/end pair (``Attempt``)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from ..spi import OutboundMessage, Recipient
-from ..store import QueueEntry
+from ..store import QueueEntry, StaleClaim
 from .handles import LogonHandle
+
+log = logging.getLogger("mapispool.spooler")
 
 
 def printable(text: str) -> str:
     """``text`` made safe to store and show: characters that cannot be encoded (lone
     surrogates from a reply decoded with surrogateescape) become backslash escapes."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def lost_claim(entry_id: bytes, transport: str, refused: StaleClaim) -> Result:
+    """The store refused an attempt's outcome (``refused``: its claim is no longer
+    current): another worker took the message over, after this one's lease ran out or a
+    repair. The attempt's result is dropped, never retried by this worker and never
+    shown as an error (the other worker's attempt is the one that counts); a warning
+    says so."""
+    log.warning(
+        "message %s: the outcome of its attempt on %s was dropped: another worker has the "
+        "message now (claim %s was taken over)", entry_id.hex(), transport, refused.token,
+    )  # fmt: skip
+    return Result.LOST
 
 
 class Result(Enum):
@@ -29,6 +45,9 @@ class Result(Enum):
     UNCERTAIN = "uncertain"
     CANCELLED = "cancelled"
     FAILED = "failed"
+    #: The claim was lost (another worker took the message over): the attempt's result
+    #: was refused by the store and dropped; the message is the other worker's now.
+    LOST = "lost"
 
 
 @dataclass(frozen=True)
@@ -55,3 +74,7 @@ class Attempt:
     stored_props: dict[int, Any]
     #: Recipients reported with ``delivered_recips`` (their outcome is recorded already).
     delivered_rows: set[int] = field(default_factory=set)
+    #: The fencing token of the claim the attempt runs under (``Claim.token``): every
+    #: write of the attempt's outcome carries it, so that the store refuses it once
+    #: another worker has taken the message over (DESIGN §9).
+    token: int | None = None

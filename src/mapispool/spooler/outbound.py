@@ -22,8 +22,6 @@ from ..mapi import (
     MAPI_E_NOT_ME,
     MAPI_E_WAIT,
     PR_DELETE_AFTER_SUBMIT,
-    PR_NDR_DIAG_CODE,
-    PR_REPORT_TEXT,
     PR_SENDER_EMAIL_ADDRESS,
     PR_SENTMAIL_ENTRYID,
     MapiError,
@@ -36,11 +34,13 @@ from ..store import (
     Outcome,
     QueueState,
     RecipientOutcome,
+    StaleClaim,
     Store,
 )
-from .attempts import Attempt, Offered, Result, printable
+from .attempts import Attempt, Offered, Result, lost_claim, printable
 from .bridge import BlockingBridge
 from .handles import LogonHandle
+from .recipient_reports import RecipientReports
 from .retry import RetryPolicy
 from .routing import Registration, route
 from .sender_routing import by_sender, profile_patterns
@@ -80,6 +80,7 @@ class OutboundRunner:
     def __init__(self, spooler: OutboundHost) -> None:
         self.spooler = spooler
         self._attempts: dict[bytes, Attempt] = {}
+        self.reports = RecipientReports(lambda: self.spooler.store, self._attempts)
         profile = spooler.profile
         self.settler = Settler(
             spooler.store, spooler.registrations, spooler.all_logged_on,
@@ -112,10 +113,12 @@ class OutboundRunner:
         *,
         transport: str | None,
         report_text: str | None = None,
+        token: int | None = None,
     ) -> None:
-        """Record ``delivered`` or ``failed`` for some recipients of a message."""
+        """Record ``delivered`` or ``failed`` for some recipients of a message (fenced by
+        ``token`` when it comes from an attempt)."""
         result = RecipientOutcome(tuple(rows), outcome, transport, report_text)
-        await self._record(Outcome(entry_id, recipient_outcomes=[result]))
+        await self._record(Outcome(entry_id, token=token, recipient_outcomes=[result]))
 
     # -- routing --------------------------------------------------------------------
 
@@ -151,8 +154,11 @@ class OutboundRunner:
                 # Released, but nothing of it is left for the transport that held it (a
                 # store written before marks stopped counting as delivery): unpark it,
                 # so that it finishes or goes on to other transports instead of waiting.
-                await self._transition(entry_id, QueueState.QUEUED, event="unparked",
-                                       transport=handle.name)  # fmt: skip
+                try:
+                    await self._transition(entry_id, QueueState.QUEUED, event="unparked",
+                                           transport=handle.name, token=claim.token)  # fmt: skip
+                except StaleClaim as exc:
+                    return Offered(lost_claim(entry_id, handle.name, exc))
                 await self.settle(entry_id)
             else:
                 await self.store.release([claim])
@@ -177,7 +183,7 @@ class OutboundRunner:
             ),
             on_handoff=lambda begun: self._handoff(entry_id, claim.token, begun),
         )
-        attempt = Attempt(handle, entry, message, mine, set(), dict(props))
+        attempt = Attempt(handle, entry, message, mine, set(), dict(props), token=claim.token)
         self._attempts[entry_id] = attempt
         try:
             outcome = await self._submit_and_end(attempt, flags)
@@ -262,8 +268,9 @@ class OutboundRunner:
             rows = tuple(r.row_id for r in taken)
             results.append(RecipientOutcome(rows, "delivered", attempt.handle.name))
         await self._record(
-            Outcome(attempt.entry.entry_id, recipients=attempt.mine, recipient_outcomes=results)
-        )
+            Outcome(attempt.entry.entry_id, token=attempt.token, recipients=attempt.mine,
+                    recipient_outcomes=results)
+        )  # fmt: skip
         return left
 
     async def _after_end(self, attempt: Attempt, answer: int) -> Result:
@@ -273,7 +280,9 @@ class OutboundRunner:
             return Result.SENT
         left = await self._record_attempt(attempt, marks_deliver=not held)
         if answer & END_DONT_RESEND and left:
-            await self._transition(entry_id, QueueState.PARKED, parked_by=name, transport=name)
+            await self._transition(
+                entry_id, QueueState.PARKED, parked_by=name, transport=name, token=attempt.token
+            )
             attempt.handle.released.discard(entry_id)
             return Result.PARKED
         if answer & END_RESEND_LATER and left:
@@ -282,13 +291,14 @@ class OutboundRunner:
         if not held and left and len(left) == len(attempt.mine):
             # The transport took none of its recipients: as if it had said MAPI_E_NOT_ME.
             await self._transition(
-                entry_id, QueueState.QUEUED, event="declined", transport=name, declined=name
-            )
+                entry_id, QueueState.QUEUED, event="declined", transport=name, declined=name,
+                token=attempt.token,
+            )  # fmt: skip
             await self.settle(entry_id)
             return Result.DECLINED
         await self._transition(
             entry_id, QueueState.QUEUED, event="handed-over", transport=name,
-            declined=name if not held and left else None,
+            declined=name if not held and left else None, token=attempt.token,
         )  # fmt: skip
         await self.settle(entry_id)
         return Result.SENT
@@ -319,11 +329,11 @@ class OutboundRunner:
         rows = tuple(r.row_id for r in attempt.mine)
         result = RecipientOutcome(rows, "delivered", name)
         finish = Outcome(
-            entry_id, QueueState.SENT, recipients=attempt.mine, folder=folder,
-            delete=folder is None, notes=[Note("handed-over", transport=name)],
+            entry_id, QueueState.SENT, token=attempt.token, recipients=attempt.mine,
+            folder=folder, delete=folder is None, notes=[Note("handed-over", transport=name)],
         )  # fmt: skip
         for recorded in await self.store.record(
-            [Outcome(entry_id, recipient_outcomes=[result]), finish]
+            [Outcome(entry_id, token=attempt.token, recipient_outcomes=[result]), finish]
         ):
             recorded.check()
         return True
@@ -340,17 +350,20 @@ class OutboundRunner:
         if attempt.message.handoff_uncertain:
             await self._transition(
                 entry_id, QueueState.UNCERTAIN, error=f"delivery uncertain: {text}",
-                transport=name,
+                transport=name, token=attempt.token,
             )  # fmt: skip
             return Result.UNCERTAIN
         if hresult == MAPI_E_NOT_ME:
             await self._transition(
-                entry_id, QueueState.QUEUED, event="not-me", transport=name, declined=name
-            )
+                entry_id, QueueState.QUEUED, event="not-me", transport=name, declined=name,
+                token=attempt.token,
+            )  # fmt: skip
             await self.settle(entry_id)
             return Result.DECLINED
         if hresult == MAPI_E_CANCEL:
-            await self._transition(entry_id, QueueState.CANCELLED, folder="Deleted Items")
+            await self._transition(
+                entry_id, QueueState.CANCELLED, folder="Deleted Items", token=attempt.token
+            )
             return Result.CANCELLED
         hint = exc.retry_after if isinstance(exc, MapiError) else None
         if hresult == MAPI_E_BUSY and hint is None:
@@ -370,8 +383,12 @@ class OutboundRunner:
         visible; one whose recipients all have outcomes is finished. The failure shows
         on the spooler's status row until an outcome is recorded again. If even these
         writes fail, the message is left in flight for ``Offering.repair_stranded``
-        (the next send pass or flush, at the latest the next start)."""
+        (the next send pass or flush, at the latest the next start). A refused write
+        (``StaleClaim``: another worker took the message over) is no failure: the
+        attempt's result is dropped (``lost_claim``)."""
         entry_id, name = attempt.entry.entry_id, attempt.handle.name
+        if isinstance(exc, StaleClaim):
+            return lost_claim(entry_id, name, exc)
         log.error("could not record the outcome of %s on %s", entry_id.hex(), name, exc_info=exc)
         self.spooler.supervisor.report(RECORDING, "Recording message outcomes", exc)
         error = printable(f"could not record the outcome of the attempt: {exc}")
@@ -379,7 +396,9 @@ class OutboundRunner:
             if r.row_id not in attempt.failed_rows | attempt.delivered_rows:
                 r.responsibility = False
         try:
-            await self._record(Outcome(entry_id, recipients=attempt.mine))
+            await self._record(Outcome(entry_id, token=attempt.token, recipients=attempt.mine))
+        except StaleClaim as stale:
+            return lost_claim(entry_id, name, stale)
         except Exception:
             log.warning("could not reset the recipients of %s", entry_id.hex(), exc_info=True)
         try:
@@ -390,15 +409,17 @@ class OutboundRunner:
                 if attempt.message.handoff_begun and pending:
                     await self._transition(
                         entry_id, QueueState.UNCERTAIN, transport=name,
-                        error=f"delivery uncertain: {error}",
+                        error=f"delivery uncertain: {error}", token=attempt.token,
                     )  # fmt: skip
                     return Result.UNCERTAIN
                 delay = self.spooler.retry_policy.delay(entry.attempts, hint=None)
                 await self._transition(
                     entry_id, QueueState.RETRY, not_before=time.time() + delay, error=error,
-                    transport=name,
+                    transport=name, token=attempt.token,
                 )  # fmt: skip
             await self.settle(entry_id)  # every recipient may have its outcome already
+        except StaleClaim as stale:
+            return lost_claim(entry_id, name, stale)
         except Exception:
             log.exception("could not put %s back in the queue either", entry_id.hex())
             self.stranded = True
@@ -413,13 +434,16 @@ class OutboundRunner:
         Nothing the transport marked in this attempt counts as delivered."""
         entry_id = attempt.entry.entry_id
         log.error("message %s was not sent: %s", entry_id.hex(), error)
-        await self._transition(
-            entry_id, QueueState.QUEUED, error=error, event="corrupt",
-            transport=attempt.handle.name,
-        )  # fmt: skip
+        # The recipients fail under the claim, before the message leaves in_flight: once
+        # queued, another worker may claim it.
         pending = [row for row, outcome, _t, _s in await self.store.recipient_outcomes(entry_id)
                    if outcome is None]  # fmt: skip
-        await self._set_outcome(entry_id, pending, "failed", transport=None, report_text=error)
+        await self._set_outcome(entry_id, pending, "failed", transport=None, report_text=error,
+                                token=attempt.token)  # fmt: skip
+        await self._transition(
+            entry_id, QueueState.QUEUED, error=error, event="corrupt",
+            transport=attempt.handle.name, token=attempt.token,
+        )  # fmt: skip
         await self.settle(entry_id)
         return Result.FAILED
 
@@ -429,12 +453,14 @@ class OutboundRunner:
         delay = self.spooler.retry_policy.delay(queue_entry.attempts, hint=hint)
         not_before = time.time() + delay
         if not_before >= queue_entry.expires_at:
-            await self._transition(entry_id, QueueState.RETRY, not_before=not_before, error=error)
+            await self._transition(
+                entry_id, QueueState.RETRY, not_before=not_before, error=error, token=attempt.token
+            )
             await self.expire(entry_id, error)
             return Result.FAILED
         await self._transition(
             entry_id, QueueState.RETRY, not_before=not_before, error=error,
-            transport=attempt.handle.name,
+            transport=attempt.handle.name, token=attempt.token,
         )  # fmt: skip
         await self.settle(entry_id)
         # Every recipient may be done after all (taken before the error): then it is sent.
@@ -448,45 +474,14 @@ class OutboundRunner:
     async def delivered_recips(
         self, handle: LogonHandle, message: OutboundMessage, recipients: Sequence[Recipient]
     ) -> None:
-        """A transport reports recipients delivered in this attempt, whatever its end:
-        record them at once (a crash after this never resends to them)."""
-        attempt = self._attempts.get(message.entry_id)
-        mine = {r.row_id for r in attempt.mine} if attempt is not None else None
-        rows = []
-        for recipient in recipients:
-            if mine is not None and recipient.row_id not in mine:
-                continue  # not one this transport was asked to handle
-            if attempt is not None and recipient.row_id in attempt.failed_rows:
-                continue  # reported failed first: that stands
-            recipient.responsibility = True
-            rows.append(recipient.row_id)
-        if rows:
-            await self._set_outcome(message.entry_id, rows, "delivered", transport=handle.name)
-        if attempt is not None:
-            attempt.delivered_rows.update(rows)
+        """``RecipientReports.delivered``."""
+        await self.reports.delivered(handle.name, message, recipients)
 
     async def status_recips(
         self, handle: LogonHandle, message: OutboundMessage, recipients: Sequence[Recipient]
     ) -> None:
-        """A transport reports recipients that failed for good: record them for the NDR."""
-        attempt = self._attempts.get(message.entry_id)
-        rows = []
-        for recipient in recipients:
-            recipient.responsibility = True
-            text = str(recipient.props.get(PR_REPORT_TEXT) or "delivery failed")
-            diag = recipient.props.get(PR_NDR_DIAG_CODE)
-            reason = (
-                f"{text} (diagnostic {diag})"
-                if diag is not None and str(diag) not in text
-                else text
-            )
-            await self._set_outcome(
-                message.entry_id, [recipient.row_id], "failed", transport=handle.name,
-                report_text=reason,
-            )  # fmt: skip
-            rows.append(recipient.row_id)
-        if attempt is not None:
-            attempt.failed_rows.update(rows)
+        """``RecipientReports.failed``."""
+        await self.reports.failed(handle.name, message, recipients)
 
     # -- settling (``settling.Settler``) -----------------------------------------------
 

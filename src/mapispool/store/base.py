@@ -47,7 +47,9 @@ Errors
 Every error is a ``MapiError`` naming the store, the cause and what to do (disk full,
 read-only, damaged, locked...), never a driver's raw exception; ``MAPI_E_NOT_FOUND`` for
 an unknown entry id or folder name; ``InvalidTransition`` for a state change the state
-machine refuses; ``StaleClaim`` for a write with a token that is no longer current.
+machine refuses; ``StaleClaim`` for a write with a token that is no longer current
+(a message a newer claim finished and deleted included: a token never gets
+``MAPI_E_NOT_FOUND``, so that a worker that lost its claim can tell and drop its outcome).
 """
 
 from __future__ import annotations

@@ -126,7 +126,10 @@ class Data:
 
     def queued(self, entry_id: bytes, token: int | None = None) -> tuple[MessageRow, QueueRow]:
         """A submitted message and its queue entry; ``StaleClaim`` when ``token`` is
-        given and is not its current claim's."""
+        given and is not its current claim's (the message may be gone with it)."""
+        found = self.messages.get(entry_id)
+        if token is not None and (found is None or found.queue is None):
+            raise StaleClaim(entry_id, token)
         row = self.row(entry_id, queued=True)
         assert row.queue is not None
         if token is not None and row.queue.token != token:

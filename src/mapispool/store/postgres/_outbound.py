@@ -380,10 +380,12 @@ def _check(outcome: Outcome, row: _Row | None) -> None:
     """Raise what refuses ``outcome`` (unknown message, stale token, a transition the state
     machine or ``expect`` does not allow); nothing when it may be applied."""
     entry_id = outcome.entry_id
+    if outcome.token is not None and (row is None or row.gone or row.state is None):
+        raise StaleClaim(entry_id, outcome.token)  # the claim ended with its message
     if row is None or row.gone:
         raise MapiError(MAPI_E_NOT_FOUND, f"no message with entry id {entry_id.hex()}")
     if row.state is None:
-        if outcome.state is not None or outcome.token is not None or outcome.declined:
+        if outcome.state is not None or outcome.declined:
             raise MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the queue")
         return
     if outcome.token is not None and (

@@ -71,7 +71,9 @@ def apply(db: Database, conn: sqlite3.Connection, o: Outcome, now: float) -> Rec
     entry_id = o.entry_id
     row = conn.execute(Q.queue_row, {"entry_id": entry_id}).fetchone()
     if row is None:
-        if o.state is not None or o.token is not None:
+        if o.token is not None:  # the claim ended with its message (finished and deleted)
+            raise StaleClaim(entry_id, o.token)
+        if o.state is not None:
             raise MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the queue")
         found = conn.execute(Q.message_id, {"entry_id": entry_id}).fetchone()
         message_id = int(found[0]) if found is not None else None
@@ -225,6 +227,8 @@ def mark_handoff(db: Database, entry_id: bytes, token: int | None, begun: bool) 
     """``Store.mark_handoff``: committed to the WAL (not fsync'd) before it returns."""
     with db.tx("recording a hand-over", durable=False) as conn:
         row = conn.execute(Q.queue_row, {"entry_id": entry_id}).fetchone()
+        if row is None and token is not None:  # the claim ended with its message
+            raise StaleClaim(entry_id, token)
         if row is None:
             raise MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the queue")
         if token is not None and row[2] != token:
