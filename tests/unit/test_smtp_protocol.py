@@ -29,6 +29,7 @@ from mapispool.transports.smtp.content import (
     stuffed_chunks,
 )
 from mapispool.transports.smtp.envelope import BadAddress, mail_options, needs_smtputf8, path
+from mapispool.transports.smtp.long_lines import LongLineScanner, has_long_line
 from mapispool.transports.smtp.outcome import Reply, Transaction, Verdict, decide
 from mapispool.transports.smtp.replies import ReplyClass, classify, format_reply, is_closing
 
@@ -269,3 +270,28 @@ def test_a_canonical_message_with_a_long_line_is_still_folded_on_the_wire() -> N
     assert payload.small is not None
     assert max(len(line) for line in payload.small.split(b"\r\n")) <= 998
     assert not eight_bit
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=1100), st.sampled_from([b"\r\n", b"\n", b"\r"])
+        ),
+        max_size=6,
+    ),
+    st.integers(min_value=0, max_value=1100),
+    st.lists(st.integers(min_value=0, max_value=4000), max_size=4),
+)
+def test_long_line_checks_agree_with_the_rfc_5322_limit(
+    lines: list[tuple[int, bytes]], tail: int, cuts: list[int]
+) -> None:
+    """has_long_line, and LongLineScanner over any cut of the data, find a line over 998
+    characters exactly when there is one (CR, LF and CRLF all end a line)."""
+    data = b"".join(b"x" * n + end for n, end in lines) + b"y" * tail
+    expected = any(n > 998 for n, _end in lines) or tail > 998
+    assert has_long_line(data) is expected
+    points = sorted({min(c, len(data)) for c in cuts})
+    scanner = LongLineScanner()
+    for a, b in zip([0, *points], [*points, len(data)], strict=True):
+        scanner.feed(data[a:b])
+    assert scanner.found is expected
