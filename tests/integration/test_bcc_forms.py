@@ -149,11 +149,12 @@ def test_prepare_counts_what_it_strips(bcc_field: bytes) -> None:
 def test_removing_the_last_field_keeps_one_blank_line_before_the_body(
     raw: bytes, header: bytes | None
 ) -> None:
-    """The body starts right after the one empty line, whatever field was removed."""
+    """The body starts right after the one empty line, whatever field was removed (and
+    with CRLF line ends whatever the submitted ones: the canonical form, issue #11)."""
     from datetime import UTC, datetime
 
     content = prepare(raw, recipients=None, now=datetime.now(UTC)).content
-    newline = b"\r\n" if b"\r\n" in raw else b"\n"
+    newline = b"\r\n"
     head, body = content.split(newline + newline, 1)
     assert body == b"body" + newline
     assert not BCC_LINE.search(head)

@@ -309,8 +309,9 @@ _header_text = st.text(
 def test_prepare_keeps_the_message_and_hides_bcc(
     subject: str, body: bytes, bcc: bool, mid: bool
 ) -> None:
-    """For any subject and body: the body is kept byte for byte, Bcc never reaches the
-    content, the Message-ID given is kept (or one is added), and Date is present."""
+    """For any subject and body: the body is kept byte for byte but for its line ends,
+    which become CRLF (the canonical form), Bcc never reaches the content, the
+    Message-ID given is kept (or one is added), and Date is present."""
     message = EmailMessage()
     message["From"] = "a@x.test"
     message["To"] = "b@x.test"
@@ -325,13 +326,13 @@ def test_prepare_keeps_the_message_and_hides_bcc(
     except MapiError as exc:
         assert_invalid(exc)
         return
-    head, _, rest = prepared.content.partition(b"\n\n")
-    assert rest == raw.partition(b"\n\n")[2]
+    head, _, rest = prepared.content.partition(b"\r\n\r\n")
+    assert rest == raw.partition(b"\n\n")[2].replace(b"\n", b"\r\n")
     assert b"hidden@x.test" not in head
     assert [r.address for r in prepared.recipients] == ["b@x.test"] + (
         ["hidden@x.test"] if bcc else []
     )
-    assert b"\nDate: " in b"\n" + head
+    assert b"\r\nDate: " in b"\r\n" + head
     if mid:
         assert head.count(b"Message-ID:") == 1
         assert b"<fixed@x.test>" in head

@@ -102,6 +102,7 @@ def test_migration_moves_the_expiry_and_reopens_messages_expired_too_early(
     for column in ("claim_token", "lease_until", "claimed_by", "claimed_from"):
         conn.execute(f"ALTER TABLE queue DROP COLUMN {column}")
     conn.execute("ALTER TABLE messages DROP COLUMN eight_bit")
+    conn.execute("ALTER TABLE messages DROP COLUMN canonical")  # version 6's
     conn.execute("DELETE FROM store_meta WHERE key = 'claim_token'")
     conn.execute("DROP TABLE status_rows_by_worker")
     conn.execute(

@@ -205,3 +205,20 @@ async def test_a_claim_that_ended_with_its_deleted_message_is_stale_not_unknown(
         await store.mark_handoff(entry_id, old.token, True)
     (recorded,) = await store.record([delivered(old)])
     assert isinstance(recorded.error, StaleClaim)
+
+
+async def test_a_claim_carries_the_flags_given_at_submit(store):
+    """``eight_bit`` and ``canonical`` come back with the claim as submitted; a message
+    submitted without them (as by an older version) is claimed as not canonical."""
+    now = time.time()
+    rcpts = [Recipient("bob@example.test")]
+    flagged = await store.submit(
+        content("flagged", "caf\u00e9\r\n".encode()), {}, rcpts,
+        submit_time=now - 2, not_before=None, expires_at=now + 600,
+        eight_bit=True, canonical=True,
+    )  # fmt: skip
+    plain = await submit(store, "plain", at=now - 1)
+
+    claims = {c.entry_id: c for c in await claim_all(store)}
+    assert (claims[flagged].eight_bit, claims[flagged].canonical) == (True, True)
+    assert (claims[plain].eight_bit, claims[plain].canonical) == (False, False)

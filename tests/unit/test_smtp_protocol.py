@@ -29,6 +29,7 @@ from mapispool.transports.smtp.content import (
     stuffed_chunks,
 )
 from mapispool.transports.smtp.envelope import BadAddress, mail_options, needs_smtputf8, path
+from mapispool.transports.smtp.long_lines import LongLineScanner, has_long_line
 from mapispool.transports.smtp.outcome import Reply, Transaction, Verdict, decide
 from mapispool.transports.smtp.replies import ReplyClass, classify, format_reply, is_closing
 
@@ -218,3 +219,79 @@ def test_large_payload_is_streamed_with_bcc_removed(tmp_path: Path) -> None:
     streamed = b"".join(payload.chunks())
     assert streamed == dot_stuff(strip_bcc(raw)[0])
     assert max(len(c) for c in payload.chunks()) < 3 * 1024 * 1024
+
+
+@given(
+    st.binary().map(lambda b: b"".join((b"a", b".", b"\r\n", b"\xc3\xa9")[x % 4] for x in b)),
+    st.lists(st.integers(min_value=0, max_value=64), max_size=8),
+)
+def test_streamed_dot_stuffing_of_crlf_content_equals_the_whole_message_version(
+    data: bytes, cuts: list[int]
+) -> None:
+    """Canonical content (CRLF line ends only) streamed without the line-end pass gives
+    the same bytes as dot_stuff, however it is cut (a cut may fall inside a CRLF)."""
+    points = sorted({min(c, len(data)) for c in cuts})
+    pieces = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+    assert b"".join(stuffed_chunks(pieces, crlf=True)) == dot_stuff(data)
+
+
+def test_canonical_content_is_sent_as_stored_with_its_stored_8bit_flag() -> None:
+    """A canonical message is only dot-stuffed: no Bcc search (a "Bcc:" line after the
+    header is body) and the stored 8-bit flag is used as given, not re-scanned."""
+    raw = b"To: a@x.test\r\nSubject: s\r\n\r\n.dot\r\nBcc: body text\r\ncaf\xc3\xa9\r\n"
+    for flag in (True, False):
+        payload, had_bcc, eight_bit = prepare_payload(
+            len(raw), lambda: raw, lambda: pytest.fail("small: read inline"), 64 * 1024,
+            canonical=True, eight_bit=flag,
+        )  # fmt: skip
+        assert (had_bcc, eight_bit) == (False, flag)
+        assert payload.small == dot_stuff(raw)
+
+
+def test_large_canonical_payload_is_streamed_as_stored(tmp_path: Path) -> None:
+    body = (b".line\r\n" * 300_000) + "é\r\n".encode()
+    raw = b"To: a@x.test\r\nSubject: big\r\n\r\n" + body
+    path = tmp_path / "m"
+    path.write_bytes(raw)
+    payload, had_bcc, eight_bit = prepare_payload(
+        len(raw), lambda: pytest.fail("a large message must not be loaded whole"),
+        lambda: path.open("rb"), 64 * 1024, canonical=True, eight_bit=True,
+    )  # fmt: skip
+    assert (had_bcc, eight_bit, payload.small) == (False, True, None)
+    assert b"".join(payload.chunks()) == dot_stuff(raw)
+
+
+def test_a_canonical_message_with_a_long_line_is_still_folded_on_the_wire() -> None:
+    raw = b"To: a@x.test\r\nSubject: s\r\n\r\n" + b"x" * 2000 + b"\r\n"
+    payload, _had_bcc, eight_bit = prepare_payload(
+        len(raw), lambda: raw, lambda: pytest.fail("small: read inline"), 64 * 1024,
+        canonical=True, eight_bit=False,
+    )  # fmt: skip
+    assert payload.small is not None
+    assert max(len(line) for line in payload.small.split(b"\r\n")) <= 998
+    assert not eight_bit
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=1100), st.sampled_from([b"\r\n", b"\n", b"\r"])
+        ),
+        max_size=6,
+    ),
+    st.integers(min_value=0, max_value=1100),
+    st.lists(st.integers(min_value=0, max_value=4000), max_size=4),
+)
+def test_long_line_checks_agree_with_the_rfc_5322_limit(
+    lines: list[tuple[int, bytes]], tail: int, cuts: list[int]
+) -> None:
+    """has_long_line, and LongLineScanner over any cut of the data, find a line over 998
+    characters exactly when there is one (CR, LF and CRLF all end a line)."""
+    data = b"".join(b"x" * n + end for n, end in lines) + b"y" * tail
+    expected = any(n > 998 for n, _end in lines) or tail > 998
+    assert has_long_line(data) is expected
+    points = sorted({min(c, len(data)) for c in cuts})
+    scanner = LongLineScanner()
+    for a, b in zip([0, *points], [*points, len(data)], strict=True):
+        scanner.feed(data[a:b])
+    assert scanner.found is expected

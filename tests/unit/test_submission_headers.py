@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import email.policy
 import email.utils
+import re
 from email.parser import BytesHeaderParser
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mapispool.submission import _Headers
+from mapispool.submission import _Headers, crlf_line_ends
 
 ATOM = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max_size=10)
 ADDRESS = st.tuples(ATOM, ATOM).map(lambda p: f"{p[0]}@{p[1]}.test")
@@ -64,3 +65,11 @@ def test_encoded_words_and_utf8_are_decoded() -> None:
     headers = _Headers.parse(block)
     assert headers.get("Subject") == "café"
     assert headers.get("To") == "Jürgen <j@example.test>"
+
+
+@given(st.binary().map(lambda b: bytes(b"a\r\n\xe9"[x % 4] for x in b)))
+def test_crlf_line_ends_turns_every_bare_cr_and_lf_into_crlf(data: bytes) -> None:
+    """Canonical line ends (issue #11): CRLF stays, a bare CR or LF becomes CRLF, and no
+    other byte changes."""
+    expected = re.sub(rb"\r(?!\n)|(?<!\r)\n", b"\r\n", data)
+    assert crlf_line_ends(data) == expected

@@ -202,6 +202,8 @@ class AsyncSession:
             submit_time=submit_time,
             not_before=not_before,
             expires_at=submit_time + self.profile.retry.lifetime,
+            eight_bit=prepared.eight_bit,
+            canonical=True,
         )
         await self.announce_submitted(entry_id)
         return entry_id

@@ -26,6 +26,13 @@ class OutboundMessage:
     ``props`` is mutable; ``content`` is the RFC 5322 form, loaded on first use;
     ``open_content()`` streams it instead (use it for large messages).
     ``reference`` is the transport's message reference (``*lpulMsgRef``), free to set.
+
+    ``canonical`` is true when the content was stored in canonical form at submit: every
+    line ends with CRLF, there is no Bcc or Resent-Bcc field, and ``eight_bit`` says
+    exactly whether a byte is above 127. A transport may then send the bytes as they are
+    (SMTP still dot-stuffs them and folds lines over 998 characters on the wire). When it
+    is false (a message stored by an older version), the content may have bare LF line
+    ends or a Bcc field, and ``eight_bit`` is not known (False).
     """
 
     def __init__(
@@ -37,8 +44,12 @@ class OutboundMessage:
         size: int,
         open_content: ContentOpener,
         on_handoff: Callable[[bool], None] | None = None,
+        eight_bit: bool = False,
+        canonical: bool = False,
     ) -> None:
         self.entry_id = entry_id
+        self.eight_bit = eight_bit
+        self.canonical = canonical
         self.props = props
         self.recipients = recipients
         self.size = size
@@ -51,7 +62,8 @@ class OutboundMessage:
 
     @property
     def content(self) -> bytes:
-        """The whole RFC 5322 message (CRLF or LF line ends as submitted)."""
+        """The whole RFC 5322 message: CRLF line ends when ``canonical``, else as it was
+        stored."""
         if self._content is None:
             with self._open_content() as stream:
                 self._content = stream.read()

@@ -106,6 +106,7 @@ async def queue_dsn(
     new_id = await store.submit(
         prepared.content, props, prepared.recipients,
         submit_time=now, not_before=None, expires_at=now + lifetime,
+        eight_bit=prepared.eight_bit, canonical=True,
     )  # fmt: skip
     note = Note("dsn-queued", detail=f"to {sender} as {new_id.hex()}")
     await store.record_one(Outcome(entry_id, notes=[note]))

@@ -172,17 +172,16 @@ class OutboundRunner:
         content = claim.content
         store = self.store
         message = OutboundMessage(
-            entry_id,
-            props,
-            recipients,
-            size=size,
+            entry_id, props, recipients, size=size,
             open_content=(
                 (lambda: io.BytesIO(content))
                 if content is not None
                 else (lambda: store.open_content(entry_id))
             ),
             on_handoff=lambda begun: self._handoff(entry_id, claim.token, begun),
-        )
+            eight_bit=claim.eight_bit,
+            canonical=claim.canonical,
+        )  # fmt: skip
         attempt = Attempt(handle, entry, message, mine, set(), dict(props), token=claim.token)
         self._attempts[entry_id] = attempt
         try:

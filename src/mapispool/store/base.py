@@ -162,13 +162,19 @@ class Store(ABC):
         not_before: float | None,
         expires_at: float,
         eight_bit: bool = False,
+        canonical: bool = False,
     ) -> bytes:
         """Write a message into the Outbox with its queue entry, in one durable
         (fsync'd) transaction, and return its new entry id.
 
-        ``content`` is stored as given: the caller has put it in canonical form (CRLF
-        line ends, Bcc removed; ``eight_bit`` true when it has bytes above 127, and
-        returned with every ``Claim``). The entry is ``deferred`` when ``not_before`` is
+        ``content`` is stored as given. ``canonical=True`` is the caller's word that it
+        is in canonical form (``submission.prepare``: CRLF line ends only, no Bcc or
+        Resent-Bcc field) and that ``eight_bit`` is exact (true when a byte is above
+        127); both flags are stored and returned with every ``Claim``, so that a
+        transport sends the stored bytes without scanning or rewriting them. A message
+        stored without the flag (one submitted by an older version, or by a caller that
+        did not canonicalise it) is sent the careful way: line ends converted, Bcc
+        removed again, 8-bit bytes looked for. The entry is ``deferred`` when ``not_before`` is
         in the future (send later), else ``queued``. The lifetime counts from when the
         message becomes due: ``expires_at`` is moved by the deferral. The submission is
         counted with the message (the store's ``seq`` check) and logs the event

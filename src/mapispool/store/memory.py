@@ -110,12 +110,15 @@ class MemoryStore(Store):
         not_before: float | None,
         expires_at: float,
         eight_bit: bool = False,
+        canonical: bool = False,
     ) -> bytes:
         deferred = not_before is not None and not_before > submit_time
         due_at = not_before if deferred and not_before is not None else submit_time
         state = QueueState.DEFERRED if deferred else QueueState.QUEUED
         with self._data.lock:
-            row = self._data.new_message("Outbox", content, props, recipients, eight_bit=eight_bit)
+            row = self._data.new_message(
+                "Outbox", content, props, recipients, eight_bit=eight_bit, canonical=canonical
+            )
             row.queue = QueueRow(
                 state=state,
                 submit_time=submit_time,
@@ -177,6 +180,7 @@ class MemoryStore(Store):
                         token=q.token,
                         lease_until=q.lease_until,
                         eight_bit=row.eight_bit,
+                        canonical=row.canonical,
                         claimed_from=q.claimed_from,
                     )
                 )

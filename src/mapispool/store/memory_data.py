@@ -75,6 +75,7 @@ class Data:
         recipients: Sequence[Recipient],
         *,
         eight_bit: bool = False,
+        canonical: bool = False,
     ) -> MessageRow:
         """Add a message to ``folder`` (a valid name) and return its row."""
         row = MessageRow(
@@ -85,6 +86,7 @@ class Data:
             content=bytes(content),
             recipients=[RecipientRow(copy_recipient(r, i)) for i, r in enumerate(recipients)],
             eight_bit=eight_bit,
+            canonical=canonical,
         )
         self.next_seq += 1
         self.messages[row.entry_id] = row

@@ -120,6 +120,8 @@ class MessageRow:
     content: bytes
     recipients: list[RecipientRow]
     eight_bit: bool = False
+    #: Stored in canonical form (``Store.submit(canonical=True)``).
+    canonical: bool = False
     queue: QueueRow | None = None
 
     @property

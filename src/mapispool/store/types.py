@@ -122,6 +122,10 @@ class Claim:
     token: int
     lease_until: float
     eight_bit: bool = False
+    #: True when the content was stored in canonical form (``Store.submit``): CRLF line
+    #: ends, no Bcc field, and ``eight_bit`` exact. False for a message stored by an older
+    #: version, whose content must be sent the careful way.
+    canonical: bool = False
     #: The state the message was claimed from (``release`` puts it back there).
     claimed_from: QueueState = QueueState.QUEUED
 

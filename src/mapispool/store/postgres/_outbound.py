@@ -133,6 +133,7 @@ class Outbound(Plumbing):
                     token=int(row[15]),
                     lease_until=now + lease,
                     eight_bit=bool(row[13]),
+                    canonical=bool(row[17]),
                     claimed_from=QueueState(row[16]),
                 )
             )

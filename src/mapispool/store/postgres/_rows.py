@@ -36,6 +36,7 @@ async def insert_message(
     now: float,
     *,
     eight_bit: bool = False,
+    canonical: bool = False,
 ) -> tuple[int, bytes]:
     """Write a message, its content and recipients; return (seq, entry id)."""
     entry_id = new_entry_id()
@@ -49,6 +50,7 @@ async def insert_message(
             "props": dump_props(props),
             "size": len(content),
             "eight_bit": eight_bit,
+            "canonical": canonical,
             "now": now,
         },
     )

@@ -3,9 +3,9 @@
 
 -- name: insert_message
 INSERT INTO messages (entry_id, folder_id, message_class, subject, props, size, eight_bit,
-                      created_at)
+                      created_at, canonical)
 VALUES (%(entry_id)s, %(folder_id)s, %(message_class)s, %(subject)s, %(props)s, %(size)s,
-        %(eight_bit)s, %(now)s)
+        %(eight_bit)s, %(now)s, %(canonical)s)
 RETURNING id;
 
 -- name: insert_content
@@ -86,7 +86,8 @@ FROM messages m JOIN contents c ON c.message_id = m.id
 WHERE m.id = q.message_id AND q.message_id = ANY(%(ids)s::bigint[])
 RETURNING m.id, m.entry_id, q.state, q.submit_time, q.not_before, q.expires_at, q.attempts,
           q.last_error, q.parked_by, q.declined, m.subject, m.size, m.props, m.eight_bit,
-          CASE WHEN m.size <= %(inline_limit)s THEN c.data END, q.token, q.claimed_from;
+          CASE WHEN m.size <= %(inline_limit)s THEN c.data END, q.token, q.claimed_from,
+          m.canonical;
 
 -- name: recipients_of
 SELECT message_id, row_id, address, addrtype, display_name, recipient_type, responsibility,

@@ -244,6 +244,7 @@ class PostgresStore(Reads, Store):
         not_before: float | None,
         expires_at: float,
         eight_bit: bool = False,
+        canonical: bool = False,
     ) -> bytes:
         deferred = not_before is not None and not_before > submit_time
         state = QueueState.DEFERRED if deferred else QueueState.QUEUED
@@ -252,7 +253,7 @@ class PostgresStore(Reads, Store):
         async with self.tx("submitting a message") as conn, conn.pipeline():
             message_id, entry_id = await insert_message(
                 conn, FOLDER_IDS["Outbox"], content, props, recipients, submit_time,
-                eight_bit=eight_bit,
+                eight_bit=eight_bit, canonical=canonical,
             )  # fmt: skip
             await conn.execute(
                 q("insert_queue"),

@@ -60,9 +60,9 @@ def claim(
         for entry in chosen:
             event(conn, entry.entry_id, "offered", route.transport, None, stamp)
         seqs = json.dumps([e.seq for e in chosen])
-        loaded: dict[int, tuple[dict[int, Any], bool, bytes | None]] = {
-            int(mid): (load_props(props), bool(eight_bit), _checked(data, digest))
-            for mid, props, eight_bit, data, digest in conn.execute(
+        loaded: dict[int, tuple[dict[int, Any], bool, bool, bytes | None]] = {
+            int(mid): (load_props(props), bool(eight_bit), bool(canonical), _checked(data, digest))
+            for mid, props, eight_bit, canonical, data, digest in conn.execute(
                 Q.claimed_messages, {"seqs": seqs, "inline_limit": inline_limit}
             )
         }
@@ -71,7 +71,7 @@ def claim(
             recipients[int(row[0])].append(recipient_from_row(row[1:]))
     claims = []
     for i, entry in enumerate(chosen):
-        props, eight_bit, content = loaded[entry.seq]
+        props, eight_bit, canonical, content = loaded[entry.seq]
         claims.append(
             Claim(
                 entry=_counted(entry),
@@ -81,6 +81,7 @@ def claim(
                 token=first + i,
                 lease_until=lease_until,
                 eight_bit=eight_bit,
+                canonical=canonical,
                 claimed_from=entry.state,
             )
         )

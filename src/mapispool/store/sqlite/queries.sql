@@ -10,9 +10,9 @@ SELECT id FROM messages WHERE entry_id = :entry_id;
 
 -- name: insert_message
 INSERT INTO messages (entry_id, folder_id, message_class, subject, props, content, size,
-                      created_at, eight_bit)
+                      created_at, eight_bit, canonical)
 VALUES (:entry_id, :folder_id, :message_class, :subject, :props, X'', :size, :now,
-        :eight_bit);
+        :eight_bit, :canonical);
 
 -- name: insert_content
 -- The content has a table of its own: later UPDATEs of the message row (a move to Sent
@@ -286,8 +286,9 @@ UPDATE queue SET state = 'in_flight', attempts = attempts + 1, handoff = 0,
 WHERE message_id = :message_id;
 
 -- name: claimed_messages
--- Props, the 8-bit flag and (when small enough) the content of claimed messages.
-SELECT m.id, m.props, m.eight_bit,
+-- Props, the 8-bit and canonical flags and (when small enough) the content of claimed
+-- messages.
+SELECT m.id, m.props, m.eight_bit, m.canonical,
        CASE WHEN m.size <= :inline_limit THEN c.data END, c.sha256
 FROM messages m JOIN contents c ON c.message_id = m.id
 WHERE m.id IN (SELECT value FROM json_each(:seqs));

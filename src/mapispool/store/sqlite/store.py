@@ -166,11 +166,13 @@ class SqliteStore(Store):
         not_before: float | None,
         expires_at: float,
         eight_bit: bool = False,
+        canonical: bool = False,
     ) -> bytes:
         entry_id: bytes = await self._write_thread.run(
             lambda: writes.submit(
                 self._writer, content, props, recipients, submit_time=submit_time,
                 not_before=not_before, expires_at=expires_at, eight_bit=eight_bit,
+                canonical=canonical,
             )
         )  # fmt: skip
         self._wake()

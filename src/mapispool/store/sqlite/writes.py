@@ -50,6 +50,7 @@ def insert_message(
     now: float,
     *,
     eight_bit: bool = False,
+    canonical: bool = False,
 ) -> tuple[int, bytes]:
     """Insert a message with its content and recipients; (row id, entry id)."""
     entry_id = new_entry_id()
@@ -64,6 +65,7 @@ def insert_message(
             "size": len(content),
             "now": now,
             "eight_bit": int(eight_bit),
+            "canonical": int(canonical),
         },
     )
     message_id = int(cur.lastrowid or 0)
@@ -101,6 +103,7 @@ def submit(
     not_before: float | None,
     expires_at: float,
     eight_bit: bool,
+    canonical: bool = False,
 ) -> bytes:
     """``Store.submit``: the message, its queue entry, its event and the submission count
     in one durable transaction; then the count's copy outside the database."""
@@ -110,7 +113,15 @@ def submit(
     expires_at += due_at - submit_time
     with db.tx("submitting a message") as conn:
         message_id, entry_id = insert_message(
-            db, conn, "Outbox", content, props, recipients, submit_time, eight_bit=eight_bit
+            db,
+            conn,
+            "Outbox",
+            content,
+            props,
+            recipients,
+            submit_time,
+            eight_bit=eight_bit,
+            canonical=canonical,
         )
         conn.execute(
             Q.insert_queue,

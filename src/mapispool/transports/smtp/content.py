@@ -1,5 +1,8 @@
-"""Preparing a message for DATA (RFC 5321 §4.5.2): line ends, dot-stuffing, and the
-defensive removal of Bcc headers. Pure functions over bytes."""
+"""Preparing a message for DATA (RFC 5321 §4.5.2): dot-stuffing and the 998-character
+line limit, which belong to the wire. A message stored in canonical form (CRLF line ends,
+no Bcc, its 8-bit flag exact: ``OutboundMessage.canonical``) is sent as stored; one stored
+by an older version also gets its line ends converted and any Bcc field removed, and is
+scanned for 8-bit bytes. Pure functions over bytes."""
 
 from __future__ import annotations
 
@@ -57,15 +60,27 @@ def dot_stuff(content: bytes) -> bytes:
     return _LEADING_DOT.sub(b"..", data)
 
 
+def dot_stuff_crlf(content: bytes) -> bytes:
+    """``dot_stuff`` for content whose line ends are all CRLF already: the same result,
+    without the pass that converts line ends."""
+    if not content.endswith(b"\r\n"):
+        content += b"\r\n"
+    return _LEADING_DOT.sub(b"..", content)
+
+
 def has_8bit(content: bytes) -> bool:
     """True when ``content`` has a byte above 127 (the body then needs 8BITMIME)."""
     return not content.isascii()
 
 
-def stuffed_chunks(pieces: Iterable[bytes]) -> Iterator[bytes]:
+def stuffed_chunks(pieces: Iterable[bytes], *, crlf: bool = False) -> Iterator[bytes]:
     """``dot_stuff`` over a message given in pieces: the chunks it yields, joined, are
     exactly ``dot_stuff(b"".join(pieces))``, but no more than one piece (plus a byte) is
-    held at a time, so a 50 MB message is never copied whole."""
+    held at a time, so a 50 MB message is never copied whole. ``crlf``: the line ends
+    are all CRLF already (canonical form), so they are not converted."""
+    if crlf:
+        yield from _stuffed_crlf_chunks(pieces)
+        return
     carry = b""  # a trailing CR that may be the first half of a CRLF in the next piece
     at_line_start = True
     tail = b""  # the last two bytes yielded: to know whether a final CRLF is due
@@ -83,6 +98,22 @@ def stuffed_chunks(pieces: Iterable[bytes]) -> Iterator[bytes]:
         tail = (tail + data[-2:])[-2:]
         yield data
     if carry or tail != b"\r\n":
+        yield b"\r\n"
+
+
+def _stuffed_crlf_chunks(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    at_line_start = True
+    last = b""
+    for piece in pieces:
+        if not piece:
+            continue
+        data = _DOT_AFTER_LF.sub(b"\n..", piece)
+        if at_line_start and data.startswith(b"."):
+            data = b"." + data
+        at_line_start = data.endswith(b"\n")
+        last = (last + data[-2:])[-2:]
+        yield data
+    if last != b"\r\n":
         yield b"\r\n"
 
 
@@ -119,13 +150,19 @@ class Payload:
 
 def prepare_payload(
     size: int, content: Callable[[], bytes], open_content: Callable[[], IO[bytes]],
-    small_limit: int,
+    small_limit: int, *, canonical: bool = False, eight_bit: bool = False,
 ) -> tuple[Payload, bool, bool]:  # fmt: skip
     """(payload, a Bcc field was removed, the content has 8-bit bytes) for a message of
     ``size`` bytes, its lines made to fit 998 characters (``long_lines``). Small
     messages are prepared in memory; large ones are read twice from the store in
     ``READ_SIZE`` pieces (once to look at them, once to send them), so memory stays
-    bounded whatever their size (unless a long line makes a rewrite necessary)."""
+    bounded whatever their size (unless a long line makes a rewrite necessary).
+
+    ``canonical``: the content is in canonical form and ``eight_bit`` is its exact 8-bit
+    flag (both as stored at submit); it is then sent as stored, only dot-stuffed (and
+    folded if a line is too long), with no Bcc search, line-end pass or 8-bit scan."""
+    if canonical:
+        return _canonical_payload(size, content, open_content, small_limit, eight_bit)
     if size <= STREAM_ABOVE:
         stripped, had_bcc = strip_bcc(content())
         stripped = fit_lines(stripped)
@@ -152,3 +189,28 @@ def prepare_payload(
             )
 
     return Payload(size=size, small=None, chunks=chunks), had_bcc, eight_bit
+
+
+def _canonical_payload(
+    size: int, content: Callable[[], bytes], open_content: Callable[[], IO[bytes]],
+    small_limit: int, eight_bit: bool,
+) -> tuple[Payload, bool, bool]:  # fmt: skip
+    """``prepare_payload`` for a content in canonical form."""
+    if size > STREAM_ABOVE:
+        scanner = LongLineScanner()
+        with open_content() as stream:
+            for piece in iter(lambda: stream.read(READ_SIZE), b""):
+                scanner.feed(piece)
+        if not scanner.found:
+
+            def chunks() -> Iterator[bytes]:
+                with open_content() as stream:
+                    yield from stuffed_chunks(iter(lambda: stream.read(READ_SIZE), b""), crlf=True)
+
+            return Payload(size=size, small=None, chunks=chunks), False, eight_bit
+    data = content()
+    fitted = fit_lines(data)
+    if fitted is data:
+        return Payload.from_bytes(dot_stuff_crlf(data), small_limit), False, eight_bit
+    # Rewritten for the 998-character limit (a body part re-encoded): look again.
+    return Payload.from_bytes(dot_stuff(fitted), small_limit), False, has_8bit(fitted)

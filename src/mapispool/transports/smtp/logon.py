@@ -132,8 +132,9 @@ class SmtpLogon(TransportLogon):
         if not recipients:
             return
         payload, had_bcc, eight_bit = prepare_payload(
-            message.size, lambda: message.content, message.open_content, CHUNK
-        )
+            message.size, lambda: message.content, message.open_content, CHUNK,
+            canonical=message.canonical, eight_bit=message.eight_bit,
+        )  # fmt: skip
         if had_bcc:
             self.support.logger.warning(
                 "message %s still had a Bcc header; it was removed before sending",

@@ -26,7 +26,6 @@ FOLD_AT = 78
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _LINE = re.compile(rb"[^\r\n]*(?:\r\n|\n|\r|$)")
-_LONG_LINE = re.compile(rb"[^\r\n]{%d}" % (MAX_LINE + 1))
 
 
 def split_header(content: bytes) -> tuple[bytes, bytes]:
@@ -38,8 +37,12 @@ def split_header(content: bytes) -> tuple[bytes, bytes]:
 
 
 def has_long_line(data: bytes) -> bool:
-    """True when a line of ``data`` is longer than 998 characters."""
-    return _LONG_LINE.search(data) is not None
+    """True when a line of ``data`` is longer than 998 characters (a line ends at CRLF,
+    LF or CR, as ``bytes.splitlines`` splits). Splitting runs in C and reads each byte
+    once; a regular expression for a run of 999 non-break bytes retries from every
+    position of every line, which made this check most of a small message's DATA
+    preparation."""
+    return len(data) > MAX_LINE and max(map(len, data.splitlines())) > MAX_LINE
 
 
 class LongLineScanner:
