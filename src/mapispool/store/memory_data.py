@@ -26,26 +26,11 @@ from .memory_rows import (
     not_found,
 )
 from .model import FINISHED_STATES, Event, InvalidTransition, QueueState, Recipient, StaleClaim
-from .types import Delivery, Outcome, QueueAction, Recorded
+from .types import QUEUE_ACTIONS, Delivery, Outcome, QueueAction, Recorded
 
 _S = QueueState
 #: States that make a message due (or due at its time): reaching one wakes the spooler.
 WAKING = frozenset({_S.QUEUED, _S.RETRY, _S.DEFERRED})
-#: A person's actions: the states each may start from, the state it goes to, its event.
-ACTIONS: dict[QueueAction, tuple[frozenset[QueueState], QueueState, str]] = {
-    QueueAction.HOLD: (frozenset({_S.QUEUED, _S.DEFERRED, _S.RETRY, _S.PARKED}), _S.HELD, "held"),
-    QueueAction.RELEASE: (frozenset({_S.HELD}), _S.QUEUED, "released"),
-    QueueAction.RETRY: (
-        frozenset({_S.RETRY, _S.DEFERRED, _S.UNCERTAIN, _S.FAILED, _S.PARKED}),
-        _S.QUEUED,
-        "retry-requested",
-    ),
-    QueueAction.CANCEL: (
-        frozenset({_S.QUEUED, _S.DEFERRED, _S.RETRY, _S.PARKED, _S.HELD, _S.UNCERTAIN}),
-        _S.CANCELLED,
-        "cancelled",
-    ),
-}
 
 
 @dataclass
@@ -227,7 +212,7 @@ class Data:
             del self.messages[entry_id]
             self.log(entry_id, "deleted", None, None, now)
             return old
-        starts, new, event = ACTIONS[action]
+        starts, new, event = QUEUE_ACTIONS[action]
         check_move(entry_id, old, new, starts)
         if action is QueueAction.RETRY and old is _S.FAILED:
             if expires_at is None:

@@ -92,6 +92,23 @@ TRANSITIONS: Mapping[QueueState, frozenset[QueueState]] = {
 }
 
 
+def recovered_state(state: str, handoff: bool, pending: int) -> tuple[QueueState, str, str]:
+    """What ``Store.recover`` makes of a stranded message: its new state, the count it
+    goes to (``requeued``, ``uncertain`` or ``unparked``) and why, from its state, whether
+    its hand-over had begun and how many recipients have no recorded outcome."""
+    if state == QueueState.PARKED.value:
+        return QueueState.QUEUED, "unparked", "the spooler restarted"
+    if handoff and not pending:
+        # Every recipient's outcome was committed before the crash: nothing is unknown,
+        # and the spooler finishes the message (Spooler.start).
+        why = "the spooler stopped after recording every recipient's outcome"
+        return QueueState.QUEUED, "requeued", why
+    if handoff:
+        why = "the spooler stopped after the message was handed over"
+        return QueueState.UNCERTAIN, "uncertain", why
+    return QueueState.QUEUED, "requeued", "the spooler stopped before the message was handed over"
+
+
 class InvalidTransition(MapiError):
     """A state change the state machine does not allow (``MAPI_E_CALL_FAILED``): a bug
     when the spooler asks for it, a person's request that does not apply otherwise."""

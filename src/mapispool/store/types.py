@@ -22,6 +22,7 @@ __all__ = [
     "Delivery",
     "Note",
     "Outcome",
+    "QUEUE_ACTIONS",
     "QueueAction",
     "Recipient",
     "RecipientOutcome",
@@ -244,3 +245,22 @@ class QueueAction(StrEnum):
     RETRY = "retry"  # retry, deferred, uncertain, failed -> queued now (failed: reopened)
     CANCEL = "cancel"  # any unfinished state but in_flight -> cancelled, to Deleted Items
     PURGE = "purge"  # removed for good, with its message, whatever its state
+
+
+_S = QueueState
+#: A person's actions (``Store.act``, PURGE apart): the states each may start from, the
+#: state it goes to, and its event.
+QUEUE_ACTIONS: Mapping[QueueAction, tuple[frozenset[QueueState], QueueState, str]] = {
+    QueueAction.HOLD: (frozenset({_S.QUEUED, _S.DEFERRED, _S.RETRY, _S.PARKED}), _S.HELD, "held"),
+    QueueAction.RELEASE: (frozenset({_S.HELD}), _S.QUEUED, "released"),
+    QueueAction.RETRY: (
+        frozenset({_S.RETRY, _S.DEFERRED, _S.UNCERTAIN, _S.FAILED, _S.PARKED}),
+        _S.QUEUED,
+        "retry-requested",
+    ),
+    QueueAction.CANCEL: (
+        frozenset({_S.QUEUED, _S.DEFERRED, _S.RETRY, _S.PARKED, _S.HELD, _S.UNCERTAIN}),
+        _S.CANCELLED,
+        "cancelled",
+    ),
+}

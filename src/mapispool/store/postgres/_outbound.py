@@ -19,7 +19,14 @@ import psycopg
 from ...mapi import MAPI_E_CALL_FAILED, MAPI_E_NOT_FOUND, PR_SENDER_EMAIL_ADDRESS, MapiError
 from ..base import FOLDERS, INLINE_LIMIT, PAGE
 from ..codec import dump_props, load_props
-from ..model import TRANSITIONS, InvalidTransition, QueueState, Recipient, StaleClaim
+from ..model import (
+    TRANSITIONS,
+    InvalidTransition,
+    QueueState,
+    Recipient,
+    StaleClaim,
+    recovered_state,
+)
 from ..types import Claim, Outcome, Recorded, Route
 from ._plumbing import Conn, Plumbing
 from ._rows import FOLDER_IDS, add_event, insert_message, queue_entry, recipient_from_row
@@ -345,17 +352,7 @@ class Outbound(Plumbing):
                  "alive_after": at - self.dead_after},
             )  # fmt: skip
             for message_id, entry_id, state, handoff, pending in await cur.fetchall():
-                if state == QueueState.PARKED.value:
-                    new, key, why = QueueState.QUEUED, "unparked", "the spooler restarted"
-                elif handoff and not pending:
-                    new, key = QueueState.QUEUED, "requeued"
-                    why = "the spooler stopped after recording every recipient's outcome"
-                elif handoff:
-                    new, key = QueueState.UNCERTAIN, "uncertain"
-                    why = "the spooler stopped after the message was handed over"
-                else:
-                    new, key = QueueState.QUEUED, "requeued"
-                    why = "the spooler stopped before the message was handed over"
+                new, key, why = recovered_state(state, bool(handoff), int(pending))
                 if now is not None and state != QueueState.PARKED.value:
                     why = why.replace("the spooler stopped", "its worker's lease ran out")
                 await conn.execute(q("recover_one"), (new.value, why, at, message_id))

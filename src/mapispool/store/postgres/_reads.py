@@ -17,7 +17,7 @@ from ..base import PAGE, QueuePosition
 from ..codec import dump_json, dump_props, load_json, load_props
 from ..model import TRANSITIONS, Event, InvalidTransition, QueueEntry, QueueState, StoredMessage
 from ..sqlite.integrity import CorruptContent
-from ..types import QueueAction
+from ..types import QUEUE_ACTIONS, QueueAction
 from ._outbound import Outbound
 from ._rows import (
     FOLDER_IDS,
@@ -30,22 +30,6 @@ from ._rows import (
 from ._sql import q
 
 _FINISHED_HIDDEN = (QueueState.SENT.value, QueueState.CANCELLED.value)
-_S = QueueState
-#: A person's actions: the states each may start from, the state it goes to, its event.
-_ACTIONS: dict[QueueAction, tuple[frozenset[QueueState], QueueState, str]] = {
-    QueueAction.HOLD: (frozenset({_S.QUEUED, _S.DEFERRED, _S.RETRY, _S.PARKED}), _S.HELD, "held"),
-    QueueAction.RELEASE: (frozenset({_S.HELD}), _S.QUEUED, "released"),
-    QueueAction.RETRY: (
-        frozenset({_S.RETRY, _S.DEFERRED, _S.UNCERTAIN, _S.FAILED, _S.PARKED}),
-        _S.QUEUED,
-        "retry-requested",
-    ),
-    QueueAction.CANCEL: (
-        frozenset({_S.QUEUED, _S.DEFERRED, _S.RETRY, _S.PARKED, _S.HELD, _S.UNCERTAIN}),
-        _S.CANCELLED,
-        "cancelled",
-    ),
-}
 
 
 class Reads(Outbound):
@@ -278,7 +262,7 @@ class Reads(Outbound):
                 await conn.execute(q("delete_message_by_id"), (message_id,))
                 await add_event(conn, entry_id, "deleted", None, None, now)
                 return old
-            starts, new, event = _ACTIONS[action]
+            starts, new, event = QUEUE_ACTIONS[action]
             if old not in starts or new not in TRANSITIONS[old]:
                 raise InvalidTransition(
                     f"{entry_id.hex()}: cannot {action.value} a message that is {old.value}"

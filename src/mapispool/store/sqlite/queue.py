@@ -11,7 +11,14 @@ from collections.abc import Iterable, Sequence
 
 from ...mapi import MAPI_E_CALL_FAILED, MAPI_E_INVALID_PARAMETER, MAPI_E_NOT_FOUND, MapiError
 from ..codec import dump_props
-from ..model import DUE_STATES, TRANSITIONS, InvalidTransition, QueueState, StaleClaim
+from ..model import (
+    DUE_STATES,
+    TRANSITIONS,
+    InvalidTransition,
+    QueueState,
+    StaleClaim,
+    recovered_state,
+)
 from ..types import Outcome, QueueAction, Recorded
 from .database import Database
 from .queries import Q
@@ -243,19 +250,7 @@ def recover(db: Database, *, parked: bool, before: float | None) -> dict[str, in
     with db.tx("recovering the queue") as conn:
         rows = conn.execute(Q.stranded, {"before": before, "parked": int(parked)}).fetchall()
         for message_id, entry_id, state, handoff, pending in rows:
-            if state == QueueState.PARKED.value:
-                new, key, why = QueueState.QUEUED, "unparked", "the spooler restarted"
-            elif handoff and not pending:
-                # Every recipient's outcome was committed before the crash: nothing is
-                # unknown, and the spooler finishes the message (Spooler.start).
-                new, key = QueueState.QUEUED, "requeued"
-                why = "the spooler stopped after recording every recipient's outcome"
-            elif handoff:
-                new, key = QueueState.UNCERTAIN, "uncertain"
-                why = "the spooler stopped after the message was handed over"
-            else:
-                new, key = QueueState.QUEUED, "requeued"
-                why = "the spooler stopped before the message was handed over"
+            new, key, why = recovered_state(state, bool(handoff), int(pending))
             conn.execute(
                 Q.recovered,
                 {"state": new.value, "why": why, "now": now, "message_id": message_id},
