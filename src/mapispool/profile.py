@@ -6,65 +6,21 @@ the key and the fix, as a ``ProfileError`` (a ``MapiError`` with ``MAPI_E_UNCONF
 
 from __future__ import annotations
 
-import logging
 import os
 import re
-import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .listener.settings import parse_listen
 from .mapi import MAPI_E_UNCONFIGURED, MapiError
 from .mapi.errors import NotFoundError
-from .spi import TransportProvider
-from .store.base import Store
-from .transports.registry import ProviderNotFound, resolve_provider
+from .profile_secrets import warn_if_exposed
 
-log = logging.getLogger("mapispool.profile")
-
-#: Setting names that hold a secret itself (not a reference to one such as password_env).
-_SECRET_NAME = re.compile(
-    r"(^|_)(password|passwd|passphrase|secret|token|api_?key|private_key|credentials?)$",
-    re.IGNORECASE,
-)
-
-
-def inline_secrets(data: Any, prefix: str = "") -> list[str]:
-    """The dotted keys of ``data`` whose name says they hold a secret with a value."""
-    found: list[str] = []
-    if isinstance(data, Mapping):
-        for key, value in data.items():
-            dotted = f"{prefix}{key}"
-            if isinstance(value, Mapping):
-                found += inline_secrets(value, f"{dotted}.")
-            elif _SECRET_NAME.search(str(key)) and value not in (None, ""):
-                found.append(dotted)
-    return found
-
-
-def warn_if_exposed(path: str, data: Mapping[str, Any]) -> bool:
-    """Log a warning when a profile that others may read holds secrets inline; True if
-    it did. (A warning, not an error: the profile still works.)"""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return False
-    secrets = inline_secrets(data)
-    if not secrets or not mode & (stat.S_IRWXG | stat.S_IRWXO):
-        return False
-    log.warning(
-        "%s holds secrets (%s) and other users may read it (mode %s); run 'chmod 600 %s', "
-        "or keep the secrets outside the profile (password_env, password_file, "
-        "password_command)",
-        path,
-        ", ".join(secrets),
-        stat.filemode(mode),
-        path,
-    )
-    return True
+if TYPE_CHECKING:
+    from .spi import TransportProvider
+    from .store.base import Store
 
 
 class ProfileError(MapiError):
@@ -84,15 +40,49 @@ SPOOLER_TRANSPORT_KEYS = frozenset({"provider", "poll_interval", "lanes"})
 
 @dataclass(frozen=True)
 class TransportConfig:
-    """One ``[transports.NAME]`` section, resolved."""
+    """One ``[transports.NAME]`` section. Its provider class is imported, and the
+    provider's own settings checked, when the profile is loaded, unless it was loaded
+    with ``check_transports=False`` (``mapispool-sendmail``'s queueing needs no
+    transport): then on the first use of ``provider_class``, which raises the same
+    ``ProfileError``."""
 
     name: str
     provider: str
-    provider_class: type[TransportProvider]
     settings: Mapping[str, Any]
     poll_interval: float = 60.0
     #: How many workers of a many-worker store may send through it at once (1: submit order).
     lanes: int = 1
+    #: The profile file, named in a ``ProfileError`` raised by ``provider_class``.
+    source: str | None = field(default=None, compare=False, repr=False)
+    _provider_class: type[TransportProvider] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def provider_class(self) -> type[TransportProvider]:
+        """The provider class, imported and its settings checked on first use."""
+        if self._provider_class is None:
+            resolved = resolve_transport(self.name, self.provider, self.settings, self.source)
+            object.__setattr__(self, "_provider_class", resolved)
+            return resolved
+        return self._provider_class
+
+
+def resolve_transport(
+    name: str, provider: str, settings: Mapping[str, Any], source: str | None
+) -> type[TransportProvider]:
+    """Import the provider class of ``[transports.NAME]`` and let it check its settings;
+    a ``ProfileError`` naming the key and the fix when either fails."""
+    from .transports.registry import ProviderNotFound, resolve_provider
+
+    key = f"transports.{name}"
+    try:
+        provider_class = resolve_provider(provider)
+    except ProviderNotFound as exc:
+        raise ProfileError(exc.message, source=source, key=f"{key}.provider") from exc
+    try:
+        provider_class.check_settings(settings)
+    except ValueError as exc:
+        raise ProfileError(str(exc), source=source, key=key) from exc
+    return provider_class
 
 
 @dataclass(frozen=True)
@@ -135,8 +125,10 @@ class Profile:
     # -- loading ------------------------------------------------------------------
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Profile:
-        """Read and validate a TOML profile file."""
+    def load(cls, path: str | os.PathLike[str], *, check_transports: bool = True) -> Profile:
+        """Read and validate a TOML profile file. ``check_transports=False`` leaves the
+        transports' provider classes unimported and their own settings unchecked until
+        first used (``TransportConfig.provider_class``): for a process that only queues."""
         source = os.fspath(path)
         try:
             text = Path(source).read_text(encoding="utf-8")
@@ -147,23 +139,28 @@ class Profile:
             ) from exc
         except OSError as exc:
             raise ProfileError(f"cannot read the file: {exc.strerror}", source=source) from exc
-        profile = cls.from_toml(text, source=source)
+        profile = cls.from_toml(text, source=source, check_transports=check_transports)
         warn_if_exposed(source, tomllib.loads(text))
         return profile
 
     @classmethod
-    def from_toml(cls, text: str, *, source: str | None = None) -> Profile:
-        """Parse and validate profile TOML text."""
+    def from_toml(
+        cls, text: str, *, source: str | None = None, check_transports: bool = True
+    ) -> Profile:
+        """Parse and validate profile TOML text (``check_transports``: as in ``load``)."""
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ProfileError(f"not valid TOML: {exc}", source=source) from exc
-        return cls.from_dict(data, source=source)
+        return cls.from_dict(data, source=source, check_transports=check_transports)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, source: str | None = None) -> Profile:
-        """Validate a profile given as a mapping (the parsed form of the TOML file)."""
-        return _ProfileReader(data, source).read()
+    def from_dict(
+        cls, data: Mapping[str, Any], *, source: str | None = None, check_transports: bool = True
+    ) -> Profile:
+        """Validate a profile given as a mapping (the parsed form of the TOML file);
+        ``check_transports``: as in ``load``."""
+        return _ProfileReader(data, source, check_transports).read()
 
     # -- queries ------------------------------------------------------------------
 
@@ -299,9 +296,12 @@ TOP_LEVEL_KEYS = {
 class _ProfileReader:
     """Validates one profile mapping, collecting the source for error messages."""
 
-    def __init__(self, data: Mapping[str, Any], source: str | None) -> None:
+    def __init__(
+        self, data: Mapping[str, Any], source: str | None, check_transports: bool = True
+    ) -> None:
         self.data = data
         self.source = source
+        self.check_transports = check_transports
 
     def error(self, key: str | None, message: str) -> ProfileError:
         return ProfileError(message, source=self.source, key=key)
@@ -361,7 +361,11 @@ class _ProfileReader:
         return store
 
     def read_listen(self) -> Mapping[str, Any]:
-        table = self.data.get("listen", {})
+        if "listen" not in self.data:
+            return {}  # without importing the listener's settings (and ipaddress)
+        from .listener.settings import parse_listen
+
+        table = self.data["listen"]
         try:
             parse_listen(table)
         except ValueError as exc:
@@ -467,10 +471,6 @@ class _ProfileReader:
                 'missing; set provider = "smtp" (or imap, pop3, maildir, loopback, '
                 "or 'package.module:ClassName')",
             )
-        try:
-            provider_class = resolve_provider(provider)
-        except ProviderNotFound as exc:
-            raise self.error(f"{key}.provider", exc.message) from exc
         poll_interval = section.get("poll_interval", 60)
         if isinstance(poll_interval, bool) or not isinstance(poll_interval, int | float):
             raise self.error(f"{key}.poll_interval", "must be a number of seconds")
@@ -480,15 +480,15 @@ class _ProfileReader:
         if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
             raise self.error(f"{key}.lanes", f"must be a whole number of at least 1, not {lanes!r}")
         settings = {k: v for k, v in section.items() if k not in SPOOLER_TRANSPORT_KEYS}
-        try:
-            provider_class.check_settings(settings)
-        except ValueError as exc:
-            raise self.error(key, str(exc)) from exc
+        provider_class = None
+        if self.check_transports:
+            provider_class = resolve_transport(name, provider, settings, self.source)
         return TransportConfig(
             name=name,
             provider=provider,
-            provider_class=provider_class,
             settings=settings,
             poll_interval=float(poll_interval),
             lanes=lanes,
+            source=self.source,
+            _provider_class=provider_class,
         )

@@ -8,19 +8,22 @@ spelling a parser accepts (Bcc recipients are in the recipient table, never in t
 transmitted header), and a missing Date or Message-ID is added once, so that it stays the
 same across retries. ``Prepared.eight_bit`` says whether a byte is above 127, so that no
 transport has to scan the content again to choose BODY=8BITMIME or SMTPUTF8.
+
+Cheap to import (``mapispool-sendmail`` runs it in a process that queues one message):
+``email.policy``, ``email.parser`` and ``email.message`` are imported only by the
+submissions that need them (an ``EmailMessage``, or a header with 8-bit bytes or encoded
+words).
 """
 
 from __future__ import annotations
 
-import email.policy
 import email.utils
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.message import EmailMessage, Message
-from email.parser import BytesHeaderParser
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from .fqdn import host_fqdn
 from .mapi import (
@@ -46,9 +49,24 @@ from .mapi import (
     MessageFlags,
     RecipientType,
 )
-from .spi import Recipient
+from .store.model import Recipient
+
+if TYPE_CHECKING:
+    from email.message import EmailMessage, Message
 
 RecipientSpec = str | Recipient
+
+#: A private property (the provider-defined range 0x6700-0x67FF) naming the way a message
+#: came in; only the ways below make their NDRs travel back to the sender
+#: (``spooler.bounce_to_sender``).
+PR_MAPISPOOL_SUBMITTED_VIA = 0x6701001F
+SUBMITTED_VIA_SENDMAIL = "sendmail"
+SUBMITTED_VIA_LISTENER = "smtp-listener"
+
+
+def origin_props(via: str) -> dict[int, Any]:
+    """The properties to submit with a message that came in through ``via``."""
+    return {PR_MAPISPOOL_SUBMITTED_VIA: via}
 
 
 @dataclass(frozen=True)
@@ -217,11 +235,14 @@ class _Headers:
     def parse(cls, block: bytes) -> _Headers:
         data = block + b"\r\n\r\n"
         if cls._NEEDS_DECODING.search(block):
+            from email.parser import BytesHeaderParser
+            from email.policy import default
+
             # The email package stops reading the header at a name followed by blanks
             # ("Bcc : x"), which RFC 5322's obsolete syntax allows and the plain reader
             # below accepts: close the gap so that both read the same fields.
             data = cls._BLANK_BEFORE_COLON.sub(rb"\1:", data)
-            parsed = BytesHeaderParser(policy=email.policy.default).parsebytes(data)
+            parsed = BytesHeaderParser(policy=default).parsebytes(data)
             return cls([(name, str(value)) for name, value in parsed.items()])
         # _check_header_block has already refused anything but fields and continuations.
         text = block.decode("ascii")
@@ -239,6 +260,18 @@ class _Headers:
     def get(self, name: str) -> str | None:
         values = self.get_all(name)
         return values[0] if values else None
+
+
+def _message_class() -> type[Message]:
+    from email.message import Message
+
+    return Message
+
+
+def _is_message(value: object) -> TypeGuard[Message]:
+    """Whether ``value`` is an ``email.message.Message``, without importing that module
+    when nothing has: no object can be of a class that was never defined."""
+    return "email.message" in sys.modules and isinstance(value, _message_class())
 
 
 def message_id_domain(sender: str | None, from_field: str | None) -> str:
@@ -263,9 +296,11 @@ def prepare(
     sender: str | None = None,
 ) -> Prepared:
     """Validate and convert a submission. Raises ``MapiError`` naming what is wrong."""
-    if isinstance(message, Message):
+    if _is_message(message):
+        from email.policy import SMTP  # not "import email.policy": that makes "email" local
+
         _check_injection(message)
-        raw = message.as_bytes(policy=email.policy.SMTP)
+        raw = message.as_bytes(policy=SMTP)
     elif isinstance(message, bytes):
         raw = message
     elif isinstance(message, bytearray | memoryview):

@@ -14,8 +14,6 @@ The default is the profile's ``[sendmail] delivery``, else ``background`` when
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,8 +24,10 @@ from ..daemon.client import submit as queue_message
 from ..mapi import MAPI_E_BUSY, MapiError
 from ..profile import Profile
 from .errors import EX_FAILURES, EX_OK, EX_TEMPFAIL, EX_UNAVAILABLE, describe, exit_code
+from .sendmail_fast import default_delivery
 from .sendmail_queue import mailq_lines
 from .sendmail_say import say, warn
+from .sendmail_spawn import start_background
 
 #: How long ``-odi`` waits for a spooler in another process (the daemon, or a
 #: background Send/Receive) to finish with the message: longer than an SMTP timeout.
@@ -38,15 +38,10 @@ _DELIVERED, _REFUSED = "sent", ("failed", "cancelled")
 _PENDING = ("queued", "in_flight")
 
 
-def default_delivery(profile: Profile) -> str:
-    """The delivery mode when no -od flag is given."""
-    if profile.sendmail_delivery:
-        return profile.sendmail_delivery
-    return "background" if profile.send_immediately else "queue"
-
-
 def queue_and_deliver(path: Path, params: dict[str, Any], delivery: str | None) -> int:
-    """Queue the message (the ``submit`` operation's's ``params``) and deliver it; the exit code."""
+    """Queue the message (the ``submit`` operation's ``params``) and deliver it; the exit
+    code. The full path, with the application layer: ``-odi`` and PostgreSQL stores (the
+    common case takes ``sendmail_fast``)."""
     try:
         profile = Profile.load(path)
         entry_id, woken = queue_message(profile, params, warn)
@@ -59,52 +54,6 @@ def queue_and_deliver(path: Path, params: dict[str, Any], delivery: str | None) 
         say(describe(exc))
         return exit_code(exc)
     return EX_OK
-
-
-# -- background ---------------------------------------------------------------------------
-
-
-def spooler_running(store: Path) -> bool:
-    """Whether a spooler process holds the store now: its lock file bears the mark
-    ``running PID`` (``store.integrity.mark_running``) of a live process. Read without
-    taking the lock, so that a spooler starting at this moment is never refused."""
-    real = Path(os.path.realpath(store))
-    try:
-        mark = Path(f"{real}.lock").read_text(encoding="ascii", errors="replace").split()
-    except OSError:
-        return False
-    if len(mark) != 2 or mark[0] != "running" or not mark[1].isdigit():
-        return False
-    try:
-        os.kill(int(mark[1]), 0)
-    except ProcessLookupError:
-        return False  # a spooler that crashed left its mark
-    except PermissionError:
-        return True
-    return True
-
-
-def start_background(profile: Profile) -> None:
-    """Start a detached upload-only Send/Receive for the profile's store and return at
-    once; a no-op when a spooler already runs on it (it looks at the queue again before
-    it lets the store go, and this message was committed before this check)."""
-    if spooler_running(profile.store_path()):
-        return
-    source = profile.source
-    if source is None:
-        return
-    command = [sys.executable, "-m", "mapispool.cli.sendmail_background", "--profile", source]
-    try:
-        subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # not killed with the caller's terminal or process group
-            close_fds=True,
-        )
-    except OSError as exc:
-        warn(f"could not start a background Send/Receive ({exc}); the message is queued")
 
 
 # -- now (-odi) ------------------------------------------------------------------------------

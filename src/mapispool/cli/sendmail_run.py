@@ -8,9 +8,10 @@ delivery mode says (``-odb`` background, ``-odi`` now, ``-odq`` queue only; the 
 is the profile's ``[sendmail] delivery``); ``-bp`` lists the queue as ``mailq`` does;
 ``-q`` runs the queue (``mapispool flush --upload``).
 
-This module keeps a process that has nothing to queue cheap (a usage error, an empty
-message): it imports only what reading the command line and the message needs; the
-profile, the store and the spooler are imported by ``sendmail_deliver``."""
+This module keeps a process cheap: it imports only what reading the command line and the
+message needs; ``sendmail_fast`` queues the message with the profile and the store alone,
+and ``sendmail_deliver`` (the application layer, the spooler) runs only for -odi, -bp, -q
+and PostgreSQL stores."""
 
 from __future__ import annotations
 
@@ -142,7 +143,7 @@ def run(
         say("the message on standard input is empty")
         return EX_NOINPUT
     params = submit_params(prepare_message(content, inv), inv)
-    from .sendmail_deliver import queue_and_deliver
+    from .sendmail_fast import queue_and_deliver
 
     return queue_and_deliver(path, params, inv.delivery)
 

@@ -8,9 +8,7 @@ JSON-friendly values (the operations of ``mapispool.app``)."""
 from __future__ import annotations
 
 import base64
-import os
 import socket
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,27 +16,15 @@ from ..app import Backend, LocalBackend, Progress
 from ..mapi import MapiError
 from ..mapi.errors import HResult
 from ..profile import Profile
-from . import trust
 from .attached import install as install_client_mode
-from .protocol import (
-    READ_ONLY_OPS,
-    READ_TIMEOUT,
-    WAKE_TIMEOUT,
-    decode,
-    encode,
-    raise_error,
-    socket_path,
-)
+from .notify import CONNECT_TIMEOUT as CONNECT_TIMEOUT
+from .notify import Warn, connect_socket, tell_submitted
+from .protocol import READ_ONLY_OPS, READ_TIMEOUT, decode, encode, raise_error, socket_path
 
 # A command that runs an operation in process (``LocalBackend``) logs on beside a daemon
 # that started meanwhile as its client. The ``mapispool`` package imports its names
 # lazily, so the client mode is plugged in here too, not only on ``mapispool.Session``.
 install_client_mode()
-
-#: Where a client reports a socket it refused to use, or a daemon that did not answer.
-Warn = Callable[[str], None]
-
-CONNECT_TIMEOUT = 5.0
 
 #: The daemon went away in the middle of a request: the session ended (exit 75, try again).
 LOST = HResult.MAPI_E_END_OF_SESSION
@@ -61,27 +47,8 @@ class DaemonBackend:
         """A client for the daemon listening at ``path``, or None when none answers (no
         socket file, or a stale one left by a daemon that was killed) or when the socket
         is not our own daemon's (``trust``): then ``warn`` hears why and nothing is sent."""
-        if not os.path.lexists(path):
-            return None
-        problem = trust.socket_file_problem(path)
-        if problem is not None:
-            _warn(warn, f"not using the control socket: {problem}")
-            return None
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(CONNECT_TIMEOUT)
-        try:
-            sock.connect(str(path))
-        except OSError:
-            sock.close()
-            return None
-        problem = trust.peer_problem(sock)
-        if problem is not None:
-            sock.close()
-            _warn(warn, f"not using the control socket {path}: {problem}")
-            return None
-        # A flush may take as long as it takes; only connecting has a deadline.
-        sock.settimeout(None)
-        return cls(sock)
+        sock = connect_socket(path, warn)
+        return None if sock is None else cls(sock)
 
     def call(
         self, op: str, params: dict[str, Any] | None = None, progress: Progress | None = None
@@ -167,20 +134,7 @@ def wake(profile: Profile, entry_id: str, warn: Warn | None = None) -> bool:
     itself (NOTIFY in the submission's transaction): True."""
     if profile.store_is_postgres:
         return True
-    daemon = DaemonBackend.connect(socket_path(profile.store_path()), warn)
-    if daemon is None:
-        return False
-    daemon.set_timeout(WAKE_TIMEOUT)
-    try:
-        daemon.call("submitted", {"entry_id": entry_id})
-    except MapiError as exc:
-        # The "try again" of a lost socket is for requests; this message is safe already.
-        why = exc.message.removesuffix("; try again")
-        _warn(warn, f"the message is queued, but the daemon did not take the news: {why}")
-        return False
-    finally:
-        daemon.close()
-    return True
+    return tell_submitted(profile.store_path(), entry_id, warn)
 
 
 def encode_content(content: bytes) -> str:

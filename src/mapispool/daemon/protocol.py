@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..mapi import MAPI_E_CALL_FAILED, MapiError
-from ..profile import Profile
+
+if TYPE_CHECKING:
+    from ..profile import Profile
 
 #: Seconds a client waits for the daemon to take the news of a message it stored itself
 #: (the ``submitted`` request, answered at once by a running daemon). A daemon that is
@@ -66,6 +67,8 @@ def control_socket(profile: Profile, worker: str = "") -> Path:
 
 def runtime_dir() -> Path:
     """The user's private directory for sockets, created (mode 0700) when missing."""
+    import tempfile  # here: the sendmail process that imports this module never needs it
+
     base = os.environ.get("XDG_RUNTIME_DIR")
     path = (
         Path(base) / "mapispool"

@@ -30,28 +30,25 @@ from typing import Any
 from ..mapi import MAPI_TO, PR_MESSAGE_CLASS, PR_SENDER_EMAIL_ADDRESS
 from ..spi import Recipient
 from ..store import Note, Outcome, Store
+
+# The ways in and their property live with the submission, which mapispool-sendmail's
+# queueing imports without the spooler.
+from ..submission import PR_MAPISPOOL_SUBMITTED_VIA as PR_MAPISPOOL_SUBMITTED_VIA
+from ..submission import SUBMITTED_VIA_LISTENER as SUBMITTED_VIA_LISTENER
+from ..submission import SUBMITTED_VIA_SENDMAIL as SUBMITTED_VIA_SENDMAIL
+from ..submission import origin_props as origin_props
 from ..submission import prepare
 from .reports import FailedRecipient, build_ndr
 
 log = logging.getLogger("mapispool.spooler")
 
-#: A private property (the provider-defined range 0x6700-0x67FF) naming the way a message
-#: came in; only the ways below make their NDRs travel back to the sender.
-PR_MAPISPOOL_SUBMITTED_VIA = 0x6701001F
 #: On a DSN: the entry id (hex) of the message it reports on.
 PR_MAPISPOOL_REPORT_ON = 0x6702001F
 
-SUBMITTED_VIA_SENDMAIL = "sendmail"
-SUBMITTED_VIA_LISTENER = "smtp-listener"
 _BOUNCING_WAYS = frozenset({SUBMITTED_VIA_SENDMAIL, SUBMITTED_VIA_LISTENER})
 
 _DAEMON_LOCALPARTS = frozenset({"mailer-daemon"})
 _REPORT_TYPE = re.compile(r"(?i)multipart/report\b.*report-type\s*=\s*\"?(delivery|disposition)")
-
-
-def origin_props(via: str) -> dict[int, Any]:
-    """The properties to submit with a message that came in through ``via``."""
-    return {PR_MAPISPOOL_SUBMITTED_VIA: via}
 
 
 def bounce_address(props: Mapping[int, Any], head: bytes) -> str | None:

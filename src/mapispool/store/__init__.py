@@ -5,6 +5,7 @@ dedupe keys, events and status rows. ``Store`` (``base.py``) is the interface; S
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
 
 from .base import FOLDERS, INLINE_LIMIT, PAGE, QueuePosition, Store
 from .model import (
@@ -19,7 +20,6 @@ from .model import (
     StaleClaim,
     StoredMessage,
 )
-from .sqlite import SqliteStore, new_entry_id
 from .types import (
     Claim,
     Delivery,
@@ -35,6 +35,22 @@ from .types import (
     sender_matches,
 )
 
+if TYPE_CHECKING:
+    from .sqlite import SqliteStore, new_entry_id
+
+
+def __getattr__(name: str) -> Any:
+    """``SqliteStore`` and ``new_entry_id`` are imported on first use (PEP 562): the
+    SQLite store's async machinery (threads, asyncio) is not needed by a process that
+    only writes one submission with ``sqlite.writes`` (``mapispool-sendmail``)."""
+    if name in ("SqliteStore", "new_entry_id"):
+        from . import sqlite
+
+        value = getattr(sqlite, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mapispool.store' has no attribute {name!r}")
+
 
 async def open_store(location: str | os.PathLike[str]) -> Store:
     """Open the store a profile names: a path or ``sqlite://`` URL (SQLite), or a
@@ -45,6 +61,8 @@ async def open_store(location: str | os.PathLike[str]) -> Store:
 
         store: Store = await PostgresStore.open(text)
         return store
+    from .sqlite import SqliteStore
+
     return await SqliteStore.open(text)
 
 

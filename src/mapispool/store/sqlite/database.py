@@ -4,15 +4,13 @@ runs on that connection's own thread, never on the event loop's."""
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import errno
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...mapi import MAPI_E_NOT_ENOUGH_DISK, MAPI_E_NOT_FOUND, MAPI_E_VERSION, MapiError
 from ..base import FOLDERS
@@ -21,6 +19,9 @@ from .errors import describe_open_failure, translate
 from .integrity import forget_seq
 from .queries import Q
 from .schema import SchemaTooNew, migrate
+
+if TYPE_CHECKING:
+    import concurrent.futures
 
 T = TypeVar("T")
 
@@ -153,10 +154,16 @@ class DbThread:
     """The one thread that runs a connection's work, in the order it was asked for."""
 
     def __init__(self, name: str) -> None:
+        # Imported here, not at the top: ``Database`` alone (the synchronous submit of
+        # ``mapispool-sendmail``) must not pay for threads and asyncio.
+        import concurrent.futures
+
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on this thread, awaited from any event loop."""
+        import asyncio
+
         return await asyncio.wrap_future(self._pool.submit(fn, *args))
 
     def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:

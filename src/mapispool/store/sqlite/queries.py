@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from importlib import resources
+from pathlib import Path
 
 _NAME = re.compile(r"^-- name: ([a-z_]+)\s*$", re.M)
 
@@ -45,4 +45,6 @@ class Queries(Mapping[str, str]):
         return len(self._queries)
 
 
-Q = Queries(parse(resources.files(__package__).joinpath("queries.sql").read_text("utf-8")))
+# Read beside this file rather than through importlib.resources, whose import costs a
+# sendmail process more than the file itself (mapispool is installed unpacked).
+Q = Queries(parse(Path(__file__).with_name("queries.sql").read_text("utf-8")))

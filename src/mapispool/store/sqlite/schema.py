@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -24,7 +24,8 @@ class Migration:
 def migrations() -> list[Migration]:
     """Every migration shipped in ``mapispool/store/sqlite/migrations``, in version order."""
     found: list[Migration] = []
-    for item in resources.files(__package__).joinpath("migrations").iterdir():
+    # Beside this file, as ``queries.sql`` (see there why not importlib.resources).
+    for item in Path(__file__).with_name("migrations").iterdir():
         match = _NAME.match(item.name)
         if match:
             found.append(Migration(int(match.group(1)), item.name, item.read_text("utf-8")))

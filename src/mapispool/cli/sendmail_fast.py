@@ -1,0 +1,107 @@
+"""The fast path of ``mapispool-sendmail`` (issue #13): queue one message the way mutt,
+git send-email and cron call sendmail, in a process that imports almost nothing.
+
+A sendmail process is started once per message, so its imports are most of its cost.
+This path loads the profile without importing the transports
+(``Profile.load(check_transports=False)``), makes the canonical form with the one
+implementation (``submission.prepare``), and writes the submission's rows with the one
+implementation the SQLite store also runs (``store.sqlite.writes.submit``), synchronously
+and as durably (one fsync'd transaction before exit 0). It then tells a running daemon
+over its control socket (``daemon.notify``), or starts the detached background
+Send/Receive (``sendmail_spawn``), as the delivery mode says.
+
+The cli layer imports the store directly here, below the session and the spooler, on
+purpose: a session would import asyncio, the spooler and the transports, which queueing
+one message does not use. Everything else falls back to the full path
+(``sendmail_deliver``): a PostgreSQL store (its client library and its workers'
+notification), ``-odi`` (this process sends). The message never crosses the control
+socket: a daemon that is lost mid-answer cannot leave its fate unknown, so exit 0 means
+stored and a non-zero exit means not stored (a retry cannot duplicate it)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..mapi import MAPI_TO, MapiError
+from ..profile import Profile
+from ..submission import SUBMITTED_VIA_SENDMAIL, RecipientSpec, origin_props, parse_recipient
+from ..submission import prepare as prepare_submission
+from .sendmail_say import say, warn
+
+EX_OK = 0
+
+
+def default_delivery(profile: Profile) -> str:
+    """The delivery mode when no -od flag is given: the profile's ``[sendmail]
+    delivery``, else ``background`` when ``send_immediately`` is true (the default) and
+    ``queue`` when it is false."""
+    if profile.sendmail_delivery:
+        return profile.sendmail_delivery
+    return "background" if profile.send_immediately else "queue"
+
+
+def recipients_of(params: dict[str, Any]) -> list[RecipientSpec] | None:
+    """The ``submit`` operation's ``recipients`` (To), as ``app.submit`` reads them; None
+    (the message's headers say who gets it) when absent."""
+    given = params.get("recipients")
+    if given is None:
+        return None
+    return [parse_recipient(str(spec), MAPI_TO) for spec in given]
+
+
+def submit_to_sqlite(profile: Profile, params: dict[str, Any]) -> str:
+    """Write the message of the ``submit`` operation's ``params`` to the profile's
+    SQLite store, with the rows ``AsyncSession.submit`` writes (``via = "sendmail"``
+    included); the entry id in hex."""
+    from ..store.sqlite.database import Database
+    from ..store.sqlite.writes import submit
+
+    now = datetime.now(UTC)
+    prepared = prepare_submission(
+        bytes(params["content"]), recipients=recipients_of(params), now=now,
+        sender=params.get("sender"),
+    )  # fmt: skip
+    if params.get("via") == SUBMITTED_VIA_SENDMAIL:
+        prepared.props.update(origin_props(SUBMITTED_VIA_SENDMAIL))
+    db = Database(profile.store_path(), migrate_schema=True)
+    try:
+        submit_time = time.time()
+        entry_id = submit(
+            db, prepared.content, prepared.props, prepared.recipients,
+            submit_time=submit_time, not_before=None,
+            expires_at=submit_time + profile.retry.lifetime,
+            eight_bit=prepared.eight_bit, canonical=True,
+        )  # fmt: skip
+    finally:
+        db.close()
+    return entry_id.hex()
+
+
+def queue_and_deliver(path: Path, params: dict[str, Any], delivery: str | None) -> int:
+    """Queue the message (the ``submit`` operation's ``params``) and deliver it as the
+    delivery mode says; the exit code. Falls back to ``sendmail_deliver`` for what this
+    path does not do (see the module's text)."""
+    try:
+        profile = Profile.load(path, check_transports=False)
+        mode = delivery or default_delivery(profile)
+        if profile.store_is_postgres or mode == "now":
+            from .sendmail_deliver import queue_and_deliver as full_path
+
+            return full_path(path, params, delivery)
+        entry_id = submit_to_sqlite(profile, params)
+    except MapiError as exc:
+        from .errors import describe, exit_code
+
+        say(describe(exc))
+        return exit_code(exc)
+    from ..daemon.notify import tell_submitted
+
+    woken = tell_submitted(profile.store_path(), entry_id, warn)
+    if mode == "background" and not woken:
+        from .sendmail_spawn import start_background
+
+        start_background(profile)
+    return EX_OK
