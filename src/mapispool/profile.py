@@ -139,8 +139,9 @@ class Profile:
             ) from exc
         except OSError as exc:
             raise ProfileError(f"cannot read the file: {exc.strerror}", source=source) from exc
-        profile = cls.from_toml(text, source=source, check_transports=check_transports)
-        warn_if_exposed(source, tomllib.loads(text))
+        data = _parse_toml(text, source)
+        profile = cls.from_dict(data, source=source, check_transports=check_transports)
+        warn_if_exposed(source, data)
         return profile
 
     @classmethod
@@ -148,10 +149,7 @@ class Profile:
         cls, text: str, *, source: str | None = None, check_transports: bool = True
     ) -> Profile:
         """Parse and validate profile TOML text (``check_transports``: as in ``load``)."""
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ProfileError(f"not valid TOML: {exc}", source=source) from exc
+        data = _parse_toml(text, source)
         return cls.from_dict(data, source=source, check_transports=check_transports)
 
     @classmethod
@@ -234,6 +232,13 @@ class Profile:
         if not path.is_absolute() and self.source is not None and raw != ":memory:":
             path = Path(self.source).resolve().parent / path
         return path
+
+
+def _parse_toml(text: str, source: str | None) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"not valid TOML: {exc}", source=source) from exc
 
 
 _POSTGRES_STORE_KEYS = (

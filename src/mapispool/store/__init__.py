@@ -4,52 +4,96 @@ dedupe keys, events and status rows. ``Store`` (``base.py``) is the interface; S
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import TYPE_CHECKING, Any
 
-from .base import FOLDERS, INLINE_LIMIT, PAGE, QueuePosition, Store
-from .model import (
-    DUE_STATES,
-    FINISHED_STATES,
-    TRANSITIONS,
-    Event,
-    InvalidTransition,
-    QueueEntry,
-    QueueState,
-    Recipient,
-    StaleClaim,
-    StoredMessage,
-)
-from .types import (
-    Claim,
-    Delivery,
-    Note,
-    Outcome,
-    QueueAction,
-    RecipientOutcome,
-    Recorded,
-    Report,
-    Route,
-    TransportList,
-    order_by_sender,
-    sender_matches,
-)
-
 if TYPE_CHECKING:
-    from .sqlite import SqliteStore, new_entry_id
+    from .base import (
+        FOLDERS,
+        INLINE_LIMIT,
+        PAGE,
+        QueuePosition,
+        Store,
+    )
+    from .model import (
+        DUE_STATES,
+        FINISHED_STATES,
+        TRANSITIONS,
+        Event,
+        InvalidTransition,
+        QueueEntry,
+        QueueState,
+        Recipient,
+        StaleClaim,
+        StoredMessage,
+    )
+    from .sqlite import (
+        SqliteStore,
+        new_entry_id,
+    )
+    from .types import (
+        Claim,
+        Delivery,
+        Note,
+        Outcome,
+        QueueAction,
+        RecipientOutcome,
+        Recorded,
+        Report,
+        Route,
+        TransportList,
+        order_by_sender,
+        sender_matches,
+    )
+
+#: Where each name lives. They are imported on first use (PEP 562): a process that only
+#: writes one submission (``mapispool-sendmail``, through ``sqlite.writes``) needs neither
+#: the ``Store`` interface nor the SQLite store's async machinery (threads, asyncio).
+_EXPORTS = {
+    "FOLDERS": ".base",
+    "INLINE_LIMIT": ".base",
+    "PAGE": ".base",
+    "QueuePosition": ".base",
+    "Store": ".base",
+    "DUE_STATES": ".model",
+    "FINISHED_STATES": ".model",
+    "TRANSITIONS": ".model",
+    "Event": ".model",
+    "InvalidTransition": ".model",
+    "QueueEntry": ".model",
+    "QueueState": ".model",
+    "Recipient": ".model",
+    "StaleClaim": ".model",
+    "StoredMessage": ".model",
+    "SqliteStore": ".sqlite",
+    "new_entry_id": ".sqlite",
+    "Claim": ".types",
+    "Delivery": ".types",
+    "Note": ".types",
+    "Outcome": ".types",
+    "QueueAction": ".types",
+    "RecipientOutcome": ".types",
+    "Recorded": ".types",
+    "Report": ".types",
+    "Route": ".types",
+    "TransportList": ".types",
+    "order_by_sender": ".types",
+    "sender_matches": ".types",
+}
 
 
 def __getattr__(name: str) -> Any:
-    """``SqliteStore`` and ``new_entry_id`` are imported on first use (PEP 562): the
-    SQLite store's async machinery (threads, asyncio) is not needed by a process that
-    only writes one submission with ``sqlite.writes`` (``mapispool-sendmail``)."""
-    if name in ("SqliteStore", "new_entry_id"):
-        from . import sqlite
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mapispool.store' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
 
-        value = getattr(sqlite, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'mapispool.store' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
 
 
 async def open_store(location: str | os.PathLike[str]) -> Store:

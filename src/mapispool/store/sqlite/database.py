@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...mapi import MAPI_E_NOT_ENOUGH_DISK, MAPI_E_NOT_FOUND, MAPI_E_VERSION, MapiError
-from ..base import FOLDERS
 from ..text import StorableTextConnection
 from .errors import describe_open_failure, translate
 from .integrity import forget_seq
@@ -86,6 +85,8 @@ class Database:
         try:
             return self.folder_ids[name]
         except KeyError:
+            from ..base import FOLDERS  # here: the Store interface is not needed to submit
+
             raise MapiError(
                 MAPI_E_NOT_FOUND, f"no folder called {name!r}; use one of {FOLDERS}"
             ) from None
