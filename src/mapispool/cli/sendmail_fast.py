@@ -12,8 +12,8 @@ Send/Receive (``sendmail_spawn``), as the delivery mode says.
 
 The cli layer imports the store directly here, below the session and the spooler, on
 purpose: a session would import asyncio, the spooler and the transports, which queueing
-one message does not use. Everything else falls back to the full path
-(``sendmail_deliver``): a PostgreSQL store (its client library and its workers'
+one message does not use. Everything else takes the full path (``sendmail_deliver``):
+a PostgreSQL store (its client library and its workers'
 notification), ``-odi`` (this process sends). The message never crosses the control
 socket: a daemon that is lost mid-answer cannot leave its fate unknown, so exit 0 means
 stored and a non-zero exit means not stored (a retry cannot duplicate it)."""
@@ -80,17 +80,15 @@ def submit_to_sqlite(profile: Profile, params: dict[str, Any]) -> str:
     return entry_id.hex()
 
 
-def queue_and_deliver(path: Path, params: dict[str, Any], delivery: str | None) -> int:
+def queue_and_deliver(path: Path, params: dict[str, Any], delivery: str | None) -> int | None:
     """Queue the message (the ``submit`` operation's ``params``) and deliver it as the
-    delivery mode says; the exit code. Falls back to ``sendmail_deliver`` for what this
-    path does not do (see the module's text)."""
+    delivery mode says; the exit code, or None when the message is not for this path
+    (see the module's text): then the caller takes ``sendmail_deliver``'s."""
     try:
         profile = Profile.load(path, check_transports=False)
         mode = delivery or default_delivery(profile)
         if profile.store_is_postgres or mode == "now":
-            from .sendmail_deliver import queue_and_deliver as full_path
-
-            return full_path(path, params, delivery)
+            return None
         entry_id = submit_to_sqlite(profile, params)
     except MapiError as exc:
         from .errors import describe, exit_code

@@ -145,7 +145,12 @@ def run(
     params = submit_params(prepare_message(content, inv), inv)
     from .sendmail_fast import queue_and_deliver
 
-    return queue_and_deliver(path, params, inv.delivery)
+    code = queue_and_deliver(path, params, inv.delivery)
+    if code is None:  # -odi, or a PostgreSQL store: the full path
+        from .sendmail_deliver import queue_and_deliver as full_path
+
+        code = full_path(path, params, inv.delivery)
+    return code
 
 
 def main() -> None:
