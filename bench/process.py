@@ -9,11 +9,18 @@ both sides, interleaved block by block, both ending in the same smtp-sink:
   sends what they queued, so both sides end with every message in the sink.
 
 It also measures how much of a ``mapispool-sendmail`` process is imports
-(``python -X importtime``)."""
+(``python -X importtime``), and the CPU time (user + system) of one process on each side,
+which a loaded machine disturbs less than wall time (msmtp mostly waits on the network).
+
+The mapispool processes run with their bytecode caches written (``__pycache__``, as an
+installed package has them): ``PYTHONDONTWRITEBYTECODE`` is dropped from their
+environment and one warm-up process of each command runs before the pairs."""
 
 from __future__ import annotations
 
+import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -30,6 +37,29 @@ BENCH = "process"
 _IMPORT_LINE = re.compile(rb"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", re.MULTILINE)
 
 
+#: The mapispool processes' environment: bytecode caches allowed, as in a real install.
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+class CpuClock:
+    """The CPU seconds (user + system) of the child processes that ended since ``start``."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []  # one entry per block: CPU per process
+        self._before = 0.0
+
+    @staticmethod
+    def _now() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    def start(self) -> None:
+        self._before = self._now()
+
+    def stop(self, processes: int) -> None:
+        self.seconds.append((self._now() - self._before) / processes)
+
+
 def _bin(name: str) -> Path:
     return Path(sys.executable).parent / name
 
@@ -44,14 +74,18 @@ def _profile(work: Path, port: int) -> Path:
     return path
 
 
-def msmtp_block(port: int, msgs: list[bytes]) -> float:
+def msmtp_block(port: int, msgs: list[bytes], cpu: CpuClock | None = None) -> float:
     """One msmtp process per message, each delivering to the sink before it exits."""
     binary = require("msmtp", "msmtp", root=False)
     args = [binary, "--host=127.0.0.1", f"--port={port}", f"--from={SENDER}", "--auth=off",
             "--tls=off", RECIPIENT]  # fmt: skip
+    if cpu is not None:
+        cpu.start()
     with stopwatch() as t:
         for raw in msgs:
             subprocess.run(args, input=raw, check=True)
+    if cpu is not None:
+        cpu.stop(len(msgs))
     return t[0]
 
 
@@ -60,9 +94,10 @@ class MapispoolBlock:
     one ``mapispool flush --upload`` process; ``queued`` keeps the sendmail part of each
     run, the return value is the whole."""
 
-    def __init__(self, port: int, queued: Row) -> None:
+    def __init__(self, port: int, queued: Row, cpu: CpuClock | None = None) -> None:
         self.port = port
         self.queued = queued
+        self.cpu = cpu
 
     def __call__(self, msgs: list[bytes]) -> float:
         work = Path(tempfile.mkdtemp(prefix="bench-proc-"))
@@ -74,11 +109,16 @@ class MapispoolBlock:
                     "-f", SENDER, RECIPIENT]  # fmt: skip
             flush = [str(_bin("mapispool")), "--profile", str(profile), "-q", "flush",
                      "--upload", "--no-ui"]  # fmt: skip
+            if self.cpu is not None:
+                self.cpu.start()
             with stopwatch() as queued:
                 for raw in msgs:
-                    subprocess.run(send, input=raw, check=True, stdout=subprocess.DEVNULL)
+                    subprocess.run(send, input=raw, check=True, stdout=subprocess.DEVNULL,
+                                   env=ENV)  # fmt: skip
+            if self.cpu is not None:
+                self.cpu.stop(len(msgs))
             with stopwatch() as sent:
-                subprocess.run(flush, check=True, stdout=subprocess.DEVNULL)
+                subprocess.run(flush, check=True, stdout=subprocess.DEVNULL, env=ENV)
             self.queued.times.append(queued[0])
             return queued[0] + sent[0]
         finally:
@@ -101,7 +141,7 @@ def import_seconds(port: int, runs: int) -> tuple[float, float, list[tuple[float
                 done = subprocess.run(
                     [sys.executable, "-X", "importtime", str(_bin("mapispool-sendmail")),
                      "--profile", str(profile), "-i", "-odq", "-f", SENDER, RECIPIENT],
-                    input=message(0), check=True, capture_output=True,
+                    input=message(0), check=True, capture_output=True, env=ENV,
                 )  # fmt: skip
             walls.append(wall[0])
         finally:
@@ -132,12 +172,14 @@ def run(sizes: Sizes, dirs: ServerDirs) -> Section:
     try:
         msgs = [message(i) for i in range(k)]
         queued = Row(BENCH, "mapispool-sendmail, one process per message (queues)", k)
+        MapispoolBlock(sink.port, Row(BENCH, "warm-up", 1))(msgs[:1])  # writes __pycache__
+        our_cpu, peer_cpu = CpuClock(), CpuClock()
         ours, peer = paired(
             runs,
             Row(BENCH, "mapispool-sendmail per message + 1 flush process", k),
-            lambda: MapispoolBlock(sink.port, queued)(msgs),
+            lambda: MapispoolBlock(sink.port, queued, our_cpu)(msgs),
             Row(BENCH, "msmtp, one process per message", k),
-            lambda: msmtp_block(sink.port, msgs),
+            lambda: msmtp_block(sink.port, msgs, peer_cpu),
         )
         queued.base = peer
         for row in (peer, queued, ours):
@@ -146,6 +188,14 @@ def run(sizes: Sizes, dirs: ServerDirs) -> Section:
         print(queued.line(), flush=True)
         section.target("mapispool-sendmail / msmtp, per process (#13)", queued, peer, 1.0)
         section.target("sendmail processes + flush / msmtp, into the sink", ours, peer, 1.0)
+        section.notes.append(
+            "CPU time (user + system) per process, median of the blocks: "
+            f"mapispool-sendmail {statistics.median(our_cpu.seconds) * 1000:.0f} ms "
+            f"({min(our_cpu.seconds) * 1000:.0f}..{max(our_cpu.seconds) * 1000:.0f}), "
+            f"msmtp {statistics.median(peer_cpu.seconds) * 1000:.0f} ms "
+            f"({min(peer_cpu.seconds) * 1000:.0f}..{max(peer_cpu.seconds) * 1000:.0f})."
+        )
+        print("  " + section.notes[-1], flush=True)
         imports, wall, top = import_seconds(sink.port, 1 if sizes.smoke else 5)
         section.notes.append(
             f"`python -X importtime` (median of {1 if sizes.smoke else 5} processes): a "
