@@ -40,11 +40,8 @@ SPOOLER_TRANSPORT_KEYS = frozenset({"provider", "poll_interval", "lanes"})
 
 @dataclass(frozen=True)
 class TransportConfig:
-    """One ``[transports.NAME]`` section. Its provider class is imported, and the
-    provider's own settings checked, when the profile is loaded, unless it was loaded
-    with ``check_transports=False`` (``mapispool-sendmail``'s queueing needs no
-    transport): then on the first use of ``provider_class``, which raises the same
-    ``ProfileError``."""
+    """One ``[transports.NAME]`` section; its provider is imported and checked at load,
+    or with ``check_transports=False`` at the first use of ``provider_class``."""
 
     name: str
     provider: str
@@ -52,8 +49,7 @@ class TransportConfig:
     poll_interval: float = 60.0
     #: How many workers of a many-worker store may send through it at once (1: submit order).
     lanes: int = 1
-    #: The profile file, named in a ``ProfileError`` raised by ``provider_class``.
-    source: str | None = field(default=None, compare=False, repr=False)
+    source: str | None = field(default=None, compare=False, repr=False)  # for errors
     _provider_class: type[TransportProvider] | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -126,9 +122,8 @@ class Profile:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, check_transports: bool = True) -> Profile:
-        """Read and validate a TOML profile file. ``check_transports=False`` leaves the
-        transports' provider classes unimported and their own settings unchecked until
-        first used (``TransportConfig.provider_class``): for a process that only queues."""
+        """Read and validate a TOML profile file. ``check_transports=False`` leaves each
+        transport's provider unimported and unchecked until used: for queueing only."""
         source = os.fspath(path)
         try:
             text = Path(source).read_text(encoding="utf-8")
