@@ -157,15 +157,15 @@ class DbThread:
     def __init__(self, name: str) -> None:
         # Imported here, not at the top: ``Database`` alone (the synchronous submit of
         # ``mapispool-sendmail``) must not pay for threads and asyncio.
+        import asyncio
         import concurrent.futures
 
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
+        self._wrap_future = asyncio.wrap_future
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on this thread, awaited from any event loop."""
-        import asyncio
-
-        return await asyncio.wrap_future(self._pool.submit(fn, *args))
+        return await self._wrap_future(self._pool.submit(fn, *args))
 
     def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
         """Queue ``fn(*args)`` on this thread; its future."""
