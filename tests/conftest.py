@@ -38,6 +38,11 @@ def selected_backends() -> tuple[str, ...]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "sqlite_only(reason): a spooler-level test that stays on SQLite because it is about"
+        " SQLite itself (its file, its locking, its one-spooler rule), not the spooler",
+    )
     raw = os.environ.get(BACKENDS_ENV, "").strip()
     if not raw:
         return

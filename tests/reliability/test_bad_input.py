@@ -30,6 +30,7 @@ from mapispool.profile import Profile, ProfileError
 from mapispool.session import Session
 from mapispool.store import SqliteStore
 from mapispool.submission import parse_recipient, prepare
+from tests.conftest import StoreBackend
 from tests.servers.smtp import SmtpServerFactory
 from tests.sync_store import SyncStore
 
@@ -102,13 +103,13 @@ def test_utf8_headers_and_folded_lines_are_accepted() -> None:
 
 
 def test_missing_date_and_message_id_are_added_once_and_kept_across_retries(
-    tmp_path: Path, smtp_server_factory: SmtpServerFactory
+    store_backend: StoreBackend, smtp_server_factory: SmtpServerFactory
 ) -> None:
     """No Date or Message-ID: both are added at submit; a retried message goes out with the
     very same bytes the second time."""
     server = smtp_server_factory(data_answers=["451 4.3.0 try again"])
     data = {
-        "store": str(tmp_path / "store.db"),
+        **store_backend.options(),
         "send_immediately": False,
         "transports": {
             "out": {"provider": "smtp", "host": server.host, "port": server.port, "tls": "none"}
