@@ -3,7 +3,6 @@ aiosmtpd servers that each stand for one account's relay."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,7 +48,7 @@ def _senders_seen(server: Any) -> list[str]:
 
 
 async def test_the_matching_account_sends_whatever_the_order(
-    tmp_path: Path, smtp_server_factory: Any
+    store_backend: StoreBackend, smtp_server_factory: Any
 ) -> None:
     """work (first, for *@work.test and one address) and home (no list): each message
     goes out through the account its sender belongs to; an unlisted sender through the
@@ -60,7 +59,7 @@ async def test_the_matching_account_sends_whatever_the_order(
         "home": _section(home.port, None),
     }
     await _route(
-        tmp_path, sections,
+        store_backend, sections,
         ["boss@work.test", "me@home.test", "ME@Consulting.test", "x@sub.work.test"],
     )  # fmt: skip
     assert _senders_seen(work) == ["ME@Consulting.test", "boss@work.test"]
