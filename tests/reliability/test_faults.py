@@ -173,6 +173,7 @@ def _imap(tmp_path: Path, dovecot: DovecotServer, user: MailUser, store: dict[st
     )
 
 
+@pytest.mark.sqlite_only("a SQLite file on a full mount")
 def test_disk_full_while_storing_inbound_deletes_nothing_on_the_server(
     tmp_path: Path, dovecot: DovecotServer, dovecot_user: MailUser, monkeypatch: pytest.MonkeyPatch
 ) -> None:

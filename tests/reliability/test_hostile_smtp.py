@@ -230,6 +230,7 @@ def store_bytes(tmp_path: Path) -> bytes:
     return data
 
 
+@pytest.mark.sqlite_only("reads every byte of the SQLite file")
 @pytest.mark.parametrize("mechanism", ["plain", "login"])
 def test_password_echoed_in_535_is_redacted_everywhere(
     tmp_path: Path,
