@@ -24,12 +24,12 @@ def message(subject: str, to: str = "bob@example.test", extra: str = "") -> byte
 
 class Rig:
     """A journal, one script per transport, and a way to log a session on, with the
-    store on ``backend`` (every conformance test that uses the rig runs on SQLite and on
-    PostgreSQL)."""
+    store on ``backend`` (the ``rig`` fixture's runs on SQLite and on PostgreSQL; a rig
+    made by hand without one keeps a SQLite file in ``tmp_path``)."""
 
-    def __init__(self, tmp_path: Path, backend: StoreBackend) -> None:
+    def __init__(self, tmp_path: Path, backend: StoreBackend | None = None) -> None:
         self.tmp_path = tmp_path
-        self.backend = backend
+        self.backend = backend or StoreBackend("sqlite", tmp_path, None)
         self.journal = Journal()
         self.scripts: dict[str, TransportScript] = {}
 
