@@ -11,6 +11,7 @@ import pytest
 from mapispool.profile import Profile
 from mapispool.session import AsyncSession
 from mapispool.testing import Journal, TransportScript
+from tests.conftest import StoreBackend
 
 
 def message(subject: str, to: str = "bob@example.test", extra: str = "") -> bytes:
@@ -22,10 +23,13 @@ def message(subject: str, to: str = "bob@example.test", extra: str = "") -> byte
 
 
 class Rig:
-    """A journal, one script per transport, and a way to log a session on."""
+    """A journal, one script per transport, and a way to log a session on, with the
+    store on ``backend`` (the ``rig`` fixture's runs on SQLite and on PostgreSQL; a rig
+    made by hand without one keeps a SQLite file in ``tmp_path``)."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, backend: StoreBackend | None = None) -> None:
         self.tmp_path = tmp_path
+        self.backend = backend or StoreBackend("sqlite", tmp_path, None)
         self.journal = Journal()
         self.scripts: dict[str, TransportScript] = {}
 
@@ -36,7 +40,7 @@ class Rig:
 
     def profile(self, **options: Any) -> Profile:
         data: dict[str, Any] = {
-            "store": str(self.tmp_path / "store.db"),
+            **self.backend.options(),
             "send_immediately": False,
             "transports": {
                 name: {"provider": "recording", "script": script}
@@ -57,8 +61,8 @@ class Rig:
 
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Rig:
-    return Rig(tmp_path)
+def rig(tmp_path: Path, store_backend: StoreBackend) -> Rig:
+    return Rig(tmp_path, store_backend)
 
 
 @pytest.fixture(params=["mrxp", "on_success"])

@@ -45,6 +45,7 @@ from mapispool.testing import (
     Take,
 )
 from tests.acceptance.test_cli_support import run
+from tests.conftest import StoreBackend
 
 from .conftest import Rig, message
 
@@ -208,12 +209,12 @@ async def test_rule3_delivered_recips_is_the_only_partial_delivery(rig, session_
     assert await sent_items(session) == [entry_id]
 
 
-async def test_rule3_smtp_rcpt_2xx_is_delivered_and_4xx_waits(tmp_path, smtp_server_factory):
+async def test_rule3_smtp_rcpt_2xx_is_delivered_and_4xx_waits(store_backend, smtp_server_factory):
     """The smtp transport's partial delivery goes through delivered_recips: the recipient
     accepted with 250 is delivered once; the one refused with 450 alone is retried."""
     server = smtp_server_factory(rcpt_answers={CAROL: "450 4.2.0 busy"})
     profile = Profile.from_dict({
-        "store": str(tmp_path / "store.db"), "send_immediately": False,
+        **store_backend.options(), "send_immediately": False,
         "transports": {"out": {"provider": "smtp", "host": "127.0.0.1", "port": server.port,
                                "tls": "none"}},
     })  # fmt: skip
@@ -298,7 +299,7 @@ def _maildir(path: Path) -> Path:
 
 
 async def test_rule5_maildir_delivers_one_maildir_then_fails_for_another(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, store_backend: StoreBackend, monkeypatch: pytest.MonkeyPatch
 ):
     """The maildir transport delivered to Bob's Maildir, then Carol's is full (ENOSPC):
     MAPI_E_WAIT after delivered_recips(Bob). Bob gets one copy, Carol hers at the retry."""
@@ -311,7 +312,7 @@ async def test_rule5_maildir_delivers_one_maildir_then_fails_for_another(
         real_fsync(fd)
 
     profile = Profile.from_dict({
-        "store": str(tmp_path / "store.db"), "send_immediately": False,
+        **store_backend.options(), "send_immediately": False,
         "transports": {"md": {"provider": "maildir"}},
     })  # fmt: skip
     session = await AsyncSession.logon(profile)
@@ -382,12 +383,14 @@ class SpoilingTransport(RecordingTransport):
         return SpoilingLogon(support, self.script)
 
 
-async def test_rule5_a_store_failure_while_recording_is_a_visible_retry(tmp_path, marking):
+async def test_rule5_a_store_failure_while_recording_is_a_visible_retry(
+    tmp_path, store_backend, marking
+):
     """The store raises while the spooler records the end of an attempt: the message
     goes to the retry schedule with the error shown, nothing recorded delivered."""
-    script = Rig(tmp_path).script("a", marking=marking).on("spoiled", ResendLater())
+    script = Rig(tmp_path, store_backend).script("a", marking=marking).on("spoiled", ResendLater())
     profile = Profile.from_dict({
-        "store": str(tmp_path / "store.db"), "send_immediately": False,
+        **store_backend.options(), "send_immediately": False,
         "transports": {"a": {"provider": f"{__name__}:SpoilingTransport", "script": script}},
     })  # fmt: skip
     session = await AsyncSession.logon(profile)

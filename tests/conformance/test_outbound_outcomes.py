@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -156,14 +155,8 @@ async def test_sent_items_handling(rig, session_factory):
     gone = await session.submit(message("gone"), delete_after_submit=True)
     elsewhere = message("elsewhere")
     deleted_items = session.folder("Deleted Items").entry_id
-    third = await session.submit(elsewhere)
-    conn = sqlite3.connect(session.store.location, isolation_level=None)
-    conn.execute(  # a client property set before submission
-        "UPDATE messages SET props = json_set(props, '$.\"" + str(PR_SENTMAIL_ENTRYID) + "\"',"
-        " json_object('$b', ?)) WHERE entry_id = ?",
-        (__import__("base64").b64encode(deleted_items).decode(), third),
-    )
-    conn.close()
+    # a client property set before submission
+    third = await session.submit(elsewhere, props={PR_SENTMAIL_ENTRYID: deleted_items})
     await session.spooler_status().flush_queues(FLUSH_UPLOAD)
     assert [m.entry_id for m in await session.folder("Sent Items").messages()] == [kept]
     assert [m.entry_id for m in await session.folder("Deleted Items").messages()] == [third]

@@ -13,13 +13,14 @@ from mapispool.mapi import FLUSH_DOWNLOAD, FLUSH_UPLOAD
 from mapispool.session import AsyncSession
 from mapispool.store import QueueState
 from mapispool.transports.loopback import post_office
+from tests.conftest import StoreBackend
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def loopback(tmp_path: Path, who: str, office: str, **extra: object) -> Profile:
+def loopback(backend: StoreBackend, who: str, office: str, **extra: object) -> Profile:
     return Profile.from_dict({
-        "store": str(tmp_path / f"{who}.db"),
+        **backend.options(who),
         "send_immediately": False,
         "transports": {"mail": {"provider": "loopback", "post_office": office,
                                 "address": f"{who}@example.test"}},
@@ -27,12 +28,12 @@ def loopback(tmp_path: Path, who: str, office: str, **extra: object) -> Profile:
     })  # fmt: skip
 
 
-def test_two_sessions_exchange_mail_through_a_post_office(tmp_path):
+def test_two_sessions_exchange_mail_through_a_post_office(tmp_path, store_backend):
     """Alice's flush sends, Bob's flush receives, each message exactly once."""
     office = f"office-{tmp_path.name}"
     with (
-        Session.logon(loopback(tmp_path, "alice", office)) as alice,
-        Session.logon(loopback(tmp_path, "bob", office)) as bob,
+        Session.logon(loopback(store_backend, "alice", office)) as alice,
+        Session.logon(loopback(store_backend, "bob", office)) as bob,
     ):
         alice.submit(
             b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: hi\r\n\r\nx\r\n"
@@ -44,13 +45,14 @@ def test_two_sessions_exchange_mail_through_a_post_office(tmp_path):
         assert [m.subject for m in alice.folder("Sent Items").messages()] == ["hi"]
 
 
-async def test_send_immediately_and_polling_without_a_flush(tmp_path):
+async def test_send_immediately_and_polling_without_a_flush(tmp_path, store_backend):
     """Outside flushes, queued mail goes out as it arrives and polling fetches new mail."""
     office = f"office-{tmp_path.name}"
-    alice = await AsyncSession.logon(loopback(tmp_path, "alice", office, send_immediately=True))
-    bob_profile = loopback(tmp_path, "bob", office)
+    alice_profile = loopback(store_backend, "alice", office, send_immediately=True)
+    alice = await AsyncSession.logon(alice_profile)
+    bob_profile = loopback(store_backend, "bob", office)
     bob_profile = Profile.from_dict({
-        "store": str(tmp_path / "bob.db"), "send_immediately": False,
+        **store_backend.options("bob"), "send_immediately": False,
         "transports": {"mail": {"provider": "loopback", "post_office": office,
                                 "address": "bob@example.test", "poll_interval": 0.05}},
     })  # fmt: skip

@@ -17,6 +17,7 @@ import pytest
 from mapispool.mapi import FLUSH_DOWNLOAD
 from mapispool.profile import Profile
 from mapispool.session import Session
+from tests.conftest import StoreBackend
 from tests.integration.test_imap_support import make_message
 from tests.servers.dovecot import DovecotServer, MailUser
 
@@ -55,7 +56,7 @@ def user(dovecot_user: MailUser, monkeypatch: pytest.MonkeyPatch) -> MailUser:
 
 
 def profile_dict(
-    tmp_path: Path, dovecot: DovecotServer, user: MailUser, provider: str, **over: Any
+    backend: StoreBackend, dovecot: DovecotServer, user: MailUser, provider: str, **over: Any
 ) -> dict[str, Any]:
     section: dict[str, Any] = {
         "provider": provider,
@@ -69,7 +70,7 @@ def profile_dict(
     }
     section.update(over)
     return {
-        "store": str(tmp_path / "store.db"),
+        **backend.options(),
         "send_immediately": False,
         "transports": {"in": section},
     }
@@ -87,12 +88,12 @@ def expected(numbers: range) -> list[bytes]:
 
 @pytest.mark.parametrize("provider", ["imap", "pop3"])
 def test_two_flushes_store_each_message_once(
-    tmp_path: Path, dovecot: DovecotServer, user: MailUser, provider: str
+    store_backend: StoreBackend, dovecot: DovecotServer, user: MailUser, provider: str
 ) -> None:
     """Mail waiting in Dovecot lands in the Inbox once, however often we flush."""
     for n in range(5):
         dovecot.deliver(user, make_message(n))
-    data = profile_dict(tmp_path, dovecot, user, provider, batch_size=2)
+    data = profile_dict(store_backend, dovecot, user, provider, batch_size=2)
     assert sorted(flush(data)) == expected(range(5))
     assert sorted(flush(data)) == expected(range(5))
     dovecot.deliver(user, make_message(5))
@@ -104,13 +105,13 @@ def test_two_flushes_store_each_message_once(
     [("imap", "keep"), ("imap", "delete"), ("pop3", "keep"), ("pop3", "delete")],
 )
 def test_process_killed_mid_batch_then_restarted(
-    tmp_path: Path, dovecot: DovecotServer, user: MailUser, provider: str, action: str
+    store_backend: StoreBackend, dovecot: DovecotServer, user: MailUser, provider: str, action: str
 ) -> None:
     """SIGKILL after the 7th commit of a 20-message flush; the next session ends with all
     20 in the Inbox exactly once (and, with delete, an empty mailbox)."""
     for n in range(20):
         dovecot.deliver(user, make_message(n))
-    data = profile_dict(tmp_path, dovecot, user, provider, batch_size=5, action=action)
+    data = profile_dict(store_backend, dovecot, user, provider, batch_size=5, action=action)
     src = str(Path(__file__).resolve().parents[2] / "src")
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
     child = subprocess.run(
@@ -128,12 +129,12 @@ def test_process_killed_mid_batch_then_restarted(
 
 
 def test_imap_uidvalidity_change_keeps_inbox_exact(
-    tmp_path: Path, dovecot: DovecotServer, user: MailUser
+    store_backend: StoreBackend, dovecot: DovecotServer, user: MailUser
 ) -> None:
     """Recreating the mailbox index (new UIDVALIDITY) neither duplicates nor loses mail."""
     for n in range(4):
         dovecot.deliver(user, make_message(n))
-    data = profile_dict(tmp_path, dovecot, user, "imap")
+    data = profile_dict(store_backend, dovecot, user, "imap")
     assert sorted(flush(data)) == expected(range(4))
     for index_file in dovecot.folder_path(user).glob("dovecot*"):
         index_file.unlink()

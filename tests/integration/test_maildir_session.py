@@ -23,6 +23,7 @@ from mapispool.mapi import (
 )
 from mapispool.profile import Profile
 from mapispool.transports.maildir import _logon as logon_module
+from tests.conftest import StoreBackend
 
 session_module = pytest.importorskip(
     "mapispool.session",
@@ -67,10 +68,10 @@ def root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def profile(tmp_path: Path, inbox_dir: Path, root: Path) -> Profile:
+def profile(store_backend: StoreBackend, inbox_dir: Path, root: Path) -> Profile:
     return Profile.from_dict(
         {
-            "store": str(tmp_path / "store.db"),
+            **store_backend.options(),
             "send_immediately": False,
             "transports": {
                 "md": {

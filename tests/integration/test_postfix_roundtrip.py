@@ -4,13 +4,13 @@ each message exactly once, across repeated flushes and a restart of the session.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mapispool import Profile, Session
 from mapispool.mapi import FLUSH_DOWNLOAD, FLUSH_UPLOAD
+from tests.conftest import StoreBackend
 from tests.servers.dovecot import DovecotServer, MailUser
 from tests.servers.postfix import PostfixServer
 
@@ -18,7 +18,11 @@ PASSWORD_ENV = "MAPISPOOL_TEST_ROUNDTRIP_PASSWORD"
 
 
 def profile(
-    tmp_path: Path, postfix: PostfixServer, dovecot: DovecotServer, user: MailUser, inbound: str
+    backend: StoreBackend,
+    postfix: PostfixServer,
+    dovecot: DovecotServer,
+    user: MailUser,
+    inbound: str,
 ) -> Profile:
     receive: dict[str, Any] = {
         "provider": inbound,
@@ -33,7 +37,7 @@ def profile(
     if inbound == "imap":
         receive["batch_size"] = 3
     return Profile.from_dict({
-        "store": str(tmp_path / "store.db"),
+        **backend.options(),
         "send_immediately": False,
         "transports": {
             "out": {"provider": "smtp", "host": postfix.host, "port": postfix.port,
@@ -45,7 +49,7 @@ def profile(
 
 @pytest.mark.parametrize("inbound", ["imap", "pop3"])
 def test_mail_through_postfix_is_downloaded_exactly_once(
-    tmp_path: Path,
+    store_backend: StoreBackend,
     postfix: PostfixServer,
     dovecot: DovecotServer,
     monkeypatch: pytest.MonkeyPatch,
@@ -56,7 +60,7 @@ def test_mail_through_postfix_is_downloaded_exactly_once(
     user = postfix.user
     monkeypatch.setenv(PASSWORD_ENV, user.password)
     subjects = [f"roundtrip {inbound} {n}" for n in range(7)]
-    with Session.logon(profile(tmp_path, postfix, dovecot, user, inbound)) as session:
+    with Session.logon(profile(store_backend, postfix, dovecot, user, inbound)) as session:
         for subject in subjects:
             session.submit(
                 f"From: me@other.test\r\nTo: {user.address}\r\nSubject: {subject}\r\n\r\n"
@@ -69,7 +73,7 @@ def test_mail_through_postfix_is_downloaded_exactly_once(
         assert first.transports["in"].received == 7
         second = session.spooler_status().flush_queues(FLUSH_DOWNLOAD)
         assert second.transports["in"].received == 0
-    with Session.logon(profile(tmp_path, postfix, dovecot, user, inbound)) as again:
+    with Session.logon(profile(store_backend, postfix, dovecot, user, inbound)) as again:
         third = again.spooler_status().flush_queues(FLUSH_DOWNLOAD)
         assert third.transports["in"].received == 0
         inbox = sorted(m.subject for m in again.folder("Inbox").messages())

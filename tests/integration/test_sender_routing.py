@@ -3,7 +3,6 @@ aiosmtpd servers that each stand for one account's relay."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from mapispool.mapi import FLUSH_UPLOAD
 from mapispool.profile import Profile
 from mapispool.session import AsyncSession
+from tests.conftest import StoreBackend
 from tests.servers._util import HOST
 
 
@@ -27,9 +27,11 @@ def _section(port: int, senders: list[str] | None) -> dict[str, Any]:
     return section
 
 
-async def _route(tmp_path: Path, sections: dict[str, dict[str, Any]], senders: list[str]) -> None:
+async def _route(
+    backend: StoreBackend, sections: dict[str, dict[str, Any]], senders: list[str]
+) -> None:
     profile = Profile.from_dict(
-        {"store": str(tmp_path / "store.db"), "send_immediately": False, "transports": sections}
+        {**backend.options(), "send_immediately": False, "transports": sections}
     )
     session = await AsyncSession.logon(profile, attach=False)
     try:
@@ -46,7 +48,7 @@ def _senders_seen(server: Any) -> list[str]:
 
 
 async def test_the_matching_account_sends_whatever_the_order(
-    tmp_path: Path, smtp_server_factory: Any
+    store_backend: StoreBackend, smtp_server_factory: Any
 ) -> None:
     """work (first, for *@work.test and one address) and home (no list): each message
     goes out through the account its sender belongs to; an unlisted sender through the
@@ -57,30 +59,32 @@ async def test_the_matching_account_sends_whatever_the_order(
         "home": _section(home.port, None),
     }
     await _route(
-        tmp_path, sections,
+        store_backend, sections,
         ["boss@work.test", "me@home.test", "ME@Consulting.test", "x@sub.work.test"],
     )  # fmt: skip
     assert _senders_seen(work) == ["ME@Consulting.test", "boss@work.test"]
     assert _senders_seen(home) == ["me@home.test", "x@sub.work.test"]
 
 
-async def test_a_match_beats_transport_order(tmp_path: Path, smtp_server_factory: Any) -> None:
+async def test_a_match_beats_transport_order(
+    store_backend: StoreBackend, smtp_server_factory: Any
+) -> None:
     first, second = smtp_server_factory(), smtp_server_factory()
     sections = {"any": _section(first.port, None), "work": _section(second.port, ["*@work.test"])}
-    await _route(tmp_path, sections, ["boss@work.test", "me@home.test"])
+    await _route(store_backend, sections, ["boss@work.test", "me@home.test"])
     assert _senders_seen(first) == ["me@home.test"]
     assert _senders_seen(second) == ["boss@work.test"]
 
 
 async def test_no_match_falls_back_to_transport_order(
-    tmp_path: Path, smtp_server_factory: Any
+    store_backend: StoreBackend, smtp_server_factory: Any
 ) -> None:
     first, second = smtp_server_factory(), smtp_server_factory()
     sections = {
         "a": _section(first.port, ["*@a.test"]),
         "b": _section(second.port, ["*@b.test"]),
     }
-    await _route(tmp_path, sections, ["someone@elsewhere.test", "x@b.test"])
+    await _route(store_backend, sections, ["someone@elsewhere.test", "x@b.test"])
     assert _senders_seen(first) == ["someone@elsewhere.test"]
     assert _senders_seen(second) == ["x@b.test"]
 

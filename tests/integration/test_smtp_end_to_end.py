@@ -8,7 +8,6 @@ import email.policy
 import subprocess
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,14 +19,15 @@ session_module = pytest.importorskip(
 )
 from mapispool.mapi import FLUSH_UPLOAD  # noqa: E402
 from mapispool.profile import Profile  # noqa: E402
+from tests.conftest import StoreBackend  # noqa: E402
 
 Session = session_module.Session
 
 
-def _profile(tmp_path: Path, port: int) -> Profile:
+def _profile(backend: StoreBackend, port: int) -> Profile:
     return Profile.from_dict(
         {
-            "store": str(tmp_path / "store.db"),
+            **backend.options(),
             "send_immediately": False,
             "transports": {"out": {"provider": "smtp", "host": HOST, "port": port, "tls": "none"}},
         }
@@ -48,7 +48,7 @@ def _crlf(data: bytes) -> bytes:
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
-def test_three_messages_arrive_exactly(tmp_path: Path, smtp_server: Any) -> None:
+def test_three_messages_arrive_exactly(store_backend: StoreBackend, smtp_server: Any) -> None:
     """To/Cc/Bcc, a 5 MB attachment and non-ASCII headers: aiosmtpd receives the Sent
     Items bytes with the Bcc recipient in the envelope and no Bcc header anywhere."""
     first = _message("one", To="bob@x.test", Cc="carol@x.test", Bcc="dave@x.test")
@@ -60,7 +60,7 @@ def test_three_messages_arrive_exactly(tmp_path: Path, smtp_server: Any) -> None
         filename="blob.bin",
     )
     accents = _message("Grüße aus Köln — ünïcödé", To="Jörg Müller <joerg@x.test>")
-    with Session.logon(_profile(tmp_path, smtp_server.port)) as session:
+    with Session.logon(_profile(store_backend, smtp_server.port)) as session:
         for msg in (first, big, accents):
             session.submit(msg)
         session.spooler_status().flush_queues(FLUSH_UPLOAD)
@@ -89,14 +89,16 @@ def test_three_messages_arrive_exactly(tmp_path: Path, smtp_server: Any) -> None
     assert "dave@x.test" not in txns[0].data.decode()
 
 
-def test_mixed_recipients_ndr_retry_and_delivery(tmp_path: Path, smtp_server_factory: Any) -> None:
+def test_mixed_recipients_ndr_retry_and_delivery(
+    store_backend: StoreBackend, smtp_server_factory: Any
+) -> None:
     """One 5xx, one 4xx and one accepted recipient: one NDR in the Inbox, the message
     waits to retry the 4xx one, the accepted one is delivered."""
     server = smtp_server_factory(
         rcpt_answers={"gone@x.test": "550 5.1.1 no such user", "later@x.test": "450 4.2.0 busy"}
     )
     msg = _message("mixed", To="ok@x.test, gone@x.test, later@x.test")
-    with Session.logon(_profile(tmp_path, server.port)) as session:
+    with Session.logon(_profile(store_backend, server.port)) as session:
         entry_id = session.submit(msg)
         session.spooler_status().flush_queues(FLUSH_UPLOAD)
         inbox = session.folder("Inbox").messages()
@@ -137,11 +139,11 @@ def smtp_sink() -> Iterator[Callable[..., int]]:
 
 @pytest.mark.parametrize("fault", [("-Q", "RCPT"), ("-q", "DATA")], ids=["421", "drop"])
 def test_failure_before_data_is_retried(
-    tmp_path: Path, smtp_sink: Callable[..., int], fault: tuple[str, str]
+    store_backend: StoreBackend, smtp_sink: Callable[..., int], fault: tuple[str, str]
 ) -> None:
     """A 421 or a dropped connection before DATA leaves the message waiting to retry."""
     port = smtp_sink(*fault)
-    with Session.logon(_profile(tmp_path, port)) as session:
+    with Session.logon(_profile(store_backend, port)) as session:
         session.submit(_message("x", To="bob@x.test"))
         session.spooler_status().flush_queues(FLUSH_UPLOAD)
         (entry,) = session.outgoing_queue()
@@ -152,11 +154,11 @@ def test_failure_before_data_is_retried(
 
 
 def test_drop_after_the_final_dot_is_uncertain(
-    tmp_path: Path, smtp_sink: Callable[..., int]
+    store_backend: StoreBackend, smtp_sink: Callable[..., int]
 ) -> None:
     """A connection lost after the final dot leaves the message uncertain, not resent."""
     port = smtp_sink("-q", ".")
-    with Session.logon(_profile(tmp_path, port)) as session:
+    with Session.logon(_profile(store_backend, port)) as session:
         session.submit(_message("x", To="bob@x.test"))
         session.spooler_status().flush_queues(FLUSH_UPLOAD)
         (entry,) = session.outgoing_queue()

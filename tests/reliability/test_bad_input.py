@@ -30,6 +30,7 @@ from mapispool.profile import Profile, ProfileError
 from mapispool.session import Session
 from mapispool.store import SqliteStore
 from mapispool.submission import parse_recipient, prepare
+from tests.conftest import StoreBackend
 from tests.servers.smtp import SmtpServerFactory
 from tests.sync_store import SyncStore
 
@@ -102,13 +103,13 @@ def test_utf8_headers_and_folded_lines_are_accepted() -> None:
 
 
 def test_missing_date_and_message_id_are_added_once_and_kept_across_retries(
-    tmp_path: Path, smtp_server_factory: SmtpServerFactory
+    store_backend: StoreBackend, smtp_server_factory: SmtpServerFactory
 ) -> None:
     """No Date or Message-ID: both are added at submit; a retried message goes out with the
     very same bytes the second time."""
     server = smtp_server_factory(data_answers=["451 4.3.0 try again"])
     data = {
-        "store": str(tmp_path / "store.db"),
+        **store_backend.options(),
         "send_immediately": False,
         "transports": {
             "out": {"provider": "smtp", "host": server.host, "port": server.port, "tls": "none"}
@@ -150,6 +151,7 @@ with Session.logon(profile) as session:
 """
 
 
+@pytest.mark.sqlite_only("SQLite's streamed blob writes")
 def test_a_50_mb_message_is_stored_with_bounded_memory(tmp_path: Path) -> None:
     """Submitting a 50 MB message grows the process by well under three copies of it (the
     header is parsed alone, the body is not decoded or re-joined), and it reads back in
@@ -196,6 +198,7 @@ def test_bad_profiles_name_the_key(profile: dict[str, Any], words: list[str]) ->
         assert word in str(caught.value)
 
 
+@pytest.mark.sqlite_only("a damaged SQLite file")
 def test_corrupt_store_is_refused_with_an_explanation(tmp_path: Path) -> None:
     """A store file that is not a database: MAPI_E_CORRUPT_STORE saying it is damaged."""
     path = tmp_path / "store.db"
@@ -206,6 +209,7 @@ def test_corrupt_store_is_refused_with_an_explanation(tmp_path: Path) -> None:
     assert "damaged" in str(caught.value)
 
 
+@pytest.mark.sqlite_only("the SQLite file's schema version")
 def test_store_from_a_newer_version_is_refused(tmp_path: Path) -> None:
     """A store written by a newer mapispool: MAPI_E_VERSION, and the file is left alone."""
     path = tmp_path / "store.db"
@@ -219,6 +223,7 @@ def test_store_from_a_newer_version_is_refused(tmp_path: Path) -> None:
     assert "upgrade mapispool" in str(caught.value)
 
 
+@pytest.mark.sqlite_only("SQLite's file lock")
 def test_locked_store_waits_then_says_busy(tmp_path: Path) -> None:
     """Another process holding a write transaction: a submit waits for it; past the busy
     timeout it fails with MAPI_E_BUSY naming the lock, and the store is intact after."""
@@ -241,6 +246,7 @@ def test_locked_store_waits_then_says_busy(tmp_path: Path) -> None:
     store.close()
 
 
+@pytest.mark.sqlite_only("a SQLite file on a read-only mount")
 def test_read_only_store_is_refused_clearly(tmp_path: Path) -> None:
     """A store on a read-only file system opens for reading but refuses a submit with
     MAPI_E_NO_ACCESS-style text naming read-only (root ignores file modes, so the test

@@ -10,6 +10,8 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 from mapispool.mapi import (
     FLUSH_DOWNLOAD,
     FLUSH_UPLOAD,
@@ -22,6 +24,7 @@ from mapispool.session import Session
 from mapispool.spooler.flush import FlushResult
 from mapispool.store import QueueState
 from mapispool.testing import TransportScript
+from tests.conftest import StoreBackend
 from tests.sync_store import SyncStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,10 +35,10 @@ def message(n: int) -> bytes:
     return f"From: a@x.test\r\nTo: b@x.test\r\nSubject: m{n}\r\n\r\nbody {n}\r\n".encode()
 
 
-def recording(tmp_path: Path, script: TransportScript) -> Profile:
+def recording(backend: StoreBackend, script: TransportScript) -> Profile:
     return Profile.from_dict(
         {
-            "store": str(tmp_path / "store.db"),
+            **backend.options(),
             "send_immediately": False,
             "transports": {"a": {"provider": "recording", "script": script}},
         }
@@ -54,14 +57,14 @@ def overlapping(script: TransportScript) -> int:
     return peak
 
 
-def test_threads_flushing_at_once_get_busy_or_wait(tmp_path: Path) -> None:
+def test_threads_flushing_at_once_get_busy_or_wait(store_backend: StoreBackend) -> None:
     """Eight threads ask for Send/Receive at once while others submit: each gets a result
     or MAPI_E_BUSY, those that ask to wait all get a result, flushes never overlap, and
     every message is sent exactly once."""
     script = TransportScript(submit_delay=0.002)
     outcomes: list[str] = []
     lock = threading.Lock()
-    with Session.logon(recording(tmp_path, script)) as session:
+    with Session.logon(recording(store_backend, script)) as session:
         for n in range(40):
             session.submit(message(n))
 
@@ -113,6 +116,7 @@ except MapiError as exc:
 """
 
 
+@pytest.mark.sqlite_only("a PostgreSQL store takes many spoolers (tests/postgres/test_workers.py)")
 def test_second_process_cannot_start_a_spooler(tmp_path: Path) -> None:
     """While one process runs the spooler, another one's logon fails with MAPI_E_BUSY
     explaining that a spooler already runs on this store."""
@@ -154,11 +158,12 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.sqlite_only("SQLite's locking between client processes and the spooler")
 def test_client_processes_submit_while_the_spooler_flushes(tmp_path: Path) -> None:
     """Three other processes write into the store while the spooler flushes again and
     again: every message is sent exactly once and the queue ends empty."""
     script = TransportScript()
-    with Session.logon(recording(tmp_path, script)) as session:
+    with Session.logon(recording(StoreBackend("sqlite", tmp_path, None), script)) as session:
         clients = [
             subprocess.Popen(
                 [sys.executable, "-c", _CLIENT, str(tmp_path / "store.db"), f"p{i}", "60"],

@@ -25,6 +25,7 @@ from mapispool.mapi import (
 from mapispool.profile import Profile
 from mapispool.session import Session
 from mapispool.store import QueueState
+from tests.conftest import StoreBackend
 from tests.servers.dovecot import DovecotServer, MailUser
 from tests.servers.smtp import SmtpServer, SmtpServerFactory
 from tests.servers.smtp_sink import SmtpSink
@@ -148,10 +149,11 @@ def test_auth_failure_keeps_the_message_and_says_so(
     assert server.messages == []
 
 
-def _imap(tmp_path: Path, dovecot: DovecotServer, user: MailUser, store: Path) -> Profile:
+def _imap(tmp_path: Path, dovecot: DovecotServer, user: MailUser, store: dict[str, str]) -> Profile:
+    """Dovecot's IMAP as the one transport; ``store``: the profile's store keys."""
     return Profile.from_dict(
         {
-            "store": str(store),
+            **store,
             "send_immediately": False,
             "transports": {
                 "in": {
@@ -171,6 +173,7 @@ def _imap(tmp_path: Path, dovecot: DovecotServer, user: MailUser, store: Path) -
     )
 
 
+@pytest.mark.sqlite_only("a SQLite file on a full mount")
 def test_disk_full_while_storing_inbound_deletes_nothing_on_the_server(
     tmp_path: Path, dovecot: DovecotServer, dovecot_user: MailUser, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -191,7 +194,7 @@ def test_disk_full_while_storing_inbound_deletes_nothing_on_the_server(
                 f"From: f@x.test\r\nSubject: big {n}\r\nMessage-ID: <b{n}@x>\r\n\r\n".encode()
                 + (b"%d" % n) * 150_000,
             )
-        profile = _imap(tmp_path, dovecot, dovecot_user, mount / "store.db")
+        profile = _imap(tmp_path, dovecot, dovecot_user, {"store": str(mount / "store.db")})
         with Session.logon(profile) as session:
             result = session.spooler_status().flush_queues(FLUSH_DOWNLOAD)
             stored = session.folder("Inbox").count()
@@ -210,7 +213,11 @@ def test_disk_full_while_storing_inbound_deletes_nothing_on_the_server(
 
 
 def test_imap_server_restarting_mid_batch_loses_and_duplicates_nothing(
-    tmp_path: Path, dovecot: DovecotServer, dovecot_user: MailUser, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    store_backend: StoreBackend,
+    dovecot: DovecotServer,
+    dovecot_user: MailUser,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Dovecot stops while a 30-message batch is being fetched, then starts again: the
     flush ends with a network error; the next (forced) one brings the rest, every message
@@ -221,7 +228,7 @@ def test_imap_server_restarting_mid_batch_loses_and_duplicates_nothing(
             dovecot_user,
             f"From: f@x.test\r\nSubject: r {n}\r\nMessage-ID: <r{n}@x>\r\n\r\nx\r\n".encode(),
         )
-    profile = _imap(tmp_path, dovecot, dovecot_user, tmp_path / "store.db")
+    profile = _imap(tmp_path, dovecot, dovecot_user, store_backend.options())
     with Session.logon(profile) as session:
         restarted = threading.Event()
 

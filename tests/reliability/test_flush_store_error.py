@@ -5,8 +5,6 @@ took external resources in ``flush_queues`` is told to let them go."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from mapispool.mapi import (
@@ -25,23 +23,24 @@ from mapispool.session import AsyncSession
 from mapispool.store import QueueState
 from mapispool.testing import TransportScript
 from tests.conformance.conftest import message
+from tests.conftest import StoreBackend
 from tests.reliability.test_sender_supervision import FAULT, clear_fault, inject_fault
 
 
 @pytest.mark.parametrize("marking", ["mrxp", "on_success"])
 async def test_a_flush_ended_by_a_store_error_ends_the_transports_flush(
-    tmp_path: Path, marking: str
+    store_backend: StoreBackend, marking: str
 ) -> None:
     script = TransportScript(marking=marking)
     profile = Profile.from_dict(
         {
-            "store": str(tmp_path / "store.db"),
+            **store_backend.options(),
             "send_immediately": False,
             "transports": {"a": {"provider": "recording", "script": script}},
         }
     )
     session = await AsyncSession.logon(profile)
-    store = tmp_path / "store.db"
+    store = store_backend
     try:
         entry_id = await session.submit(message("caught"))
         inject_fault(store, "in_flight")

@@ -30,6 +30,7 @@ from tests.acceptance.test_cli_daemon import Daemon
 from tests.acceptance.test_cli_support import message as cli_message
 from tests.acceptance.test_cli_support import run
 from tests.acceptance.test_cli_support import smtp_profile as cli_profile
+from tests.conftest import StoreBackend
 from tests.servers.hostile_smtp import HostileSmtpFactory, hostile_smtp_factory
 from tests.sync_store import SyncStore
 
@@ -43,13 +44,19 @@ NO_PIPELINING = (b"8BITMIME", b"SIZE 10000000")
 
 
 def smtp_profile(
-    tmp_path: Path, port: int, *, send_immediately: bool = False, **settings: object
+    tmp_path: Path,
+    port: int,
+    *,
+    send_immediately: bool = False,
+    backend: StoreBackend | None = None,
+    **settings: object,
 ) -> Profile:
-    """One smtp transport on the fake server (more ``settings`` for its section)."""
+    """One smtp transport on the fake server (more ``settings`` for its section); the
+    store on ``backend``, else a SQLite file in ``tmp_path``."""
     transport = {"provider": "smtp", "host": "127.0.0.1", "port": port, "tls": "none",
                  "timeout": 10, "connect_timeout": 10, **settings}  # fmt: skip
     return Profile.from_dict({
-        "store": str(tmp_path / "store.db"),
+        **(backend.options() if backend else {"store": str(tmp_path / "store.db")}),
         "send_immediately": send_immediately,
         "transports": {"out": transport},
     })  # fmt: skip
@@ -69,13 +76,16 @@ def ndr_text(session: Session) -> str:
 
 @pytest.mark.parametrize("extensions", [None, NO_PIPELINING], ids=["pipelined", "lock-step"])
 def test_latin1_550_to_rcpt_fails_with_an_ndr_not_sent(
-    tmp_path: Path, hostile_smtp_factory: HostileSmtpFactory, extensions: object
+    tmp_path: Path,
+    store_backend: StoreBackend,
+    hostile_smtp_factory: HostileSmtpFactory,
+    extensions: object,
 ) -> None:
     """``550`` in Latin-1 to RCPT: the message fails, an NDR in the Inbox quotes the
     reply decoded as Latin-1, and nothing lands in Sent Items."""
     options = {} if extensions is None else {"extensions": extensions}
     server = hostile_smtp_factory(replies={"RCPT": b"550 5.1.1 " + LATIN1_REFUSAL}, **options)
-    with Session.logon(smtp_profile(tmp_path, server.port)) as session:
+    with Session.logon(smtp_profile(tmp_path, server.port, backend=store_backend)) as session:
         entry_id = session.submit(MESSAGE)
         session.spooler_status().flush_queues(FLUSH_UPLOAD)
         entry = session.queue_entry(entry_id)
@@ -92,11 +102,11 @@ def test_latin1_550_to_rcpt_fails_with_an_ndr_not_sent(
 
 @pytest.mark.parametrize("step", ["DATA", "."])
 def test_latin1_551_to_data_fails_with_an_ndr(
-    tmp_path: Path, hostile_smtp_factory: HostileSmtpFactory, step: str
+    tmp_path: Path, store_backend: StoreBackend, hostile_smtp_factory: HostileSmtpFactory, step: str
 ) -> None:
     """The same bytes in a 551 to DATA (or to the end of data): an NDR, not Sent Items."""
     server = hostile_smtp_factory(replies={step: b"551 5.1.1 " + LATIN1_REFUSAL})
-    with Session.logon(smtp_profile(tmp_path, server.port)) as session:
+    with Session.logon(smtp_profile(tmp_path, server.port, backend=store_backend)) as session:
         entry_id = session.submit(MESSAGE)
         session.spooler_status().flush_queues(FLUSH_UPLOAD)
         assert session.queue_entry(entry_id).state is QueueState.FAILED
@@ -105,13 +115,13 @@ def test_latin1_551_to_data_fails_with_an_ndr(
 
 
 def test_undecodable_bytes_and_controls_are_replaced(
-    tmp_path: Path, hostile_smtp_factory: HostileSmtpFactory
+    tmp_path: Path, store_backend: StoreBackend, hostile_smtp_factory: HostileSmtpFactory
 ) -> None:
     """Bytes that are neither UTF-8 nor printable Windows-1252 (an undefined byte, NUL,
     ESC): the report keeps the readable part and shows U+FFFD for the rest, so a
     server's reply never reaches a terminal as control characters."""
     server = hostile_smtp_factory(replies={"RCPT": b"550 5.1.1 no\x00such\x1b[2J\x81user"})
-    with Session.logon(smtp_profile(tmp_path, server.port)) as session:
+    with Session.logon(smtp_profile(tmp_path, server.port, backend=store_backend)) as session:
         entry_id = session.submit(MESSAGE)
         session.spooler_status().flush_queues(FLUSH_UPLOAD)
         assert session.queue_entry(entry_id).state is QueueState.FAILED
@@ -134,12 +144,14 @@ def wait_for_state(session: Session, entry_id: bytes, *states: QueueState) -> Qu
 
 
 def test_latin1_451_to_mail_retries_and_the_spooler_keeps_sending(
-    tmp_path: Path, hostile_smtp_factory: HostileSmtpFactory
+    tmp_path: Path, store_backend: StoreBackend, hostile_smtp_factory: HostileSmtpFactory
 ) -> None:
     """A Latin-1 ``451`` to MAIL: the message waits in retry (not in flight) with the
     reply in its last error, and a running spooler still sends the next message."""
     server = hostile_smtp_factory(replies={"MAIL": [b"451 4.3.0 " + LATIN1_REFUSAL]})
-    with Session.logon(smtp_profile(tmp_path, server.port, send_immediately=True)) as session:
+    with Session.logon(
+        smtp_profile(tmp_path, server.port, send_immediately=True, backend=store_backend)
+    ) as session:
         first = session.submit(MESSAGE)
         state = wait_for_state(session, first, QueueState.RETRY, QueueState.FAILED)
         assert state is QueueState.RETRY
@@ -218,6 +230,7 @@ def store_bytes(tmp_path: Path) -> bytes:
     return data
 
 
+@pytest.mark.sqlite_only("reads every byte of the SQLite file")
 @pytest.mark.parametrize("mechanism", ["plain", "login"])
 def test_password_echoed_in_535_is_redacted_everywhere(
     tmp_path: Path,

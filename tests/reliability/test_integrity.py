@@ -5,6 +5,7 @@ so in the status table."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import subprocess
 import sys
@@ -28,16 +29,26 @@ from mapispool.session import Session
 from mapispool.store import QueueState
 from mapispool.store.sqlite.schema import migrate
 from mapispool.testing import Raise, TransportScript
+from tests.conftest import StoreBackend
 from tests.servers.smtp import SmtpServer
 from tests.sync_store import SyncStore
 
 MESSAGE = b"From: a@x.test\r\nTo: b@x.test\r\nSubject: later\r\n\r\nhello\r\n"
 
 
-def profile(tmp_path: Path, script: TransportScript | None = None, **retry: Any) -> Profile:
+def store_keys(where: Path | StoreBackend) -> dict[str, str]:
+    """The profile's store keys: a test's store backend, or a SQLite file in a directory."""
+    if isinstance(where, StoreBackend):
+        return where.options()
+    return {"store": str(where / "store.db")}
+
+
+def profile(
+    where: Path | StoreBackend, script: TransportScript | None = None, **retry: Any
+) -> Profile:
     return Profile.from_dict(
         {
-            "store": str(tmp_path / "store.db"),
+            **store_keys(where),
             "send_immediately": False,
             "retry": {"floor": 60, "cap": 600, **retry},
             "transports": {"a": {"provider": "recording", "script": script or TransportScript()}},
@@ -48,11 +59,11 @@ def profile(tmp_path: Path, script: TransportScript | None = None, **retry: Any)
 # -- item 2: the lifetime counts from when the message becomes due ---------------------------
 
 
-def test_send_later_beyond_the_lifetime_waits_then_is_sent(tmp_path: Path) -> None:
+def test_send_later_beyond_the_lifetime_waits_then_is_sent(store_backend: StoreBackend) -> None:
     """A message deferred further ahead than retry.lifetime is neither expired nor
     reported undeliverable while it waits, and is sent once it is due."""
     script = TransportScript()
-    with Session.logon(profile(tmp_path, script, lifetime=0.5)) as session:
+    with Session.logon(profile(store_backend, script, lifetime=0.5)) as session:
         due = datetime.now(UTC) + timedelta(seconds=1.0)
         entry_id = session.submit(MESSAGE, deferred_send_time=due)
         entry = session.queue_entry(entry_id)
@@ -76,6 +87,7 @@ def _version3_store(path: Path) -> sqlite3.Connection:
     return conn
 
 
+@pytest.mark.sqlite_only("a migration of the SQLite schema")
 def test_migration_moves_the_expiry_and_reopens_messages_expired_too_early(
     tmp_path: Path,
 ) -> None:
@@ -128,12 +140,12 @@ def test_migration_moves_the_expiry_and_reopens_messages_expired_too_early(
         store.close()
 
 
-def test_delay_warning_counts_from_the_send_time(tmp_path: Path) -> None:
+def test_delay_warning_counts_from_the_send_time(store_backend: StoreBackend) -> None:
     """retry.delay_warning counts from when a send-later message became due, not from its
     submission: a message that failed right after its time came gets no notice yet."""
     script = TransportScript()
     script.on("later", Raise(MAPI_E_NETWORK_ERROR, message="connection refused"))
-    with Session.logon(profile(tmp_path, script, delay_warning=1.0)) as session:
+    with Session.logon(profile(store_backend, script, delay_warning=1.0)) as session:
         due = datetime.now(UTC) + timedelta(seconds=1.05)
         entry_id = session.submit(MESSAGE, deferred_send_time=due)
         while time.time() < due.timestamp():
@@ -152,10 +164,10 @@ def test_delay_warning_counts_from_the_send_time(tmp_path: Path) -> None:
 # -- a checksum of every stored message --------------------------------------------------------
 
 
-def smtp_profile(tmp_path: Path, server: SmtpServer) -> Profile:
+def smtp_profile(where: Path | StoreBackend, server: SmtpServer) -> Profile:
     return Profile.from_dict(
         {
-            "store": str(tmp_path / "store.db"),
+            **store_keys(where),
             "send_immediately": False,
             "transports": {
                 "mail": {"provider": "smtp", "host": server.host, "port": server.port,
@@ -165,10 +177,15 @@ def smtp_profile(tmp_path: Path, server: SmtpServer) -> Profile:
     )  # fmt: skip
 
 
-def flip_a_byte(store_path: Path, entry_id: bytes, offset: int) -> None:
+def flip_a_byte(where: Path | StoreBackend, entry_id: bytes, offset: int) -> None:
     """Change one byte of a stored content behind the store's back, as a damaged disk
-    or a stray write would."""
-    conn = sqlite3.connect(store_path, isolation_level=None)
+    or a stray write would (a SQLite file, or a test's store backend)."""
+    if isinstance(where, StoreBackend):
+        if where.is_postgres:
+            _flip_a_byte_postgres(where, entry_id, offset)
+            return
+        where = where.tmp_path / "store.db"
+    conn = sqlite3.connect(where, isolation_level=None)
     (data,) = conn.execute(
         "SELECT c.data FROM contents c JOIN messages m ON m.id = c.message_id WHERE m.entry_id = ?",
         (entry_id,),
@@ -183,9 +200,36 @@ def flip_a_byte(store_path: Path, entry_id: bytes, offset: int) -> None:
     conn.close()
 
 
+def _flip_a_byte_postgres(backend: StoreBackend, entry_id: bytes, offset: int) -> None:
+    import psycopg
+
+    assert backend.postgres_url is not None
+    with psycopg.connect(backend.postgres_url, autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{backend.schema()}"')
+        conn.execute(
+            "UPDATE contents c SET data = overlay(c.data PLACING"
+            " set_byte('\\x00'::bytea, 0, get_byte(c.data, %s) # 32) FROM %s FOR 1)"
+            " FROM messages m WHERE m.id = c.message_id AND m.entry_id = %s",
+            (offset, offset + 1, entry_id),
+        )
+
+
+def stored_event_kinds(backend: StoreBackend, entry_id: bytes) -> list[str]:
+    """The kinds of the events the store recorded for a message (a handle of our own)."""
+
+    async def read() -> list[str]:
+        store = await backend.open()
+        try:
+            return [e.kind for e in await store.events(entry_id)]
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
 @pytest.mark.parametrize("size", [200, 3 << 20], ids=["small", "streamed"])
 def test_a_corrupt_stored_message_is_never_sent_but_visibly_failed(
-    tmp_path: Path, smtp_server: SmtpServer, size: int
+    store_backend: StoreBackend, smtp_server: SmtpServer, size: int
 ) -> None:
     """A byte flipped in a stored body: the SMTP server never receives the message (a
     streamed one neither: its last bytes are never handed over); the message ends
@@ -193,10 +237,10 @@ def test_a_corrupt_stored_message_is_never_sent_but_visibly_failed(
     message beside it is sent."""
     body = (b"x" * 76 + b"\r\n") * (size // 78 + 1)
     corrupt_message = b"From: a@x.test\r\nTo: b@x.test\r\nSubject: damaged\r\n\r\n" + body
-    with Session.logon(smtp_profile(tmp_path, smtp_server)) as session:
+    with Session.logon(smtp_profile(store_backend, smtp_server)) as session:
         bad = session.submit(corrupt_message)
         good = session.submit(MESSAGE)
-        flip_a_byte(tmp_path / "store.db", bad, len(corrupt_message) - 10)
+        flip_a_byte(store_backend, bad, len(corrupt_message) - 10)
         result = session.spooler_status().flush_queues(FLUSH_UPLOAD)
         assert result is not None
         entry = session.queue_entry(bad)
@@ -207,13 +251,10 @@ def test_a_corrupt_stored_message_is_never_sent_but_visibly_failed(
         assert ndr.message_class == "Report.IPM.Note.NDR"
         assert b"corrupt" in ndr.content
     assert [b"Subject: later" in t.data for t in smtp_server.messages] == [True]
-    store = SyncStore(tmp_path / "store.db")
-    try:
-        assert "corrupt" in [e.kind for e in store.events(bad)]
-    finally:
-        store.close()
+    assert "corrupt" in stored_event_kinds(store_backend, bad)
 
 
+@pytest.mark.sqlite_only("SQLite stores written before checksums")
 def test_messages_stored_before_checksums_are_sent_unchecked(tmp_path: Path) -> None:
     """A content without a checksum (stored by an older version) is read as it is."""
     script = TransportScript()
@@ -251,6 +292,7 @@ def spooler_row(session: Session) -> dict[int, Any]:
     return dict(session.status_table()[0])
 
 
+@pytest.mark.sqlite_only("SQLite's write-ahead log")
 def test_a_truncated_wal_is_detected_and_reported(tmp_path: Path) -> None:
     """Submissions lost with a truncated write-ahead log after a crash are noticed at the
     next start: the spooler row shows STATUS_FAILURE with a status string saying how many
@@ -278,6 +320,7 @@ def test_a_truncated_wal_is_detected_and_reported(tmp_path: Path) -> None:
         assert not spooler_row(session)[PR_STATUS_CODE] & STATUS_FAILURE
 
 
+@pytest.mark.sqlite_only("SQLite's write-ahead log")
 def test_an_intact_store_after_a_crash_is_not_reported(tmp_path: Path) -> None:
     """A crash that lost nothing (the write-ahead log intact) raises no alarm."""
     store_path = tmp_path / "store.db"
@@ -293,6 +336,7 @@ def test_an_intact_store_after_a_crash_is_not_reported(tmp_path: Path) -> None:
         assert not spooler_row(session)[PR_STATUS_CODE] & STATUS_FAILURE
 
 
+@pytest.mark.sqlite_only("SQLite's write-ahead log")
 def test_a_damaged_store_after_a_crash_is_reported(tmp_path: Path) -> None:
     """After an unclean stop the next spooler runs PRAGMA quick_check: a damaged page in
     the store (here in the middle of a large message) shows on the spooler row, with

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 import time
-from pathlib import Path
 from typing import Any
 
 from hypothesis import given
@@ -23,14 +22,15 @@ from mapispool.session import Session
 from mapispool.spooler.retry import RetryPolicy
 from mapispool.store import QueueState
 from mapispool.testing import Raise, TransportScript
+from tests.conftest import StoreBackend
 
 MESSAGE = b"From: a@x.test\r\nTo: b@x.test\r\nSubject: flaky\r\n\r\nhi\r\n"
 
 
-def profile(tmp_path: Path, script: TransportScript, **retry: Any) -> Profile:
+def profile(backend: StoreBackend, script: TransportScript, **retry: Any) -> Profile:
     return Profile.from_dict(
         {
-            "store": str(tmp_path / "store.db"),
+            **backend.options(),
             "send_immediately": False,
             "retry": {"floor": 60, "cap": 600, **retry},
             "transports": {"a": {"provider": "recording", "script": script}},
@@ -73,11 +73,13 @@ def test_backoff_doubles_with_jitter_and_a_hint_wins() -> None:
     assert policy.delay(5, hint=7.5) == 7.5
 
 
-def test_failed_attempt_waits_then_force_and_retry_ignore_the_backoff(tmp_path: Path) -> None:
+def test_failed_attempt_waits_then_force_and_retry_ignore_the_backoff(
+    store_backend: StoreBackend,
+) -> None:
     """After a temporary failure the message waits (a normal flush leaves it); FLUSH_FORCE
     sends it at once; Session.retry() makes it due at once too."""
     script = failing(2)
-    with Session.logon(profile(tmp_path, script)) as session:
+    with Session.logon(profile(store_backend, script)) as session:
         entry_id = session.submit(MESSAGE)
         before = time.time()
         session.spooler_status().flush_queues(FLUSH_UPLOAD)
@@ -97,14 +99,14 @@ def test_failed_attempt_waits_then_force_and_retry_ignore_the_backoff(tmp_path: 
         assert session.queue_entry(entry_id).state is QueueState.SENT
 
 
-def test_restart_keeps_the_schedule(tmp_path: Path) -> None:
+def test_restart_keeps_the_schedule(store_backend: StoreBackend) -> None:
     """not_before survives a restart: the new spooler does not send early."""
     script = failing(1)
-    with Session.logon(profile(tmp_path, script)) as session:
+    with Session.logon(profile(store_backend, script)) as session:
         entry_id = session.submit(MESSAGE)
         session.spooler_status().flush_queues(FLUSH_UPLOAD)
         scheduled = session.queue_entry(entry_id).not_before
-    with Session.logon(profile(tmp_path, script)) as session:
+    with Session.logon(profile(store_backend, script)) as session:
         entry = session.queue_entry(entry_id)
         assert entry.state is QueueState.RETRY
         assert entry.not_before == scheduled
@@ -112,11 +114,11 @@ def test_restart_keeps_the_schedule(tmp_path: Path) -> None:
         assert len(script.journal.of("a", "submit_message")) == 1
 
 
-def test_lifetime_ends_in_an_ndr_and_retry_reopens(tmp_path: Path) -> None:
+def test_lifetime_ends_in_an_ndr_and_retry_reopens(store_backend: StoreBackend) -> None:
     """When the next attempt would fall after the lifetime, the message fails with an NDR
     naming the last error; Session.retry() on it tries again with a new lifetime."""
     script = failing(1)
-    with Session.logon(profile(tmp_path, script, lifetime=30)) as session:
+    with Session.logon(profile(store_backend, script, lifetime=30)) as session:
         entry_id = session.submit(MESSAGE)
         session.spooler_status().flush_queues(FLUSH_UPLOAD)
         assert session.queue_entry(entry_id).state is QueueState.FAILED
@@ -129,11 +131,11 @@ def test_lifetime_ends_in_an_ndr_and_retry_reopens(tmp_path: Path) -> None:
         assert session.folder("Inbox").count() == 1
 
 
-def test_delay_warning_is_sent_once_and_survives_restart(tmp_path: Path) -> None:
+def test_delay_warning_is_sent_once_and_survives_restart(store_backend: StoreBackend) -> None:
     """retry.delay_warning: one Report.IPM.Note.DelayedDR in the Inbox for a message still
     not sent that long after submission, never a second one, also after a restart."""
     script = failing(5)
-    data = profile(tmp_path, script, delay_warning=0.05)
+    data = profile(store_backend, script, delay_warning=0.05)
     with Session.logon(data) as session:
         entry_id = session.submit(MESSAGE)
         session.spooler_status().flush_queues(FLUSH_UPLOAD)
@@ -150,10 +152,10 @@ def test_delay_warning_is_sent_once_and_survives_restart(tmp_path: Path) -> None
         assert session.queue_entry(entry_id).state is QueueState.RETRY
 
 
-def test_no_delay_warning_unless_configured_or_for_a_report(tmp_path: Path) -> None:
+def test_no_delay_warning_unless_configured_or_for_a_report(store_backend: StoreBackend) -> None:
     """Without delay_warning no notice is sent."""
     script = failing(5)
-    with Session.logon(profile(tmp_path, script)) as session:
+    with Session.logon(profile(store_backend, script)) as session:
         session.submit(MESSAGE)
         session.spooler_status().flush_queues(FLUSH_UPLOAD)
         session.spooler_status().flush_queues(FLUSH_UPLOAD | FLUSH_FORCE)

@@ -106,6 +106,7 @@ def test_tls_is_verified_by_default(tmp_path: Path, smtp_server_factory: SmtpSer
     assert server.messages == []
 
 
+@pytest.mark.sqlite_only("the SQLite file's permissions")
 def test_store_files_are_private(tmp_path: Path) -> None:
     """The store, its WAL and shared-memory files and its lock are readable by the owner
     only, whatever the umask."""

@@ -13,6 +13,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,28 +35,77 @@ from tests.acceptance.test_cli_daemon import Daemon, _wait
 from tests.acceptance.test_cli_support import message as cli_message
 from tests.acceptance.test_cli_support import run, smtp_profile
 from tests.conformance.conftest import message
+from tests.conftest import StoreBackend
 from tests.servers.smtp import SmtpServer
 
 FAULT = "injected fault: the disk is full"
 
 
-def inject_fault(store: Path, state: str = "sent") -> None:
+#: A store's location for the fault helpers: a SQLite file, or a test's store backend.
+Where = Path | StoreBackend
+
+
+def _sqlite_path(store: Where) -> Path | None:
+    if isinstance(store, StoreBackend):
+        return None if store.is_postgres else store.tmp_path / "store.db"
+    return store
+
+
+def _on_postgres(store: StoreBackend, *statements: str) -> list[Any]:
+    """Run ``statements`` in the store's schema (from another connection, as another
+    process would); the rows of the last one, if any."""
+    import psycopg
+
+    assert store.postgres_url is not None
+    with psycopg.connect(store.postgres_url, autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{store.schema()}"')
+        cur = None
+        for statement in statements:
+            cur = conn.execute(statement)
+        return cur.fetchall() if cur is not None and cur.description else []
+
+
+def _pg_fault(store: StoreBackend, table: str, column: str, condition: str) -> None:
+    _on_postgres(
+        store,
+        "CREATE FUNCTION inject_fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        f" IF {condition} THEN RAISE EXCEPTION '{FAULT}'; END IF; RETURN NEW; END $$",
+        f"CREATE TRIGGER inject_fault BEFORE UPDATE OF {column} ON {table}"
+        " FOR EACH ROW EXECUTE FUNCTION inject_fault()",
+    )
+
+
+def inject_fault(store: Where, state: str = "sent") -> None:
     """From another connection, as another process would: make every change of a queue
     entry to ``state`` fail inside the store, as SQLITE_FULL would. 'sent' hits the
     recording of an attempt's outcome (the outbound runner survives it and shows it on
     the spooler's row); 'in_flight' hits the start of an offer, outside any attempt, so
-    the failure ends the background task that offered it."""
-    with sqlite3.connect(store) as conn:
+    the failure ends the background task that offered it. On PostgreSQL the same with a
+    trigger that raises."""
+    path = _sqlite_path(store)
+    if path is None:
+        assert isinstance(store, StoreBackend)
+        _pg_fault(store, "queue", "state", f"NEW.state = '{state}'")
+        return
+    with sqlite3.connect(path) as conn:
         conn.execute(
             "CREATE TRIGGER inject_fault BEFORE UPDATE OF state ON queue"
             f" WHEN NEW.state = '{state}' BEGIN SELECT RAISE(ABORT, '{FAULT}'); END"
         )
 
 
-def poison(store: Path, subject: str) -> None:
+def poison(store: Where, subject: str) -> None:
     """Make recording any recipient's outcome fail for the message with this subject
     only: the store error hits that message every time it is sent."""
-    with sqlite3.connect(store) as conn:
+    path = _sqlite_path(store)
+    if path is None:
+        assert isinstance(store, StoreBackend)
+        _pg_fault(
+            store, "recipients", "outcome",
+            f"NEW.message_id = (SELECT id FROM messages WHERE subject = '{subject}')",
+        )  # fmt: skip
+        return
+    with sqlite3.connect(path) as conn:
         conn.execute(
             "CREATE TRIGGER inject_fault BEFORE UPDATE OF outcome ON recipients"
             f" WHEN NEW.message_id = (SELECT id FROM messages WHERE subject = '{subject}')"
@@ -63,17 +113,26 @@ def poison(store: Path, subject: str) -> None:
         )
 
 
-def clear_fault(store: Path) -> None:
-    with sqlite3.connect(store) as conn:
+def clear_fault(store: Where) -> None:
+    path = _sqlite_path(store)
+    if path is None:
+        assert isinstance(store, StoreBackend)
+        _on_postgres(store, "DROP FUNCTION inject_fault() CASCADE")
+        return
+    with sqlite3.connect(path) as conn:
         conn.execute("DROP TRIGGER inject_fault")
 
 
-def queue_states(store: Path) -> dict[str, str]:
-    """Subject -> queue state, read straight from the store file."""
-    with sqlite3.connect(store) as conn:
-        rows = conn.execute(
-            "SELECT m.subject, q.state FROM queue q JOIN messages m ON m.id = q.message_id"
-        ).fetchall()
+def queue_states(store: Where) -> dict[str, str]:
+    """Subject -> queue state, read straight from the store."""
+    query = "SELECT m.subject, q.state FROM queue q JOIN messages m ON m.id = q.message_id"
+    path = _sqlite_path(store)
+    if path is None:
+        assert isinstance(store, StoreBackend)
+        rows = _on_postgres(store, query)
+    else:
+        with sqlite3.connect(path) as conn:
+            rows = conn.execute(query).fetchall()
     return {str(subject): str(state) for subject, state in rows}
 
 
@@ -99,11 +158,11 @@ def quick_restarts(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def logon(
-    tmp_path: Path, script: TransportScript, *, send_immediately: bool = True
+    store: StoreBackend, script: TransportScript, *, send_immediately: bool = True
 ) -> AsyncSession:
     profile = Profile.from_dict(
         {
-            "store": str(tmp_path / "store.db"),
+            **store.options(),
             "send_immediately": send_immediately,
             "transports": {"a": {"provider": "recording", "script": script}},
         }
@@ -113,7 +172,10 @@ async def logon(
 
 @pytest.mark.parametrize("max_in_flight", [1, 2])
 async def test_a_store_error_in_the_sender_is_reported_and_sending_goes_on(
-    tmp_path: Path, quick_restarts: None, caplog: pytest.LogCaptureFixture, max_in_flight: int
+    store_backend: StoreBackend,
+    quick_restarts: None,
+    caplog: pytest.LogCaptureFixture,
+    max_in_flight: int,
 ) -> None:
     """While the store fails, the spooler's row shows STATUS_FAILURE naming the error and
     the log has it; once the store works again, the message caught by the fault and one
@@ -121,8 +183,8 @@ async def test_a_store_error_in_the_sender_is_reported_and_sending_goes_on(
     available again. With two offers at once the error still reads as the store's."""
     caplog.set_level(logging.ERROR, logger="mapispool.spooler")
     script = TransportScript(max_in_flight=max_in_flight)
-    session = await logon(tmp_path, script)
-    store = tmp_path / "store.db"
+    session = await logon(store_backend, script)
+    store = store_backend
     try:
         inject_fault(store)
         first = await session.submit(message("first"))
@@ -163,14 +225,14 @@ async def test_a_store_error_in_the_sender_is_reported_and_sending_goes_on(
 
 
 async def test_the_request_server_survives_a_store_error_in_a_requested_flush(
-    tmp_path: Path, quick_restarts: None
+    store_backend: StoreBackend, quick_restarts: None
 ) -> None:
     """FlushQueues on the transport's own status object runs into the store fault: the
     spooler's row names the failed request server, and the request is not dropped: once
     the store works again it is served and the message is sent."""
     script = TransportScript()
-    session = await logon(tmp_path, script, send_immediately=False)
-    store = tmp_path / "store.db"
+    session = await logon(store_backend, script, send_immediately=False)
+    store = store_backend
     try:
         inject_fault(store, "in_flight")
         entry_id = await session.submit(message("requested"))
@@ -198,15 +260,15 @@ async def test_the_request_server_survives_a_store_error_in_a_requested_flush(
 
 
 async def test_a_message_that_always_fails_in_the_store_does_not_block_the_others(
-    tmp_path: Path, quick_restarts: None
+    store_backend: StoreBackend, quick_restarts: None
 ) -> None:
     """The store fails every time it records the outcome of one message (the first in the
     queue): that message is put back and waits its retry delay while the messages after
     it are sent; its history names the error; a forced Send/Receive sends it once the
     store works."""
     script = TransportScript()
-    session = await logon(tmp_path, script)
-    store = tmp_path / "store.db"
+    session = await logon(store_backend, script)
+    store = store_backend
     try:
         poison(store, "poison")
         bad = await session.submit(message("poison"))
@@ -228,13 +290,13 @@ async def test_a_message_that_always_fails_in_the_store_does_not_block_the_other
 
 
 async def test_a_message_left_in_flight_is_back_in_the_queue_after_shutdown(
-    tmp_path: Path, quick_restarts: None
+    store_backend: StoreBackend, quick_restarts: None
 ) -> None:
     """The spooler stops while the fault lasts: the message is queued, not in_flight; the
     next start finishes it as sent without handing it to the transport again."""
     script = TransportScript()
-    session = await logon(tmp_path, script)
-    store = tmp_path / "store.db"
+    session = await logon(store_backend, script)
+    store = store_backend
     try:
         inject_fault(store)
         entry_id = await session.submit(message("caught"))
@@ -248,7 +310,7 @@ async def test_a_message_left_in_flight_is_back_in_the_queue_after_shutdown(
     # The outcome could not be recorded: back on the retry schedule, never in flight.
     assert queue_states(store) == {"caught": "retry"}
     clear_fault(store)
-    again = await logon(tmp_path, script)
+    again = await logon(store_backend, script)
     try:
         assert (await again.queue_entry(entry_id)).state is QueueState.SENT
         assert script.sent == [("caught", ("bob@example.test",))]

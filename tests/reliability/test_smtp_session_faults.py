@@ -15,13 +15,14 @@ import pytest
 from mapispool import Profile, Session
 from mapispool.mapi import FLUSH_UPLOAD, PR_DISPLAY_NAME, PR_STATUS_STRING
 from mapispool.store import QueueState
+from tests.conftest import StoreBackend
 from tests.servers.smtp_sink import SmtpSinkFactory
 
 
-def profile(tmp_path: Path, port: int) -> Profile:
+def profile(backend: StoreBackend, port: int) -> Profile:
     """An smtp transport for SMTP recipients and a maildir transport for MAILDIR ones."""
     return Profile.from_dict({
-        "store": str(tmp_path / "store.db"),
+        **backend.options(),
         "send_immediately": False,
         "transports": {
             "out": {"provider": "smtp", "host": "127.0.0.1", "port": port, "tls": "none",
@@ -55,13 +56,13 @@ def make_maildir(path: Path) -> Path:
 
 
 def test_421_at_connect_retries_and_blocks_nothing(
-    tmp_path: Path, smtp_sink_factory: SmtpSinkFactory
+    tmp_path: Path, store_backend: StoreBackend, smtp_sink_factory: SmtpSinkFactory
 ) -> None:
     """A server that answers 421 at connect: the message waits for a retry with the
     reply in its last error and the status row; the Maildir message is delivered."""
     sink = smtp_sink_factory(reply_421=["CONNECT"])
     maildir = make_maildir(tmp_path / "md")
-    with Session.logon(profile(tmp_path, sink.port)) as session:
+    with Session.logon(profile(store_backend, sink.port)) as session:
         smtp, local = submit_pair(session, maildir)
         result = session.spooler_status().flush_queues(FLUSH_UPLOAD)
         entry = session.queue_entry(smtp)
@@ -73,11 +74,13 @@ def test_421_at_connect_retries_and_blocks_nothing(
     assert len(list((maildir / "new").iterdir())) == 1
 
 
-def test_421_mid_session_retries(tmp_path: Path, smtp_sink_factory: SmtpSinkFactory) -> None:
+def test_421_mid_session_retries(
+    tmp_path: Path, store_backend: StoreBackend, smtp_sink_factory: SmtpSinkFactory
+) -> None:
     """421 in answer to MAIL FROM, after a good greeting and EHLO: retried later."""
     sink = smtp_sink_factory(reply_421=["MAIL"])
     maildir = make_maildir(tmp_path / "md")
-    with Session.logon(profile(tmp_path, sink.port)) as session:
+    with Session.logon(profile(store_backend, sink.port)) as session:
         smtp, local = submit_pair(session, maildir)
         session.spooler_status().flush_queues(FLUSH_UPLOAD)
         assert session.queue_entry(smtp).state is QueueState.RETRY
@@ -129,13 +132,13 @@ def drops_during_data() -> Iterator[int]:
 
 
 def test_connection_dropped_during_data_is_retried_not_uncertain(
-    tmp_path: Path, drops_during_data: int
+    tmp_path: Path, store_backend: StoreBackend, drops_during_data: int
 ) -> None:
     """The server hangs up while the content is still being sent (before the final dot):
     nothing was handed over, so the message is simply retried, never marked uncertain."""
     maildir = make_maildir(tmp_path / "md")
     big = b"x" * 76 + b"\r\n"
-    with Session.logon(profile(tmp_path, drops_during_data)) as session:
+    with Session.logon(profile(store_backend, drops_during_data)) as session:
         smtp, local = submit_pair(session, maildir, body=big * 30_000)  # about 2.3 MB
         session.spooler_status().flush_queues(FLUSH_UPLOAD)
         entry = session.queue_entry(smtp)

@@ -59,6 +59,12 @@ class Offering:
         #: fails never keeps the others from being sent; FLUSH_FORCE ignores the wait.
         self.failed: dict[bytes, str] = {}
         self.held_back: dict[bytes, float] = {}
+        #: One claim at a time, with its ``busy`` entries: a parallel flush's transports
+        #: claim concurrently, and on a store that claims on several connections at once
+        #: (PostgreSQL) another transport's claim could otherwise see a message in flight
+        #: (or skip its locked row) before it is in ``busy``, so ``wait_for_others``
+        #: would not wait for it and a split message would miss that flush.
+        self._claiming = asyncio.Lock()
 
     @property
     def store(self) -> Store:
@@ -114,14 +120,16 @@ class Offering:
             exclude = exclude | self.held_back.keys()
         order = tuple((n, tuple(t)) for n, t in self.spooler.registrations())
         route = Route(handle.name, order, senders=self.spooler.outbound.senders)
-        claims = await self.store.claim(
-            route, now=now, limit=limit, ignore_backoff=force, submitted_before=submitted_before,
-            exclude=exclude | self.busy.keys(), released=set(handle.released),
-        )  # fmt: skip
-        for claim in claims:
-            self.busy[claim.entry_id] = (handle.name, asyncio.Event())
-            if claim.claimed_from is QueueState.PARKED:
-                handle.released.discard(claim.entry_id)
+        async with self._claiming:
+            claims = await self.store.claim(
+                route, now=now, limit=limit, ignore_backoff=force,
+                submitted_before=submitted_before, exclude=exclude | self.busy.keys(),
+                released=set(handle.released),
+            )  # fmt: skip
+            for claim in claims:
+                self.busy[claim.entry_id] = (handle.name, asyncio.Event())
+                if claim.claimed_from is QueueState.PARKED:
+                    handle.released.discard(claim.entry_id)
         return claims
 
     async def wait_for_others(

@@ -29,7 +29,14 @@ from ..model import (
 )
 from ..types import Claim, Outcome, Recorded, Route
 from ._plumbing import Conn, Plumbing
-from ._rows import FOLDER_IDS, add_event, insert_message, queue_entry, recipient_from_row
+from ._rows import (
+    FOLDER_IDS,
+    add_event,
+    checked_inline,
+    insert_message,
+    queue_entry,
+    recipient_from_row,
+)
 from ._sql import q
 
 _DUE = frozenset({QueueState.QUEUED, QueueState.RETRY, QueueState.DEFERRED})
@@ -136,7 +143,7 @@ class Outbound(Plumbing):
                     entry=queue_entry((*row[1:12], message_id), recipients[message_id]),
                     props=load_props(row[12]),
                     recipients=recipients[message_id],
-                    content=bytes(row[14]) if row[14] is not None else None,
+                    content=checked_inline(row[14], row[18]),
                     token=int(row[15]),
                     lease_until=now + lease,
                     eight_bit=bool(row[13]),

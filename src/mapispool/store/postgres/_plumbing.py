@@ -18,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ...mapi import MapiError
 from ._errors import public_url, translate
+from ._text import STORE_ADAPTERS
 
 log = logging.getLogger("mapispool.store.postgres")
 
@@ -58,6 +59,7 @@ class Plumbing:
             "autocommit": True,
             "connect_timeout": int(CONNECT_TIMEOUT),
             "application_name": "mapispool",
+            "context": STORE_ADAPTERS,  # no text a server or a file sends fails a write
         }
         password = self._password()
         if password is not None:

@@ -95,6 +95,18 @@ async def add_event(
     )
 
 
+def checked_inline(data: bytes | None, digest: bytes | None) -> bytes | None:
+    """A claim's inline content, or None when there is none or it fails its checksum:
+    then the spooler streams it with ``open_content``, whose last read raises
+    ``CorruptContent``, so a damaged message is never handed over (as on SQLite)."""
+    if data is None:
+        return None
+    data = bytes(data)
+    if digest is not None and content_digest(data) != bytes(digest):
+        return None
+    return data
+
+
 def recipient_from_row(row: Sequence[Any]) -> tuple[int, Recipient]:
     """(seq, recipient) from a ``recipients_of`` row."""
     message_id, row_id, address, addrtype, display_name, rtype, responsible, props = row

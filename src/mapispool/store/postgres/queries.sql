@@ -77,7 +77,7 @@ FOR UPDATE OF q SKIP LOCKED;
 
 -- name: claim_take
 -- Takes the chosen rows and returns everything a transport needs but the recipients
--- (``recipients_of``, pipelined with this one). ``claimed_from = q.state`` reads the old
+-- (``recipients_of``, pipelined with this one); an inline content comes with its checksum. ``claimed_from = q.state`` reads the old
 -- state: SET sees the row as it was.
 UPDATE queue q SET claimed_from = q.state, state = 'in_flight', attempts = q.attempts + 1,
        token = nextval('claim_tokens'), lease_until = %(lease_until)s,
@@ -87,7 +87,7 @@ WHERE m.id = q.message_id AND q.message_id = ANY(%(ids)s::bigint[])
 RETURNING m.id, m.entry_id, q.state, q.submit_time, q.not_before, q.expires_at, q.attempts,
           q.last_error, q.parked_by, q.declined, m.subject, m.size, m.props, m.eight_bit,
           CASE WHEN m.size <= %(inline_limit)s THEN c.data END, q.token, q.claimed_from,
-          m.canonical;
+          m.canonical, CASE WHEN m.size <= %(inline_limit)s THEN c.sha256 END;
 
 -- name: recipients_of
 SELECT message_id, row_id, address, addrtype, display_name, recipient_type, responsibility,
