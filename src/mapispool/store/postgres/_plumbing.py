@@ -118,6 +118,21 @@ class Plumbing:
         except (psycopg.Error, OSError) as exc:  # PoolTimeout is an OperationalError
             raise self.error(exc, what) from exc
 
+    async def each(self, what: str, *statements: tuple[Any, Any]) -> None:
+        """Run ``statements`` (query, params) on one pooled connection, each its own
+        transaction, committed by the server as it ends: no lock outlives a statement,
+        whatever happens to this event loop meanwhile."""
+        if self._pool is None:
+            raise self.error(psycopg.InterfaceError("the store is closed"), what)
+        try:
+            async with self._connection() as conn:
+                for query, params in statements:
+                    await conn.execute(query, params)
+        except MapiError:
+            raise
+        except (psycopg.Error, OSError) as exc:
+            raise self.error(exc, what) from exc
+
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Conn]:
         if self._pool is not None and asyncio.get_running_loop() is self._home:
