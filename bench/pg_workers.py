@@ -53,6 +53,7 @@ from tests.servers.postgres import PostgresServer
 from mapispool.store.model import Recipient
 
 from .common import Row, Section, Sizes, message, skipped
+from .pg_usage import WAIT, Usage, children
 from .queue import fill_queue
 from .servers import Sink, Unavailable
 
@@ -98,63 +99,6 @@ class DurablePostgres(PostgresServer):
     def pid(self) -> int:
         assert self._proc is not None
         return self._proc.pid
-
-
-# -- CPU accounting -----------------------------------------------------------------------
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu(pid: int) -> tuple[int, float]:
-    """(parent pid, CPU seconds) of a live process, or (0, 0.0) once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0, 0.0
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def _children(ppid: int) -> list[int]:
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit() and _cpu(int(entry.name))[0] == ppid:
-            found.append(int(entry.name))
-    return found
-
-
-def _busy() -> float:
-    """CPU seconds the whole machine spent busy so far (every process, every core)."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    values = [int(v) for v in fields]
-    return (sum(values) - values[3] - values[4]) / _TICK  # all but idle and iowait
-
-
-Snapshot = dict[str, dict[int, float]]
-
-
-@dataclass
-class Usage:
-    """CPU seconds per component over one timed run."""
-
-    parts: dict[str, float] = field(default_factory=dict)
-    wall: float = 0.0
-
-    @staticmethod
-    def snapshot(groups: dict[str, Callable[[], list[int]]]) -> Snapshot:
-        """CPU seconds of every process of each group now (the groups are looked up each
-        time: a worker's pool may open a connection, that is a new backend, mid-run)."""
-        out = {name: {p: _cpu(p)[1] for p in pids()} for name, pids in groups.items()}
-        out["machine"] = {0: _busy()}
-        return out
-
-    @classmethod
-    def between(cls, before: Snapshot, after: Snapshot, wall: float) -> Usage:
-        parts = {
-            name: sum(cpu - before[name].get(pid, 0.0) for pid, cpu in pids.items())
-            for name, pids in after.items()
-        }
-        parts["other"] = parts.pop("machine") - sum(parts.values())
-        return cls(parts, wall)
 
 
 # -- one run ------------------------------------------------------------------------------
@@ -355,7 +299,7 @@ def one_run(setup: Setup, side: str, items: list[Prepared], raws: list[bytes],
         groups: dict[str, Callable[[], list[int]]] = {
             "workers": lambda: [p.pid for p in procs],
             "sink": lambda: [setup.sink_pid],
-            "postgres": lambda: [postmaster, *_children(postmaster)],
+            "postgres": lambda: [postmaster, *children(postmaster)],
             "bench": lambda: [os.getpid()],
         }
         if side == "sqlite1":
@@ -396,18 +340,20 @@ def _usage_note(setup: Setup) -> str:
     """CPU seconds per 1,000 messages by component, median over the runs of each side."""
     lines = [
         "CPU seconds per 1,000 messages (median of the runs; `other` is the rest of the "
-        "machine: other work on the shared host), and the cores busy meanwhile (of 2):"
+        "machine: other work on the shared host; `waiting` is time runnable but without a "
+        "core, from schedstat), and the cores busy meanwhile (of 2):"
     ]
     for side in SIDES:
         usages = setup.usages.get(side)
         if not usages:
             continue
-        keys = ["workers", "postgres", "sink", "bench", "other"]
+        keys = ["workers", "postgres", "sink", "bench", "other", WAIT + "workers",
+                WAIT + "postgres"]  # fmt: skip
         cells = ", ".join(
             f"{k} {statistics.median(u.parts[k] for u in usages) / setup.n * 1000:.2f}"
             for k in keys
         )
-        busy = statistics.median(sum(u.parts.values()) / u.wall for u in usages)
+        busy = statistics.median(u.busy for u in usages)
         lines.append(f"- {LABELS[side]}: {cells}; {busy:.2f} cores busy")
     return "\n".join(lines)
 
