@@ -64,8 +64,8 @@ class Plumbing:
         self._session_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         #: The loop that opened the store: its pool lives there. A coroutine awaited on
-        #: another thread's loop (a plug-in's synchronous Support call) gets a connection
-        #: of its own instead (base.py: "any loop").
+        #: another thread's loop (the spooler's bridge, a plug-in's synchronous Support
+        #: call) uses the connection kept for that loop instead (base.py: "any loop").
         self._home: asyncio.AbstractEventLoop | None = None
         self._foreign: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Foreign] = (
             weakref.WeakKeyDictionary()
