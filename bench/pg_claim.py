@@ -26,6 +26,7 @@ import psycopg
 from psycopg import sql
 
 from mapispool.store.postgres import PostgresStore
+from mapispool.store.postgres._outbound import _SENDER_KEY
 from mapispool.store.postgres._sql import q
 from mapispool.store.types import Route
 
@@ -88,7 +89,8 @@ async def claim_once(store: PostgresStore) -> float:
 def explain(url: str, schema: str) -> str:
     params = {"now": time.time(), "ignore_backoff": False, "transport": "smtp",
               "released": [], "exclude": [], "submitted_before": None,
-              "after_time": float("-inf"), "after_id": 0, "page": PAGE}  # fmt: skip
+              "after_time": float("-inf"), "after_id": 0, "page": PAGE,
+              "sender_key": _SENDER_KEY}  # fmt: skip
     with psycopg.connect(url) as conn:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
         query = "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + q("claim_candidates")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tests.servers.dirs import ServerDirs
 
-from . import empty, inbound, listener, outbound, process, scaling, submit
+from . import empty, inbound, listener, outbound, pg_workers, process, scaling, submit
 from .common import Section, Sizes
 
 BENCHMARKS: dict[str, Callable[[Sizes, ServerDirs], Section]] = {
@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, Callable[[Sizes, ServerDirs], Section]] = {
     "empty": empty.run,
     "process": process.run,
     "listener": listener.run,
+    "pg": pg_workers.run,
 }
 HERE = Path(__file__).resolve().parent
 ANALYSIS = HERE / "analysis.md"

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bench import empty, inbound, outbound, process, run, scaling, submit
+from bench import empty, inbound, outbound, pg_workers, process, run, scaling, submit
 from bench.common import Section, Sizes
 
 from tests.servers._util import in_ci, need, need_root
@@ -123,6 +123,24 @@ def test_sendmail_per_process_against_msmtp(
     assert "mapispool-sendmail / msmtp, per process (#13)" in printed
     assert all(t.ratio is not None for t in section.targets)
     assert "importtime" in printed
+
+
+def test_pg_workers_prints_both_ratios(
+    sizes: Sizes, bench_dirs: ServerDirs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Benchmark 7 (#12) drains the same queue with 2 and 1 `mapispool serve` workers on a
+    throwaway PostgreSQL and with 1 on SQLite, into one smtp-sink, and prints both ratios
+    and the CPU each component used."""
+    need("smtp-sink")
+    need_root("smtp-sink")
+    section = pg_workers.run(sizes, bench_dirs)
+    printed = _check(section, capsys)
+    assert [t.label for t in section.targets] == [
+        "PostgreSQL 2 workers (lanes = 2) / 1 worker",
+        "PostgreSQL 1 worker / SQLite 1 worker",
+    ]
+    assert all(t.ratio is not None for t in section.targets)
+    assert "CPU seconds per 1,000 messages" in printed
 
 
 def test_runner_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -188,8 +188,11 @@ class Outbound(Plumbing):
         self.wake()
 
     async def mark_handoff(self, entry_id: bytes, token: int | None, begun: bool) -> None:
-        # Durable: this mark is what makes a crashed attempt "uncertain" instead of resent.
-        async with self.tx("recording a hand-over") as conn:
+        # This mark makes a crashed worker's attempt "uncertain" instead of resent, so it
+        # must be on the server before the data goes out: any commit gives that, whatever
+        # then happens to the worker. Not waited onto disk, as on SQLite (WAL, synchronous
+        # = NORMAL): a flush per message would be the one per-message fsync of a send.
+        async with self.tx("recording a hand-over", durable=False) as conn:
             cur = await conn.execute(
                 q("mark_handoff"), {"begun": begun, "entry_id": entry_id, "token": token}
             )

@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
+import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -28,6 +31,27 @@ Conn = AsyncConnection[Any]
 #: store reports the database unreachable (MAPI_E_NETWORK_ERROR, exit 75).
 CONNECT_TIMEOUT = 10.0
 
+#: A connection kept for another thread's event loop is pinged before use when it has
+#: been idle this long (seconds): one that a server restart broke is then replaced.
+FOREIGN_IDLE_CHECK = 1.0
+
+
+class _Foreign:
+    """The connection kept for one event loop other than the store's own (the spooler's
+    bridge thread writes every hand-over mark from one): a new connection per call would
+    cost a connect and a server process per message. Calls from that loop take turns."""
+
+    def __init__(self) -> None:
+        self.conn: Conn | None = None
+        self.lock = asyncio.Lock()
+        self.used = 0.0
+
+    def finish(self) -> None:
+        """Close the connection without its loop (gone, or not ours to run)."""
+        conn, self.conn = self.conn, None
+        if conn is not None and not conn.closed:
+            conn.pgconn.finish()
+
 
 class Plumbing:
     """Owns the connections; every query of the store goes through ``tx`` or ``read``."""
@@ -41,9 +65,13 @@ class Plumbing:
         self._session_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         #: The loop that opened the store: its pool lives there. A coroutine awaited on
-        #: another thread's loop (a plug-in's synchronous Support call) gets a connection
-        #: of its own instead (base.py: "any loop").
+        #: another thread's loop (the spooler's bridge, a plug-in's synchronous Support
+        #: call) uses the connection kept for that loop instead (base.py: "any loop").
         self._home: asyncio.AbstractEventLoop | None = None
+        self._foreign: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Foreign] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._foreign_guard = threading.Lock()
         self._where = f"{public_url(url)} (schema {schema})"
         self.channel = f"mapispool_{schema}"[:63]
 
@@ -102,6 +130,11 @@ class Plumbing:
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
+        with self._foreign_guard:
+            foreign = [(loop, slot.conn) for loop, slot in self._foreign.items() if slot.conn]
+            self._foreign.clear()
+        for loop, conn in foreign:
+            _close_on(loop, conn)
 
     @asynccontextmanager
     async def tx(self, what: str, *, durable: bool = True) -> AsyncIterator[Conn]:
@@ -120,17 +153,55 @@ class Plumbing:
         except (psycopg.Error, OSError) as exc:  # PoolTimeout is an OperationalError
             raise self.error(exc, what) from exc
 
+    async def each(self, what: str, *statements: tuple[Any, Any]) -> None:
+        """Run ``statements`` (query, params) on one pooled connection, each its own
+        transaction, committed by the server as it ends: no lock outlives a statement,
+        whatever happens to this event loop meanwhile."""
+        if self._pool is None:
+            raise self.error(psycopg.InterfaceError("the store is closed"), what)
+        try:
+            async with self._connection() as conn:
+                for query, params in statements:
+                    await conn.execute(query, params)
+        except MapiError:
+            raise
+        except (psycopg.Error, OSError) as exc:
+            raise self.error(exc, what) from exc
+
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Conn]:
         if self._pool is not None and asyncio.get_running_loop() is self._home:
             async with self._pool.connection() as conn:
                 yield conn
             return
-        conn = await self.connect()
-        try:
-            yield conn
-        finally:
-            await conn.close()
+        loop = asyncio.get_running_loop()
+        with self._foreign_guard:
+            slot = self._foreign.get(loop)
+            if slot is None:
+                slot = self._foreign[loop] = _Foreign()
+                # A loop that ends (asyncio.run in a plug-in's call) takes its connection along.
+                weakref.finalize(loop, slot.finish)
+        async with slot.lock:
+            kept: Conn | None = slot.conn
+            if kept is not None and (kept.closed or kept.broken):
+                kept = None
+            if kept is not None and time.monotonic() - slot.used > FOREIGN_IDLE_CHECK:
+                try:
+                    await AsyncConnectionPool.check_connection(kept)
+                except psycopg.Error:
+                    await _quietly_close(kept)
+                    kept = None
+            if kept is None:
+                kept = slot.conn = await self.connect()
+            try:
+                yield kept
+            except BaseException:
+                # Its state is unknown after a failure (a cancelled query): start afresh.
+                slot.conn = None
+                await _quietly_close(kept)
+                raise
+            finally:
+                slot.used = time.monotonic()
 
     async def read(self, what: str, query: Any, params: Any = None) -> list[tuple[Any, ...]]:
         """The rows of one read-only query."""
@@ -179,3 +250,24 @@ class Plumbing:
             return False
         self._wake.clear()
         return True
+
+
+async def _quietly_close(conn: Conn) -> None:
+    with contextlib.suppress(psycopg.Error, OSError):
+        await conn.close()
+
+
+def _close_on(loop: asyncio.AbstractEventLoop, conn: Conn) -> None:
+    """Close ``conn``, which belongs to ``loop``: on that loop if it still runs (waiting
+    briefly), else by closing its libpq connection directly."""
+    try:
+        current = asyncio.get_running_loop()
+    except RuntimeError:
+        current = None
+    if loop.is_running() and not loop.is_closed() and loop is not current:
+        future = asyncio.run_coroutine_threadsafe(_quietly_close(conn), loop)
+        with contextlib.suppress(Exception):
+            future.result(timeout=2.0)
+            return
+    if not conn.closed:
+        conn.pgconn.finish()

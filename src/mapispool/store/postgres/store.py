@@ -161,11 +161,17 @@ class PostgresStore(Reads, Store):
         """One beat: this worker's registration and claims renewed, dead workers'
         expired claims repaired (``recover(now=...)``) and their rows forgotten."""
         now = time.time()
-        async with self.tx("renewing the worker's lease", durable=False) as conn:
-            params = {"name": self.worker_name, "pid": os.getpid(), "now": now}
-            await conn.execute(q("heartbeat"), params)
-            await conn.execute(q("renew_worker_claims"), params)
-            await conn.execute(q("forget_dead_workers"), {"dead_before": now - self.dead_after})
+        params = {"name": self.worker_name, "pid": os.getpid(), "now": now}
+        # Each statement commits on its own (autocommit), with no transaction left open
+        # across an await: the spooler blocks this loop while a hand-over mark is written
+        # from its bridge thread, and that mark would wait forever for the row lock of a
+        # claim renewal whose COMMIT the blocked loop could no longer send.
+        await self.each(
+            "renewing the worker's lease",
+            (q("heartbeat"), params),
+            (q("renew_worker_claims"), params),
+            (q("forget_dead_workers"), {"dead_before": now - self.dead_after}),
+        )
         return await self.recover(parked=False, now=now)
 
     async def _beat(self) -> None:
