@@ -1,8 +1,10 @@
 """``Pop3Logon``: the asynchronous half of the POP3 transport (IXPLogon for inbound).
 
-A *pass* is one POP3 session: UIDL + LIST, skip UIDLs already committed (no RETR), leave
-messages over ``max_size`` on the server (reported), RETR the rest in batches and hand
-them out one per ``start_message``, each committed with ``save_changes(sync=False)``. With
+A *pass* is one POP3 session: UIDL + LIST, skip UIDLs already committed (no RETR; one
+store query for the whole listing), leave messages over ``max_size`` on the server
+(reported), RETR the rest in batches on the worker thread and commit each batch in one
+store transaction (``start_messages``: ``InboundBatch.save(sync=False)``) while the next
+batch is already being retrieved (``start_message`` still hands out one per call). With
 ``action = "delete"`` a message is DELE'd only after ``Support.sync()`` (the durability
 barrier, once per batch) made its commit durable, and the deletions take effect at the
 QUIT that ends the pass; if the session dies first, the server keeps them and the next
@@ -27,10 +29,11 @@ from ...mapi import (
     STATUS_OFFLINE,
     MapiError,
 )
-from ...spi import InboundMessage, Support, TransportLogon
+from ...spi import InboundBatch, InboundMessage, Support, TransportLogon
+from .._inbound.prefetch import Prefetch
 from .._inbound.worker import Worker
 from .client import Pop3Connection
-from .protocol import Entry, Plan, plan_pass, take_batch
+from .protocol import Entry, Plan, dedupe_key, plan_pass, take_batch
 from .settings import Pop3Settings
 
 #: Upper bound, in bytes, of the messages one batch of RETRs holds in memory (counted
@@ -63,6 +66,8 @@ class Pop3Logon(TransportLogon):
         # Keys of messages whose body went over max_message_size although LIST said less:
         # left on the server and reported, so that one lying size cannot stop every pass.
         self._too_large: dict[str, int] = {}
+        # The next batch, retrieved on the worker thread while the current one commits.
+        self._prefetch = Prefetch()
 
     def address_types(self) -> tuple[str, ...]:
         """Inbound only: no address type is handled."""
@@ -105,34 +110,77 @@ class Pop3Logon(TransportLogon):
         if self.common.action == "delete":
             self._to_delete.append(item.entry.number)
 
+    async def start_messages(self, batch: InboundBatch) -> None:
+        """Deliver every message of the next RETR batch in one store transaction, the
+        next batch already being retrieved meanwhile; return without saving when the
+        pass is over. Errors as ``start_message``."""
+        try:
+            first = await self._next_item()
+            if first is None:
+                await self._end_pass()
+                return
+            items = [first, *self._queue]
+            self._queue.clear()
+            for item in items:
+                message = batch.new_message()
+                message.set_content(item.data)
+                message.dedupe_key = item.entry.key
+            plan = self._plan
+            if plan is not None and plan.download:
+                self._prefetch.start(lambda: self._load_batch(plan))
+            await batch.save(sync=False)  # durable before any DELE: _flush_deletes
+        except MapiError as error:
+            await self._fail(error)
+            raise
+        self._received += sum(1 for m in batch.saved if not m.duplicate)
+        if self.common.action == "delete":
+            self._to_delete.extend(item.entry.number for item in items)
+
     async def _next_item(self) -> _Item | None:
         if self._plan is None:
             await self._begin_pass()
         plan = self._plan
         assert plan is not None
+        if await self._prefetch.finish():
+            # The batch before the prefetched one is committed: DELE it now.
+            await self._flush_deletes()
         if not self._queue and plan.download:
             await self._flush_deletes()
             await self._load_batch(plan)
         return self._queue.popleft() if self._queue else None
 
     async def _load_batch(self, plan: Plan) -> None:
-        """RETR the next batch, one message per call, stopping once FETCH_BYTES arrived
-        (LIST sizes may be lies). A message over max_message_size fails the pass and is
-        left on the server by the next ones."""
+        """RETR the next batch on the worker thread (one hop for the batch), stopping
+        once FETCH_BYTES arrived (LIST sizes may be lies). A message over
+        max_message_size fails the pass and is left on the server by the next ones."""
         batch = take_batch(plan.download, self.common.batch_size, FETCH_BYTES)
+        items, rest, too_big = await self._worker.run(self._retrieve, batch)
+        plan.download[:0] = rest
+        if too_big is not None:
+            self._too_large[too_big[0].key] = too_big[0].size
+            raise too_big[1]
+        self._queue.extend(items)
+
+    def _retrieve(
+        self, batch: list[Entry]
+    ) -> tuple[list[_Item], list[Entry], tuple[Entry, MapiError] | None]:
+        """On the worker thread: RETR each entry of ``batch`` until FETCH_BYTES arrived;
+        (messages, entries not retrieved, the entry that went over max_message_size and
+        its error)."""
+        items: list[_Item] = []
         arrived = 0
         for index, entry in enumerate(batch):
             if arrived >= FETCH_BYTES:
-                plan.download[:0] = batch[index:]
-                return
+                return items, batch[index:], None
             try:
-                data = await self._worker.run(self._conn.retrieve, entry.number)
+                data = self._conn.retrieve(entry.number)
             except MapiError as error:
                 if error.hresult == MAPI_E_TOO_BIG:
-                    self._too_large[entry.key] = entry.size
+                    return items, [], (entry, error)
                 raise
-            self._queue.append(_Item(entry, data))
+            items.append(_Item(entry, data))
             arrived += len(data)
+        return items, [], None
 
     async def _begin_pass(self) -> None:
         self._received = 0
@@ -166,12 +214,13 @@ class Pop3Logon(TransportLogon):
             self.update_status(text=f"Downloading {len(plan.download)} message(s)")
 
     def _plan_for(self, uidls: dict[int, str], sizes: dict[int, int]) -> Plan:
-        known = self.support.has_dedupe_key
+        account = self.common.account_id
+        known = self.support.known_dedupe_keys([dedupe_key(account, u) for u in uidls.values()])
         return plan_pass(
             uidls,
             sizes,
-            self.common.account_id,
-            known,
+            account,
+            known.__contains__,
             self.settings.max_size,
             too_large=self._too_large,
         )
@@ -197,6 +246,7 @@ class Pop3Logon(TransportLogon):
         )
 
     async def _abandon_pass(self) -> None:
+        self._prefetch.drop()
         self._queue.clear()
         try:
             await self._flush_deletes()
@@ -209,6 +259,7 @@ class Pop3Logon(TransportLogon):
         self.update_status(clear_bits=STATUS_INBOUND_ACTIVE)
 
     async def _fail(self, error: MapiError) -> None:
+        self._prefetch.drop()
         self._queue.clear()
         self._plan = None
         self._to_delete = []
@@ -263,6 +314,7 @@ class Pop3Logon(TransportLogon):
     async def logoff(self, flags: int) -> None:
         """QUIT an open session (committing deletions of committed messages), stop the
         worker thread. Never raises."""
+        self._prefetch.drop()
         try:
             if self._plan is not None:
                 await self._abandon_pass()
