@@ -154,8 +154,11 @@ class Pop3Connection:
                     reply=error.reply,
                 ) from error
             raise
+        uidls = parse_listing(uidl_lines)
+        if not uidls:
+            return {}, {}  # an empty maildrop: LIST would say nothing more
         list_lines = self._guard("listing messages (LIST)", lambda: pop.list()[1])
-        return parse_listing(uidl_lines), parse_sizes(list_lines)
+        return uidls, parse_sizes(list_lines)
 
     def retrieve(self, number: int) -> bytes:
         """RETR one message: its lines with CRLF line ends, dot-stuffing undone. A body
