@@ -141,20 +141,22 @@ class ImapLogon(TransportLogon):
                 message.set_content(item.data)
                 message.dedupe_key = item.key
             cursor = self._cursor
-            if cursor is not None and cursor.remaining:
-                self._prefetch.start(lambda: self._load_batch(cursor))
+            assert cursor is not None
+            # Pending for the keep-mode floor until committed (the prefetch may move it).
+            cursor.committing = [item.uid for item in items]
+            if cursor.remaining:
+                self._prefetch.start(lambda: self._load_then_act(cursor))
             # Durable at the latest when _apply_actions calls the barrier (see above).
             await batch.save(sync=False)
         except MapiError as error:
             await self._fail(error)
             raise
         self._received += sum(1 for m in batch.saved if not m.duplicate)
-        assert self._cursor is not None
-        self._cursor.done.extend(item.uid for item in items)
+        cursor.done.extend(cursor.committing)
+        cursor.committing = []
 
     async def _next_batch(self) -> list[Item]:
-        """Every message of the next batch (empty when the pass is over), after the
-        server action for the batch before."""
+        """Every message of the next batch (empty when the pass is over)."""
         first = await self._next_item()
         if first is None:
             return []
@@ -166,10 +168,7 @@ class ImapLogon(TransportLogon):
         if self._folders is None:
             self._begin_pass()
         assert self._folders is not None
-        if await self._prefetch.finish() and self._cursor is not None:
-            # The batch before the prefetched one is committed: its server action now,
-            # so that one action never covers more than a batch.
-            await self._apply_actions(self._cursor)
+        await self._prefetch.finish()
         while not self._queue:
             cursor = self._cursor
             if cursor is not None and cursor.remaining:
@@ -347,6 +346,12 @@ class ImapLogon(TransportLogon):
         self._queue.extend(items)
         cursor.in_flight = []
 
+    async def _load_then_act(self, cursor: Cursor) -> None:
+        """The prefetch: fetch the next batch, then apply the server action to what was
+        committed before (the barrier first), while the current batch commits."""
+        await self._load_batch(cursor)
+        await self._apply_actions(cursor)
+
     def _leave_too_large(
         self, cursor: Cursor, batch: list[int], sizes: dict[int, int]
     ) -> list[int]:
@@ -393,6 +398,10 @@ class ImapLogon(TransportLogon):
         uids = sorted(set(cursor.done))
         action = self.common.action
         self.support.sync()
+        # Taken now: a batch committed while the action below runs (the prefetch runs it
+        # beside the commit) stays in ``done`` for the next action.
+        acted = set(uids)
+        cursor.done = [u for u in cursor.done if u not in acted]
         if action == "keep":
             await self._worker.run(self._conn.mark_seen, uids)
         elif action == "delete":
@@ -400,13 +409,13 @@ class ImapLogon(TransportLogon):
         else:
             assert self.settings.move_to is not None
             await self._worker.run(self._conn.move, uids, self.settings.move_to)
-        cursor.done.clear()
         if action == "keep":
             pending = [
                 *cursor.remaining,
                 *(item.uid for item in self._queue),
                 *cursor.skipped,
                 *cursor.in_flight,
+                *cursor.committing,
             ]
             floor = advance_floor(cursor.state.floor, uids, pending)
             if floor != cursor.state.floor:

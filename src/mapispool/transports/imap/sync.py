@@ -190,3 +190,5 @@ class Cursor:
     """RFC822.SIZE of each candidate UID, as the listing FETCH said."""
     in_flight: list[int] = field(default_factory=list)
     """UIDs taken from ``remaining`` by a FETCH not yet queued (pending for the floor)."""
+    committing: list[int] = field(default_factory=list)
+    """UIDs of the batch being committed (pending for the floor until committed)."""

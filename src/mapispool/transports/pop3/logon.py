@@ -127,7 +127,7 @@ class Pop3Logon(TransportLogon):
                 message.dedupe_key = item.entry.key
             plan = self._plan
             if plan is not None and plan.download:
-                self._prefetch.start(lambda: self._load_batch(plan))
+                self._prefetch.start(lambda: self._load_then_delete(plan))
             await batch.save(sync=False)  # durable before any DELE: _flush_deletes
         except MapiError as error:
             await self._fail(error)
@@ -141,9 +141,7 @@ class Pop3Logon(TransportLogon):
             await self._begin_pass()
         plan = self._plan
         assert plan is not None
-        if await self._prefetch.finish():
-            # The batch before the prefetched one is committed: DELE it now.
-            await self._flush_deletes()
+        await self._prefetch.finish()
         if not self._queue and plan.download:
             await self._flush_deletes()
             await self._load_batch(plan)
@@ -160,6 +158,12 @@ class Pop3Logon(TransportLogon):
             self._too_large[too_big[0].key] = too_big[0].size
             raise too_big[1]
         self._queue.extend(items)
+
+    async def _load_then_delete(self, plan: Plan) -> None:
+        """The prefetch: RETR the next batch, then DELE what was committed before (the
+        barrier first), while the current batch commits."""
+        await self._load_batch(plan)
+        await self._flush_deletes()
 
     def _retrieve(
         self, batch: list[Entry]
