@@ -12,6 +12,7 @@ import pytest
 
 from mapispool.mapi import (
     FLUSH_DOWNLOAD,
+    MAPI_E_TOO_BIG,
     NOTIFY_END_INBOUND_FLUSH,
     STATUS_INBOUND_FLUSH,
     MapiError,
@@ -22,7 +23,7 @@ from mapispool.transports.pop3 import Pop3Logon, Pop3Settings
 from tests.integration import test_imap_transport as imap_tests
 from tests.integration import test_pop3_transport as pop3_tests
 from tests.integration.test_imap_support import MemorySupport, make_message
-from tests.reliability.test_hostile_inbound import section
+from tests.reliability.test_hostile_inbound import MiB, peak_of, section
 from tests.servers.dovecot import DovecotServer, MailUser
 from tests.servers.hostile_inbound import hostile_server, message
 
@@ -160,3 +161,53 @@ async def test_imap_sizes_come_with_the_listing_not_per_batch(
     assert [f for f in fetches if "BODY.PEEK[]" not in f] == ["UID FETCH 1:* (RFC822.SIZE)"]
     assert len([f for f in fetches if "BODY.PEEK[]" in f]) == 3
     assert not [c for c in server.commands if " SEARCH" in c.upper()]
+
+
+async def test_pop3_pipelined_window_with_a_lying_size_is_bounded_then_the_liar_left(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server that announces PIPELINING gets its RETRs in one write. Message 2 says
+    100 bytes and sends 3 MiB: the window stops at max_message_size (memory bounded,
+    nothing stored, no DELE); the next pass goes one by one and finds the liar; the one
+    after leaves it on the server and stores the others."""
+    monkeypatch.setenv(PASSWORD_ENV, "secret")
+    support = BatchSupport()
+    messages = [message(1), message(2, body_size=3 * MiB, announced=100), message(3)]
+    with hostile_server("pop3", "pipelining", messages) as server:
+        raw = section(server, max_message_size=MiB, action="delete", password_env=PASSWORD_ENV)
+        logon = Pop3Logon(support, Pop3Settings.parse(raw))
+
+        async def one_pass() -> int:
+            await logon.flush_queues(FLUSH_DOWNLOAD)
+            saved = 0
+            try:
+                while support.status_code & STATUS_INBOUND_FLUSH:
+                    batch = support.new_batch()
+                    await logon.start_messages(batch)
+                    if not batch.saved:
+                        break
+                    saved += len(batch.saved)
+            finally:
+                await logon.transport_notify(NOTIFY_END_INBOUND_FLUSH)
+            return saved
+
+        first, peak = await peak_of(one_pass())
+        assert isinstance(first, MapiError)
+        assert first.hresult == MAPI_E_TOO_BIG
+        assert peak < 3 * MiB, peak
+        pipelined = [c for c in server.commands if c.startswith("RETR")]
+        assert pipelined == ["RETR 1", "RETR 2", "RETR 3"]
+        second, _ = await peak_of(one_pass())
+        assert isinstance(second, MapiError)
+        assert "message 2" in str(second)
+        assert support.messages == []
+        assert not server.saw("DELE")
+        retr2 = len(server.saw("RETR 2"))
+        assert await one_pass() == 2
+        await logon.logoff(0)
+    assert [key for key, _ in support.messages] == [
+        "pop3:me@127.0.0.1:uid-1",
+        "pop3:me@127.0.0.1:uid-3",
+    ]
+    assert len(server.saw("RETR 2")) == retr2  # left on the server, not fetched again
+    assert sorted(server.saw("DELE")) == ["DELE 1", "DELE 3"]

@@ -186,6 +186,8 @@ def _pop3_session(conn: _Conn) -> None:
         command = command.upper()
         if command in ("USER", "PASS", "NOOP", "DELE", "RSET"):
             conn.send(b"+OK\r\n")
+        elif command == "CAPA" and server.mode == "pipelining":
+            conn.send(b"+OK\r\nUIDL\r\nPIPELINING\r\n.\r\n")
         elif command == "CAPA":
             conn.send(b"-ERR no capabilities\r\n")
         elif command == "UIDL" and server.mode == "endless-uidl":
