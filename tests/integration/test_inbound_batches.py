@@ -211,3 +211,18 @@ async def test_pop3_pipelined_window_with_a_lying_size_is_bounded_then_the_liar_
     ]
     assert len(server.saw("RETR 2")) == retr2  # left on the server, not fetched again
     assert sorted(server.saw("DELE")) == ["DELE 1", "DELE 3"]
+
+
+def test_a_transport_with_only_the_batch_form_receives() -> None:
+    """``receives`` (which decides NOTIFY_BEGIN_INBOUND) is true for a transport that
+    implements only ``start_messages``, as for one that implements ``start_message``."""
+
+    class BatchOnly(TransportLogon):
+        async def start_messages(self, batch: InboundBatch) -> None:
+            del batch
+
+    class SendOnly(TransportLogon):
+        pass
+
+    assert BatchOnly(MemorySupport()).receives
+    assert not SendOnly(MemorySupport()).receives

@@ -231,9 +231,13 @@ class TransportLogon(ABC):  # noqa: B024 - every method has a default; subclass 
         receiving transport gets ``NOTIFY_BEGIN_INBOUND`` (so only its row claims
         ``STATUS_INBOUND_ENABLED``), and only a transport with address types gets
         ``NOTIFY_BEGIN_OUTBOUND``. Default: True when the class overrides
-        ``start_message``; override it when receiving depends on the settings (a maildir
-        section without ``path`` only sends)."""
-        return type(self).start_message is not TransportLogon.start_message
+        ``start_message`` or ``start_messages``; override it when receiving depends on
+        the settings (a maildir section without ``path`` only sends)."""
+        cls = type(self)
+        return (
+            cls.start_message is not TransportLogon.start_message
+            or cls.start_messages is not TransportLogon.start_messages
+        )
 
     # -- notifications ----------------------------------------------------------------
 
