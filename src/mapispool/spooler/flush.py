@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..mapi import (
     FLUSH_ASYNC_OK,
@@ -214,14 +214,19 @@ class FlushCoordinator:
         spooler = self.spooler
         receivers = [h for h in targets if h.logged_on and not h.address_types]
         senders = [h for h in targets if h not in receivers]
-
-        async def in_order() -> None:
+        # The senders run in this task, as they always did (a store may keep per-task
+        # state, such as the connection that holds the flush lock); only the receivers
+        # get tasks of their own.
+        checks = [
+            asyncio.ensure_future(self.flush_one(h, flags, result, progress)) for h in receivers
+        ]
+        try:
             for handle in senders:
                 if spooler.shutting_down:
                     break
                 await self.flush_one(handle, flags, result, progress)
-
-        await _all([in_order(), *(self.flush_one(h, flags, result, progress) for h in receivers)])
+        finally:
+            await _all(checks)
 
     async def flush_one(
         self,
@@ -410,7 +415,7 @@ class FlushCoordinator:
             mine.error = error
 
 
-async def _all(work: Iterable[Coroutine[Any, Any, None]]) -> None:
+async def _all(work: Iterable[Awaitable[None]]) -> None:
     """Run ``work`` concurrently to the end of every part; then raise the first error, if
     any (a part that fails does not leave the others running unattended)."""
     outcomes = await asyncio.gather(*work, return_exceptions=True)
