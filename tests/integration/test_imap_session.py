@@ -32,18 +32,18 @@ from mapispool.profile import Profile
 from mapispool.session import Session
 from mapispool.spi import messages
 
-original = messages.InboundMessage.save_changes
+# mark_saved runs once per committed message, saved alone or in a batch.
+original = messages.InboundMessage.mark_saved
 count = 0
 
-def save_changes(self, **kwargs):
+def mark_saved(self, entry_id):
     global count
-    result = original(self, **kwargs)
+    original(self, entry_id)
     count += 1
     if count == int(sys.argv[2]):
         os.kill(os.getpid(), signal.SIGKILL)
-    return result
 
-messages.InboundMessage.save_changes = save_changes
+messages.InboundMessage.mark_saved = mark_saved
 with Session.logon(Profile.from_dict(json.loads(sys.argv[1]))) as session:
     session.spooler_status().flush_queues(FLUSH_DOWNLOAD)
 """

@@ -17,7 +17,7 @@ import socket
 import socketserver
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 #: A client that stops reading without closing is given up on after this many seconds.
@@ -146,21 +146,22 @@ def _imap_session(conn: _Conn) -> None:
             conn.send(tag.encode() + b" BAD unknown command\r\n")
 
 
-def _uid_set(text: str) -> set[int]:
-    """``1,3:5`` → {1, 3, 4, 5} (``*`` is taken as a large number)."""
-    found: set[int] = set()
+def _uid_set(text: str) -> Callable[[int], bool]:
+    """``1,3:5`` → a test for membership in {1, 3, 4, 5} (``*`` is taken as a large
+    number); ranges stay ranges, so ``1:*`` costs no memory."""
+    ranges: list[tuple[int, int]] = []
     for part in text.split(","):
         low, _, high = part.partition(":")
         first = int(low.replace("*", "999999"))
         last = int(high.replace("*", "999999")) if high else first
-        found.update(range(min(first, last), max(first, last) + 1))
-    return found
+        ranges.append((min(first, last), max(first, last)))
+    return lambda uid: any(first <= uid <= last for first, last in ranges)
 
 
 def _imap_fetch(conn: _Conn, tag: str, uid_set: str, with_body: bool) -> None:
     wanted = _uid_set(uid_set)
     for seq, message in enumerate(conn.server.messages, start=1):
-        if message.uid not in wanted:
+        if not wanted(message.uid):
             continue
         head = f"* {seq} FETCH (UID {message.uid} RFC822.SIZE {message.said}".encode()
         if not with_body:
@@ -185,6 +186,8 @@ def _pop3_session(conn: _Conn) -> None:
         command = command.upper()
         if command in ("USER", "PASS", "NOOP", "DELE", "RSET"):
             conn.send(b"+OK\r\n")
+        elif command == "CAPA" and server.mode == "pipelining":
+            conn.send(b"+OK\r\nUIDL\r\nPIPELINING\r\n.\r\n")
         elif command == "CAPA":
             conn.send(b"-ERR no capabilities\r\n")
         elif command == "UIDL" and server.mode == "endless-uidl":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .messages import InboundMessage, OutboundMessage, Recipient
+from .messages import InboundBatch, InboundMessage, OutboundMessage, Recipient
 from .provider import (
     FLUSH_FLAG_TO_STATUS_BIT,
     Support,
@@ -14,6 +14,7 @@ from .provider import (
 
 __all__ = [
     "FLUSH_FLAG_TO_STATUS_BIT",
+    "InboundBatch",
     "InboundMessage",
     "OutboundMessage",
     "Recipient",

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import email
 import email.policy
-from collections.abc import Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from email.message import EmailMessage
 from typing import IO, Any
 
 from ..mapi import MAPI_E_INVALID_PARAMETER, PR_SENDER_EMAIL_ADDRESS, MapiError
 from ..store.model import Recipient
 
-__all__ = ["ContentOpener", "InboundMessage", "OutboundMessage", "Recipient"]
+__all__ = ["ContentOpener", "InboundBatch", "InboundMessage", "OutboundMessage", "Recipient"]
 
 ContentOpener = Callable[[], IO[bytes]]
 
@@ -206,7 +206,70 @@ class InboundMessage:
             entry_id = self._save(self)
         else:
             entry_id = self._save_unsynced(self)
+        self.mark_saved(entry_id)
+        return entry_id
+
+    def mark_saved(self, entry_id: bytes | None) -> None:
+        """Record the outcome of a commit made for this message (by ``save_changes`` or
+        by ``InboundBatch.save``): a new entry id, or None for a duplicate."""
         self.saved = True
         self.entry_id = entry_id
         self.duplicate = entry_id is None
-        return entry_id
+
+
+BatchSaveCallback = Callable[[Sequence[InboundMessage], bool], Awaitable[list[bytes | None]]]
+
+
+class InboundBatch:
+    """Several received messages committed in one store transaction, for
+    ``TransportLogon.start_messages``.
+
+    The transport takes one fresh ``InboundMessage`` per received message from
+    ``new_message()``, fills it (``set_content``, ``props``, ``dedupe_key``) and commits
+    every filled message at once with ``await save()``. A message whose ``save_changes``
+    was called is already committed on its own and is not saved again.
+
+    The same exactly-once rules as for ``InboundMessage.save_changes`` hold, per message:
+    each message is stored atomically with its dedupe key (a key already stored, also by
+    an earlier message of the same batch, makes that message a duplicate: nothing is
+    written for it); and after ``save(sync=False)`` nothing may change on the server for
+    any message of the batch until a ``Support.sync()`` made after the save returned.
+    """
+
+    def __init__(self, new_message: Callable[[], InboundMessage], save: BatchSaveCallback) -> None:
+        self._new_message = new_message
+        self._save = save
+        self.messages: list[InboundMessage] = []
+        """Every message ``new_message`` gave out, in order."""
+
+    def new_message(self) -> InboundMessage:
+        """A fresh message in the receive folder, part of this batch."""
+        message = self._new_message()
+        self.messages.append(message)
+        return message
+
+    @property
+    def saved(self) -> list[InboundMessage]:
+        """The messages of the batch committed so far (duplicates included), in order."""
+        return [m for m in self.messages if m.saved]
+
+    async def save(self, *, sync: bool = True) -> list[bytes | None]:
+        """Commit every message of the batch not saved yet, in one transaction.
+
+        Returns, per message committed by this call and in order, its new entry id or
+        None for a duplicate (``duplicate`` is then true on the message). Raises
+        ``MapiError`` when a message has no content (nothing is committed then) or the
+        store cannot write (nothing of the batch is committed). ``sync`` means what it
+        means for ``InboundMessage.save_changes``: ``True`` is durable on return, against
+        power loss too; ``False`` survives a crash of the process and becomes durable at
+        the next ``Support.sync()``.
+        """
+        pending = [m for m in self.messages if not m.saved]
+        if any(m.content is None for m in pending):
+            raise MapiError(MAPI_E_INVALID_PARAMETER, "InboundBatch.save() before set_content()")
+        if not pending:
+            return []
+        entry_ids = await self._save(pending, sync)
+        for message, entry_id in zip(pending, entry_ids, strict=True):
+            message.mark_saved(entry_id)
+        return entry_ids

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, ClassVar
 
 from ..mapi import (
@@ -43,7 +43,7 @@ from ..mapi import (
     STATUSROW_UPDATE,
     MapiError,
 )
-from .messages import InboundMessage, OutboundMessage, Recipient
+from .messages import InboundBatch, InboundMessage, OutboundMessage, Recipient
 
 #: The one table that maps FlushQueues flags to the status bits a transport sets for them
 #: (spec §6.1: FLUSH_UPLOAD is outbound, FLUSH_DOWNLOAD inbound). Flip it here, nowhere else.
@@ -166,6 +166,13 @@ class Support(ABC):
     def has_dedupe_key(self, key: str) -> bool:
         """True when an inbound message with this dedupe key is already committed."""
 
+    def known_dedupe_keys(self, keys: Collection[str]) -> set[str]:
+        """The keys of ``keys`` already committed with an inbound message: one question
+        for a whole mailbox listing instead of one ``has_dedupe_key`` per message. The
+        default asks ``has_dedupe_key`` once per key; the spooler's ``Support`` asks the
+        store once."""
+        return {key for key in keys if self.has_dedupe_key(key)}
+
     def sync(self) -> None:
         """The durability barrier for inbound mail: when this returns, every message this
         logon (or any other) saved with ``InboundMessage.save_changes(sync=False)`` before
@@ -224,9 +231,13 @@ class TransportLogon(ABC):  # noqa: B024 - every method has a default; subclass 
         receiving transport gets ``NOTIFY_BEGIN_INBOUND`` (so only its row claims
         ``STATUS_INBOUND_ENABLED``), and only a transport with address types gets
         ``NOTIFY_BEGIN_OUTBOUND``. Default: True when the class overrides
-        ``start_message``; override it when receiving depends on the settings (a maildir
-        section without ``path`` only sends)."""
-        return type(self).start_message is not TransportLogon.start_message
+        ``start_message`` or ``start_messages``; override it when receiving depends on
+        the settings (a maildir section without ``path`` only sends)."""
+        cls = type(self)
+        return (
+            cls.start_message is not TransportLogon.start_message
+            or cls.start_messages is not TransportLogon.start_messages
+        )
 
     # -- notifications ----------------------------------------------------------------
 
@@ -315,6 +326,23 @@ class TransportLogon(ABC):  # noqa: B024 - every method has a default; subclass 
         and then ``self.support.sync()`` before the first server action that concerns
         the message. Default: nothing to deliver."""
         return None
+
+    async def start_messages(self, batch: InboundBatch) -> None:
+        """``StartMessage`` for a batch: the spooler's inbound loop calls this (not
+        ``start_message``) while the transport keeps delivering.
+
+        Fill one message from ``batch.new_message()`` per received message and commit
+        them all in one store transaction with ``await batch.save(sync=False)``, then
+        call ``self.support.sync()`` before the first server action (delete, move,
+        ``\\Seen``, DELE) that concerns any of them. Return without saving anything when
+        nothing is waiting: that ends the inbound loop. A transport that downloads in
+        batches should override this (one transaction per batch instead of one per
+        message); the loop checks whether to go on after each call, so keep a batch to
+        what one server round trip brings.
+
+        Default: one ``start_message`` call with ``batch.new_message()``, so a transport
+        that implements only ``start_message`` works unchanged, one message per call."""
+        await self.start_message(batch.new_message())
 
     # -- flushing and state -----------------------------------------------------------
 

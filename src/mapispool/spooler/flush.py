@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -186,12 +186,9 @@ class FlushCoordinator:
                 # Recipients no transport accepts bounce at every Send/Receive that sends.
                 await spooler.offering.bounce_unroutable()
             if spooler.profile.parallel_flush:
-                await asyncio.gather(*(self.flush_one(h, flags, result, progress) for h in targets))
+                await _all(self.flush_one(h, flags, result, progress) for h in targets)
             else:
-                for handle in targets:
-                    if spooler.shutting_down:
-                        break
-                    await self.flush_one(handle, flags, result, progress)
+                await self._in_transport_order(targets, flags, result, progress)
         finally:
             result.interrupted = spooler.shutting_down
             result.finished = time.time()
@@ -199,6 +196,37 @@ class FlushCoordinator:
             self.current = None
             await spooler.persist_status()
         return result
+
+    async def _in_transport_order(
+        self,
+        targets: Sequence[LogonHandle],
+        flags: int,
+        result: FlushResult,
+        progress: ProgressCallback | None,
+    ) -> None:
+        """The transports that send take their turns one after another, in transport
+        order; those that only receive (no address type: the queue never goes to them)
+        take theirs meanwhile, each on its own. Which transport is offered a message first
+        is what the order means, and only the senders are offered messages, so checking
+        the receivers at the same time changes no outcome; it only stops one slow mail
+        server from holding up the others (an empty Send/Receive costs the slowest check,
+        not the sum of them)."""
+        spooler = self.spooler
+        receivers = [h for h in targets if h.logged_on and not h.address_types]
+        senders = [h for h in targets if h not in receivers]
+        # The senders run in this task, as they always did (a store may keep per-task
+        # state, such as the connection that holds the flush lock); only the receivers
+        # get tasks of their own.
+        checks = [
+            asyncio.ensure_future(self.flush_one(h, flags, result, progress)) for h in receivers
+        ]
+        try:
+            for handle in senders:
+                if spooler.shutting_down:
+                    break
+                await self.flush_one(handle, flags, result, progress)
+        finally:
+            await _all(checks)
 
     async def flush_one(
         self,
@@ -385,6 +413,15 @@ class FlushCoordinator:
         mine.received += received
         if error:
             mine.error = error
+
+
+async def _all(work: Iterable[Awaitable[None]]) -> None:
+    """Run ``work`` concurrently to the end of every part; then raise the first error, if
+    any (a part that fails does not leave the others running unattended)."""
+    outcomes = await asyncio.gather(*work, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 def count_outcome(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import email.policy
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
 from typing import Any, Protocol
@@ -18,7 +18,7 @@ from ..mapi import (
     PR_SUBJECT,
     MapiError,
 )
-from ..spi import InboundMessage
+from ..spi import InboundBatch, InboundMessage
 from ..store import Delivery, Store
 from .bridge import BlockingBridge
 from .handles import LogonHandle
@@ -149,13 +149,32 @@ class InboundRunner:
 
         return InboundMessage(save, is_known, save_unsynced=save_unsynced)
 
+    def new_batch(self) -> InboundBatch:
+        """A fresh batch for ``start_messages``: its ``save`` is one ``Store.deliver``
+        (one transaction, dedupe keys included), awaited on the spooler's loop."""
+        store = self.spooler.store
+
+        async def save_many(
+            messages: Sequence[InboundMessage], durable: bool
+        ) -> list[bytes | None]:
+            items = []
+            for message in messages:
+                content = message.content
+                assert content is not None
+                props = received_props(content, message.props)
+                items.append(Delivery("Inbox", content, props, message.dedupe_key))
+            return await store.deliver(items, durable=durable)
+
+        return InboundBatch(self.new_message, save_many)
+
     async def run(
         self,
         handle: LogonHandle,
         keep_going: Callable[[], bool],
         on_message: Callable[[InboundMessage], None] | None = None,
     ) -> tuple[int, str | None]:
-        """Call ``start_message`` while ``keep_going()`` and the last call saved a message.
+        """Call ``start_messages`` (whose default is one ``start_message``) while
+        ``keep_going()`` and the last call saved a message.
 
         Returns (messages newly stored, error text or None). A duplicate (dedupe key already
         stored) counts as saved for the loop but not as newly stored. Whatever the
@@ -195,20 +214,31 @@ class InboundRunner:
     ) -> tuple[int, str | None]:
         received = 0
         while keep_going():
-            message = self.new_message()
+            batch = self.new_batch()
             try:
-                await handle.call(lambda logon, m=message: logon.start_message(m))  # type: ignore[misc]
+                await handle.call(lambda logon, b=batch: logon.start_messages(b))  # type: ignore[misc]
             except MapiError as exc:
                 log.warning("transport %s failed in start_message: %s", handle.name, exc)
+                received += self._announce(batch, on_message)
                 return received, str(exc)
             except Exception as exc:
                 log.exception("transport %s failed in start_message", handle.name)
+                received += self._announce(batch, on_message)
                 return received, str(exc) or type(exc).__name__
-            if not message.saved:
+            if not batch.saved:
                 break
+            received += self._announce(batch, on_message)
+        return received, None
+
+    def _announce(
+        self, batch: InboundBatch, on_message: Callable[[InboundMessage], None] | None
+    ) -> int:
+        """Announce the batch's saved messages (new mail for the new ones); how many new."""
+        new = 0
+        for message in batch.saved:
             if not message.duplicate:
-                received += 1
+                new += 1
                 self.spooler.newmail(message)
             if on_message is not None:
                 on_message(message)
-        return received, None
+        return new

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from ..spi import OutboundMessage, Recipient, Support
@@ -72,6 +72,12 @@ class SpoolerSupport(Support):
 
     def has_dedupe_key(self, key: str) -> bool:
         return self._spooler.bridge.run(lambda: self._spooler.store.has_dedupe_key(key))
+
+    def known_dedupe_keys(self, keys: Collection[str]) -> set[str]:
+        wanted = list(keys)
+        if not wanted:
+            return set()
+        return self._spooler.bridge.run(lambda: self._spooler.store.known_dedupe_keys(wanted))
 
     def sync(self) -> None:
         self._spooler.bridge.run(self._spooler.store.sync)

@@ -46,6 +46,10 @@ VALUES (:entry_id, :at, :kind, :transport, :detail);
 INSERT INTO dedupe (key, message_id, created_at) VALUES (:key, :message_id, :now)
 ON CONFLICT (key) DO NOTHING RETURNING key;
 
+-- name: insert_dedupe_linked
+-- Only for keys the same transaction found absent (Store.deliver).
+INSERT INTO dedupe (key, message_id, created_at) VALUES (:key, :message_id, :now);
+
 -- name: add_dedupe_key
 INSERT OR IGNORE INTO dedupe (key, message_id, created_at) VALUES (:key, NULL, :now);
 

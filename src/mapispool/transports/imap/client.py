@@ -217,6 +217,19 @@ class ImapConnection:
         data = self._guard("fetching sizes", lambda: client.fetch(list(uids), [b"RFC822.SIZE"]))
         return {int(uid): int(item[b"RFC822.SIZE"]) for uid, item in data.items()}
 
+    def sizes_above(self, floor: int) -> dict[int, int]:
+        """RFC822.SIZE of every message whose UID is greater than ``floor``, with one
+        ``UID FETCH floor+1:* (RFC822.SIZE)``: the listing and the sizes in one round
+        trip. (``n:*`` always names the highest UID, even below ``n``: filtered out.)
+        Call it only when the folder is not empty (``*`` needs a message)."""
+        client = self._require()
+        data = self._guard(
+            "listing messages", lambda: client.fetch_range(floor + 1, [b"RFC822.SIZE"])
+        )
+        return {
+            int(uid): int(item[b"RFC822.SIZE"]) for uid, item in data.items() if int(uid) > floor
+        }
+
     def headers(self, uids: Sequence[int]) -> dict[int, tuple[bytes, int]]:
         """(header section, RFC822.SIZE) of each UID that still exists."""
         client = self._require()

@@ -1,11 +1,14 @@
 """``ImapLogon``: the asynchronous half of the IMAP transport (IXPLogon for inbound).
 
 A *pass* walks the configured folders once: SELECT, reconcile UIDVALIDITY, list the UIDs
-not yet committed, download them in batches (``BODY.PEEK[]``, so reading sets no flag),
-hand them out one per ``start_message``, commit each with ``save_changes(sync=False)``,
-and apply the server action (``\\Seen``, delete, move) to the committed UIDs, batched,
-only after ``Support.sync()`` (the durability barrier) made those commits durable. A
-failure drops what was fetched but not committed; the next pass fetches it again.
+above the floor with their sizes (one ``UID FETCH n:* (RFC822.SIZE)``), leave out those
+already committed (one store query per folder), download the rest in batches
+(``BODY.PEEK[]``, so reading sets no flag), commit each batch in one store transaction
+(``start_messages``: ``InboundBatch.save(sync=False)``) while the next batch is already
+being fetched, and apply the server action (``\\Seen``, delete, move) to the committed
+UIDs, batched, only after ``Support.sync()`` (the durability barrier) made those commits
+durable. ``start_message`` still hands out one message per call. A failure drops what was
+fetched but not committed; the next pass fetches it again.
 
 Every call into the ``Support`` (dedupe keys, state, status row) happens on the event
 loop; every imapclient call happens on the logon's worker thread.
@@ -14,7 +17,7 @@ loop; every imapclient call happens on the logon's worker thread.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from ...mapi import (
     FLUSH_DOWNLOAD,
@@ -29,13 +32,16 @@ from ...mapi import (
     STATUS_OFFLINE,
     MapiError,
 )
-from ...spi import InboundMessage, Support, TransportLogon
+from ...spi import InboundBatch, InboundMessage, Support, TransportLogon
+from .._inbound.prefetch import Prefetch
 from .._inbound.state import load_state, save_state
 from .._inbound.worker import Worker
-from .client import Fetched, FolderInfo, ImapConnection
+from .client import Fetched, ImapConnection
 from .settings import ImapSettings
 from .sync import (
+    Cursor,
     FolderState,
+    Item,
     advance_floor,
     byte_bounded,
     dedupe_key,
@@ -50,28 +56,6 @@ FETCH_BYTES = 32 * 1024 * 1024
 IDLE_WAIT = 3.0
 
 
-@dataclass
-class _Item:
-    uid: int
-    key: str
-    data: bytes
-
-
-@dataclass
-class _Cursor:
-    """Progress through one folder within a pass."""
-
-    info: FolderInfo
-    state: FolderState
-    remaining: list[int]
-    """Candidate UIDs not fetched yet, ascending."""
-    done: list[int] = field(default_factory=list)
-    """UIDs committed locally (now or earlier) whose server action is still to be done."""
-    skipped: list[int] = field(default_factory=list)
-    """UIDs left on the server as too large: the keep-mode floor stays below them."""
-    fingerprints: dict[str, str] | None = None
-
-
 class ImapLogon(TransportLogon):
     """Downloads new mail from IMAP folders; see the README (Transports, imap)."""
 
@@ -83,8 +67,8 @@ class ImapLogon(TransportLogon):
         self.common = settings.common
         self._conn = ImapConnection(settings, support.logger)
         self._worker = Worker(f"imap-{support.name}")
-        self._queue: deque[_Item] = deque()
-        self._cursor: _Cursor | None = None
+        self._queue: deque[Item] = deque()
+        self._cursor: Cursor | None = None
         self._folders: deque[str] | None = None
         self._received = 0
         self._notes: list[str] = []
@@ -94,6 +78,8 @@ class ImapLogon(TransportLogon):
         self._too_large: set[str] = set()
         self._fetch_alone: set[str] = set()
         self._left: set[str] = set()  # left on the server as too large: poll skips them
+        # The next batch, fetched on the worker thread while the current one commits.
+        self._prefetch = Prefetch()
 
     def address_types(self) -> tuple[str, ...]:
         """Inbound only: no address type is handled."""
@@ -141,10 +127,48 @@ class ImapLogon(TransportLogon):
         assert self._cursor is not None
         self._cursor.done.append(item.uid)
 
-    async def _next_item(self) -> _Item | None:
+    async def start_messages(self, batch: InboundBatch) -> None:
+        """Deliver every message of the next FETCH batch in one store transaction, the
+        next batch already on the wire meanwhile; return without saving when the pass is
+        over. Errors as ``start_message``."""
+        try:
+            items = await self._next_batch()
+            if not items:
+                await self._end_pass()
+                return
+            for item in items:
+                message = batch.new_message()
+                message.set_content(item.data)
+                message.dedupe_key = item.key
+            cursor = self._cursor
+            assert cursor is not None
+            # Pending for the keep-mode floor until committed (the prefetch may move it).
+            cursor.committing = [item.uid for item in items]
+            if cursor.remaining:
+                self._prefetch.start(lambda: self._load_then_act(cursor))
+            # Durable at the latest when _apply_actions calls the barrier (see above).
+            await batch.save(sync=False)
+        except MapiError as error:
+            await self._fail(error)
+            raise
+        self._received += sum(1 for m in batch.saved if not m.duplicate)
+        cursor.done.extend(cursor.committing)
+        cursor.committing = []
+
+    async def _next_batch(self) -> list[Item]:
+        """Every message of the next batch (empty when the pass is over)."""
+        first = await self._next_item()
+        if first is None:
+            return []
+        items = [first, *self._queue]
+        self._queue.clear()
+        return items
+
+    async def _next_item(self) -> Item | None:
         if self._folders is None:
             self._begin_pass()
         assert self._folders is not None
+        await self._prefetch.finish()
         while not self._queue:
             cursor = self._cursor
             if cursor is not None and cursor.remaining:
@@ -179,19 +203,22 @@ class ImapLogon(TransportLogon):
         )
 
     async def _abandon_pass(self) -> None:
+        self._prefetch.drop()
         cursor = self._cursor
-        self._queue.clear()
         self._cursor = None
         self._folders = None
         if cursor is not None and cursor.done:
             try:
+                # The queue still counts as pending here: the floor stays below it.
                 await self._apply_actions(cursor)
             except MapiError as error:
                 # Committed messages are safe; the next pass applies the action again.
                 self.support.logger.warning("server action deferred: %s", error)
+        self._queue.clear()
         self.update_status(clear_bits=STATUS_INBOUND_ACTIVE)
 
     async def _fail(self, error: MapiError) -> None:
+        self._prefetch.drop()
         self._queue.clear()
         self._cursor = None
         self._folders = None
@@ -200,13 +227,13 @@ class ImapLogon(TransportLogon):
 
     # -- folders and batches -----------------------------------------------------------
 
-    def _key(self, cursor: _Cursor, uid: int) -> str:
+    def _key(self, cursor: Cursor, uid: int) -> str:
         return dedupe_key(self.common.account_id, cursor.info.name, cursor.info.uidvalidity, uid)
 
     def _save_state(self, folder: str, state: FolderState) -> None:
         save_state(self.support, state_key(self.common.account_id, folder), state.to_json())
 
-    async def _open_folder(self, folder: str) -> _Cursor:
+    async def _open_folder(self, folder: str) -> Cursor:
         await self._worker.run(self._conn.ensure)
         info = await self._worker.run(self._conn.select, folder)
         stored = FolderState.from_json(
@@ -224,10 +251,13 @@ class ImapLogon(TransportLogon):
         if outcome.state != stored:
             self._save_state(folder, outcome.state)
         keep = self.common.action == "keep"
-        uids = await self._worker.run(self._conn.uids_above, outcome.state.floor if keep else 0)
-        cursor = _Cursor(info=info, state=outcome.state, remaining=[])
-        for uid in uids:
-            if self.support.has_dedupe_key(self._key(cursor, uid)):
+        floor = outcome.state.floor if keep else 0
+        sizes = await self._worker.run(self._conn.sizes_above, floor) if info.exists else {}
+        cursor = Cursor(info=info, state=outcome.state, remaining=[], sizes=sizes)
+        keys = {uid: self._key(cursor, uid) for uid in sorted(sizes)}
+        known = self.support.known_dedupe_keys(list(keys.values()))
+        for uid, key in keys.items():
+            if key in known:
                 cursor.done.append(uid)
             else:
                 cursor.remaining.append(uid)
@@ -235,7 +265,7 @@ class ImapLogon(TransportLogon):
             self.update_status(text=f"Downloading {len(cursor.remaining)} message(s) from {folder}")
         return cursor
 
-    def _fingerprint_index(self, cursor: _Cursor) -> dict[str, str]:
+    def _fingerprint_index(self, cursor: Cursor) -> dict[str, str]:
         if cursor.fingerprints is None:
             index: dict[str, str] = {}
             for page in range(cursor.state.fp_batches):
@@ -247,34 +277,45 @@ class ImapLogon(TransportLogon):
             cursor.fingerprints = index
         return cursor.fingerprints
 
-    async def _rebaseline(self, cursor: _Cursor, batch: list[int]) -> list[int]:
+    async def _rebaseline(self, cursor: Cursor, batch: list[int]) -> list[int]:
         """Of ``batch`` (UIDs from before a UIDVALIDITY change), mark those whose
         fingerprint belongs to a message already committed as done and return the rest,
         leaving out UIDs that no longer exist."""
         heads = await self._worker.run(self._conn.headers, batch)
         index = self._fingerprint_index(cursor)
         rest: list[int] = []
+        priors: dict[int, str] = {}
         for uid in batch:
             if uid not in heads:
                 continue
             prior = index.get(fingerprint(*heads[uid]))
-            if prior is not None and self.support.has_dedupe_key(prior):
+            if prior is not None:
+                priors[uid] = prior
+            else:
+                rest.append(uid)
+        known = self.support.known_dedupe_keys(list(priors.values())) if priors else set()
+        for uid, prior in priors.items():
+            if prior in known:
                 cursor.done.append(uid)
             else:
                 rest.append(uid)
-        return rest
+        return sorted(rest)
 
-    async def _load_batch(self, cursor: _Cursor) -> None:
+    async def _load_batch(self, cursor: Cursor) -> None:
         batch = cursor.remaining[: self.common.batch_size]
         del cursor.remaining[: len(batch)]
+        # Until queued, these UIDs are pending for the keep-mode floor (a failed or
+        # dropped prefetch leaves them here: the floor never passes them).
+        cursor.in_flight = list(batch)
         until = cursor.state.rebaseline_until
         old = [u for u in batch if u <= until]
         if old:
             kept = set(await self._rebaseline(cursor, old))
             batch = [u for u in batch if u > until or u in kept]
         if not batch:
+            cursor.in_flight = []
             return
-        sizes = await self._worker.run(self._conn.sizes, batch)
+        sizes = cursor.sizes
         batch = self._leave_too_large(cursor, [u for u in batch if u in sizes], sizes)
         # A UID to fetch alone counts as a full group, so that it gets a FETCH of its own.
         weights = {
@@ -282,11 +323,12 @@ class ImapLogon(TransportLogon):
         }
         groups = byte_bounded(batch, weights, FETCH_BYTES)
         if not groups:
+            cursor.in_flight = []
             return
         # Fetch one memory-bounded group now; the others go back to the front of the line.
         cursor.remaining[:0] = [u for g in groups[1:] for u in g]
         fetched = await self._fetch(cursor, groups[0])
-        items = [_Item(f.uid, self._key(cursor, f.uid), f.data) for f in fetched]
+        items = [Item(f.uid, self._key(cursor, f.uid), f.data) for f in fetched]
         # The fingerprints are written before anything is committed: a fingerprint whose
         # key never got committed is ignored by the re-baseline (has_dedupe_key is false).
         page = {
@@ -302,9 +344,16 @@ class ImapLogon(TransportLogon):
             cursor.state = replace(cursor.state, fp_batches=number + 1)
             self._save_state(cursor.info.name, cursor.state)
         self._queue.extend(items)
+        cursor.in_flight = []
+
+    async def _load_then_act(self, cursor: Cursor) -> None:
+        """The prefetch: fetch the next batch, then apply the server action to what was
+        committed before (the barrier first), while the current batch commits."""
+        await self._load_batch(cursor)
+        await self._apply_actions(cursor)
 
     def _leave_too_large(
-        self, cursor: _Cursor, batch: list[int], sizes: dict[int, int]
+        self, cursor: Cursor, batch: list[int], sizes: dict[int, int]
     ) -> list[int]:
         """``batch`` without the messages over ``max_message_size`` (by RFC822.SIZE, or
         by what the server sent earlier), which stay on the server and are reported."""
@@ -326,7 +375,7 @@ class ImapLogon(TransportLogon):
             self._notes.append(note)
         return kept
 
-    async def _fetch(self, cursor: _Cursor, group: list[int]) -> list[Fetched]:
+    async def _fetch(self, cursor: Cursor, group: list[int]) -> list[Fetched]:
         """Download ``group``; a message that crosses ``max_message_size`` on the wire is
         remembered (alone in its FETCH: the culprit; else the group is fetched one by
         one next time) before the error ends the pass."""
@@ -341,7 +390,7 @@ class ImapLogon(TransportLogon):
                     self._fetch_alone.update(keys)
             raise
 
-    async def _apply_actions(self, cursor: _Cursor) -> None:
+    async def _apply_actions(self, cursor: Cursor) -> None:
         """Make the commits durable (``Support.sync()``), then apply the server action to
         the committed UIDs and move the keep-mode floor."""
         if not cursor.done:
@@ -349,6 +398,10 @@ class ImapLogon(TransportLogon):
         uids = sorted(set(cursor.done))
         action = self.common.action
         self.support.sync()
+        # Taken now: a batch committed while the action below runs (the prefetch runs it
+        # beside the commit) stays in ``done`` for the next action.
+        acted = set(uids)
+        cursor.done = [u for u in cursor.done if u not in acted]
         if action == "keep":
             await self._worker.run(self._conn.mark_seen, uids)
         elif action == "delete":
@@ -356,9 +409,14 @@ class ImapLogon(TransportLogon):
         else:
             assert self.settings.move_to is not None
             await self._worker.run(self._conn.move, uids, self.settings.move_to)
-        cursor.done.clear()
         if action == "keep":
-            pending = cursor.remaining + [item.uid for item in self._queue] + cursor.skipped
+            pending = [
+                *cursor.remaining,
+                *(item.uid for item in self._queue),
+                *cursor.skipped,
+                *cursor.in_flight,
+                *cursor.committing,
+            ]
             floor = advance_floor(cursor.state.floor, uids, pending)
             if floor != cursor.state.floor:
                 cursor.state = replace(cursor.state, floor=floor)
@@ -396,8 +454,9 @@ class ImapLogon(TransportLogon):
                 u: dedupe_key(self.common.account_id, folder, info.uidvalidity, u) for u in uids
             }
             uids = [u for u in uids if keys[u] not in self._left]
-            if keep:
-                uids = [u for u in uids if not self.support.has_dedupe_key(keys[u])]
+            if keep and uids:
+                known = self.support.known_dedupe_keys([keys[u] for u in uids])
+                uids = [u for u in uids if keys[u] not in known]
             waiting += len(uids)
         if waiting or not self.settings.idle or "IDLE" not in self._conn.capabilities:
             return waiting
@@ -425,6 +484,7 @@ class ImapLogon(TransportLogon):
 
     async def logoff(self, flags: int) -> None:
         """LOGOUT and stop the worker thread. Never raises."""
+        self._prefetch.drop()
         self._queue.clear()
         self._cursor = None
         self._folders = None

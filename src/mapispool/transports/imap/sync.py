@@ -18,8 +18,10 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+
+from .client import FolderInfo
 
 _MESSAGE_ID = re.compile(rb"^message-id[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
@@ -160,3 +162,33 @@ def byte_bounded(uids: list[int], sizes: Mapping[int, int], limit: int) -> list[
     if current:
         groups.append(current)
     return groups
+
+
+@dataclass
+class Item:
+    """One downloaded message waiting to be committed."""
+
+    uid: int
+    key: str
+    data: bytes
+
+
+@dataclass
+class Cursor:
+    """Progress through one folder within a pass (the logon's bookkeeping)."""
+
+    info: FolderInfo
+    state: FolderState
+    remaining: list[int]
+    """Candidate UIDs not fetched yet, ascending."""
+    done: list[int] = field(default_factory=list)
+    """UIDs committed locally (now or earlier) whose server action is still to be done."""
+    skipped: list[int] = field(default_factory=list)
+    """UIDs left on the server as too large: the keep-mode floor stays below them."""
+    fingerprints: dict[str, str] | None = None
+    sizes: dict[int, int] = field(default_factory=dict)
+    """RFC822.SIZE of each candidate UID, as the listing FETCH said."""
+    in_flight: list[int] = field(default_factory=list)
+    """UIDs taken from ``remaining`` by a FETCH not yet queued (pending for the floor)."""
+    committing: list[int] = field(default_factory=list)
+    """UIDs of the batch being committed (pending for the floor until committed)."""

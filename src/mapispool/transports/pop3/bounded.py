@@ -47,6 +47,15 @@ class _BoundedLines:
         (whatever LIST said), ``poplib.error_proto`` for ``-ERR`` or a closed connection.
         """
         self._putcmd(f"RETR {number}")  # type: ignore[attr-defined]
+        return self.read_retrieved(number)
+
+    def send_retrieves(self, numbers: list[int]) -> None:
+        """``RETR`` for each of ``numbers`` in one write (RFC 2449 PIPELINING: only for a
+        server that announced it); read each answer with ``read_retrieved``, in order."""
+        self.sock.sendall(b"".join(f"RETR {n}\r\n".encode("ascii") for n in numbers))
+
+    def read_retrieved(self, number: int) -> bytes:
+        """The answer to ``RETR number``, as ``retrieve`` returns it."""
         self._getresp()  # type: ignore[attr-defined]
         budget = self.reader.budget
         limit = budget.limits.max_message_size

@@ -35,6 +35,7 @@ class Pop3Connection:
         self.common = settings.common
         self.logger = logger
         self._pop: BoundedPOP3 | BoundedPOP3_SSL | None = None
+        self._pipelining: bool | None = None
         self._secrets: list[str] = []
         self.budget = Budget(settings.common.limits)
 
@@ -99,6 +100,7 @@ class Pop3Connection:
 
         pop = self._guard("connecting", open_)
         self._pop = pop
+        self._pipelining = None
         try:
             pop.sock.settimeout(c.timeout)
             if c.tls == "stls":
@@ -154,8 +156,11 @@ class Pop3Connection:
                     reply=error.reply,
                 ) from error
             raise
+        uidls = parse_listing(uidl_lines)
+        if not uidls:
+            return {}, {}  # an empty maildrop: LIST would say nothing more
         list_lines = self._guard("listing messages (LIST)", lambda: pop.list()[1])
-        return parse_listing(uidl_lines), parse_sizes(list_lines)
+        return uidls, parse_sizes(list_lines)
 
     def retrieve(self, number: int) -> bytes:
         """RETR one message: its lines with CRLF line ends, dot-stuffing undone. A body
@@ -165,6 +170,33 @@ class Pop3Connection:
         return self._guard(
             f"downloading message {number} (RETR)", lambda: pop.retrieve(number), body=True
         )
+
+    def pipelining(self) -> bool:
+        """True when the server's ``CAPA`` lists ``PIPELINING`` (RFC 2449); asked once
+        per session. A server without CAPA does not pipeline."""
+        pop = self._require()
+        if self._pipelining is None:
+            try:
+                caps = self._guard("asking for capabilities (CAPA)", pop.capa)
+            except MapiError:
+                caps = {}
+            self._pipelining = "PIPELINING" in caps
+        return self._pipelining
+
+    def retrieve_window(self, numbers: Sequence[int], out: list[bytes]) -> None:
+        """RETR ``numbers`` pipelined (one write, answers read in order) into ``out``;
+        on an error ``out`` holds the messages read before it. The whole window shares
+        one message's budget (``max_message_size``): a caller keeps the sizes LIST gave
+        for the window well under it, so that only a lie about a size crosses it."""
+        pop = self._require()
+
+        def run() -> None:
+            pop.send_retrieves(list(numbers))
+            for number in numbers:
+                out.append(pop.read_retrieved(number))
+
+        first, last = numbers[0], numbers[-1]
+        self._guard(f"downloading messages {first} to {last} (RETR)", run, body=True)
 
     def describe(self, number: int) -> str:
         """``TOP n 0``: the headers of one message, summarised for a status message."""

@@ -1,8 +1,10 @@
 """``Pop3Logon``: the asynchronous half of the POP3 transport (IXPLogon for inbound).
 
-A *pass* is one POP3 session: UIDL + LIST, skip UIDLs already committed (no RETR), leave
-messages over ``max_size`` on the server (reported), RETR the rest in batches and hand
-them out one per ``start_message``, each committed with ``save_changes(sync=False)``. With
+A *pass* is one POP3 session: UIDL + LIST, skip UIDLs already committed (no RETR; one
+store query for the whole listing), leave messages over ``max_size`` on the server
+(reported), RETR the rest in batches on the worker thread and commit each batch in one
+store transaction (``start_messages``: ``InboundBatch.save(sync=False)``) while the next
+batch is already being retrieved (``start_message`` still hands out one per call). With
 ``action = "delete"`` a message is DELE'd only after ``Support.sync()`` (the durability
 barrier, once per batch) made its commit durable, and the deletions take effect at the
 QUIT that ends the pass; if the session dies first, the server keeps them and the next
@@ -27,15 +29,18 @@ from ...mapi import (
     STATUS_OFFLINE,
     MapiError,
 )
-from ...spi import InboundMessage, Support, TransportLogon
+from ...spi import InboundBatch, InboundMessage, Support, TransportLogon
+from .._inbound.prefetch import Prefetch
 from .._inbound.worker import Worker
 from .client import Pop3Connection
-from .protocol import Entry, Plan, plan_pass, take_batch
+from .protocol import Entry, Plan, dedupe_key, plan_pass, take_batch
 from .settings import Pop3Settings
 
 #: Upper bound, in bytes, of the messages one batch of RETRs holds in memory (counted
 #: by what arrives, not by what LIST said, and never less than one message).
 FETCH_BYTES = 32 * 1024 * 1024
+#: How many RETR commands go out in one write to a server that announces PIPELINING.
+PIPELINE_WINDOW = 32
 
 
 @dataclass
@@ -63,6 +68,10 @@ class Pop3Logon(TransportLogon):
         # Keys of messages whose body went over max_message_size although LIST said less:
         # left on the server and reported, so that one lying size cannot stop every pass.
         self._too_large: dict[str, int] = {}
+        # After a pipelined window went over max_message_size: RETR one by one.
+        self._one_by_one = False
+        # The next batch, retrieved on the worker thread while the current one commits.
+        self._prefetch = Prefetch()
 
     def address_types(self) -> tuple[str, ...]:
         """Inbound only: no address type is handled."""
@@ -105,34 +114,108 @@ class Pop3Logon(TransportLogon):
         if self.common.action == "delete":
             self._to_delete.append(item.entry.number)
 
+    async def start_messages(self, batch: InboundBatch) -> None:
+        """Deliver every message of the next RETR batch in one store transaction, the
+        next batch already being retrieved meanwhile; return without saving when the
+        pass is over. Errors as ``start_message``."""
+        try:
+            first = await self._next_item()
+            if first is None:
+                await self._end_pass()
+                return
+            items = [first, *self._queue]
+            self._queue.clear()
+            for item in items:
+                message = batch.new_message()
+                message.set_content(item.data)
+                message.dedupe_key = item.entry.key
+            plan = self._plan
+            if plan is not None and plan.download:
+                self._prefetch.start(lambda: self._load_then_delete(plan))
+            await batch.save(sync=False)  # durable before any DELE: _flush_deletes
+        except MapiError as error:
+            await self._fail(error)
+            raise
+        self._received += sum(1 for m in batch.saved if not m.duplicate)
+        if self.common.action == "delete":
+            self._to_delete.extend(item.entry.number for item in items)
+
     async def _next_item(self) -> _Item | None:
         if self._plan is None:
             await self._begin_pass()
         plan = self._plan
         assert plan is not None
+        await self._prefetch.finish()
         if not self._queue and plan.download:
             await self._flush_deletes()
             await self._load_batch(plan)
         return self._queue.popleft() if self._queue else None
 
     async def _load_batch(self, plan: Plan) -> None:
-        """RETR the next batch, one message per call, stopping once FETCH_BYTES arrived
-        (LIST sizes may be lies). A message over max_message_size fails the pass and is
-        left on the server by the next ones."""
+        """RETR the next batch on the worker thread (one hop for the batch), stopping
+        once FETCH_BYTES arrived (LIST sizes may be lies). A message over
+        max_message_size fails the pass and is left on the server by the next ones."""
         batch = take_batch(plan.download, self.common.batch_size, FETCH_BYTES)
+        items, rest, too_big = await self._worker.run(self._retrieve, batch)
+        plan.download[:0] = rest
+        if too_big is not None:
+            self._too_large[too_big[0].key] = too_big[0].size
+            raise too_big[1]
+        self._queue.extend(items)
+
+    async def _load_then_delete(self, plan: Plan) -> None:
+        """The prefetch: RETR the next batch, then DELE what was committed before (the
+        barrier first), while the current batch commits."""
+        await self._load_batch(plan)
+        await self._flush_deletes()
+
+    def _retrieve(
+        self, batch: list[Entry]
+    ) -> tuple[list[_Item], list[Entry], tuple[Entry, MapiError] | None]:
+        """On the worker thread: RETR the entries of ``batch`` until FETCH_BYTES arrived,
+        pipelined in windows when the server allows it; (messages, entries not
+        retrieved, the entry that went over max_message_size and its error)."""
+        items: list[_Item] = []
         arrived = 0
-        for index, entry in enumerate(batch):
+        pipelined = len(batch) > 1 and not self._one_by_one and self._conn.pipelining()
+        index = 0
+        while index < len(batch):
             if arrived >= FETCH_BYTES:
-                plan.download[:0] = batch[index:]
-                return
+                return items, batch[index:], None
+            window = self._window(batch, index) if pipelined else batch[index : index + 1]
+            out: list[bytes] = []
             try:
-                data = await self._worker.run(self._conn.retrieve, entry.number)
+                if len(window) == 1:
+                    out.append(self._conn.retrieve(window[0].number))
+                else:
+                    self._conn.retrieve_window([e.number for e in window], out)
             except MapiError as error:
-                if error.hresult == MAPI_E_TOO_BIG:
-                    self._too_large[entry.key] = entry.size
+                if error.hresult != MAPI_E_TOO_BIG:
+                    raise
+                if len(window) == 1:
+                    return items, [], (window[0], error)
+                # Some size LIST gave was a lie, which one is unknown: one by one from
+                # now on, so that the next pass finds the culprit and leaves only it.
+                self._one_by_one = True
                 raise
-            self._queue.append(_Item(entry, data))
-            arrived += len(data)
+            items.extend(_Item(entry, data) for entry, data in zip(window, out, strict=True))
+            arrived += sum(len(data) for data in out)
+            index += len(window)
+        return items, [], None
+
+    def _window(self, batch: list[Entry], start: int) -> list[Entry]:
+        """The entries from ``start`` to RETR in one pipelined write: at most
+        PIPELINE_WINDOW, and, by the sizes LIST gave, at most half of max_message_size
+        together (the window shares one message's budget)."""
+        room = self._conn.budget.limits.max_message_size // 2
+        window: list[Entry] = []
+        total = 0
+        for entry in batch[start : start + PIPELINE_WINDOW]:
+            if window and total + entry.size > room:
+                break
+            window.append(entry)
+            total += entry.size
+        return window
 
     async def _begin_pass(self) -> None:
         self._received = 0
@@ -166,12 +249,13 @@ class Pop3Logon(TransportLogon):
             self.update_status(text=f"Downloading {len(plan.download)} message(s)")
 
     def _plan_for(self, uidls: dict[int, str], sizes: dict[int, int]) -> Plan:
-        known = self.support.has_dedupe_key
+        account = self.common.account_id
+        known = self.support.known_dedupe_keys([dedupe_key(account, u) for u in uidls.values()])
         return plan_pass(
             uidls,
             sizes,
-            self.common.account_id,
-            known,
+            account,
+            known.__contains__,
             self.settings.max_size,
             too_large=self._too_large,
         )
@@ -197,6 +281,7 @@ class Pop3Logon(TransportLogon):
         )
 
     async def _abandon_pass(self) -> None:
+        self._prefetch.drop()
         self._queue.clear()
         try:
             await self._flush_deletes()
@@ -209,6 +294,7 @@ class Pop3Logon(TransportLogon):
         self.update_status(clear_bits=STATUS_INBOUND_ACTIVE)
 
     async def _fail(self, error: MapiError) -> None:
+        self._prefetch.drop()
         self._queue.clear()
         self._plan = None
         self._to_delete = []
@@ -263,6 +349,7 @@ class Pop3Logon(TransportLogon):
     async def logoff(self, flags: int) -> None:
         """QUIT an open session (committing deletions of committed messages), stop the
         worker thread. Never raises."""
+        self._prefetch.drop()
         try:
             if self._plan is not None:
                 await self._abandon_pass()
