@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiosmtplib import (
     SMTP,
@@ -48,6 +48,9 @@ CHUNK = 64 * 1024
 QUIT_TIMEOUT = 5.0
 
 Hook = Callable[[], None]
+#: Starts the durable hand-over mark and returns ``ready``, awaited before the final dot
+#: (``OutboundMessage.start_handoff``).
+StartMark = Callable[[], Callable[[], Awaitable[None]]]
 
 
 class SmtpConnection:
@@ -67,6 +70,10 @@ class SmtpConnection:
         self._client: SMTP | None = None
         self._stream: ReplyStream | None = None
         self._redactor = Redactor()
+        self._start_mark: StartMark | None = None
+        self._ready: Callable[[], Awaitable[None]] | None = None
+        #: The final dot of the current transaction was written (the hand-over began).
+        self.dot_sent = False
 
     @property
     def connected(self) -> bool:
@@ -238,9 +245,17 @@ class SmtpConnection:
         eight_bit: bool,
         on_final_dot: Hook,
         on_final_reply: Hook,
+        start_mark: StartMark | None = None,
     ) -> Transaction:
         """Run MAIL, RCPT for each of ``recipients``, and DATA with ``payload`` (already
         dot-stuffed, without the end marker); return every reply in a ``Transaction``.
+
+        ``start_mark``, if given, is called as soon as DATA is on its way (with MAIL and
+        RCPT under PIPELINING), so that the durable hand-over mark is written while the
+        server answers; ``on_final_dot`` and the final dot follow only once both the 354
+        and the mark are in. If the dot is not written after all (a refusal, a failure
+        before it), ``send`` still waits for the mark before it returns or raises, so
+        that the mark never lands after the attempt's outcome.
 
         Server replies never raise; the caller decides with ``outcome.decide``. DATA is not
         sent when no recipient was accepted. Raises ``SmtpError`` (``MAPI_E_NETWORK_ERROR``)
@@ -251,6 +266,9 @@ class SmtpConnection:
         if self._client is None or not self._client.is_connected:
             raise network_error(ConnectionError("not connected"), "sending")
         transaction = Transaction()
+        self._start_mark = start_mark
+        self._ready = None
+        self.dot_sent = False
         try:
             await self._transact(
                 transaction, sender, recipients, payload, eight_bit, on_final_dot, on_final_reply
@@ -269,9 +287,19 @@ class SmtpConnection:
                 ) from exc
             self.stage = stage  # kept so the logon can tell a stale connection
             raise self._redactor.scrub(network_error(exc, f"sending ({stage.upper()})")) from exc
+        finally:
+            ready, self._ready = self._ready, None
+            if ready is not None and not self.dot_sent:
+                with contextlib.suppress(Exception):  # nothing left that it guards
+                    await ready()
         self.stage = "idle"
         self.transactions += 1
         return transaction
+
+    def _begin_mark(self) -> None:
+        """Start the hand-over mark (once per transaction) while the server answers."""
+        if self._start_mark is not None and self._ready is None:
+            self._ready = self._start_mark()
 
     async def _transact(
         self,
@@ -314,6 +342,7 @@ class SmtpConnection:
             await self._rset(None)
             return
         self.stage = "data"
+        self._begin_mark()
         transaction.data = await self._command(b"DATA")
         if transaction.data.code != 354:
             await self._rset(transaction.data)
@@ -353,6 +382,8 @@ class SmtpConnection:
             lines.append(b"DATA\r\n")
         stream = self._reader()
         stream.write(b"".join(lines))
+        if sends_data:
+            self._begin_mark()
         timeout = self.settings.timeout
         transaction.mail = mail = await stream.read(timeout)
         if is_closing(mail.code):
@@ -410,9 +441,18 @@ class SmtpConnection:
             head = b""
         else:
             head = payload.small
+        if self._ready is not None:
+            try:
+                await self._ready()
+            except BaseException:
+                # The mark failed: the server waits for the rest of the message, which
+                # must not go out; dropping the connection makes it discard the message.
+                self.abort()
+                raise
         if stream.closing:
             raise SMTPServerDisconnected("Connection lost")  # before the hand-over began
         self.stage = "dot"
+        self.dot_sent = True
         on_final_dot()
         stream.write(head + END_OF_DATA)
         transaction.final = final = await stream.read(self.settings.timeout)
