@@ -31,7 +31,6 @@ from ..profile import Profile
 from ..spi import OutboundMessage, Recipient
 from ..store import (
     Claim,
-    Note,
     Outcome,
     QueueState,
     RecipientOutcome,
@@ -350,9 +349,10 @@ class OutboundRunner:
         # sent again. If they fail, the finish is refused too (same message).
         rows = tuple(r.row_id for r in attempt.mine)
         result = RecipientOutcome(rows, "delivered", name)
+        # One event row: "sent", naming the transport that took the message.
         finish = Outcome(
             entry_id, QueueState.SENT, token=attempt.token, recipients=attempt.mine,
-            folder=folder, delete=folder is None, notes=[Note("handed-over", transport=name)],
+            folder=folder, delete=folder is None, transport=name,
         )  # fmt: skip
         for recorded in await self.store.record(
             [Outcome(entry_id, token=attempt.token, recipient_outcomes=[result]), finish]

@@ -248,18 +248,16 @@ def mark_handoff(db: Database, entry_id: bytes, token: int | None, begun: bool) 
 
 
 def mark_in(conn: sqlite3.Connection, entry_id: bytes, token: int | None) -> MapiError | None:
-    """The start of a hand-over inside the caller's transaction, in a savepoint: the
-    error that refused it (``StaleClaim``, not in the queue), or None. A failure of the
-    whole transaction raises."""
-    conn.execute("SAVEPOINT mark")
+    """The start of a hand-over inside the caller's transaction: the error that refused
+    it (``StaleClaim``, not in the queue), or None. One statement, so no savepoint: a
+    refused mark changes nothing. A failure of the whole transaction raises."""
+    if conn.execute(Q.mark_handoff, {"entry_id": entry_id, "token": token}).rowcount == 1:
+        return None
     try:
         _set_handoff(conn, entry_id, token, True)
-        error = None
     except MapiError as exc:
-        conn.execute("ROLLBACK TO mark")
-        error = exc
-    conn.execute("RELEASE mark")
-    return error
+        return exc
+    return None
 
 
 def _set_handoff(conn: sqlite3.Connection, entry_id: bytes, token: int | None, begun: bool) -> None:
