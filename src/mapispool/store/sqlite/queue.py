@@ -98,8 +98,9 @@ def apply(db: Database, conn: sqlite3.Connection, o: Outcome, now: float) -> Rec
         old: QueueState | None = None
         declined: list[str] = []
     else:
-        old, message_id, token, declined = QueueState(row[0]), int(row[1]), row[2], []
-        declined = json.loads(row[3])
+        old, message_id, token = QueueState(row[0]), int(row[1]), row[2]
+        # Read only when this outcome adds a decline (most outcomes do not).
+        declined = json.loads(row[3]) if o.declined is not None else []
         if o.token is not None and token != o.token:
             raise StaleClaim(entry_id, o.token)
     needs_message = o.recipients or o.recipient_outcomes or o.reports or o.declined
