@@ -22,9 +22,7 @@ from ..mapi import (
     MAPI_E_NETWORK_ERROR,
     MAPI_E_NOT_ME,
     MAPI_E_WAIT,
-    PR_DELETE_AFTER_SUBMIT,
     PR_SENDER_EMAIL_ADDRESS,
-    PR_SENTMAIL_ENTRYID,
     MapiError,
 )
 from ..profile import Profile
@@ -44,7 +42,7 @@ from .recipient_reports import RecipientReports
 from .retry import RetryPolicy
 from .routing import Registration, route
 from .sender_routing import by_sender, profile_patterns
-from .settling import Settler
+from .settling import Settler, sent_folder
 from .supervision import Supervisor
 
 log = logging.getLogger("mapispool.spooler")
@@ -106,15 +104,9 @@ class OutboundRunner:
         await self._record(Outcome(entry_id, state, **changes))
 
     async def _set_outcome(
-        self,
-        entry_id: bytes,
-        rows: Sequence[int],
-        outcome: str,
-        *,
-        transport: str | None,
-        report_text: str | None = None,
-        token: int | None = None,
-    ) -> None:
+        self, entry_id: bytes, rows: Sequence[int], outcome: str, *, transport: str | None,
+        report_text: str | None = None, token: int | None = None,
+    ) -> None:  # fmt: skip
         """Record ``delivered`` or ``failed`` for some recipients of a message (fenced by
         ``token`` when it comes from an attempt)."""
         result = RecipientOutcome(tuple(rows), outcome, transport, report_text)
@@ -209,20 +201,17 @@ class OutboundRunner:
     async def _submit_and_end(
         self, attempt: Attempt, flags: int, keep_going: Callable[[], bool] | None
     ) -> Result | None:
-        """Run submit/end pairs (again at once on END_RESEND_NOW) and record the outcome;
-        None when ``keep_going()`` is false once the submit slot is free. The slot is held
-        for the submit/end pair only: the outcome is recorded after it is given back, so
-        the transport sends the next message meanwhile. Recording never raises: a store
-        failure leaves the message retrying (never delivered), see
-        ``_recording_failed``."""
+        """Run submit/end pairs (again at once on END_RESEND_NOW, keeping the slot) and
+        record the outcome after giving the slot back, so that the transport sends the
+        next message meanwhile; None when ``keep_going()`` is false once the slot is free.
+        Recording never raises: a store failure leaves the message retrying (never
+        delivered), see ``_recording_failed``."""
         handle, message = attempt.handle, attempt.message
         assert handle.logon is not None
         logon = handle.logon
         finish: Callable[[], Awaitable[Result]] = lambda: self._recording(  # noqa: E731
             attempt, self._resend_now_exhausted, None
         )
-        # END_RESEND_NOW repeats keep the slot: the message is offered again at once,
-        # before any message waiting for the transport.
         async with handle.submit_slot():
             if keep_going is not None and not keep_going():
                 return None
@@ -241,9 +230,7 @@ class OutboundRunner:
                     except Exception as exc:
                         finish = partial(self._recording_failed, attempt, exc)
                         break
-                    if left:
-                        # Offered again with every recipient not delivered yet, as a new
-                        # attempt.
+                    if left:  # again, with every recipient not delivered yet
                         message.handoff_begun = message.handoff_ended = False
                         continue
                     answer = 0  # everything was reported delivered or failed: no resend
@@ -337,12 +324,7 @@ class OutboundRunner:
             or not all(r.responsibility for r in attempt.mine)
         ):
             return False
-        props = attempt.stored_props
-        folder: str | None = "Sent Items"
-        if props.get(PR_DELETE_AFTER_SUBMIT):
-            folder = None
-        elif isinstance(props.get(PR_SENTMAIL_ENTRYID), bytes):
-            folder = self.store.folder_by_entry_id(props[PR_SENTMAIL_ENTRYID]) or "Sent Items"
+        folder = sent_folder(self.store, attempt.stored_props)
         entry_id, name = attempt.entry.entry_id, attempt.handle.name
         # The outcomes are applied first and on their own (a savepoint), as on every
         # path: if finishing fails, they stay, and the message is finished later, never

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiosmtplib import (
@@ -31,9 +30,9 @@ from aiosmtplib import (
 from ...mapi import MAPI_E_LOGON_FAILED, MAPI_E_NETWORK_ERROR, STATUS_FAILURE
 from .auth import Mechanism, NoMechanism, choose_mechanism
 from .content import END_OF_DATA, Payload
-from .envelope import BadAddress, mail_options, needs_smtputf8, path
+from .envelope import local_refusal, mail_options, needs_smtputf8, path
 from .errors import SmtpError, auth_failed, misconfigured, network_error, server_busy
-from .login import auth_exchange, build_tls_context
+from .login import auth_exchange, build_tls_context, greet, starttls
 from .outcome import Reply, Transaction
 from .replies import ReplyClass, classify, format_reply, is_closing
 from .reply_stream import ReplyStream, command_line
@@ -114,9 +113,9 @@ class SmtpConnection:
         self._client = client
         try:
             await client.connect(timeout=s.connect_timeout)
-            await self._greet(client)
+            await greet(client)
             if s.tls == "starttls":
-                await self._starttls(client, context)
+                await starttls(client, s, context)
             mechanism = await self._authenticate(client) if s.wants_auth else None
         except SmtpError:
             await self.abort_and_release()
@@ -145,25 +144,6 @@ class SmtpConnection:
         self.stage = "idle"
         self.transactions = 0
         return self.description
-
-    async def _greet(self, client: SMTP) -> None:
-        try:
-            await client.ehlo()
-        except SMTPResponseException as exc:
-            if is_closing(exc.code) or not client.is_connected:
-                raise
-            # An old server without ESMTP: HELO still lets us send (no extensions).
-            await client.helo()
-
-    async def _starttls(self, client: SMTP, context: ssl.SSLContext | None) -> None:
-        if not client.supports_extension("starttls"):
-            raise misconfigured(
-                f"{self.settings.host}:{self.settings.port} does not offer STARTTLS; "
-                'use tls = "implicit" if it is an SMTPS port, or tls = "none" only on a '
-                "trusted network"
-            )
-        await client.starttls(server_hostname=self.settings.host, tls_context=context)
-        await self._greet(client)
 
     async def _authenticate(self, client: SMTP) -> Mechanism:
         s = self.settings
@@ -365,7 +345,7 @@ class SmtpConnection:
         command-by-command exchange would fill it (a reply the lock-step client would not
         have asked for is read and dropped), so the outcome does not depend on it."""
         self.stage = "mail"
-        refused = _local_refusal(b"MAIL", sender, utf8_ok)
+        refused = local_refusal(b"MAIL", sender, utf8_ok)
         if refused is not None:
             transaction.mail = refused
             await self._rset(refused)
@@ -373,7 +353,7 @@ class SmtpConnection:
         lines = [command_line(b"MAIL", b"FROM:" + path(sender, allow_null=True), *options)]
         local: list[Reply | None] = []
         for address in recipients:
-            refused = _local_refusal(b"RCPT", address, utf8_ok)
+            refused = local_refusal(b"RCPT", address, utf8_ok)
             local.append(refused)
             if refused is None:
                 lines.append(command_line(b"RCPT", b"TO:" + path(address)))
@@ -463,7 +443,7 @@ class SmtpConnection:
     async def _envelope(
         self, verb: bytes, prefix: bytes, address: str, utf8_ok: bool, options: list[bytes]
     ) -> Reply:
-        refused = _local_refusal(verb, address, utf8_ok)
+        refused = local_refusal(verb, address, utf8_ok)
         if refused is not None:
             return refused
         return await self._command(verb, prefix + path(address, allow_null=verb == b"MAIL"),
@@ -511,15 +491,3 @@ class SmtpConnection:
                 stream.write(bytes(view[start : start + CHUNK]))
                 if stream.paused:
                     await asyncio.wait_for(stream.drain(), self.settings.timeout)
-
-
-def _local_refusal(verb: bytes, address: str, utf8_ok: bool) -> Reply | None:
-    """The reply a server would give to an address that cannot go on the wire, or None.
-    Such addresses are refused here, so they get an NDR instead of blocking the queue."""
-    try:
-        path(address, allow_null=verb == b"MAIL")
-    except BadAddress as exc:
-        return Reply(553, f"5.1.3 {exc}")
-    if not address.isascii() and not utf8_ok:
-        return Reply(553, f"5.6.7 {address!r} needs SMTPUTF8, which the server lacks")
-    return None
