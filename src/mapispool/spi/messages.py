@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
@@ -44,6 +45,7 @@ class OutboundMessage:
         size: int,
         open_content: ContentOpener,
         on_handoff: Callable[[bool], None] | None = None,
+        start_mark: Callable[[], Awaitable[None]] | None = None,
         eight_bit: bool = False,
         canonical: bool = False,
     ) -> None:
@@ -57,6 +59,9 @@ class OutboundMessage:
         self._open_content = open_content
         self._content: bytes | None = None
         self._on_handoff = on_handoff
+        self._start_mark = start_mark
+        #: ``start_handoff``'s record is durable and not used by a ``begin_handoff`` yet.
+        self._marked = False
         self.handoff_begun = False
         self.handoff_ended = False
 
@@ -98,8 +103,32 @@ class OutboundMessage:
         """
         if not self.handoff_begun:
             self.handoff_begun = True
-            if self._on_handoff is not None:
+            marked, self._marked = self._marked, False
+            if self._on_handoff is not None and not marked:
                 self._on_handoff(True)
+
+    def start_handoff(self) -> Callable[[], Awaitable[None]]:
+        """Write the durable record of ``begin_handoff`` ahead of time, without blocking
+        the event loop, for a transport that can overlap it with its own round trips
+        (SMTP: while the server answers MAIL, RCPT and DATA). Returns ``ready``: an
+        awaitable function that returns once the record is durable (or raises why it
+        could not be made). A transport that wants the hand-over awaits ``ready()`` and
+        then calls ``begin_handoff`` as usual, which no longer waits for the store. One
+        that does not take the step after all still awaits ``ready()`` (so that the
+        record lands before the attempt's outcome) and calls nothing else: the in-memory
+        hand-over never began, and the spooler clears the record with the outcome.
+        Without a spooler hook (a message built by hand) ``ready`` does nothing and
+        ``begin_handoff`` records the hand-over itself."""
+        self._marked = False
+        if self._start_mark is None or self.handoff_uncertain:
+            return _nothing
+        task = asyncio.ensure_future(self._start_mark())
+
+        async def ready() -> None:
+            await asyncio.shield(task)
+            self._marked = True
+
+        return ready
 
     def end_handoff(self) -> None:
         """Record that the receiving side answered after ``begin_handoff`` (with any reply).
@@ -121,6 +150,10 @@ class OutboundMessage:
 
     def __repr__(self) -> str:
         return f"<OutboundMessage {self.entry_id.hex()} {len(self.recipients)} recipients>"
+
+
+async def _nothing() -> None:
+    return None
 
 
 SaveCallback = Callable[["InboundMessage"], "bytes | None"]

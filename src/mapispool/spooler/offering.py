@@ -27,6 +27,11 @@ log = logging.getLogger("mapispool.spooler")
 #: the length of the queue; contents up to ``INLINE_LIMIT`` come with them).
 CLAIM_PAGE = 64
 
+#: How many offers beyond a transport's ``max_in_flight`` may be under way at once: the
+#: ones whose outcome is still being recorded while the transport sends the next. It
+#: bounds the messages held in memory and the outcomes not yet committed.
+RECORDS_AHEAD = 16
+
 #: Seconds between two tries of a flush waiting for a lane another worker holds.
 LANE_WAIT = 0.2
 
@@ -214,33 +219,39 @@ class Offering:
         claims: Sequence[Claim],
         keep_going: Callable[[], bool],
     ) -> list[tuple[QueueEntry, Offered]]:
-        """Offer claimed messages to ``handle`` in order, up to ``max_in_flight`` at
-        once; those left when ``keep_going()`` turns false are released (back where they
-        were claimed from)."""
+        """Offer claimed messages to ``handle`` in order; those left when ``keep_going()``
+        turns false are released (back where they were claimed from).
+
+        The transport gets at most ``max_in_flight`` submit/end pairs at once (its
+        ``submit_slot``), taken in claim order. Recording an attempt's outcome runs
+        outside the slot, so the next message goes to the transport while the previous
+        one's outcome is being written: up to ``RECORDS_AHEAD`` offers more than the
+        transport's slots may be under way, and their records meet in one group commit
+        of the store even at one connection. Returns only once every offer, its record
+        included, has ended: a flush or a shutdown that waits for this waits for every
+        outcome to be committed."""
         results: list[tuple[QueueEntry, Offered]] = []
         offered: set[bytes] = set()
         try:
-            if handle.max_in_flight <= 1:
-                for claim in claims:
-                    if not keep_going():
-                        break
-                    offered.add(claim.entry_id)
-                    results.append((claim.entry, await self._offer(handle, claim)))
-                return results
-            slots = asyncio.Semaphore(handle.max_in_flight)
+            window = asyncio.Semaphore(handle.max_in_flight + RECORDS_AHEAD)
 
             async def one(claim: Claim) -> None:
-                async with slots:
-                    if keep_going():
-                        offered.add(claim.entry_id)
-                        results.append((claim.entry, await self._offer(handle, claim)))
+                try:
+                    result = await self._offer(handle, claim, keep_going)
+                    if result is None:  # stopped before its turn came: released below
+                        offered.discard(claim.entry_id)
+                    else:
+                        results.append((claim.entry, result))
+                finally:
+                    window.release()
 
             async with asyncio.TaskGroup() as group:
                 for claim in claims:
-                    await slots.acquire()
-                    slots.release()
+                    await window.acquire()
                     if not keep_going():
+                        window.release()
                         break
+                    offered.add(claim.entry_id)
                     group.create_task(one(claim))
             return results
         finally:
@@ -258,11 +269,14 @@ class Offering:
                 if busy is not None:
                     busy[1].set()
 
-    async def _offer(self, handle: LogonHandle, claim: Claim) -> Offered:
-        """Offer one claimed message (``busy`` until the offer ends)."""
+    async def _offer(
+        self, handle: LogonHandle, claim: Claim, keep_going: Callable[[], bool]
+    ) -> Offered | None:
+        """Offer one claimed message (``busy`` until the offer ends); None when
+        ``keep_going()`` turned false before the transport's turn came (not offered)."""
         entry_id = claim.entry_id
         try:
-            return await self.spooler.outbound.offer(handle, claim)
+            return await self.spooler.outbound.offer(handle, claim, keep_going)
         except BaseException as exc:
             # Not a transport's failure (the runner handles those): the store or the
             # spooler failed, or shutdown cancelled the call; the message may be left

@@ -8,6 +8,7 @@ import io
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from ..mapi import (
@@ -21,16 +22,13 @@ from ..mapi import (
     MAPI_E_NETWORK_ERROR,
     MAPI_E_NOT_ME,
     MAPI_E_WAIT,
-    PR_DELETE_AFTER_SUBMIT,
     PR_SENDER_EMAIL_ADDRESS,
-    PR_SENTMAIL_ENTRYID,
     MapiError,
 )
 from ..profile import Profile
 from ..spi import OutboundMessage, Recipient
 from ..store import (
     Claim,
-    Note,
     Outcome,
     QueueState,
     RecipientOutcome,
@@ -44,7 +42,7 @@ from .recipient_reports import RecipientReports
 from .retry import RetryPolicy
 from .routing import Registration, route
 from .sender_routing import by_sender, profile_patterns
-from .settling import Settler
+from .settling import Settler, sent_folder
 from .supervision import Supervisor
 
 log = logging.getLogger("mapispool.spooler")
@@ -106,15 +104,9 @@ class OutboundRunner:
         await self._record(Outcome(entry_id, state, **changes))
 
     async def _set_outcome(
-        self,
-        entry_id: bytes,
-        rows: Sequence[int],
-        outcome: str,
-        *,
-        transport: str | None,
-        report_text: str | None = None,
-        token: int | None = None,
-    ) -> None:
+        self, entry_id: bytes, rows: Sequence[int], outcome: str, *, transport: str | None,
+        report_text: str | None = None, token: int | None = None,
+    ) -> None:  # fmt: skip
         """Record ``delivered`` or ``failed`` for some recipients of a message (fenced by
         ``token`` when it comes from an attempt)."""
         result = RecipientOutcome(tuple(rows), outcome, transport, report_text)
@@ -138,10 +130,14 @@ class OutboundRunner:
 
     # -- one offer ------------------------------------------------------------------
 
-    async def offer(self, handle: LogonHandle, claim: Claim) -> Offered:
+    async def offer(
+        self, handle: LogonHandle, claim: Claim, keep_going: Callable[[], bool] | None = None
+    ) -> Offered | None:
         """Offer a claimed message to ``handle`` once (with END_RESEND_NOW repeats) and
         record the result. Never raises for a transport's failure: the message stays
-        safe. The claim holds everything the transport needs (no read of the store)."""
+        safe. The claim holds everything the transport needs (no read of the store).
+        Returns None, having done nothing, when ``keep_going()`` is false once the
+        transport's submit slot is free (the caller releases the claim)."""
         entry = claim.entry
         props, recipients, size = claim.props, claim.recipients, entry.size
         registrations = by_sender(
@@ -179,13 +175,16 @@ class OutboundRunner:
                 else (lambda: store.open_content(entry_id))
             ),
             on_handoff=lambda begun: self._handoff(entry_id, claim.token, begun),
+            start_mark=lambda: store.mark_handoff(entry_id, claim.token, True),
             eight_bit=claim.eight_bit,
             canonical=claim.canonical,
         )  # fmt: skip
         attempt = Attempt(handle, entry, message, mine, set(), dict(props), token=claim.token)
         self._attempts[entry_id] = attempt
         try:
-            outcome = await self._submit_and_end(attempt, flags)
+            outcome = await self._submit_and_end(attempt, flags, keep_going)
+            if outcome is None:
+                return None
             return Offered(outcome, len(attempt.failed_rows), size, len(attempt.mine))
         finally:
             self._attempts.pop(entry_id, None)
@@ -199,35 +198,45 @@ class OutboundRunner:
         if begun:
             self.spooler.bridge.run(lambda: self.store.mark_handoff(entry_id, token, True))
 
-    async def _submit_and_end(self, attempt: Attempt, flags: int) -> Result:
-        """Run submit/end pairs (again at once on END_RESEND_NOW) and record the outcome.
+    async def _submit_and_end(
+        self, attempt: Attempt, flags: int, keep_going: Callable[[], bool] | None
+    ) -> Result | None:
+        """Run submit/end pairs (again at once on END_RESEND_NOW, keeping the slot) and
+        record the outcome after giving the slot back, so that the transport sends the
+        next message meanwhile; None when ``keep_going()`` is false once the slot is free.
         Recording never raises: a store failure leaves the message retrying (never
         delivered), see ``_recording_failed``."""
         handle, message = attempt.handle, attempt.message
         assert handle.logon is not None
         logon = handle.logon
-        for _ in range(MAX_RESEND_NOW):
-            try:
-                async with handle.submit_slot():
+        finish: Callable[[], Awaitable[Result]] = lambda: self._recording(  # noqa: E731
+            attempt, self._resend_now_exhausted, None
+        )
+        async with handle.submit_slot():
+            if keep_going is not None and not keep_going():
+                return None
+            for _ in range(MAX_RESEND_NOW):
+                try:
                     await logon.submit_message(message, flags)
                     answer = await logon.end_message(message)
-            except MapiError as exc:
-                return await self._recording(attempt, self._after_error, exc)
-            except Exception as exc:  # a transport bug must not lose or block anything
-                log.exception("transport %s failed in submit_message", handle.name)
-                return await self._recording(attempt, self._after_error, exc)
-            if answer & END_RESEND_NOW:
-                try:
-                    left = await self._record_attempt(attempt, marks_deliver=False)
                 except Exception as exc:
-                    return await self._recording_failed(attempt, exc)
-                if left:
-                    # Offered again with every recipient not delivered yet, as a new attempt.
-                    message.handoff_begun = message.handoff_ended = False
-                    continue
-                answer = 0  # everything was reported delivered or failed: nothing to resend
-            return await self._recording(attempt, self._after_end, answer)
-        return await self._recording(attempt, self._resend_now_exhausted, None)
+                    if not isinstance(exc, MapiError):  # a transport bug must not lose
+                        log.exception("transport %s failed in submit_message", handle.name)
+                    finish = partial(self._recording, attempt, self._after_error, exc)
+                    break
+                if answer & END_RESEND_NOW:
+                    try:
+                        left = await self._record_attempt(attempt, marks_deliver=False)
+                    except Exception as exc:
+                        finish = partial(self._recording_failed, attempt, exc)
+                        break
+                    if left:  # again, with every recipient not delivered yet
+                        message.handoff_begun = message.handoff_ended = False
+                        continue
+                    answer = 0  # everything was reported delivered or failed: no resend
+                finish = partial(self._recording, attempt, self._after_end, answer)
+                break
+        return await finish()
 
     # -- outcomes -------------------------------------------------------------------
 
@@ -315,21 +324,17 @@ class OutboundRunner:
             or not all(r.responsibility for r in attempt.mine)
         ):
             return False
-        props = attempt.stored_props
-        folder: str | None = "Sent Items"
-        if props.get(PR_DELETE_AFTER_SUBMIT):
-            folder = None
-        elif isinstance(props.get(PR_SENTMAIL_ENTRYID), bytes):
-            folder = self.store.folder_by_entry_id(props[PR_SENTMAIL_ENTRYID]) or "Sent Items"
+        folder = sent_folder(self.store, attempt.stored_props)
         entry_id, name = attempt.entry.entry_id, attempt.handle.name
         # The outcomes are applied first and on their own (a savepoint), as on every
         # path: if finishing fails, they stay, and the message is finished later, never
         # sent again. If they fail, the finish is refused too (same message).
         rows = tuple(r.row_id for r in attempt.mine)
         result = RecipientOutcome(rows, "delivered", name)
+        # One event row: "sent", naming the transport that took the message.
         finish = Outcome(
             entry_id, QueueState.SENT, token=attempt.token, recipients=attempt.mine,
-            folder=folder, delete=folder is None, notes=[Note("handed-over", transport=name)],
+            folder=folder, delete=folder is None, transport=name,
         )  # fmt: skip
         for recorded in await self.store.record(
             [Outcome(entry_id, token=attempt.token, recipient_outcomes=[result]), finish]

@@ -6,7 +6,7 @@ about long delays. ``Settler`` works from the store and the routing alone."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..mapi import PR_DELETE_AFTER_SUBMIT, PR_SENTMAIL_ENTRYID
@@ -15,6 +15,16 @@ from ..store import Note, Outcome, QueueEntry, QueueState, RecipientOutcome, Rep
 from .bounce_to_sender import bounce_to_sender
 from .reports import FailedRecipient, build_delay_notice, build_ndr, wants_ndr
 from .routing import Registration, route
+
+
+def sent_folder(store: Store, props: Mapping[int, Any]) -> str | None:
+    """Where a sent message goes (spec §4.3 step 9): None (deleted) with
+    PR_DELETE_AFTER_SUBMIT, the folder PR_SENTMAIL_ENTRYID names, or Sent Items."""
+    if props.get(PR_DELETE_AFTER_SUBMIT):
+        return None
+    if isinstance(props.get(PR_SENTMAIL_ENTRYID), bytes):
+        return store.folder_by_entry_id(props[PR_SENTMAIL_ENTRYID]) or "Sent Items"
+    return "Sent Items"
 
 
 class Settler:
@@ -199,13 +209,8 @@ class Settler:
                 return
 
     async def _finish_sent(self, entry_id: bytes, props: dict[int, Any]) -> None:
-        """Sent-items handling (spec §4.3 step 9): delete with PR_DELETE_AFTER_SUBMIT, move
-        to PR_SENTMAIL_ENTRYID, or by default to Sent Items."""
-        folder: str | None = "Sent Items"
-        if props.get(PR_DELETE_AFTER_SUBMIT):
-            folder = None
-        elif isinstance(props.get(PR_SENTMAIL_ENTRYID), bytes):
-            folder = self.store.folder_by_entry_id(props[PR_SENTMAIL_ENTRYID]) or "Sent Items"
+        """Sent-items handling (spec §4.3 step 9), see ``sent_folder``."""
+        folder = sent_folder(self.store, props)
         await self._transition(entry_id, QueueState.SENT, folder=folder, delete=folder is None)
 
     async def expire(self, entry_id: bytes, error: str) -> None:

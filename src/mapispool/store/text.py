@@ -43,7 +43,15 @@ def storable(text: str) -> str:
 
 
 def storable_params(params: Any) -> Any:
-    """SQL parameters (a sequence or a mapping) with every ``str`` made ``storable``."""
+    """SQL parameters (a sequence or a mapping) with every ``str`` made ``storable``;
+    the same object when every text already is (the common case: no copy)."""
+    if type(params) is dict:  # the store's own statements: a quick scan, no ABC checks
+        for value in params.values():
+            if type(value) is str and not (value.isascii() and "\x00" not in value):
+                return {key: _param(value) for key, value in params.items()}
+            if isinstance(value, str) and type(value) is not str:  # a str subclass
+                return {key: _param(value) for key, value in params.items()}
+        return params
     if isinstance(params, Mapping):
         return {key: _param(value) for key, value in params.items()}
     if isinstance(params, Sequence) and not isinstance(params, str | bytes):

@@ -78,6 +78,14 @@ WHERE message_id = :message_id;
 -- name: set_handoff
 UPDATE queue SET handoff = :begun WHERE message_id = :message_id;
 
+-- name: mark_handoff
+-- The start of a hand-over under its claim in one statement (the hot path); no row
+-- changed: the message left the queue or the claim is not current (``_set_handoff`` says
+-- which).
+UPDATE queue SET handoff = 1
+WHERE message_id = (SELECT id FROM messages WHERE entry_id = :entry_id)
+    AND (:token IS NULL OR claim_token = :token);
+
 -- name: set_declined
 UPDATE queue SET declined = :declined WHERE message_id = :message_id;
 

@@ -40,36 +40,47 @@ def record(
     """``Store.record``: every outcome in one transaction, each inside a savepoint so that
     one refused outcome changes nothing and leaves the others applied. Returns the
     results and whether a message became due (for ``wait_for_work``)."""
-    now = time.time()
+    with db.tx("recording outcomes", durable=durable) as conn:
+        return record_in(db, conn, outcomes, time.time(), set())
+
+
+def record_in(
+    db: Database,
+    conn: sqlite3.Connection,
+    outcomes: Sequence[Outcome],
+    now: float,
+    failed: set[bytes],
+) -> tuple[list[Recorded], bool]:
+    """``record`` inside the caller's transaction. ``failed``: the messages an outcome
+    of which failed earlier in the transaction (their later outcomes are refused); it
+    grows with this call's failures."""
     results: list[Recorded] = []
     due = False
-    failed: set[bytes] = set()
-    with db.tx("recording outcomes", durable=durable) as conn:
-        for outcome in outcomes:
-            if outcome.entry_id in failed:
-                error = MapiError(
-                    MAPI_E_CALL_FAILED,
-                    f"{outcome.entry_id.hex()}: not recorded, an earlier outcome of the "
-                    "same message in the batch failed",
-                )
-                results.append(Recorded(error=error))
-                continue
-            conn.execute("SAVEPOINT outcome")
-            try:
-                recorded = apply(db, conn, outcome, now)
-            except MapiError as exc:
-                conn.execute("ROLLBACK TO outcome")
-                recorded = Recorded(error=exc)
-            except sqlite3.Error as exc:
-                if not conn.in_transaction:
-                    raise  # SQLite rolled the whole transaction back (full disk, I/O)
-                conn.execute("ROLLBACK TO outcome")
-                recorded = Recorded(error=db.error(exc, "recording an outcome"))
-            conn.execute("RELEASE outcome")
-            if recorded.error is not None:
-                failed.add(outcome.entry_id)
-            results.append(recorded)
-            due = due or (recorded.error is None and outcome.state in DUE_STATES)
+    for outcome in outcomes:
+        if outcome.entry_id in failed:
+            error = MapiError(
+                MAPI_E_CALL_FAILED,
+                f"{outcome.entry_id.hex()}: not recorded, an earlier outcome of the "
+                "same message in the batch failed",
+            )
+            results.append(Recorded(error=error))
+            continue
+        conn.execute("SAVEPOINT outcome")
+        try:
+            recorded = apply(db, conn, outcome, now)
+        except MapiError as exc:
+            conn.execute("ROLLBACK TO outcome")
+            recorded = Recorded(error=exc)
+        except sqlite3.Error as exc:
+            if not conn.in_transaction:
+                raise  # SQLite rolled the whole transaction back (full disk, I/O)
+            conn.execute("ROLLBACK TO outcome")
+            recorded = Recorded(error=db.error(exc, "recording an outcome"))
+        conn.execute("RELEASE outcome")
+        if recorded.error is not None:
+            failed.add(outcome.entry_id)
+        results.append(recorded)
+        due = due or (recorded.error is None and outcome.state in DUE_STATES)
     return results, due
 
 
@@ -87,8 +98,9 @@ def apply(db: Database, conn: sqlite3.Connection, o: Outcome, now: float) -> Rec
         old: QueueState | None = None
         declined: list[str] = []
     else:
-        old, message_id, token, declined = QueueState(row[0]), int(row[1]), row[2], []
-        declined = json.loads(row[3])
+        old, message_id, token = QueueState(row[0]), int(row[1]), row[2]
+        # Read only when this outcome adds a decline (most outcomes do not).
+        declined = json.loads(row[3]) if o.declined is not None else []
         if o.token is not None and token != o.token:
             raise StaleClaim(entry_id, o.token)
     needs_message = o.recipients or o.recipient_outcomes or o.reports or o.declined
@@ -233,14 +245,31 @@ def act(
 def mark_handoff(db: Database, entry_id: bytes, token: int | None, begun: bool) -> None:
     """``Store.mark_handoff``: committed to the WAL (not fsync'd) before it returns."""
     with db.tx("recording a hand-over", durable=False) as conn:
-        row = conn.execute(Q.queue_row, {"entry_id": entry_id}).fetchone()
-        if row is None and token is not None:  # the claim ended with its message
-            raise StaleClaim(entry_id, token)
-        if row is None:
-            raise MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the queue")
-        if token is not None and row[2] != token:
-            raise StaleClaim(entry_id, token)
-        conn.execute(Q.set_handoff, {"begun": int(begun), "message_id": row[1]})
+        _set_handoff(conn, entry_id, token, begun)
+
+
+def mark_in(conn: sqlite3.Connection, entry_id: bytes, token: int | None) -> MapiError | None:
+    """The start of a hand-over inside the caller's transaction: the error that refused
+    it (``StaleClaim``, not in the queue), or None. One statement, so no savepoint: a
+    refused mark changes nothing. A failure of the whole transaction raises."""
+    if conn.execute(Q.mark_handoff, {"entry_id": entry_id, "token": token}).rowcount == 1:
+        return None
+    try:
+        _set_handoff(conn, entry_id, token, True)
+    except MapiError as exc:
+        return exc
+    return None
+
+
+def _set_handoff(conn: sqlite3.Connection, entry_id: bytes, token: int | None, begun: bool) -> None:
+    row = conn.execute(Q.queue_row, {"entry_id": entry_id}).fetchone()
+    if row is None and token is not None:  # the claim ended with its message
+        raise StaleClaim(entry_id, token)
+    if row is None:
+        raise MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the queue")
+    if token is not None and row[2] != token:
+        raise StaleClaim(entry_id, token)
+    conn.execute(Q.set_handoff, {"begun": int(begun), "message_id": row[1]})
 
 
 def recover(db: Database, *, parked: bool, before: float | None) -> dict[str, int]:

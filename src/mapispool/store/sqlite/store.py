@@ -210,10 +210,13 @@ class SqliteStore(Store):
         self._wake()
 
     async def mark_handoff(self, entry_id: bytes, token: int | None, begun: bool) -> None:
-        await self._write(queue.mark_handoff, entry_id, token, begun)
+        if begun:  # the hot path: committed with the outcomes queued meanwhile
+            await self._group.mark(entry_id, token)
+        else:
+            await self._write(queue.mark_handoff, entry_id, token, begun)
 
     async def record(self, outcomes: Sequence[Outcome], *, durable: bool = False) -> list[Recorded]:
-        results, due = await asyncio.wrap_future(self._group.submit(outcomes, durable))
+        results, due = await self._group.record(outcomes, durable)
         if not durable:
             self._unsynced = True
         if due:

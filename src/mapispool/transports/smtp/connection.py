@@ -17,8 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiosmtplib import (
     SMTP,
@@ -31,9 +30,9 @@ from aiosmtplib import (
 from ...mapi import MAPI_E_LOGON_FAILED, MAPI_E_NETWORK_ERROR, STATUS_FAILURE
 from .auth import Mechanism, NoMechanism, choose_mechanism
 from .content import END_OF_DATA, Payload
-from .envelope import BadAddress, mail_options, needs_smtputf8, path
+from .envelope import local_refusal, mail_options, needs_smtputf8, path
 from .errors import SmtpError, auth_failed, misconfigured, network_error, server_busy
-from .login import auth_exchange, build_tls_context
+from .login import auth_exchange, build_tls_context, greet, starttls
 from .outcome import Reply, Transaction
 from .replies import ReplyClass, classify, format_reply, is_closing
 from .reply_stream import ReplyStream, command_line
@@ -48,6 +47,9 @@ CHUNK = 64 * 1024
 QUIT_TIMEOUT = 5.0
 
 Hook = Callable[[], None]
+#: Starts the durable hand-over mark and returns ``ready``, awaited before the final dot
+#: (``OutboundMessage.start_handoff``).
+StartMark = Callable[[], Callable[[], Awaitable[None]]]
 
 
 class SmtpConnection:
@@ -67,6 +69,10 @@ class SmtpConnection:
         self._client: SMTP | None = None
         self._stream: ReplyStream | None = None
         self._redactor = Redactor()
+        self._start_mark: StartMark | None = None
+        self._ready: Callable[[], Awaitable[None]] | None = None
+        #: The final dot of the current transaction was written (the hand-over began).
+        self.dot_sent = False
 
     @property
     def connected(self) -> bool:
@@ -107,9 +113,9 @@ class SmtpConnection:
         self._client = client
         try:
             await client.connect(timeout=s.connect_timeout)
-            await self._greet(client)
+            await greet(client)
             if s.tls == "starttls":
-                await self._starttls(client, context)
+                await starttls(client, s, context)
             mechanism = await self._authenticate(client) if s.wants_auth else None
         except SmtpError:
             await self.abort_and_release()
@@ -138,25 +144,6 @@ class SmtpConnection:
         self.stage = "idle"
         self.transactions = 0
         return self.description
-
-    async def _greet(self, client: SMTP) -> None:
-        try:
-            await client.ehlo()
-        except SMTPResponseException as exc:
-            if is_closing(exc.code) or not client.is_connected:
-                raise
-            # An old server without ESMTP: HELO still lets us send (no extensions).
-            await client.helo()
-
-    async def _starttls(self, client: SMTP, context: ssl.SSLContext | None) -> None:
-        if not client.supports_extension("starttls"):
-            raise misconfigured(
-                f"{self.settings.host}:{self.settings.port} does not offer STARTTLS; "
-                'use tls = "implicit" if it is an SMTPS port, or tls = "none" only on a '
-                "trusted network"
-            )
-        await client.starttls(server_hostname=self.settings.host, tls_context=context)
-        await self._greet(client)
 
     async def _authenticate(self, client: SMTP) -> Mechanism:
         s = self.settings
@@ -238,9 +225,17 @@ class SmtpConnection:
         eight_bit: bool,
         on_final_dot: Hook,
         on_final_reply: Hook,
+        start_mark: StartMark | None = None,
     ) -> Transaction:
         """Run MAIL, RCPT for each of ``recipients``, and DATA with ``payload`` (already
         dot-stuffed, without the end marker); return every reply in a ``Transaction``.
+
+        ``start_mark``, if given, is called as soon as DATA is on its way (with MAIL and
+        RCPT under PIPELINING), so that the durable hand-over mark is written while the
+        server answers; ``on_final_dot`` and the final dot follow only once both the 354
+        and the mark are in. If the dot is not written after all (a refusal, a failure
+        before it), ``send`` still waits for the mark before it returns or raises, so
+        that the mark never lands after the attempt's outcome.
 
         Server replies never raise; the caller decides with ``outcome.decide``. DATA is not
         sent when no recipient was accepted. Raises ``SmtpError`` (``MAPI_E_NETWORK_ERROR``)
@@ -251,6 +246,9 @@ class SmtpConnection:
         if self._client is None or not self._client.is_connected:
             raise network_error(ConnectionError("not connected"), "sending")
         transaction = Transaction()
+        self._start_mark = start_mark
+        self._ready = None
+        self.dot_sent = False
         try:
             await self._transact(
                 transaction, sender, recipients, payload, eight_bit, on_final_dot, on_final_reply
@@ -269,9 +267,19 @@ class SmtpConnection:
                 ) from exc
             self.stage = stage  # kept so the logon can tell a stale connection
             raise self._redactor.scrub(network_error(exc, f"sending ({stage.upper()})")) from exc
+        finally:
+            ready, self._ready = self._ready, None
+            if ready is not None and not self.dot_sent:
+                with contextlib.suppress(Exception):  # nothing left that it guards
+                    await ready()
         self.stage = "idle"
         self.transactions += 1
         return transaction
+
+    def _begin_mark(self) -> None:
+        """Start the hand-over mark (once per transaction) while the server answers."""
+        if self._start_mark is not None and self._ready is None:
+            self._ready = self._start_mark()
 
     async def _transact(
         self,
@@ -314,6 +322,7 @@ class SmtpConnection:
             await self._rset(None)
             return
         self.stage = "data"
+        self._begin_mark()
         transaction.data = await self._command(b"DATA")
         if transaction.data.code != 354:
             await self._rset(transaction.data)
@@ -336,7 +345,7 @@ class SmtpConnection:
         command-by-command exchange would fill it (a reply the lock-step client would not
         have asked for is read and dropped), so the outcome does not depend on it."""
         self.stage = "mail"
-        refused = _local_refusal(b"MAIL", sender, utf8_ok)
+        refused = local_refusal(b"MAIL", sender, utf8_ok)
         if refused is not None:
             transaction.mail = refused
             await self._rset(refused)
@@ -344,7 +353,7 @@ class SmtpConnection:
         lines = [command_line(b"MAIL", b"FROM:" + path(sender, allow_null=True), *options)]
         local: list[Reply | None] = []
         for address in recipients:
-            refused = _local_refusal(b"RCPT", address, utf8_ok)
+            refused = local_refusal(b"RCPT", address, utf8_ok)
             local.append(refused)
             if refused is None:
                 lines.append(command_line(b"RCPT", b"TO:" + path(address)))
@@ -353,6 +362,8 @@ class SmtpConnection:
             lines.append(b"DATA\r\n")
         stream = self._reader()
         stream.write(b"".join(lines))
+        if sends_data:
+            self._begin_mark()
         timeout = self.settings.timeout
         transaction.mail = mail = await stream.read(timeout)
         if is_closing(mail.code):
@@ -410,9 +421,18 @@ class SmtpConnection:
             head = b""
         else:
             head = payload.small
+        if self._ready is not None:
+            try:
+                await self._ready()
+            except BaseException:
+                # The mark failed: the server waits for the rest of the message, which
+                # must not go out; dropping the connection makes it discard the message.
+                self.abort()
+                raise
         if stream.closing:
             raise SMTPServerDisconnected("Connection lost")  # before the hand-over began
         self.stage = "dot"
+        self.dot_sent = True
         on_final_dot()
         stream.write(head + END_OF_DATA)
         transaction.final = final = await stream.read(self.settings.timeout)
@@ -423,7 +443,7 @@ class SmtpConnection:
     async def _envelope(
         self, verb: bytes, prefix: bytes, address: str, utf8_ok: bool, options: list[bytes]
     ) -> Reply:
-        refused = _local_refusal(verb, address, utf8_ok)
+        refused = local_refusal(verb, address, utf8_ok)
         if refused is not None:
             return refused
         return await self._command(verb, prefix + path(address, allow_null=verb == b"MAIL"),
@@ -471,15 +491,3 @@ class SmtpConnection:
                 stream.write(bytes(view[start : start + CHUNK]))
                 if stream.paused:
                     await asyncio.wait_for(stream.drain(), self.settings.timeout)
-
-
-def _local_refusal(verb: bytes, address: str, utf8_ok: bool) -> Reply | None:
-    """The reply a server would give to an address that cannot go on the wire, or None.
-    Such addresses are refused here, so they get an NDR instead of blocking the queue."""
-    try:
-        path(address, allow_null=verb == b"MAIL")
-    except BadAddress as exc:
-        return Reply(553, f"5.1.3 {exc}")
-    if not address.isascii() and not utf8_ok:
-        return Reply(553, f"5.6.7 {address!r} needs SMTPUTF8, which the server lacks")
-    return None

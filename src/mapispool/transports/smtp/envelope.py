@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from .outcome import Reply
+
 _FORBIDDEN = re.compile(r"[\x00-\x20\x7f<>]")
 
 
@@ -44,3 +46,15 @@ def mail_options(*, size: int | None, eight_bit: bool, smtputf8: bool) -> list[b
     if smtputf8:
         options.append(b"SMTPUTF8")
     return options
+
+
+def local_refusal(verb: bytes, address: str, utf8_ok: bool) -> Reply | None:
+    """The reply a server would give to an address that cannot go on the wire, or None.
+    Such addresses are refused here, so they get an NDR instead of blocking the queue."""
+    try:
+        path(address, allow_null=verb == b"MAIL")
+    except BadAddress as exc:
+        return Reply(553, f"5.1.3 {exc}")
+    if not address.isascii() and not utf8_ok:
+        return Reply(553, f"5.6.7 {address!r} needs SMTPUTF8, which the server lacks")
+    return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ssl
 
-from aiosmtplib import SMTP
+from aiosmtplib import SMTP, SMTPResponseException
 
 from .auth import (
     ERROR_CHALLENGE_ANSWER,
@@ -17,6 +17,7 @@ from .auth import (
 )
 from .errors import misconfigured
 from .outcome import Reply
+from .replies import is_closing
 from .reply_text import clean_reply
 from .secrets import Redactor
 from .settings import SmtpSettings
@@ -64,3 +65,25 @@ async def auth_exchange(
         # The 334 carries the server's JSON error; answering it yields the final reply.
         response = await client.execute_command(ERROR_CHALLENGE_ANSWER[mechanism])
     return Reply(response.code, redactor.text(clean_reply(response.message)))
+
+
+async def greet(client: SMTP) -> None:
+    """EHLO, or HELO for an old server without ESMTP (no extensions then)."""
+    try:
+        await client.ehlo()
+    except SMTPResponseException as exc:
+        if is_closing(exc.code) or not client.is_connected:
+            raise
+        await client.helo()
+
+
+async def starttls(client: SMTP, settings: SmtpSettings, context: ssl.SSLContext | None) -> None:
+    """STARTTLS, then greet again; a server that does not offer it is a settings error."""
+    if not client.supports_extension("starttls"):
+        raise misconfigured(
+            f"{settings.host}:{settings.port} does not offer STARTTLS; "
+            'use tls = "implicit" if it is an SMTPS port, or tls = "none" only on a '
+            "trusted network"
+        )
+    await client.starttls(server_hostname=settings.host, tls_context=context)
+    await greet(client)

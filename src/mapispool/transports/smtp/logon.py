@@ -181,6 +181,7 @@ class SmtpLogon(TransportLogon):
                     eight_bit=eight_bit,
                     on_final_dot=message.begin_handoff,
                     on_final_reply=message.end_handoff,
+                    start_mark=message.start_handoff,
                 )
 
             try:
