@@ -1,7 +1,7 @@
 """Group commit for ``SqliteStore.submit``: the submissions that callers (threads of a
-program, the daemon's clients, the SMTP listener's connections) hand in while the writer
-thread is busy are stored together, in one durable (fsync'd) transaction, each in its own
-savepoint, so that one refused submission never takes the others with it.
+program, the SMTP listener's connections) hand in while the writer thread is busy are
+stored together, in one durable (fsync'd) transaction, each in its own savepoint, so
+that one refused submission never takes the others with it.
 
 Each caller's future is resolved only after the transaction holding its message has
 committed with ``synchronous = FULL``: a message is durable when its ``submit`` returns,
