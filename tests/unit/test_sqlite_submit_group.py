@@ -16,6 +16,7 @@ from mapispool.session import Session
 from mapispool.store.model import QueueState, Recipient
 from mapispool.store.sqlite import SqliteStore
 from mapispool.store.sqlite.integrity import read_seq
+from mapispool.store.sqlite.submits import SUBMIT_GROUP_LIMIT
 from mapispool.store.types import Submission
 
 
@@ -73,3 +74,23 @@ def test_session_submit_from_many_threads(tmp_path: Path):
     assert sorted(e.entry_id for e in queue) == sorted(ids)
     assert {e.state for e in queue} == {QueueState.QUEUED}
     assert read_seq(tmp_path / "store.db") == 40
+
+
+def test_submissions_left_when_the_store_closes_get_an_error_not_a_hang(tmp_path: Path):
+    """More submissions than one batch takes, and the writer thread stops taking work
+    after the first batch: the first batch is stored, every caller left gets a
+    ``MapiError`` at once."""
+    store = SqliteStore(tmp_path / "store.db")
+    try:
+        gate = threading.Event()
+        store._write_thread.submit(gate.wait)
+        futures = [store._submits.submit(item(f"m{i}")) for i in range(SUBMIT_GROUP_LIMIT + 5)]
+        store._write_thread._pool.shutdown(wait=False)  # the store is closing
+        gate.set()
+        stored = [f for f in futures[:SUBMIT_GROUP_LIMIT] if f.result(timeout=60)]
+        assert len(stored) == SUBMIT_GROUP_LIMIT
+        for future in futures[SUBMIT_GROUP_LIMIT:]:
+            with pytest.raises(MapiError, match="closed before"):
+                future.result(timeout=60)
+    finally:
+        store.close_blocking()

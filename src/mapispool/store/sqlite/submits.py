@@ -19,7 +19,7 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 
-from ...mapi import MapiError
+from ...mapi import MAPI_E_CALL_FAILED, MapiError
 from ..model import QueueState
 from ..types import Submission
 from .database import MEMORY, Database, DbThread
@@ -64,7 +64,7 @@ class SubmitGroup:
             more = bool(self._pending)
             self._scheduled = more
         if more:
-            self._thread.submit(self._commit)
+            self._schedule_rest()
         try:
             results = store_batch(self._db, [item for item, _future in batch])
         except BaseException as exc:
@@ -76,6 +76,19 @@ class SubmitGroup:
                 future.set_exception(result)
             else:
                 future.set_result(result)
+
+    def _schedule_rest(self) -> None:
+        """Queue the next batch; when the store is closing (its thread takes no more
+        work), every caller still waiting gets an error instead of waiting for ever."""
+        try:
+            self._thread.submit(self._commit)
+        except RuntimeError:
+            with self._lock:
+                left, self._pending, self._scheduled = self._pending, [], False
+            error = MapiError(MAPI_E_CALL_FAILED, "the store was closed before the message "
+                              "was stored; submit it again")  # fmt: skip
+            for _item, future in left:
+                future.set_exception(error)
 
 
 def store_batch(db: Database, items: Sequence[Submission]) -> list[bytes | MapiError]:
