@@ -8,9 +8,11 @@ from typing import Any
 
 from ..mapi import MAPI_E_INVALID_PARAMETER, MAPI_E_NOT_FOUND, MapiError
 from ..session import AsyncSession
+from ..store.types import QueueAction
 from .types import Emit, Params
 
-QUEUE_ACTIONS = ("cancel", "hold", "release", "retry", "purge")
+#: The actions a person may name, from the store's one table (``store.types.QueueAction``).
+QUEUE_ACTIONS = tuple(action.value for action in QueueAction)
 
 
 async def resolve_entry(session: AsyncSession, text: str) -> bytes:

@@ -39,6 +39,7 @@ from ..store import (
     SqliteStore,
     Store,
 )
+from ..store.types import QUEUE_ACTIONS, Submission, action_applies, action_starts
 from ..submission import RecipientSpec, prepare
 from .folder import AsyncFolder
 from .profiles import load_profile
@@ -181,7 +182,41 @@ class AsyncSession:
         """Queue a message; returns its entry id. Recipients are ``"TYPE:address"`` or bare
         addresses (SMTP); None takes them from the To/Cc/Bcc headers; ``props`` are extra
         MAPI properties stored with it. The message and its queue entry are written in
-        one transaction before this returns."""
+        one transaction, fsync'd before this returns."""
+        item = self.prepare_submission(
+            message,
+            recipients=recipients,
+            deferred_send_time=deferred_send_time,
+            delete_after_submit=delete_after_submit,
+            sender=sender,
+            props=props,
+        )
+        entry_id = await self.store.submit(
+            item.content,
+            item.props,
+            item.recipients,
+            submit_time=item.submit_time,
+            not_before=item.not_before,
+            expires_at=item.expires_at,
+            eight_bit=item.eight_bit,
+            canonical=item.canonical,
+        )
+        await self.announce_submitted(entry_id)
+        return entry_id
+
+    def prepare_submission(
+        self,
+        message: Message | bytes,
+        *,
+        recipients: Sequence[RecipientSpec] | None = None,
+        deferred_send_time: datetime | None = None,
+        delete_after_submit: bool = False,
+        sender: str | None = None,
+        props: Mapping[int, Any] | None = None,
+    ) -> Submission:
+        """What ``submit`` hands to the store: the message checked and in canonical form
+        (``submission.prepare``), parsed once, with its times. Pure computation, safe on
+        any thread (the synchronous ``Session.submit`` runs it on the caller's)."""
         now = datetime.now(UTC)
         prepared = prepare(
             message,
@@ -193,20 +228,24 @@ class AsyncSession:
         )
         if props:
             prepared.props.update(props)
-        submit_time = time.time()
+        submit_time = now.timestamp()
         not_before = deferred_send_time.timestamp() if deferred_send_time is not None else None
-        entry_id = await self.store.submit(
+        return Submission(
             prepared.content,
             prepared.props,
             prepared.recipients,
-            submit_time=submit_time,
-            not_before=not_before,
-            expires_at=submit_time + self.profile.retry.lifetime,
+            submit_time,
+            not_before,
+            submit_time + self.profile.retry.lifetime,
             eight_bit=prepared.eight_bit,
             canonical=True,
         )
-        await self.announce_submitted(entry_id)
-        return entry_id
+
+    def announces_in_process(self) -> bool:
+        """True when ``announce_submitted`` only pokes the spooler of this process (no
+        I/O): a caller on another thread may then store a message itself and wake the
+        spooler with ``spooler.queue_changed`` on the session's loop, without awaiting."""
+        return type(self).announce_submitted is AsyncSession.announce_submitted
 
     async def announce_submitted(self, entry_id: bytes) -> None:
         """Tell what sends this session's mail that ``entry_id`` was queued, so that it
@@ -282,7 +321,7 @@ class AsyncSession:
         if entry.state is QueueState.IN_FLIGHT:
             raise MapiError(MAPI_E_UNABLE_TO_ABORT, "the message is being sent right now")
         await self._take_back_parked(entry)
-        async with self._explained(entry_id, "cancel", QueueState.CANCELLED):
+        async with self._explained(entry_id, QueueAction.CANCEL):
             await self.store.act(entry_id, QueueAction.CANCEL)
 
     async def hold(self, entry_id: bytes) -> None:
@@ -290,20 +329,24 @@ class AsyncSession:
         deferred is taken back first (``NOTIFY_ABORT_DEFERRED | NOTIFY_CANCEL_MESSAGE``)."""
         entry = await self.store.queue_entry(entry_id)
         await self._take_back_parked(entry)
-        async with self._explained(entry_id, "hold", QueueState.HELD):
+        async with self._explained(entry_id, QueueAction.HOLD):
             await self.store.act(entry_id, QueueAction.HOLD)
 
     async def release(self, entry_id: bytes) -> None:
         """Let a held message go again."""
-        async with self._explained(entry_id, "release", QueueState.QUEUED, [QueueState.HELD]):
+        async with self._explained(entry_id, QueueAction.RELEASE):
             await self.store.act(entry_id, QueueAction.RELEASE)
         self.spooler.queue_changed()
 
     async def retry(self, entry_id: bytes) -> None:
-        """Send again now: a message waiting for its backoff, uncertain, or failed (its
-        failed recipients are tried again, with a new lifetime)."""
-        allowed = [QueueState.RETRY, QueueState.UNCERTAIN, QueueState.FAILED, QueueState.DEFERRED]
-        async with self._explained(entry_id, "retry", QueueState.QUEUED, allowed):
+        """Send again now: a message waiting for its backoff, its deferred send time, a
+        person's hold or a transport that deferred it (taken back first, with
+        ``NOTIFY_ABORT_DEFERRED | NOTIFY_CANCEL_MESSAGE``), an uncertain one, or a failed
+        one (its failed recipients are tried again, with a new lifetime)."""
+        entry = await self.store.queue_entry(entry_id, with_recipients=False)
+        if action_applies(QueueAction.RETRY, entry.state):
+            await self._take_back_parked(entry)
+        async with self._explained(entry_id, QueueAction.RETRY):
             await self.store.act(
                 entry_id, QueueAction.RETRY, expires_at=time.time() + self.profile.retry.lifetime
             )
@@ -326,21 +369,17 @@ class AsyncSession:
             await self.spooler.take_back_parked(entry.parked_by, entry.entry_id)
 
     @contextlib.asynccontextmanager
-    async def _explained(
-        self,
-        entry_id: bytes,
-        action: str,
-        new: QueueState,
-        expect: Sequence[QueueState] | None = None,
-    ) -> AsyncIterator[None]:
+    async def _explained(self, entry_id: bytes, action: QueueAction) -> AsyncIterator[None]:
         """A queue action the message's state does not allow becomes a one-line
         ``MapiError`` (MAPI_E_INVALID_PARAMETER) saying what the state is and where the
-        action applies, never the store's internal ``InvalidTransition``."""
+        action applies (``store.types.QUEUE_ACTIONS``), never the store's internal
+        ``InvalidTransition``."""
         try:
             yield
         except InvalidTransition:
             state = (await self.store.queue_entry(entry_id, with_recipients=False)).state
-            raise not_allowed(entry_id, action, state, new, expect) from None
+            _starts, new, _event = QUEUE_ACTIONS[action]
+            raise not_allowed(entry_id, action.value, state, new, action_starts(action)) from None
 
     async def logoff(self) -> None:
         """Stop the spooler (a flush in progress ends cleanly) and close the store."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection
 
 from ..mapi import MAPI_E_INVALID_PARAMETER, MapiError
 from ..store import TRANSITIONS, QueueState
@@ -13,7 +13,7 @@ def not_allowed(
     action: str,
     state: QueueState,
     new: QueueState,
-    expect: Sequence[QueueState] | None,
+    expect: Collection[QueueState] | None,
 ) -> MapiError:
     """The error for a queue action the message's state does not allow, e.g. ``cannot
     hold message 3fa2...: it is sent (hold applies to messages that are queued, deferred,

@@ -18,7 +18,7 @@ from ..spooler.engine import Spooler
 from ..spooler.flush import FlushResult, ProgressCallback
 from ..spooler.status import StatusRow
 from ..status_changes import StatusCallback
-from ..store import QueueEntry, Store, StoredMessage
+from ..store import QueueEntry, SqliteStore, Store, StoredMessage
 from ..submission import RecipientSpec
 from .async_session import AsyncSession
 from .folder import AsyncFolder
@@ -205,16 +205,39 @@ class Session:
         sender: str | None = None,
         props: Mapping[int, Any] | None = None,
     ) -> bytes:
-        return self._runner.run(
-            self._inner.submit(
-                message,
-                recipients=recipients,
-                deferred_send_time=deferred_send_time,
-                delete_after_submit=delete_after_submit,
-                sender=sender,
-                props=props,
+        """``AsyncSession.submit``, done on the caller's thread where it can be: the
+        message is checked and put in canonical form here, and on an SQLite store it goes
+        straight to the store's writer thread, which fsyncs it (together with what other
+        threads submit at the same moment) and answers this thread directly; the
+        session's loop is only poked afterwards to wake the spooler, not waited for.
+        Returns once the message is durable, as the async form does."""
+        inner = self._inner
+        store = inner.store
+        if not isinstance(store, SqliteStore):
+            return self._runner.run(
+                inner.submit(
+                    message,
+                    recipients=recipients,
+                    deferred_send_time=deferred_send_time,
+                    delete_after_submit=delete_after_submit,
+                    sender=sender,
+                    props=props,
+                )
             )
+        item = inner.prepare_submission(
+            message,
+            recipients=recipients,
+            deferred_send_time=deferred_send_time,
+            delete_after_submit=delete_after_submit,
+            sender=sender,
+            props=props,
         )
+        entry_id = store.submit_blocking(item)
+        if inner.announces_in_process():
+            self._runner.loop.call_soon_threadsafe(inner.spooler.queue_changed)
+        else:
+            self._runner.run(inner.announce_submitted(entry_id))
+        return entry_id
 
     def status_table(self) -> list[StatusRow]:
         return self._runner.run(self._inner.status_table())

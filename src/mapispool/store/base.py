@@ -474,15 +474,17 @@ class Store(ABC):
     async def act(
         self, entry_id: bytes, action: QueueAction, *, expires_at: float | None = None
     ) -> QueueState:
-        """Apply a person's ``action`` to a message in one durable transaction; return
-        its old state. ``hold``: to ``held``; ``release``: ``held`` to ``queued``;
-        ``retry``: to ``queued`` now (a ``failed`` one is reopened: its failed recipients
-        pending again, a new lifetime until ``expires_at``, required then); ``cancel``: to
-        ``cancelled``, moved to Deleted Items; ``purge``: removed with its message.
-        ``InvalidTransition`` when the state machine does not allow it (an in-flight
-        message is never cancelled or purged: ``MAPI_E_UNABLE_TO_ABORT`` is the caller's
-        answer). Events: ``held``, ``released``, ``retry-requested``, ``cancelled``,
-        ``deleted``. Wakes ``wait_for_work`` when the message becomes due."""
+        """A person's ``action`` in one durable transaction; returns the old state. One
+        table for every store, ``types.QUEUE_ACTIONS`` (``action_applies``): ``hold``
+        (queued, deferred, retry, parked) to ``held``; ``release`` (held) to ``queued``;
+        ``retry`` (retry, deferred, parked, held, uncertain, failed) to ``queued`` now, a
+        ``failed`` one reopened (failed recipients pending, a new lifetime until
+        ``expires_at``, required then); ``cancel`` (queued, deferred, retry, parked, held,
+        uncertain) to ``cancelled`` in Deleted Items; ``purge`` (all but in flight)
+        removes it. In flight: never held, cancelled or purged (the caller answers
+        ``MAPI_E_UNABLE_TO_ABORT``); outside the table: ``InvalidTransition``, nothing
+        changed. Clears ``parked_by``, keeps ``last_error``, logs the table's event
+        (purge: ``deleted``), wakes ``wait_for_work`` when the message becomes due."""
 
     # -- waiting for work ---------------------------------------------------------------
 

@@ -25,8 +25,16 @@ from .memory_rows import (
     copy_recipient,
     not_found,
 )
-from .model import FINISHED_STATES, Event, InvalidTransition, QueueState, Recipient, StaleClaim
-from .types import QUEUE_ACTIONS, Delivery, Outcome, QueueAction, Recorded
+from .model import (
+    FINISHED_STATES,
+    Event,
+    InvalidTransition,
+    QueueState,
+    Recipient,
+    StaleClaim,
+    recovered_state,
+)
+from .types import QUEUE_ACTIONS, Delivery, Outcome, QueueAction, Recorded, action_applies
 
 _S = QueueState
 #: States that make a message due (or due at its time): reaching one wakes the spooler.
@@ -180,18 +188,15 @@ class Data:
             q = row.queue
             if q is None:
                 continue
-            if q.state is _S.PARKED and parked:
-                new, key, why = _S.QUEUED, "unparked", "the spooler restarted"
+            if q.state is _S.PARKED:
+                if not parked:
+                    continue
             elif q.state is not _S.IN_FLIGHT or (
                 now is not None and (q.lease_until is None or q.lease_until >= now)
             ):
                 continue
-            elif q.handoff and any(r.outcome is None for r in row.recipients):
-                new, key = _S.UNCERTAIN, "uncertain"
-                why = "the spooler stopped after the message was handed over"
-            else:
-                new, key = _S.QUEUED, "requeued"
-                why = "the spooler stopped before the message was handed over"
+            pending = sum(1 for r in row.recipients if r.outcome is None)
+            new, key, why = recovered_state(q.state.value, q.handoff, pending)
             self.go(row, q, new, None)
             q.parked_by, q.last_error = None, why
             self.log(row.entry_id, f"recovered-{new.value}", None, why, at)
@@ -207,13 +212,19 @@ class Data:
         row, q = self.queued(entry_id)
         old = q.state
         if action is QueueAction.PURGE:
-            if old is _S.IN_FLIGHT:
-                raise InvalidTransition(f"{entry_id.hex()}: an in-flight message is not purged")
+            if not action_applies(action, old):
+                raise InvalidTransition(
+                    f"{entry_id.hex()}: cannot {action.value} a message that is {old.value}"
+                )
             del self.messages[entry_id]
             self.log(entry_id, "deleted", None, None, now)
             return old
-        starts, new, event = QUEUE_ACTIONS[action]
-        check_move(entry_id, old, new, starts)
+        if not action_applies(action, old):
+            raise InvalidTransition(
+                f"{entry_id.hex()}: cannot {action.value} a message that is {old.value}"
+            )
+        _starts, new, event = QUEUE_ACTIONS[action]
+        check_move(entry_id, old, new, None)
         if action is QueueAction.RETRY and old is _S.FAILED:
             if expires_at is None:
                 raise MapiError(
@@ -227,6 +238,7 @@ class Data:
         if new is _S.QUEUED:
             q.not_before = None
         self.go(row, q, new, "Deleted Items")
+        q.parked_by = None  # as the other stores: an action ends a transport's hold
         self.log(entry_id, event, None, None, now)
         if new is _S.QUEUED:
             self.waiters.wake()

@@ -22,6 +22,7 @@ __all__ = [
     "Delivery",
     "Note",
     "Outcome",
+    "PURGE_FROM",
     "QUEUE_ACTIONS",
     "QueueAction",
     "Recipient",
@@ -29,7 +30,10 @@ __all__ = [
     "Recorded",
     "Report",
     "Route",
+    "Submission",
     "TransportList",
+    "action_applies",
+    "action_starts",
     "order_by_sender",
     "sender_matches",
 ]
@@ -237,24 +241,46 @@ class Delivery:
     recipients: Sequence[Recipient] = ()
 
 
+@dataclass(frozen=True)
+class Submission:
+    """The arguments of one ``Store.submit``, as one value (a store that batches
+    submissions queues these)."""
+
+    content: bytes
+    props: Mapping[int, Any]
+    recipients: Sequence[Recipient]
+    submit_time: float
+    not_before: float | None
+    expires_at: float
+    eight_bit: bool = False
+    canonical: bool = False
+
+
 class QueueAction(StrEnum):
-    """What a person may do to a queued message (``Store.act``)."""
+    """What a person may do to a queued message (``Store.act``); where each applies is
+    ``QUEUE_ACTIONS`` (and ``PURGE_FROM``), the one table every store and the layers above
+    use."""
 
     HOLD = "hold"  # queued, deferred, retry or parked -> held
     RELEASE = "release"  # held -> queued
-    RETRY = "retry"  # retry, deferred, uncertain, failed -> queued now (failed: reopened)
+    RETRY = "retry"  # retry, deferred, parked, held, uncertain, failed -> queued now
     CANCEL = "cancel"  # any unfinished state but in_flight -> cancelled, to Deleted Items
-    PURGE = "purge"  # removed for good, with its message, whatever its state
+    PURGE = "purge"  # removed for good, with its message, in any state but in_flight
 
 
 _S = QueueState
 #: A person's actions (``Store.act``, PURGE apart): the states each may start from, the
-#: state it goes to, and its event.
+#: state it goes to, and its event. The contract (README "queue", ``Store.act``): a
+#: message being handed to a server (in flight) is never cancelled, held or purged, only
+#: what waits can be; "retry" sends now anything that waits for something (its backoff,
+#: its deferred send time, the transport that parked it, a person's hold, a decision
+#: about an uncertain hand-over) or that failed (reopened with a new lifetime); a
+#: finished message (sent, failed, cancelled) is not cancelled, only purged.
 QUEUE_ACTIONS: Mapping[QueueAction, tuple[frozenset[QueueState], QueueState, str]] = {
     QueueAction.HOLD: (frozenset({_S.QUEUED, _S.DEFERRED, _S.RETRY, _S.PARKED}), _S.HELD, "held"),
     QueueAction.RELEASE: (frozenset({_S.HELD}), _S.QUEUED, "released"),
     QueueAction.RETRY: (
-        frozenset({_S.RETRY, _S.DEFERRED, _S.UNCERTAIN, _S.FAILED, _S.PARKED}),
+        frozenset({_S.RETRY, _S.DEFERRED, _S.PARKED, _S.HELD, _S.UNCERTAIN, _S.FAILED}),
         _S.QUEUED,
         "retry-requested",
     ),
@@ -264,3 +290,18 @@ QUEUE_ACTIONS: Mapping[QueueAction, tuple[frozenset[QueueState], QueueState, str
         "cancelled",
     ),
 }
+
+#: The states ``QueueAction.PURGE`` applies to: all but in flight.
+PURGE_FROM: frozenset[QueueState] = frozenset(QueueState) - {_S.IN_FLIGHT}
+
+
+def action_applies(action: QueueAction, state: QueueState) -> bool:
+    """Whether a person's ``action`` applies to a message in ``state`` (the one table)."""
+    if action is QueueAction.PURGE:
+        return state in PURGE_FROM
+    return state in QUEUE_ACTIONS[action][0]
+
+
+def action_starts(action: QueueAction) -> frozenset[QueueState]:
+    """The states ``action`` applies to, in ``QueueState`` order of definition."""
+    return PURGE_FROM if action is QueueAction.PURGE else QUEUE_ACTIONS[action][0]

@@ -33,6 +33,7 @@ from ..mapi import (
     MapiError,
 )
 from ..session import AsyncSession
+from ..store.types import QueueAction
 from . import page
 from .guard import AUTH_COOKIE, Keys
 from .hub import EventHub
@@ -40,7 +41,9 @@ from .metrics import SpoolerMetrics
 from .queue_pages import parse_limit, parse_state, queue_page
 
 STATIC = Path(__file__).parent / "static"
-QUEUE_ACTIONS = ("hold", "release", "retry", "cancel")
+#: The queue actions the web page offers: the store's table (``store.types.QueueAction``)
+#: but purge, which deletes for good and stays on the command line.
+QUEUE_ACTIONS = tuple(a.value for a in QueueAction if a is not QueueAction.PURGE)
 _STATUS_OF: dict[int, int] = {
     MAPI_E_INVALID_PARAMETER: 400,
     MAPI_E_NO_SUPPORT: 400,

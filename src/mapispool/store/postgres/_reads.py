@@ -17,7 +17,7 @@ from ..base import PAGE, QueuePosition
 from ..codec import dump_json, dump_props, load_json, load_props
 from ..model import TRANSITIONS, Event, InvalidTransition, QueueEntry, QueueState, StoredMessage
 from ..sqlite.integrity import CorruptContent
-from ..types import QUEUE_ACTIONS, QueueAction
+from ..types import QUEUE_ACTIONS, QueueAction, action_applies
 from ._outbound import Outbound
 from ._rows import (
     FOLDER_IDS,
@@ -256,14 +256,16 @@ class Reads(Outbound):
             if row is None:
                 raise MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the queue")
             old, message_id = QueueState(row[0]), int(row[2])
+            if not action_applies(action, old):
+                raise InvalidTransition(
+                    f"{entry_id.hex()}: cannot {action.value} a message that is {old.value}"
+                )
             if action is QueueAction.PURGE:
-                if old is QueueState.IN_FLIGHT:
-                    raise InvalidTransition(f"{entry_id.hex()}: cannot purge a message in flight")
                 await conn.execute(q("delete_message_by_id"), (message_id,))
                 await add_event(conn, entry_id, "deleted", None, None, now)
                 return old
-            starts, new, event = QUEUE_ACTIONS[action]
-            if old not in starts or new not in TRANSITIONS[old]:
+            _starts, new, event = QUEUE_ACTIONS[action]
+            if new not in TRANSITIONS[old]:
                 raise InvalidTransition(
                     f"{entry_id.hex()}: cannot {action.value} a message that is {old.value}"
                 )

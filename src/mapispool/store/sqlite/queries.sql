@@ -33,6 +33,10 @@ VALUES (:message_id, :state, :submit_time, :not_before, :expires_at, :due_at, :s
 -- name: count_submission
 UPDATE store_meta SET value = value + 1 WHERE key = 'submitted' RETURNING value;
 
+-- name: count_submissions
+-- A group of :count submissions committed together.
+UPDATE store_meta SET value = value + :count WHERE key = 'submitted' RETURNING value;
+
 -- name: next_tokens
 -- Reserve :count fencing tokens; returns the last one.
 UPDATE store_meta SET value = value + :count WHERE key = 'claim_token' RETURNING value;

@@ -19,7 +19,7 @@ from ..model import (
     StaleClaim,
     recovered_state,
 )
-from ..types import Outcome, QueueAction, Recorded
+from ..types import QUEUE_ACTIONS, Outcome, QueueAction, Recorded, action_applies
 from .database import Database
 from .queries import Q
 from .writes import event, insert_message
@@ -196,20 +196,6 @@ def change_state(
     return False
 
 
-#: A person's actions: (the allowed old states or None for the state machine's, the new
-#: state, the event).
-_ACTIONS: dict[QueueAction, tuple[tuple[QueueState, ...] | None, QueueState, str]] = {
-    QueueAction.HOLD: (None, QueueState.HELD, "held"),
-    QueueAction.RELEASE: ((QueueState.HELD,), QueueState.QUEUED, "released"),
-    QueueAction.RETRY: (
-        (QueueState.RETRY, QueueState.UNCERTAIN, QueueState.FAILED, QueueState.DEFERRED),
-        QueueState.QUEUED,
-        "retry-requested",
-    ),
-    QueueAction.CANCEL: (None, QueueState.CANCELLED, "cancelled"),
-}
-
-
 def act(
     db: Database, entry_id: bytes, action: QueueAction, *, expires_at: float | None
 ) -> QueueState:
@@ -220,14 +206,16 @@ def act(
         if row is None:
             raise MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the outgoing queue")
         old, message_id = QueueState(row[0]), int(row[1])
-        if action in (QueueAction.PURGE, QueueAction.CANCEL) and old is QueueState.IN_FLIGHT:
-            raise InvalidTransition(f"{entry_id.hex()}: cannot {action.value} a message being sent")
+        if not action_applies(action, old):
+            raise InvalidTransition(
+                f"{entry_id.hex()}: cannot {action.value} a message that is {old.value}"
+            )
         if action is QueueAction.PURGE:
             conn.execute(Q.delete_message, {"message_id": message_id})
             event(conn, entry_id, "deleted", None, None, now)
             return old
-        expect, new, kind = _ACTIONS[action]
-        check_transition(entry_id, old, new, expect)
+        _starts, new, kind = QUEUE_ACTIONS[action]
+        check_transition(entry_id, old, new, None)
         if action is QueueAction.RETRY and old is QueueState.FAILED:
             if expires_at is None:
                 raise MapiError(MAPI_E_INVALID_PARAMETER, "retrying a failed message needs "

@@ -23,12 +23,13 @@ from typing import IO, Any, Self
 from ...mapi import MAPI_E_NO_ACCESS, MAPI_E_NOT_FOUND, MapiError
 from ..base import FOLDERS, INLINE_LIMIT, PAGE, QueuePosition, Store
 from ..model import Event, QueueEntry, QueueState, Recipient, StoredMessage
-from ..types import Claim, Delivery, Outcome, QueueAction, Recorded, Route
+from ..types import Claim, Delivery, Outcome, QueueAction, Recorded, Route, Submission
 from . import claims, queue, reads, writes
 from .database import MEMORY, Database, DbThread
 from .group import GroupCommit
 from .integrity import check_store, mark_running, mark_stopped
 from .queries import Q
+from .submits import SubmitGroup
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class SqliteStore(Store):
             self._write_thread if self._memory else DbThread("mapispool-store-reader")
         )
         self._group = GroupCommit(self._writer, self._write_thread)
+        self._submits = SubmitGroup(self._writer, self._write_thread)
         self._lock_file: IO[bytes] | None = None
         self._closed = False
         self._unsynced = False
@@ -168,13 +170,18 @@ class SqliteStore(Store):
         eight_bit: bool = False,
         canonical: bool = False,
     ) -> bytes:
-        entry_id: bytes = await self._write_thread.run(
-            lambda: writes.submit(
-                self._writer, content, props, recipients, submit_time=submit_time,
-                not_before=not_before, expires_at=expires_at, eight_bit=eight_bit,
-                canonical=canonical,
-            )
-        )  # fmt: skip
+        item = Submission(content, props, recipients, submit_time, not_before, expires_at,
+                          eight_bit, canonical)  # fmt: skip
+        entry_id = await asyncio.wrap_future(self._submits.submit(item))
+        self._wake()
+        return entry_id
+
+    def submit_blocking(self, item: Submission) -> bytes:
+        """``submit`` for a caller on a thread of its own (the synchronous
+        ``Session.submit``): it blocks that thread until the message is durable, and no
+        event loop carries the call (the writer thread resolves the caller's future
+        directly). Concurrent callers are committed together (``SubmitGroup``)."""
+        entry_id = self._submits.submit(item).result()
         self._wake()
         return entry_id
 
