@@ -163,10 +163,28 @@ class PostgresStore(Reads, Store):
         now = time.time()
         async with self.tx("renewing the worker's lease", durable=False) as conn:
             params = {"name": self.worker_name, "pid": os.getpid(), "now": now}
-            await conn.execute(q("heartbeat"), params)
+            cur = await conn.execute(q("heartbeat"), params)
+            if await cur.fetchone() is None:
+                await self._register_again(conn, now)
             await conn.execute(q("renew_worker_claims"), params)
             await conn.execute(q("forget_dead_workers"), {"dead_before": now - self.dead_after})
         return await self.recover(parked=False, now=now)
+
+    async def _register_again(self, conn: Conn, now: float) -> None:
+        """This worker's registration is gone: it was paused (or cut off) past its lease
+        and a live worker forgot it, taking its claims over. Register again, so that it
+        shows among the live workers and its new claims are not taken for a dead
+        worker's; unless a live worker took the name meanwhile (then it says so: its
+        claims are repaired as a dead worker's, their late writes refused)."""
+        cur = await conn.execute(
+            q("register_worker"),
+            {"name": self.worker_name, "host": socket.gethostname(), "pid": os.getpid(),
+             "now": now, "dead_before": now - self.dead_after},
+        )  # fmt: skip
+        if await cur.fetchone() is None:
+            log.warning("worker %s: another live worker now has this name", self.worker_name)
+        else:
+            log.warning("worker %s: its lease had run out; registered again", self.worker_name)
 
     async def _beat(self) -> None:
         while True:
