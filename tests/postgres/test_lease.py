@@ -4,6 +4,7 @@ and a worker that was paused past its lease registering again when it resumes.""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import psycopg
@@ -104,4 +105,47 @@ async def test_a_worker_forgotten_while_paused_registers_again_at_its_next_beat(
         await store.heartbeat()
         assert [w["name"] for w in await store.live_workers()] == ["zombie"]
     finally:
+        await store.close()
+
+
+async def test_a_heartbeat_holds_no_claim_lock_while_the_loop_runs_other_work(
+    pg_store: PgStoreLocation,
+) -> None:
+    """A plug-in transport marks its hand-over synchronously (``begin_handoff``): the
+    spooler's loop waits while another connection updates the claimed row. A heartbeat
+    that renewed the claims in a transaction still open across an ``await`` would hold
+    that row's lock meanwhile, and the two would wait for each other for ever (a worker
+    stuck mid-send, its lane held). Here each loop turn updates the row synchronously,
+    with a lock timeout, while heartbeats run: none may find the row locked."""
+    store = await PostgresStore.open(pg_store.url, schema=pg_store.schema, lease=1.0)
+    sync = psycopg.connect(pg_store.url, autocommit=True)
+    try:
+        assert await store.acquire_spooler_lock("a")
+        now = time.time()
+        await store.submit(
+            b"Subject: x\r\n\r\nbody\r\n", {}, [Recipient("r@example.test")],
+            submit_time=now, not_before=None, expires_at=now + 3600,
+        )  # fmt: skip
+        (claim,) = await store.claim(ROUTE, now=now)
+        sync.execute("SET lock_timeout = '300ms'")
+        update = f'UPDATE "{pg_store.schema}".queue SET handoff = handoff WHERE token = %s'
+        locked: list[int] = []
+        beating = True
+
+        async def hand_over_synchronously() -> None:
+            while beating:
+                try:
+                    sync.execute(update, (claim.token,))  # blocks the loop, as the bridge does
+                except psycopg.errors.LockNotAvailable:
+                    locked.append(1)
+                await asyncio.sleep(0)
+
+        poking = asyncio.create_task(hand_over_synchronously())
+        for _ in range(20):
+            await store.heartbeat()
+        beating = False
+        await poking
+        assert locked == []
+    finally:
+        sync.close()
         await store.close()

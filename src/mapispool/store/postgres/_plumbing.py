@@ -118,6 +118,18 @@ class Plumbing:
         except (psycopg.Error, OSError) as exc:  # PoolTimeout is an OperationalError
             raise self.error(exc, what) from exc
 
+    async def statement(self, what: str, query: Any, params: Any = None) -> None:
+        """Run one statement as a transaction of its own (the pool's connections are in
+        autocommit): the server commits it as soon as it ran, whatever this process does
+        next, so that its locks never wait on this process's event loop."""
+        if self._pool is None:
+            raise self.error(psycopg.InterfaceError("the store is closed"), what)
+        try:
+            async with self._connection() as conn:
+                await conn.execute(query, params)
+        except (psycopg.Error, OSError) as exc:
+            raise self.error(exc, what) from exc
+
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Conn]:
         if self._pool is not None and asyncio.get_running_loop() is self._home:

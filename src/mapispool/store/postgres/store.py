@@ -161,12 +161,17 @@ class PostgresStore(Reads, Store):
         """One beat: this worker's registration and claims renewed, dead workers'
         expired claims repaired (``recover(now=...)``) and their rows forgotten."""
         now = time.time()
+        params = {"name": self.worker_name, "pid": os.getpid(), "now": now}
+        # The claims are renewed by one statement in a transaction of its own, which the
+        # server commits without waiting for us: its row locks never outlive it. Inside a
+        # longer transaction they would be held across an ``await``, while a plug-in's
+        # synchronous hand-over mark (the bridge: this loop waits) updates the same row
+        # on another connection; each would wait for the other for ever.
+        await self.statement("renewing the worker's claims", q("renew_worker_claims"), params)
         async with self.tx("renewing the worker's lease", durable=False) as conn:
-            params = {"name": self.worker_name, "pid": os.getpid(), "now": now}
             cur = await conn.execute(q("heartbeat"), params)
             if await cur.fetchone() is None:
                 await self._register_again(conn, now)
-            await conn.execute(q("renew_worker_claims"), params)
             await conn.execute(q("forget_dead_workers"), {"dead_before": now - self.dead_after})
         return await self.recover(parked=False, now=now)
 
