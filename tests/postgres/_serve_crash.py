@@ -37,7 +37,7 @@ from mapispool.store.model import QueueState
 from mapispool.store.postgres import PostgresStore
 from tests.postgres._session_submitter import crash_message
 from tests.postgres._tapped_serve import TAP_ENV
-from tests.servers.smtp import SmtpServer
+from tests.servers.smtp import SmtpServer, SmtpTransaction
 
 ROOT = Path(__file__).resolve().parents[2]
 _CLAIM = re.compile(r"^worker (\S+) claim (\d+)$")
@@ -106,13 +106,16 @@ class CrashReport:
         )
 
 
-def write_profile(directory: Path, url: str, schema: str, smtp_port: int, lease: float) -> Path:
+def write_profile(
+    directory: Path, url: str, schema: str, smtp_port: int, lease: float, lanes: int
+) -> Path:
     path = directory / "profile.toml"
     path.write_text(
         f'store = "{url}"\nstore_schema = "{schema}"\nstore_lease = "{lease}s"\n\n'
         "[retry]\nfloor = 1\ncap = 2\n\n"
         f'[transports.out]\nprovider = "smtp"\nhost = "127.0.0.1"\nport = {smtp_port}\n'
-        'tls = "none"\ntimeout = 30\n',
+        # Every worker may send at once: more messages in flight when a kill comes.
+        f'tls = "none"\ntimeout = 30\nlanes = {lanes}\n',
         encoding="utf-8",
     )
     return path
@@ -233,13 +236,20 @@ class Submitters:
             self.failures.append(f"the Session submitter exited {self.session.returncode}")
 
 
+def slow_sink_answer(_transaction: SmtpTransaction) -> str:
+    """The sink's DATA answer after 20 ms (a server's queue write): each message stays
+    in flight a little while, so that kills and pauses catch workers in the middle."""
+    time.sleep(0.02)
+    return "250 2.0.0 OK queued"
+
+
 def run_crash(
     url: str, schema: str, directory: Path, smtp: SmtpServer, settings: CrashSettings
 ) -> CrashReport:
     """One crash run on a fresh schema (``schema`` must not hold a store yet)."""
     started = time.monotonic()
     rng = random.Random(settings.seed)
-    profile = write_profile(directory, url, schema, smtp.port, settings.lease)
+    profile = write_profile(directory, url, schema, smtp.port, settings.lease, settings.workers)
     tap = directory / "tap.log"
     report = CrashReport()
     workers = Workers(profile, directory, tap)
@@ -247,6 +257,7 @@ def run_crash(
         workers.start(slot)
     _wait(lambda: all("event=started" in workers.log(s) for s in range(settings.workers)), 90)
     submitters = Submitters(profile, directory, settings.seed, workers.env)
+    _wait(lambda: len(submitters.ids) > 0, 90)  # both submitting before the first kill
     paused: dict[int, float] = {}  # slot -> when to resume it
     try:
         while report.kills < settings.kills:
@@ -289,7 +300,7 @@ def _wait(predicate: object, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():  # type: ignore[operator]
         if time.monotonic() > deadline:
-            raise TimeoutError("the workers did not start in time")
+            raise TimeoutError("the workers or the submitters did not start in time")
         time.sleep(0.1)
 
 

@@ -20,10 +20,10 @@ from mapispool.store.model import QueueState
 from mapispool.store.postgres import PostgresStore
 from tests.acceptance.test_cli_support import message, run
 from tests.acceptance.test_daemon_support import wait_until
-from tests.postgres._serve_crash import CrashSettings, run_crash
+from tests.postgres._serve_crash import CrashSettings, run_crash, slow_sink_answer
 from tests.postgres.test_serve_workers import Worker, pg_profile
 from tests.servers.postgres import PgStoreLocation
-from tests.servers.smtp import SmtpServer, SmtpTransaction
+from tests.servers.smtp import SmtpTransaction
 
 KILLS = int(os.environ.get("MAPISPOOL_PG_SERVE_CRASH_KILLS", "100"))
 DROPPED = "another worker has the message now"
@@ -31,11 +31,10 @@ DROPPED = "another worker has the message now"
 
 @pytest.mark.timeout(900)
 def test_serve_workers_killed_and_paused_lose_nothing(
-    tmp_path: Path, pg_store: PgStoreLocation, smtp_server: SmtpServer
+    tmp_path: Path, pg_store: PgStoreLocation, smtp_server_factory: object
 ) -> None:
-    report = run_crash(
-        pg_store.url, pg_store.schema, tmp_path, smtp_server, CrashSettings(kills=KILLS)
-    )
+    smtp = smtp_server_factory(data_answer=slow_sink_answer)  # type: ignore[operator]
+    report = run_crash(pg_store.url, pg_store.schema, tmp_path, smtp, CrashSettings(kills=KILLS))
     print(report.summary())
     assert report.problems() == [], report.summary()
     assert report.kills >= KILLS
