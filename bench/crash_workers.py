@@ -33,7 +33,7 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=200)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--lease", type=float, default=2.0, help="store_lease in seconds")
-    parser.add_argument("--pause-share", type=float, default=0.08)
+    parser.add_argument("--pause-share", type=float, default=0.12)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     settings = CrashSettings(

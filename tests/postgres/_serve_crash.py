@@ -33,6 +33,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
+from psycopg import sql
+
 from mapispool.store.model import QueueState
 from mapispool.store.postgres import PostgresStore
 from tests.postgres._session_submitter import crash_message
@@ -51,7 +54,7 @@ class CrashSettings:
     kills: int = 100
     lease: float = 2.0  # the profile's store_lease: short, so that pauses outlive it
     workers: int = 3
-    pause_share: float = 0.08  # of the disturbances, how many are SIGSTOP pauses
+    pause_share: float = 0.12  # of the disturbances, how many are SIGSTOP pauses
     seed: int = 12
     drain_timeout: float = 150.0
 
@@ -151,6 +154,9 @@ class Workers:
 
     def log(self, slot: int) -> str:
         return (self.directory / f"{self.names[slot]}.log").read_text(errors="replace")
+
+    def started(self, slot: int) -> bool:
+        return "event=started" in self.log(slot)
 
     def kill(self, slot: int) -> None:
         proc = self.procs[slot]
@@ -255,21 +261,23 @@ def run_crash(
     workers = Workers(profile, directory, tap)
     for slot in range(settings.workers):
         workers.start(slot)
-    _wait(lambda: all("event=started" in workers.log(s) for s in range(settings.workers)), 90)
+    _wait(lambda: all(workers.started(s) for s in range(settings.workers)), 90)
     submitters = Submitters(profile, directory, settings.seed, workers.env)
     _wait(lambda: len(submitters.ids) > 0, 90)  # both submitting before the first kill
     paused: dict[int, float] = {}  # slot -> when to resume it
+    busy = _BusyWorkers(url, schema)
     try:
         while report.kills < settings.kills:
-            time.sleep(rng.uniform(0.1, 0.8))
+            time.sleep(rng.uniform(0.1, 0.6))
             now = time.monotonic()
             for slot, until in list(paused.items()):
                 if until <= now:
                     workers.procs[slot].send_signal(signal.SIGCONT)
                     del paused[slot]
-            slot = rng.randrange(settings.workers)
-            if slot in paused:
-                continue
+            # Any worker (one still starting too), preferably one with messages in flight.
+            up = [s for s in range(settings.workers) if s not in paused]
+            sending = [s for s in up if workers.names[s] in busy.names()]
+            slot = rng.choice(sending if sending and rng.random() < 0.7 else up)
             if rng.random() < settings.pause_share and len(paused) < settings.workers - 1:
                 workers.procs[slot].send_signal(signal.SIGSTOP)  # a zombie past its lease
                 paused[slot] = now + settings.lease * rng.uniform(1.5, 3.0)
@@ -285,6 +293,7 @@ def run_crash(
         assert not crashed, f"workers ended by themselves: {crashed}"
         report.undrained = asyncio.run(_drain(url, schema, settings.drain_timeout))
     finally:
+        busy.close()
         workers.stop_all()
         if submitters.session.poll() is None:
             submitters.stop_file.touch()
@@ -294,6 +303,21 @@ def run_crash(
     asyncio.run(reconcile(url, schema, submitters.ids, smtp, tapped, report))
     report.seconds = time.monotonic() - started
     return report
+
+
+class _BusyWorkers:
+    """Which workers hold claims right now (a plain query on the store's queue)."""
+
+    def __init__(self, url: str, schema: str) -> None:
+        self.conn = psycopg.connect(url, autocommit=True)
+        self.query = sql.SQL("SELECT DISTINCT worker FROM {}.queue WHERE state = 'in_flight'")
+        self.query = self.query.format(sql.Identifier(schema))
+
+    def names(self) -> set[str]:
+        return {str(w) for (w,) in self.conn.execute(self.query).fetchall()}
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def _wait(predicate: object, timeout: float) -> None:
