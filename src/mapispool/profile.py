@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .mapi import MAPI_E_UNCONFIGURED, MapiError
 from .mapi.errors import NotFoundError
 from .profile_secrets import warn_if_exposed
+from .store.postgres_settings import is_postgres_url, parse_lease, postgres_url_problem
 
 if TYPE_CHECKING:
     from .spi import TransportProvider
@@ -104,6 +105,7 @@ class Profile:
     store_password_env: str | None = None
     store_password_file: str | None = None
     store_password_command: str | None = None
+    store_lease: float | None = None  # seconds; None: the PostgreSQL store's 30 s
     send_immediately: bool = True
     parallel_flush: bool = False
     retry: RetryConfig = field(default_factory=RetryConfig)
@@ -191,7 +193,8 @@ class Profile:
     def postgres_store_options(self) -> dict[str, Any]:
         """The keyword options of ``PostgresStore.open(self.store, **options)``: the
         schema and a callable that reads the password by reference when connecting."""
-        return {"schema": self.store_schema, "password": self.store_password}
+        lease = {} if self.store_lease is None else {"lease": self.store_lease}
+        return {"schema": self.store_schema, "password": self.store_password, **lease}
 
     async def open_store(self) -> Store:
         """Open the store this profile names: the PostgreSQL store (with its schema and
@@ -241,36 +244,10 @@ _POSTGRES_STORE_KEYS = (
     "store_password_env",
     "store_password_file",
     "store_password_command",
+    "store_lease",
 )
+_PASSWORD_SOURCES = ("store_password_env", "store_password_file", "store_password_command")
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-
-
-def is_postgres_url(store: str) -> bool:
-    """True for a libpq URL (``postgresql://`` or ``postgres://``)."""
-    return store.startswith(("postgresql://", "postgres://"))
-
-
-def postgres_url_problem(url: str) -> str | None:
-    """What is wrong with a PostgreSQL store URL, in words, or None. A password written
-    into the URL is refused: secrets come by reference (``store_password_env``, ...)."""
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(url)
-        _port = parts.port
-    except ValueError as exc:
-        return f"not a valid URL ({exc}); write postgresql://USER@HOST:PORT/DBNAME"
-    if parts.password is not None:
-        return (
-            "holds a password; remove it from the URL and use store_password_env,"
-            " store_password_file, store_password_command or libpq's PGPASSWORD / ~/.pgpass"
-        )
-    if "password=" in parts.query:
-        return (
-            "holds a password in its query; use store_password_env, store_password_file,"
-            " store_password_command or libpq's PGPASSWORD / ~/.pgpass"
-        )
-    return None
 
 
 TOP_LEVEL_KEYS = {
@@ -280,6 +257,7 @@ TOP_LEVEL_KEYS = {
     "store_password_env": "the environment variable holding the PostgreSQL password",
     "store_password_file": "a file whose first line is the PostgreSQL password",
     "store_password_command": "a command that prints the PostgreSQL password",
+    "store_lease": 'how long a PostgreSQL worker\'s claims outlive it, e.g. "30s" (default)',
     "transport_order": "a list of transport section names",
     "send_immediately": "true or false",
     "parallel_flush": "true or false",
@@ -322,6 +300,7 @@ class _ProfileReader:
             store_password_env=self.optional_str("store_password_env"),
             store_password_file=self.optional_str("store_password_file"),
             store_password_command=self.optional_str("store_password_command"),
+            store_lease=self.read_lease(),
             send_immediately=self.boolean("send_immediately", True),
             parallel_flush=self.boolean("parallel_flush", False),
             retry=self.read_retry(),
@@ -348,7 +327,7 @@ class _ProfileReader:
         problem = postgres_url_problem(store)
         if problem:
             raise self.error("store", problem)
-        sources = [k for k in _POSTGRES_STORE_KEYS[1:] if self.data.get(k) is not None]
+        sources = [k for k in _PASSWORD_SOURCES if self.data.get(k) is not None]
         if len(sources) > 1:
             raise self.error(sources[1], f"set only one password source, not {sources}")
         schema = self.optional_str("store_schema")
@@ -359,6 +338,12 @@ class _ProfileReader:
                 " _ (at most 63, starting with a letter or _)",
             )
         return store
+
+    def read_lease(self) -> float | None:
+        try:
+            return parse_lease(self.data.get("store_lease"))
+        except ValueError as exc:
+            raise self.error("store_lease", str(exc)) from exc
 
     def read_listen(self) -> Mapping[str, Any]:
         if "listen" not in self.data:

@@ -56,6 +56,7 @@ class Outbound(Plumbing):
 
     worker_name: str = ""
     dead_after: float = 30.0
+    lease: float = 30.0
 
     async def claim(
         self,
@@ -63,7 +64,7 @@ class Outbound(Plumbing):
         *,
         now: float,
         limit: int = PAGE,
-        lease: float = 30.0,  # many workers: a dead one's claims come back within 30 s
+        lease: float | None = None,  # None: the store's lease (the profile's store_lease)
         worker: str = "",
         ignore_backoff: bool = False,
         submitted_before: float | None = None,
@@ -72,6 +73,9 @@ class Outbound(Plumbing):
         inline_limit: int = INLINE_LIMIT,
     ) -> list[Claim]:
         worker = worker or self.worker_name
+        # The spooler names no lease: a claim lasts the store's, which a dead or paused
+        # worker's claims outlive before a live worker takes them over.
+        lease = self.lease if lease is None else lease
         if limit <= 0:
             return []
         async with self.tx("claiming queued messages", durable=False) as conn:
@@ -125,11 +129,13 @@ class Outbound(Plumbing):
                 reading = await conn.execute(q("recipients_of"), (chosen,))
                 taken = {int(row[0]): row for row in await taking.fetchall()}
                 recipient_rows = await reading.fetchall()
+                # The claim's worker and fencing token in its event: which worker held
+                # which attempt, for a person reading the history and for the crash test.
                 async with conn.cursor() as cur:
                     await cur.executemany(
                         q("insert_event"),
-                        [(bytes(taken[m][1]), stamp, "offered", route.transport, None)
-                         for m in chosen],
+                        [(bytes(taken[m][1]), stamp, "offered", route.transport,
+                          f"worker {worker or '-'} claim {taken[m][15]}") for m in chosen],
                     )  # fmt: skip
         recipients: dict[int, list[Recipient]] = {m: [] for m in chosen}
         for row in recipient_rows:

@@ -153,16 +153,15 @@ class Plumbing:
         except (psycopg.Error, OSError) as exc:  # PoolTimeout is an OperationalError
             raise self.error(exc, what) from exc
 
-    async def each(self, what: str, *statements: tuple[Any, Any]) -> None:
-        """Run ``statements`` (query, params) on one pooled connection, each its own
-        transaction, committed by the server as it ends: no lock outlives a statement,
-        whatever happens to this event loop meanwhile."""
+    async def statement(self, what: str, query: Any, params: Any = None) -> None:
+        """Run one statement as a transaction of its own (the pool's connections are in
+        autocommit): the server commits it as soon as it ran, whatever this process does
+        next, so that its locks never wait on this process's event loop."""
         if self._pool is None:
             raise self.error(psycopg.InterfaceError("the store is closed"), what)
         try:
             async with self._connection() as conn:
-                for query, params in statements:
-                    await conn.execute(query, params)
+                await conn.execute(query, params)
         except MapiError:
             raise
         except (psycopg.Error, OSError) as exc:

@@ -162,17 +162,34 @@ class PostgresStore(Reads, Store):
         expired claims repaired (``recover(now=...)``) and their rows forgotten."""
         now = time.time()
         params = {"name": self.worker_name, "pid": os.getpid(), "now": now}
-        # Each statement commits on its own (autocommit), with no transaction left open
-        # across an await: the spooler blocks this loop while a hand-over mark is written
-        # from its bridge thread, and that mark would wait forever for the row lock of a
-        # claim renewal whose COMMIT the blocked loop could no longer send.
-        await self.each(
-            "renewing the worker's lease",
-            (q("heartbeat"), params),
-            (q("renew_worker_claims"), params),
-            (q("forget_dead_workers"), {"dead_before": now - self.dead_after}),
-        )
+        # The claims are renewed by one statement in a transaction of its own, which the
+        # server commits without waiting for us: its row locks never outlive it. Inside a
+        # longer transaction they would be held across an ``await``, while a plug-in's
+        # synchronous hand-over mark (the bridge: this loop waits) updates the same row
+        # on another connection; each would wait for the other for ever.
+        await self.statement("renewing the worker's claims", q("renew_worker_claims"), params)
+        async with self.tx("renewing the worker's lease", durable=False) as conn:
+            cur = await conn.execute(q("heartbeat"), params)
+            if await cur.fetchone() is None:
+                await self._register_again(conn, now)
+            await conn.execute(q("forget_dead_workers"), {"dead_before": now - self.dead_after})
         return await self.recover(parked=False, now=now)
+
+    async def _register_again(self, conn: Conn, now: float) -> None:
+        """This worker's registration is gone: it was paused (or cut off) past its lease
+        and a live worker forgot it, taking its claims over. Register again, so that it
+        shows among the live workers and its new claims are not taken for a dead
+        worker's; unless a live worker took the name meanwhile (then it says so: its
+        claims are repaired as a dead worker's, their late writes refused)."""
+        cur = await conn.execute(
+            q("register_worker"),
+            {"name": self.worker_name, "host": socket.gethostname(), "pid": os.getpid(),
+             "now": now, "dead_before": now - self.dead_after},
+        )  # fmt: skip
+        if await cur.fetchone() is None:
+            log.warning("worker %s: another live worker now has this name", self.worker_name)
+        else:
+            log.warning("worker %s: its lease had run out; registered again", self.worker_name)
 
     async def _beat(self) -> None:
         while True:
