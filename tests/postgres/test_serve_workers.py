@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -125,8 +126,19 @@ def _status_workers(profile: Path) -> set[str]:
 def test_a_third_flush_is_busy_while_one_runs(
     tmp_path: Path, pg_store: PgStoreLocation, smtp_server_factory: object
 ) -> None:
-    # The server holds each DATA for a while, so that the first flush is still running.
-    smtp = smtp_server_factory(data_answer=_slow_ok)  # type: ignore[operator]
+    # The server holds every DATA until the test lets go, so that the first flush is
+    # certainly still running when the third one starts, however slowly the machine
+    # starts the CLI processes (a fixed delay made this test fail under load).
+    # (The server calls this under its lock: the test must not read smtp.transactions
+    # until it has let go.)
+    held, release = threading.Event(), threading.Event()
+
+    def held_ok(*_args: object) -> str:
+        held.set()
+        release.wait(180)
+        return "250 OK"
+
+    smtp = smtp_server_factory(data_answer=held_ok)  # type: ignore[operator]
     profile = pg_profile(tmp_path, pg_store, smtp.port)
     text = profile.read_text().replace(f'store_schema = "{pg_store.schema}"\n',
                                        f'store_schema = "{pg_store.schema}"\n'
@@ -137,7 +149,7 @@ def test_a_third_flush_is_busy_while_one_runs(
     try:
         # A worker's Send/Receive (SIGUSR1, as cron or a person would ask for one).
         workers[0].process.send_signal(signal.SIGUSR1)
-        wait_until(lambda: len(smtp.transactions) > 0, 60)
+        assert held.wait(60), "the first flush never reached DATA"
         assert "event=flush-done" not in workers[0].text()
         third = run(profile, "flush")
         assert third.returncode == EX_TEMPFAIL, third.stderr
@@ -146,18 +158,15 @@ def test_a_third_flush_is_busy_while_one_runs(
         # The other worker's own Send/Receive is skipped as busy, too.
         workers[1].process.send_signal(signal.SIGUSR1)
         wait_until(lambda: "event=flush-skipped" in workers[1].text(), 60)
+        release.set()
         wait_until(lambda: "event=flush-done" in workers[0].text(), 120)
         waited = run(profile, "flush", "--wait", timeout=120)
         assert waited.returncode == 0, waited.stderr
     finally:
+        release.set()
         for worker in workers:
             worker.stop()
     assert sorted(subjects(smtp).values()) == [1, 1, 1]
-
-
-def _slow_ok(*_args: object) -> str:
-    time.sleep(1.5)
-    return "250 OK"
 
 
 def test_the_database_gone_submit_and_sendmail_exit_75(
