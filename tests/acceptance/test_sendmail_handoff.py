@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from mapispool.cli.sendmail_args import _WITH_VALUE, parse_args
-from mapispool.cli.sendmail_client import WITH_VALUE, handoff_socket, scan_args
+from mapispool.cli.sendmail_client import WITH_VALUE, handoff_socket, handoff_sockets, scan_args
 from mapispool.cli.sendmail_run import run
 from mapispool.cli.sendmail_served import read_request
 from tests.acceptance.test_cli_support import env, sendmail, smtp_profile
@@ -293,3 +293,16 @@ def test_the_clients_scan_reads_the_arguments_as_the_parser(argv: list[str]) -> 
     assert (scanned is None) == local
     if scanned is not None:
         assert scanned == (str(inv.profile) if inv.profile else None, inv.ignore_dots)
+
+
+def test_cron_without_a_runtime_directory_finds_a_daemon_run_by_systemd() -> None:
+    """A daemon listens in ``$XDG_RUNTIME_DIR`` when it has one, else in the temporary
+    directory; a client looks there first, then in the other places."""
+    uid = os.geteuid()
+    systemd = {"XDG_RUNTIME_DIR": f"/run/user/{uid}", "TMPDIR": "/var/tmp"}
+    cron = {"TMPDIR": "/var/tmp"}
+    daemon_there = handoff_socket("/home/u/p.toml", systemd)
+    assert daemon_there.startswith(f"/run/user/{uid}/mapispool/sendmail-")
+    assert daemon_there in handoff_sockets("/home/u/p.toml", cron)
+    assert handoff_sockets("/home/u/p.toml", cron)[0].startswith(f"/var/tmp/mapispool-{uid}/")
+    assert handoff_socket("/home/u/p.toml", cron) in handoff_sockets("/home/u/p.toml", systemd)

@@ -62,7 +62,7 @@ def hand_off_or_run(args: list[str]) -> int:
     """Run one invocation through the running daemon, else in this process; the exit code."""
     scanned = scan_args(args)
     path = None if scanned is None else profile_path(scanned[0], os.environ)
-    sock = None if path is None else connect(handoff_socket(path, os.environ))
+    sock = None if path is None else connect(handoff_sockets(path, os.environ))
     if scanned is None or path is None or sock is None:
         return run_here(args, None, None)
     try:
@@ -147,39 +147,51 @@ def handoff_socket(profile: str, env: Mapping[str, str]) -> str:
     in the user's runtime directory (``$XDG_RUNTIME_DIR/mapispool``, else
     ``mapispool-UID`` in ``$TMPDIR`` or /tmp), named by a CRC of the path (the daemon
     checks the path itself)."""
+    return handoff_sockets(profile, env)[0]
+
+
+def handoff_sockets(profile: str, env: Mapping[str, str]) -> list[str]:
+    """Where a client looks, in order: where a daemon with this environment listens
+    (``handoff_socket``), then the systemd runtime directory and the temporary one, so
+    that a caller without ``$XDG_RUNTIME_DIR`` (cron) finds a daemon run under systemd,
+    and the other way round."""
     from binascii import crc32
 
-    base = env.get("XDG_RUNTIME_DIR")
-    if base:
-        folder = os.path.join(base, "mapispool")
+    tmp = env.get("TMPDIR") or env.get("TEMP") or env.get("TMP") or "/tmp"
+    folders = [os.path.join(os.path.abspath(tmp), f"mapispool-{os.geteuid()}")]
+    folders.insert(0, f"/run/user/{os.geteuid()}/mapispool")
+    if env.get("XDG_RUNTIME_DIR"):
+        folders.insert(0, os.path.join(env["XDG_RUNTIME_DIR"], "mapispool"))
     else:
-        tmp = env.get("TMPDIR") or env.get("TEMP") or env.get("TMP") or "/tmp"
-        folder = os.path.join(os.path.abspath(tmp), f"mapispool-{os.geteuid()}")
-    return os.path.join(folder, f"sendmail-{crc32(os.fsencode(profile)):08x}.sock")
+        folders.append(folders.pop(0))  # a daemon without it listens in the temporary one
+    name = f"sendmail-{crc32(os.fsencode(profile)):08x}.sock"
+    return [os.path.join(folder, name) for folder in dict.fromkeys(folders)]
 
 
-def connect(path: str) -> _socket.socket | None:
-    """A connected socket to our own daemon at ``path`` (``trust``), or None: no socket
-    there, a stale one, or one that is not ours (then a warning, as ``daemon.notify``)."""
-    if not os.path.lexists(path):
-        return None
-    problem = trust.socket_file_problem(path)
-    sock = None
-    if problem is None:
-        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        sock.settimeout(CONNECT_TIMEOUT)
-        try:
-            sock.connect(path)
-        except OSError:
-            sock.close()
-            return None  # a socket left by a daemon that was killed
-        problem = trust.peer_problem(sock)
-    if problem is not None:
+def connect(paths: list[str]) -> _socket.socket | None:
+    """A connected socket to our own daemon at the first of ``paths`` that has one, or
+    None: no socket there, a stale one, or one that is not ours (then a warning, as
+    ``daemon.notify``)."""
+    for path in paths:
+        if not os.path.lexists(path):
+            continue
+        problem = trust.socket_file_problem(path)
+        sock = None
+        if problem is None:
+            sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+            sock.settimeout(CONNECT_TIMEOUT)
+            try:
+                sock.connect(path)
+            except OSError:
+                sock.close()
+                continue  # a socket left by a daemon that was killed
+            problem = trust.peer_problem(sock)
+        if problem is None and sock is not None:
+            return sock
         if sock is not None:
             sock.close()
         warn(f"not using the daemon's socket {path}: {problem}")
-        return None
-    return sock
+    return None
 
 
 def read_message(stream: BinaryIO, ignore_dots: bool) -> bytes:
