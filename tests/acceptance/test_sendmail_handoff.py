@@ -24,6 +24,7 @@ import pytest
 
 from mapispool.cli.sendmail_args import _WITH_VALUE, parse_args
 from mapispool.cli.sendmail_client import WITH_VALUE, handoff_socket, handoff_sockets, scan_args
+from mapispool.cli.sendmail_fast import DaemonStore
 from mapispool.cli.sendmail_run import run
 from mapispool.cli.sendmail_served import read_request
 from tests.acceptance.test_cli_support import env, sendmail, smtp_profile
@@ -208,6 +209,7 @@ class ClosingServer:
         self.profile, self.commit = profile, commit
         self.path = handoff_socket(os.path.realpath(profile), env())
         self.requests = 0
+        self.store = DaemonStore(profile.parent / "store.db")
         self.ready = threading.Event()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -219,7 +221,7 @@ class ClosingServer:
             code = run(
                 request.args, io.BytesIO(request.content), Path(request.profile),
                 env=request.env, cwd=request.cwd, submission_key=request.key,
-                daemon_store=self.profile.parent / "store.db",
+                daemon_store=self.store,
             )  # fmt: skip
             assert code == 0
         writer.close()
@@ -243,6 +245,7 @@ class ClosingServer:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(30)
         self.loop.close()
+        self.store.close()
         if os.path.lexists(self.path):
             os.unlink(self.path)
 

@@ -28,7 +28,7 @@ import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..mapi import MAPI_TO, MapiError
 from ..profile import Profile
@@ -36,7 +36,32 @@ from ..submission import SUBMITTED_VIA_SENDMAIL, RecipientSpec, origin_props, pa
 from ..submission import prepare as prepare_submission
 from .sendmail_say import say, warn
 
+if TYPE_CHECKING:
+    from ..store.sqlite.database import Database
+
 EX_OK = 0
+
+
+class DaemonStore:
+    """The daemon's own store as the hand-offs it runs write it: the file, and one
+    connection kept open across them (opened at the first; the daemon runs its hand-offs
+    one at a time, ``sendmail_served``), so a hand-off does not pay for opening it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: Database | None = None
+
+    def database(self) -> Database:
+        if self._db is None:
+            from ..store.sqlite.database import Database
+
+            self._db = Database(self.path, migrate_schema=True)
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
 
 class NotHere(Exception):
@@ -63,12 +88,16 @@ def recipients_of(params: dict[str, Any]) -> list[RecipientSpec] | None:
 
 
 def submit_to_sqlite(
-    profile: Profile, params: dict[str, Any], submission_key: str | None = None
+    profile: Profile,
+    params: dict[str, Any],
+    submission_key: str | None = None,
+    daemon_store: DaemonStore | None = None,
 ) -> str | None:
     """Write the message of the ``submit`` operation's ``params`` to the profile's
-    SQLite store, with the rows ``AsyncSession.submit`` writes (``via = "sendmail"``
-    included); the entry id in hex, or None when ``submission_key`` was committed
-    before (the message is queued already)."""
+    SQLite store (through ``daemon_store``'s connection when given), with the rows
+    ``AsyncSession.submit`` writes (``via = "sendmail"`` included); the entry id in hex,
+    or None when ``submission_key`` was committed before (the message is queued
+    already)."""
     from ..store.sqlite.database import Database
     from ..store.sqlite.writes import AlreadySubmitted, submit
 
@@ -79,7 +108,10 @@ def submit_to_sqlite(
     )  # fmt: skip
     if params.get("via") == SUBMITTED_VIA_SENDMAIL:
         prepared.props.update(origin_props(SUBMITTED_VIA_SENDMAIL))
-    db = Database(profile.store_path(), migrate_schema=True)
+    if daemon_store is not None:
+        db = daemon_store.database()
+    else:
+        db = Database(profile.store_path(), migrate_schema=True)
     try:
         submit_time = time.time()
         entry_id = submit(
@@ -91,7 +123,8 @@ def submit_to_sqlite(
     except AlreadySubmitted:
         return None
     finally:
-        db.close()
+        if daemon_store is None:
+            db.close()
     return entry_id.hex()
 
 
@@ -100,7 +133,7 @@ def queue_and_deliver(
     params: dict[str, Any],
     delivery: str | None,
     submission_key: str | None = None,
-    daemon_store: Path | None = None,
+    daemon_store: DaemonStore | None = None,
 ) -> int | None:
     """Queue the message (the ``submit`` operation's ``params``) and deliver it as the
     delivery mode says; the exit code, or None when the message is not for this path
@@ -113,9 +146,9 @@ def queue_and_deliver(
             if daemon_store is not None:
                 raise NotHere("a PostgreSQL store or -odi")
             return None
-        if daemon_store is not None and not _same_file(profile.store_path(), daemon_store):
+        if daemon_store is not None and not _same_file(profile.store_path(), daemon_store.path):
             raise NotHere("the profile names another store than the daemon's")
-        entry_id = submit_to_sqlite(profile, params, submission_key)
+        entry_id = submit_to_sqlite(profile, params, submission_key, daemon_store)
     except MapiError as exc:
         from .errors import describe, exit_code
 

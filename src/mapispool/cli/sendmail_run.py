@@ -20,10 +20,13 @@ import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .sendmail_args import Invocation, UsageError, parse_args
 from .sendmail_say import say
+
+if TYPE_CHECKING:
+    from .sendmail_fast import DaemonStore
 
 EX_USAGE, EX_NOINPUT = 64, 66
 
@@ -138,7 +141,7 @@ def run(
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
     submission_key: str | None = None,
-    daemon_store: Path | None = None,
+    daemon_store: DaemonStore | None = None,
 ) -> int:
     """One sendmail invocation; returns the sysexits code.
 

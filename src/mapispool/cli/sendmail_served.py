@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import io
 import os
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from ..daemon.logs import EventLog
 from ..profile import Profile
 from ..session import AsyncSession
 from .sendmail_client import MAX_HANDOFF, VERSION, handoff_socket, netstring
-from .sendmail_fast import NotHere
+from .sendmail_fast import DaemonStore, NotHere
 from .sendmail_run import run
 from .sendmail_say import STDERR
 
@@ -64,12 +65,14 @@ class Outcome:
         return b"".join(map(netstring, [*fields, self.stderr.encode("utf-8")]))
 
 
-@dataclass(frozen=True)
+@dataclass
 class Served:
-    """The profile (real path) whose hand-offs a daemon takes, and its store's file."""
+    """The profile (real path) whose hand-offs a daemon takes, and its store, which they
+    write one at a time (``lock``) through one connection."""
 
     profile: str
-    store: Path
+    store: DaemonStore
+    lock: threading.Lock
 
 
 _Running = contextlib.AbstractAsyncContextManager[None]
@@ -82,7 +85,7 @@ def sendmail_handoff(profile: Profile) -> Companion:
     served = None
     if not profile.store_is_postgres and profile.source:
         real_store = Path(os.path.realpath(profile.store_path()))
-        served = Served(os.path.realpath(profile.source), real_store)
+        served = Served(os.path.realpath(profile.source), DaemonStore(real_store), threading.Lock())
 
     def start(session: AsyncSession, events: EventLog) -> _Running:
         return _serving(served, session, events)
@@ -129,6 +132,12 @@ async def _serving(
         server.close()
         with contextlib.suppress(OSError):
             os.unlink(path)
+        await asyncio.to_thread(_close, served)
+
+
+def _close(served: Served) -> None:
+    with served.lock:  # after a hand-off still running on its thread
+        served.store.close()
 
 
 async def _listen(path: str, handler: Any) -> asyncio.AbstractServer:
@@ -146,25 +155,27 @@ async def _listen(path: str, handler: Any) -> asyncio.AbstractServer:
 
 def run_handed_off(request: HandedOff, served: Served, events: EventLog) -> Outcome:
     """Run the invocation as ``sendmail_run.run`` in the caller's place (on a worker
-    thread); its lines for stderr are collected for the answer."""
+    thread, one at a time); its lines for stderr are collected for the answer."""
     if os.path.realpath(request.profile) != served.profile:
         return Outcome(0, handled=False)  # another profile whose name has the same CRC
     stderr = io.StringIO()
     token = STDERR.set(stderr)
-    try:
-        code = run(
-            request.args, io.BytesIO(request.content), Path(request.profile),
-            env=request.env, cwd=request.cwd, submission_key=request.key,
-            daemon_store=served.store,
-        )  # fmt: skip
-        return Outcome(code, handled=True, stderr=stderr.getvalue())
-    except NotHere:
-        return Outcome(0, handled=False)
-    except Exception as exc:  # a bug here must not lose the message: the client runs it
-        events("sendmail-failed", "error", error=repr(exc))
-        return Outcome(EX_SOFTWARE, handled=False)
-    finally:
-        STDERR.reset(token)
+    with served.lock:
+        try:
+            code = run(
+                request.args, io.BytesIO(request.content), Path(request.profile),
+                env=request.env, cwd=request.cwd, submission_key=request.key,
+                daemon_store=served.store,
+            )  # fmt: skip
+            return Outcome(code, handled=True, stderr=stderr.getvalue())
+        except NotHere:
+            return Outcome(0, handled=False)
+        except Exception as exc:  # a bug here must not lose the message: the client runs it
+            events("sendmail-failed", "error", error=repr(exc))
+            served.store.close()  # the next hand-off opens the store afresh
+            return Outcome(EX_SOFTWARE, handled=False)
+        finally:
+            STDERR.reset(token)
 
 
 async def read_request(reader: asyncio.StreamReader) -> HandedOff:
