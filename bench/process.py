@@ -1,12 +1,19 @@
 """Benchmark 6: one process per message, as cron, git send-email and mutt call a sendmail.
 
 ``mapispool-sendmail`` against ``msmtp`` (issue #13's yardstick), one process per message on
-both sides, interleaved block by block, both ending in the same smtp-sink:
+both sides, interleaved block by block, both ending in the same smtp-sink, in two cases:
 
-- per process: the sendmail processes alone (mapispool's only queue, durably; msmtp's
-  deliver). #13's target: ``mapispool-sendmail`` costs no more than msmtp per process.
-- to the sink: the same processes plus one ``mapispool flush --upload`` process that
-  sends what they queued, so both sides end with every message in the sink.
+- (a) with ``mapispool serve`` running: each process hands the message to the daemon over
+  its socket and exits with the daemon's answer (the message committed to the store). The
+  daemon is resident, as Postfix's pickup and qmgr are for Postfix's sendmail; it is
+  started before a block and stopped after it, untimed, and it sends later (not timed:
+  the profile queues only), so this case compares the per-process cost alone.
+- (b) without a daemon (the fast path): per process, the sendmail processes alone
+  (mapispool's only queue, durably; msmtp's deliver); to the sink, the same processes plus
+  one ``mapispool flush --upload`` process that sends what they queued, so both sides end
+  with every message in the sink.
+
+#13's target: ``mapispool-sendmail`` costs no more than msmtp per process.
 
 It also measures how much of a ``mapispool-sendmail`` process is imports
 (``python -X importtime``), and the CPU time (user + system) of one process on each side,
@@ -22,10 +29,12 @@ import os
 import re
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from tests.servers.dirs import ServerDirs
@@ -125,6 +134,56 @@ class MapispoolBlock:
             shutil.rmtree(work, ignore_errors=True)
 
 
+class HandoffBlock:
+    """Case (a): one ``mapispool-sendmail`` process per message, each handed to a running
+    ``mapispool serve`` (started and stopped around the block, untimed). Every process
+    must have been answered by the daemon (its log says ``handled=True`` once each)."""
+
+    def __init__(self, port: int, cpu: CpuClock | None = None) -> None:
+        self.port = port
+        self.cpu = cpu
+
+    def __call__(self, msgs: list[bytes]) -> float:
+        work = Path(tempfile.mkdtemp(prefix="bench-hand-"))
+        log = work / "daemon.log"
+        try:
+            profile = _profile(work, self.port)
+            with log.open("wb") as out:
+                daemon = subprocess.Popen(
+                    [str(_bin("mapispool")), "--profile", str(profile), "serve"],
+                    stdout=subprocess.DEVNULL, stderr=out, env=ENV,
+                )  # fmt: skip
+            try:
+                _wait_for(log, b"event=sendmail-handoff", daemon)
+                send = [str(_bin("mapispool-sendmail")), "--profile", str(profile), "-i",
+                        "-odq", "-f", SENDER, RECIPIENT]  # fmt: skip
+                if self.cpu is not None:
+                    self.cpu.start()
+                with stopwatch() as handed:
+                    for raw in msgs:
+                        subprocess.run(send, input=raw, check=True, stdout=subprocess.DEVNULL,
+                                       env=ENV)  # fmt: skip
+                if self.cpu is not None:
+                    self.cpu.stop(len(msgs))
+            finally:
+                daemon.send_signal(signal.SIGTERM)
+                daemon.wait(60)
+            answered = log.read_bytes().count(b"handled=True")
+            if answered != len(msgs):
+                raise RuntimeError(f"the daemon answered {answered} of {len(msgs)} hand-offs")
+            return handed[0]
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _wait_for(log: Path, text: bytes, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while text not in log.read_bytes():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"mapispool serve did not start: {log.read_text()[-500:]}")
+        time.sleep(0.05)
+
+
 def import_seconds(port: int, runs: int) -> tuple[float, float, list[tuple[float, str]]]:
     """For a ``mapispool-sendmail`` process run under ``-X importtime``: the median
     seconds spent importing (the sum of the top-level cumulative times), the median wall
@@ -171,14 +230,31 @@ def run(sizes: Sizes, dirs: ServerDirs) -> Section:
         return section
     try:
         msgs = [message(i) for i in range(k)]
-        queued = Row(BENCH, "mapispool-sendmail, one process per message (queues)", k)
+        HandoffBlock(sink.port)(msgs[:1])  # warm-up: writes __pycache__
+        hand_cpu, hand_peer_cpu = CpuClock(), CpuClock()
+        handed, hand_peer = paired(
+            runs,
+            Row(BENCH, "(a) mapispool-sendmail handing off to mapispool serve", k),
+            lambda: HandoffBlock(sink.port, hand_cpu)(msgs),
+            Row(BENCH, "(a) msmtp, one process per message", k),
+            lambda: msmtp_block(sink.port, msgs, hand_peer_cpu),
+        )
+        for row in (hand_peer, handed):
+            section.add(row)
+            row.extra = f"{(row.median or 0) / k * 1000:.0f} ms per message"
+        section.target("(a) hand-off to a running daemon / msmtp, per process", handed,
+                       hand_peer, 1.0)  # fmt: skip
+        section.notes.append(_cpu_note("(a) with mapispool serve running", hand_cpu,
+                                       hand_peer_cpu))  # fmt: skip
+        print("  " + section.notes[-1], flush=True)
+        queued = Row(BENCH, "(b) mapispool-sendmail, no daemon, one process per message", k)
         MapispoolBlock(sink.port, Row(BENCH, "warm-up", 1))(msgs[:1])  # writes __pycache__
         our_cpu, peer_cpu = CpuClock(), CpuClock()
         ours, peer = paired(
             runs,
-            Row(BENCH, "mapispool-sendmail per message + 1 flush process", k),
+            Row(BENCH, "(b) mapispool-sendmail per message + 1 flush process", k),
             lambda: MapispoolBlock(sink.port, queued, our_cpu)(msgs),
-            Row(BENCH, "msmtp, one process per message", k),
+            Row(BENCH, "(b) msmtp, one process per message", k),
             lambda: msmtp_block(sink.port, msgs, peer_cpu),
         )
         queued.base = peer
@@ -186,15 +262,10 @@ def run(sizes: Sizes, dirs: ServerDirs) -> Section:
             section.add(row)
             row.extra = f"{(row.median or 0) / k * 1000:.0f} ms per message"
         print(queued.line(), flush=True)
-        section.target("mapispool-sendmail / msmtp, per process (#13)", queued, peer, 1.0)
-        section.target("sendmail processes + flush / msmtp, into the sink", ours, peer, 1.0)
-        section.notes.append(
-            "CPU time (user + system) per process, median of the blocks: "
-            f"mapispool-sendmail {statistics.median(our_cpu.seconds) * 1000:.0f} ms "
-            f"({min(our_cpu.seconds) * 1000:.0f}..{max(our_cpu.seconds) * 1000:.0f}), "
-            f"msmtp {statistics.median(peer_cpu.seconds) * 1000:.0f} ms "
-            f"({min(peer_cpu.seconds) * 1000:.0f}..{max(peer_cpu.seconds) * 1000:.0f})."
-        )
+        section.target("(b) no daemon: mapispool-sendmail / msmtp, per process", queued, peer,
+                       1.0)  # fmt: skip
+        section.target("(b) sendmail processes + flush / msmtp, into the sink", ours, peer, 1.0)
+        section.notes.append(_cpu_note("(b) without a daemon", our_cpu, peer_cpu))
         print("  " + section.notes[-1], flush=True)
         imports, wall, top = import_seconds(sink.port, 1 if sizes.smoke else 5)
         section.notes.append(
@@ -209,3 +280,12 @@ def run(sizes: Sizes, dirs: ServerDirs) -> Section:
     finally:
         sink.stop()
     return section
+
+
+def _cpu_note(case: str, ours: CpuClock, peer: CpuClock) -> str:
+    def ms(clock: CpuClock) -> str:
+        values = [v * 1000 for v in clock.seconds]
+        return f"{statistics.median(values):.0f} ms ({min(values):.0f}..{max(values):.0f})"
+
+    return (f"CPU time (user + system) per process {case}, median of the blocks: "
+            f"mapispool-sendmail {ms(ours)}, msmtp {ms(peer)}.")  # fmt: skip

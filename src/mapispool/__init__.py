@@ -14,10 +14,10 @@ daemon; code that imports ``mapispool.session`` directly and wants the client mo
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: importing this
+if TYPE_CHECKING:  # package stays cheap for mapispool-sendmail's client
+    from typing import Any
 
-if TYPE_CHECKING:
     from .mapi import MapiError
     from .profile import Profile, ProfileError
     from .session import AsyncSession, AsyncStatus, FlushHandle, Session, Status
@@ -90,6 +90,8 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'mapispool' has no attribute {name!r}")
+    import importlib  # here: a process that takes no name from here never pays for it
+
     value = getattr(importlib.import_module(module, __name__), name)
     if module == ".session":
         # Session.logon beside a running ``mapispool serve`` becomes its client.

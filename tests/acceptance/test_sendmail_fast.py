@@ -83,22 +83,31 @@ def test_the_fast_path_imports_nothing_heavy(tmp_path: Path, smtp: SmtpServer) -
 def test_with_a_daemon_the_fast_path_tells_it_and_stays_cheap(
     tmp_path: Path, smtp: SmtpServer
 ) -> None:
-    """A running daemon holds the store: the sendmail process writes the message and
-    tells the daemon over the control socket (which sends it at once), still without
-    importing the heavy modules."""
+    """A running daemon holds the store, and the sendmail process names the store through
+    another profile (so it cannot hand the message off: ``test_sendmail_handoff``): it
+    writes the message and tells the daemon over the control socket (which sends it at
+    once), still without importing the heavy modules."""
     profile = smtp_profile(tmp_path, smtp.port, send_immediately=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "profile.toml").write_text(
+        profile.read_text().replace('store = "store.db"', 'store = "../store.db"')
+    )
     daemon = Serve(profile).wait_started()
     try:
+        wait_until(lambda: "event=sendmail-handoff" in daemon.text(), timeout=30)
         code, modules, stderr = _watched(
-            ["--profile", str(profile), "-f", "me@example.test", "bob@example.test"],
+            ["--profile", str(other / "profile.toml"), "-f", "me@example.test",
+             "bob@example.test"],
             b"Subject: to the daemon\n\nhello\n",
-        )
+        )  # fmt: skip
         assert code == 0, stderr
         assert b"warning" not in stderr
         assert _heavy(modules) == []
         assert "mapispool.daemon.notify" in modules
         (received,) = smtp.wait_for(1, timeout=60)
         assert b"Subject: to the daemon" in received.data
+        assert "handled=" not in daemon.text()
     finally:
         assert daemon.stop() == 0
 

@@ -114,13 +114,15 @@ def test_sendmail_per_process_against_msmtp(
     sizes: Sizes, bench_dirs: ServerDirs, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Benchmark 6 runs mapispool-sendmail and msmtp one process per message into the
-    same sink, and says how much of a sendmail process is imports."""
+    same sink, with a running daemon (the hand-off) and without, and says how much of a
+    sendmail process is imports."""
     need("smtp-sink")
     need_root("smtp-sink")
     need("msmtp")  # scripts/install-servers installs it; under CI=true it must run
     section = process.run(sizes, bench_dirs)
     printed = _check(section, capsys)
-    assert "mapispool-sendmail / msmtp, per process (#13)" in printed
+    assert "(a) hand-off to a running daemon / msmtp, per process" in printed
+    assert "(b) no daemon: mapispool-sendmail / msmtp, per process" in printed
     assert all(t.ratio is not None for t in section.targets)
     assert "importtime" in printed
 

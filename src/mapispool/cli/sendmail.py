@@ -1,6 +1,7 @@
-"""``mapispool sendmail``: the click command in front of ``sendmail_run`` (which is also
-the ``mapispool-sendmail`` script, without click). See ``sendmail_run`` for the modes and
-exit codes and ``sendmail_args`` for the flags."""
+"""``mapispool sendmail``: the click command in front of ``sendmail_run`` (which the
+``mapispool-sendmail`` script, ``sendmail_client``, runs too when no daemon takes the
+invocation; this command always runs it in its own process). See ``sendmail_run`` for
+the modes and exit codes and ``sendmail_args`` for the flags."""
 
 from __future__ import annotations
 

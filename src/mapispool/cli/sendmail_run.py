@@ -18,11 +18,15 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .sendmail_args import Invocation, UsageError, parse_args
 from .sendmail_say import say
+
+if TYPE_CHECKING:
+    from .sendmail_fast import DaemonStore
 
 EX_USAGE, EX_NOINPUT = 64, 66
 
@@ -61,13 +65,20 @@ def strip_mbox_from_line(content: bytes) -> bytes:
     return content
 
 
-def default_sender() -> str:
-    """``user@host-fqdn``, as sendmail makes the sender of a message without -f."""
-    import getpass
-
+def default_sender(env: Mapping[str, str] | None = None) -> str:
+    """``user@host-fqdn``, as sendmail makes the sender of a message without -f; the
+    user is the login name of the environment ``env`` (this process's by default) as
+    ``getpass.getuser`` reads it, else the name of this process's uid."""
     from ..fqdn import host_fqdn
 
-    return f"{getpass.getuser()}@{host_fqdn()}"
+    env = os.environ if env is None else env
+    names = (env.get(name) for name in ("LOGNAME", "USER", "LNAME", "USERNAME"))
+    user = next((name for name in names if name), None)
+    if user is None:
+        import getpass
+
+        user = getpass.getuser()
+    return f"{user}@{host_fqdn()}"
 
 
 def format_from(name: str | None, address: str) -> str:
@@ -89,13 +100,14 @@ def header_block(content: bytes) -> bytes:
     return content[: min(found)] if found else content
 
 
-def prepare_message(content: bytes, inv: Invocation) -> bytes:
+def prepare_message(content: bytes, inv: Invocation, env: Mapping[str, str] | None = None) -> bytes:
     """Drop an mbox "From " line; add a From field when the message has none, from -F and
-    -f (or the login name at the host), as sendmail does."""
+    -f (or the login name at the host, in the caller's environment ``env``), as sendmail
+    does."""
     content = strip_mbox_from_line(content)
     if _FROM_FIELD.search(header_block(content)):
         return content
-    address = inv.sender if inv.sender not in (None, "", "<>") else default_sender()
+    address = inv.sender if inv.sender not in (None, "", "<>") else default_sender(env)
     address = str(address).strip("<>")
     newline = b"\r\n" if b"\r\n" in content[:2000] else b"\n"
     return f"From: {format_from(inv.full_name, address)}".encode() + newline + content
@@ -122,15 +134,32 @@ def submit_params(content: bytes, inv: Invocation) -> dict[str, Any]:
 
 
 def run(
-    args: list[str] | tuple[str, ...], stdin: BinaryIO, profile_path: Path | None = None
+    args: list[str] | tuple[str, ...],
+    stdin: BinaryIO,
+    profile_path: Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    submission_key: str | None = None,
+    daemon_store: DaemonStore | None = None,
 ) -> int:
-    """One sendmail invocation; returns the sysexits code."""
+    """One sendmail invocation; returns the sysexits code.
+
+    A daemon runs an invocation handed to it (``sendmail_served``) with the caller's
+    environment ``env`` and working directory ``cwd``, the client's ``submission_key``
+    and its own store (``daemon_store``); what it does not run raises
+    ``sendmail_fast.NotHere`` before stdin is read."""
     try:
         inv = parse_args(args)
     except UsageError as exc:
         say(str(exc))
         return EX_USAGE
-    path = inv.profile or profile_path or default_profile_path()
+    given = Path(cwd, inv.profile) if inv.profile and cwd else inv.profile
+    path = given or profile_path or default_profile_path()
+    if daemon_store is not None and inv.mode in ("p", "q"):
+        from .sendmail_fast import NotHere
+
+        raise NotHere(f"-b{inv.mode}" if inv.mode == "p" else "-q")
     if inv.mode in ("p", "q"):
         from .sendmail_deliver import list_queue, run_queue
 
@@ -142,10 +171,10 @@ def run(
     if not content.strip():
         say("the message on standard input is empty")
         return EX_NOINPUT
-    params = submit_params(prepare_message(content, inv), inv)
+    params = submit_params(prepare_message(content, inv, env), inv)
     from .sendmail_fast import queue_and_deliver
 
-    code = queue_and_deliver(path, params, inv.delivery)
+    code = queue_and_deliver(path, params, inv.delivery, submission_key, daemon_store)
     if code is None:  # -odi, or a PostgreSQL store: the full path
         from .sendmail_deliver import queue_and_deliver as full_path
 
@@ -154,5 +183,6 @@ def run(
 
 
 def main() -> None:
-    """Entry point of the ``mapispool-sendmail`` script."""
+    """``mapispool-sendmail`` in this process alone (the script's entry point is
+    ``sendmail_client.main``, which tries a running daemon first)."""
     sys.exit(run(sys.argv[1:], sys.stdin.buffer))

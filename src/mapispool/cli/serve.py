@@ -53,4 +53,7 @@ def serve(cli: Cli, log_format: str, smtp: str | None, web_listen: str | None, w
     events = EventLog(log_format)
     install(events, cli.verbose)
     profile = cli.profile
-    asyncio.run(run_daemon(profile, events, smtp, web_companions(profile, web_listen), worker))
+    from .sendmail_served import sendmail_handoff
+
+    companions = [*web_companions(profile, web_listen), sendmail_handoff(profile)]
+    asyncio.run(run_daemon(profile, events, smtp, companions, worker))

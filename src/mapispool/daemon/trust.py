@@ -9,11 +9,16 @@ to; the caller goes on without a daemon (mail is written to the store, never han
 
 from __future__ import annotations
 
+# The C socket module: ``socket.py`` builds its enums and imports ``selectors`` at import,
+# about half of what mapispool-sendmail's client imports; these checks need neither.
+import _socket
 import os
-import socket
 import stat
 import struct
-from pathlib import Path
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: mapispool-sendmail's
+if TYPE_CHECKING:  # client imports this module, and each import costs it
+    from pathlib import Path
 
 #: ``struct ucred`` as ``SO_PEERCRED`` returns it on Linux: pid, uid, gid.
 _UCRED = struct.Struct("3i")
@@ -24,7 +29,7 @@ def trusted_uids() -> frozenset[int]:
     return frozenset({os.geteuid(), 0})
 
 
-def socket_file_problem(path: Path) -> str | None:
+def socket_file_problem(path: str | Path) -> str | None:
     """Why the file at ``path`` is not our daemon's socket, or None when it may be.
 
     Does not follow a symlink at ``path`` itself (a daemon never makes one there)."""
@@ -41,15 +46,15 @@ def socket_file_problem(path: Path) -> str | None:
     return None
 
 
-def peer_problem(sock: socket.socket) -> str | None:
+def peer_problem(sock: _socket.socket) -> str | None:
     """Why the process listening at the other end of ``sock`` is not ours, or None.
 
     Where the kernel cannot tell (no ``SO_PEERCRED``), the file owner check stands alone."""
-    option = getattr(socket, "SO_PEERCRED", None)
+    option = getattr(_socket, "SO_PEERCRED", None)
     if option is None:
         return None
     try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, option, _UCRED.size)
+        raw = sock.getsockopt(_socket.SOL_SOCKET, option, _UCRED.size)
     except OSError as exc:
         return f"cannot ask who listens on the control socket: {exc.strerror}"
     pid, uid, _gid = _UCRED.unpack(raw)

@@ -104,6 +104,10 @@ def insert_message(
     return message_id, entry_id
 
 
+class AlreadySubmitted(Exception):
+    """``submit``'s ``submission_key`` was committed before: the message is queued once."""
+
+
 def submit(
     db: Database,
     content: bytes,
@@ -115,9 +119,14 @@ def submit(
     expires_at: float,
     eight_bit: bool,
     canonical: bool = False,
+    submission_key: str | None = None,
 ) -> bytes:
     """``Store.submit``: the message, its queue entry, its event and the submission count
-    in one durable transaction; then the count's copy outside the database."""
+    in one durable transaction; then the count's copy outside the database.
+
+    ``submission_key`` (``mapispool-sendmail``'s hand-off) is stored as a dedupe key in the
+    same transaction: when it is there already, nothing is written and ``AlreadySubmitted``
+    is raised, so a retry of the same submission cannot queue the message twice."""
     deferred = not_before is not None and not_before > submit_time
     state = QueueState.DEFERRED if deferred else QueueState.QUEUED
     due_at = not_before if deferred and not_before is not None else submit_time
@@ -134,6 +143,10 @@ def submit(
             eight_bit=eight_bit,
             canonical=canonical,
         )
+        if submission_key is not None:
+            key = {"key": submission_key, "message_id": message_id, "now": submit_time}
+            if conn.execute(Q.insert_dedupe, key).fetchone() is None:
+                raise AlreadySubmitted(submission_key)  # rolls the message back
         conn.execute(
             Q.insert_queue,
             {
