@@ -9,6 +9,7 @@ has its late writes refused with ``StaleClaim``.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from ..model import (
     recovered_state,
 )
 from ..types import Claim, Outcome, Recorded, Route
+from ._group import GroupCommit, Job
 from ._plumbing import Conn, Plumbing
 from ._rows import (
     FOLDER_IDS,
@@ -57,6 +59,7 @@ class Outbound(Plumbing):
     worker_name: str = ""
     dead_after: float = 30.0
     lease: float = 30.0
+    _group: GroupCommit | None = None
 
     async def claim(
         self,
@@ -198,26 +201,44 @@ class Outbound(Plumbing):
         # must be on the server before the data goes out: any commit gives that, whatever
         # then happens to the worker. Not waited onto disk, as on SQLite (WAL, synchronous
         # = NORMAL): a flush per message would be the one per-message fsync of a send.
-        async with self.tx("recording a hand-over", durable=False) as conn:
-            cur = await conn.execute(
-                q("mark_handoff"), {"begun": begun, "entry_id": entry_id, "token": token}
-            )
-            if await cur.fetchone() is None:
-                if token is None:
-                    raise MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the queue")
-                raise StaleClaim(entry_id, token)
+        # It shares the group commit of outcomes (a durable one in the batch flushes it).
+        await self._grouped(Job(mark=(entry_id, token, begun)))
 
     # -- outcomes ---------------------------------------------------------------------
 
     async def record(self, outcomes: Sequence[Outcome], *, durable: bool = False) -> list[Recorded]:
-        """All rows of the batch are locked by one query, in message order (two batches
-        never deadlock); each outcome is checked against its row in Python, so that a
-        refused one is known before anything is written; the writes of each outcome go
-        out pipelined under a savepoint (one round trip), which a failing statement
-        (a constraint) rolls back without touching the others."""
-        results: list[Recorded] = []
+        """Committed with the other outcomes and marks handed in meanwhile (``_group``).
+        All rows of a batch are locked by one query, in message order (two batches never
+        deadlock); each outcome is checked against its row in Python, so that a refused
+        one is known before anything is written; the writes of each outcome go out
+        pipelined under a savepoint, which a failing statement (a constraint) rolls back
+        without touching the others."""
+        if not outcomes:
+            return []
+        results: list[Recorded] = await self._grouped(Job(outcomes, durable))
+        return results
+
+    async def _grouped(self, job: Job) -> Any:
+        if asyncio.get_running_loop() is not self._home:
+            # Another thread's loop (a plug-in's synchronous call): its own transaction
+            # on the connection kept for that loop.
+            await self._commit_batch([job])
+            if job.error is not None:
+                raise job.error
+            return job.result
+        if self._group is None:
+            self._group = GroupCommit(self._commit_batch)
+        return await self._group.run(job)
+
+    async def _commit_batch(self, jobs: list[Job]) -> None:
+        """One transaction for ``jobs`` (see ``_group``): sets each job's result or error;
+        raises when the transaction failed as a whole."""
+        durable = any(job.durable for job in jobs)
+        ids = sorted(
+            {o.entry_id for job in jobs for o in job.outcomes}
+            | {job.mark[0] for job in jobs if job.mark is not None}
+        )
         woke = False
-        ids = sorted({o.entry_id for o in outcomes})
         async with self.tx("recording outcomes", durable=durable) as conn:
             cur = await conn.execute(q("lock_entries"), (ids,))
             rows = {bytes(r[0]): _Row(QueueState(r[1]), r[2], int(r[3]), list(r[4] or ()))
@@ -229,39 +250,73 @@ class Outbound(Plumbing):
                     {bytes(e): _Row(None, None, int(m), []) for e, m in await cur.fetchall()}
                 )
             now = time.time()
-            refused: set[bytes] = set()
             async with conn.pipeline():
-                for outcome in outcomes:
-                    row = rows.get(outcome.entry_id)
-                    try:
-                        if outcome.entry_id in refused:
-                            raise MapiError(
-                                MAPI_E_CALL_FAILED,
-                                f"{outcome.entry_id.hex()}: not recorded, an earlier outcome "
-                                "of the same message in the batch failed",
-                            )
-                        _check(outcome, row)
-                    except MapiError as exc:
-                        results.append(Recorded(error=exc))
-                        refused.add(outcome.entry_id)
-                        continue
-                    assert row is not None
-                    before = (row.state, row.token, row.gone, list(row.declined))
-                    try:
-                        async with conn.transaction():  # a failing statement spares the rest
-                            recorded = await self._apply(conn, outcome, row, now)
-                    except psycopg.DatabaseError as exc:
-                        if isinstance(exc, psycopg.OperationalError):
-                            raise  # the connection or the server: the whole batch fails
-                        row.state, row.token, row.gone, row.declined = before
-                        results.append(Recorded(error=self.error(exc, "recording an outcome")))
-                        refused.add(outcome.entry_id)
-                        continue
-                    results.append(recorded)
-                    woke = woke or outcome.state in _DUE
+                for job in jobs:
+                    if job.mark is not None:
+                        job.error = await self._mark_in(conn, *job.mark)
+                    else:
+                        job.result, due = await self._record_in(conn, job.outcomes, rows, now)
+                        woke = woke or due
         if woke:
             self.wake()
-        return results
+
+    async def _mark_in(
+        self, conn: Conn, entry_id: bytes, token: int | None, begun: bool
+    ) -> MapiError | None:
+        """The hand-over mark in its own savepoint; the error refusing it, if any."""
+        try:
+            async with conn.transaction():
+                cur = await conn.execute(
+                    q("mark_handoff"), {"begun": begun, "entry_id": entry_id, "token": token}
+                )
+                found = await cur.fetchone()
+        except psycopg.DatabaseError as exc:
+            if isinstance(exc, psycopg.OperationalError):
+                raise
+            return self.error(exc, "recording a hand-over")
+        if found is None:
+            if token is None:
+                return MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the queue")
+            return StaleClaim(entry_id, token)
+        return None
+
+    async def _record_in(
+        self, conn: Conn, outcomes: Sequence[Outcome], rows: dict[bytes, _Row], now: float
+    ) -> tuple[list[Recorded], bool]:
+        """One caller's outcomes, each in a savepoint; their ``Recorded``s and whether one
+        made a message due. ``rows`` (locked) follows the changes."""
+        results: list[Recorded] = []
+        woke = False
+        refused: set[bytes] = set()
+        for outcome in outcomes:
+            row = rows.get(outcome.entry_id)
+            try:
+                if outcome.entry_id in refused:
+                    raise MapiError(
+                        MAPI_E_CALL_FAILED,
+                        f"{outcome.entry_id.hex()}: not recorded, an earlier outcome "
+                        "of the same message in the batch failed",
+                    )
+                _check(outcome, row)
+            except MapiError as exc:
+                results.append(Recorded(error=exc))
+                refused.add(outcome.entry_id)
+                continue
+            assert row is not None
+            before = (row.state, row.token, row.gone, list(row.declined))
+            try:
+                async with conn.transaction():  # a failing statement spares the rest
+                    recorded = await self._apply(conn, outcome, row, now)
+            except psycopg.DatabaseError as exc:
+                if isinstance(exc, psycopg.OperationalError):
+                    raise  # the connection or the server: the whole batch fails
+                row.state, row.token, row.gone, row.declined = before
+                results.append(Recorded(error=self.error(exc, "recording an outcome")))
+                refused.add(outcome.entry_id)
+                continue
+            results.append(recorded)
+            woke = woke or outcome.state in _DUE
+        return results, woke
 
     async def _apply(self, conn: Conn, outcome: Outcome, row: _Row, now: float) -> Recorded:
         entry_id, state, message_id = outcome.entry_id, row.state, row.message_id
