@@ -231,54 +231,52 @@ class Outbound(Plumbing):
         return await self._group.run(job)
 
     async def _commit_batch(self, jobs: list[Job]) -> None:
-        """One transaction for ``jobs`` (see ``_group``): sets each job's result or error;
-        raises when the transaction failed as a whole."""
+        """One transaction for ``jobs`` (see ``_group``), in pipeline mode: a batch of marks
+        alone is one round trip (BEGIN, the UPDATEs and COMMIT together); with outcomes,
+        one more to read the locked rows they are checked against. Sets each job's result
+        or error; raises when the transaction failed as a whole."""
         durable = any(job.durable for job in jobs)
+        recording = any(job.mark is None for job in jobs)
+        woke = False
+        marks: list[tuple[Job, bytes, int | None, Any]] = []
+        what = "recording outcomes" if recording else "recording a hand-over"
+        async with self.tx(what, durable=durable, pipelined=True) as conn:
+            rows: dict[bytes, _Row] = {}
+            if recording:
+                rows = await self._lock_rows(conn, jobs)
+            now = time.time()
+            for job in jobs:
+                if job.mark is not None:
+                    # No savepoint: an UPDATE of one flag fails only with the transaction.
+                    entry_id, token, begun = job.mark
+                    params = {"begun": begun, "entry_id": entry_id, "token": token}
+                    cur = await conn.execute(q("mark_handoff"), params)
+                    marks.append((job, entry_id, token, cur))
+                else:
+                    job.result, due = await self._record_in(conn, job.outcomes, rows, now)
+                    woke = woke or due
+        # Read after the commit: a refused mark changed nothing, so it needs no rollback.
+        for job, entry_id, token, cur in marks:
+            if await cur.fetchone() is None:
+                job.error = _mark_refused(entry_id, token)
+        if woke:
+            self.wake()
+
+    async def _lock_rows(self, conn: Conn, jobs: list[Job]) -> dict[bytes, _Row]:
+        """The queue rows of every message in ``jobs``, locked in one query in message
+        order (two batches never deadlock), as ``_Row``s."""
         ids = sorted(
             {o.entry_id for job in jobs for o in job.outcomes}
             | {job.mark[0] for job in jobs if job.mark is not None}
         )
-        woke = False
-        async with self.tx("recording outcomes", durable=durable) as conn:
-            cur = await conn.execute(q("lock_entries"), (ids,))
-            rows = {bytes(r[0]): _Row(QueueState(r[1]), r[2], int(r[3]), list(r[4] or ()))
-                    for r in await cur.fetchall()}  # fmt: skip
-            missing = [e for e in ids if e not in rows]
-            if missing:  # messages outside the queue may still get notes and reports
-                cur = await conn.execute(q("message_ids"), (missing,))
-                rows.update(
-                    {bytes(e): _Row(None, None, int(m), []) for e, m in await cur.fetchall()}
-                )
-            now = time.time()
-            async with conn.pipeline():
-                for job in jobs:
-                    if job.mark is not None:
-                        job.error = await self._mark_in(conn, *job.mark)
-                    else:
-                        job.result, due = await self._record_in(conn, job.outcomes, rows, now)
-                        woke = woke or due
-        if woke:
-            self.wake()
-
-    async def _mark_in(
-        self, conn: Conn, entry_id: bytes, token: int | None, begun: bool
-    ) -> MapiError | None:
-        """The hand-over mark in its own savepoint; the error refusing it, if any."""
-        try:
-            async with conn.transaction():
-                cur = await conn.execute(
-                    q("mark_handoff"), {"begun": begun, "entry_id": entry_id, "token": token}
-                )
-                found = await cur.fetchone()
-        except psycopg.DatabaseError as exc:
-            if isinstance(exc, psycopg.OperationalError):
-                raise
-            return self.error(exc, "recording a hand-over")
-        if found is None:
-            if token is None:
-                return MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the queue")
-            return StaleClaim(entry_id, token)
-        return None
+        cur = await conn.execute(q("lock_entries"), (ids,))
+        rows = {bytes(r[0]): _Row(QueueState(r[1]), r[2], int(r[3]), list(r[4] or ()))
+                for r in await cur.fetchall()}  # fmt: skip
+        missing = [e for e in ids if e not in rows]
+        if missing:  # messages outside the queue may still get notes and reports
+            cur = await conn.execute(q("message_ids"), (missing,))
+            rows.update({bytes(e): _Row(None, None, int(m), []) for e, m in await cur.fetchall()})
+        return rows
 
     async def _record_in(
         self, conn: Conn, outcomes: Sequence[Outcome], rows: dict[bytes, _Row], now: float
@@ -432,6 +430,12 @@ class Outbound(Plumbing):
         if counts["requeued"] or counts["unparked"]:
             self.wake()
         return counts
+
+
+def _mark_refused(entry_id: bytes, token: int | None) -> MapiError:
+    if token is None:
+        return MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the queue")
+    return StaleClaim(entry_id, token)
 
 
 @dataclass
