@@ -59,7 +59,8 @@ class Outbound(Plumbing):
     worker_name: str = ""
     dead_after: float = 30.0
     lease: float = 30.0
-    _group: GroupCommit | None = None
+    #: The group commits (``_grouped``), made on first use.
+    _groups: dict[str, GroupCommit]
 
     async def claim(
         self,
@@ -201,13 +202,14 @@ class Outbound(Plumbing):
         # must be on the server before the data goes out: any commit gives that, whatever
         # then happens to the worker. Not waited onto disk, as on SQLite (WAL, synchronous
         # = NORMAL): a flush per message would be the one per-message fsync of a send.
-        # It shares the group commit of outcomes (a durable one in the batch flushes it).
+        # Marks are group-committed among themselves, not behind outcomes: a mark holds
+        # up its message's data (the transport waits for it), an outcome holds up nothing.
         await self._grouped(Job(mark=(entry_id, token, begun)))
 
     # -- outcomes ---------------------------------------------------------------------
 
     async def record(self, outcomes: Sequence[Outcome], *, durable: bool = False) -> list[Recorded]:
-        """Committed with the other outcomes and marks handed in meanwhile (``_group``).
+        """Committed with the other outcomes handed in meanwhile (``_group``).
         All rows of a batch are locked by one query, in message order (two batches never
         deadlock); each outcome is checked against its row in Python, so that a refused
         one is known before anything is written; the writes of each outcome go out
@@ -226,9 +228,14 @@ class Outbound(Plumbing):
             if job.error is not None:
                 raise job.error
             return job.result
-        if self._group is None:
-            self._group = GroupCommit(self._commit_batch)
-        return await self._group.run(job)
+        # Two lanes, each on a connection of its own: a mark and an outcome are never of
+        # the same message at once (the outcome follows its mark), so they lock
+        # different rows; a mark locks one row, so it cannot close a lock cycle.
+        lane = "marks" if job.mark is not None else "outcomes"
+        group = self._groups.get(lane)
+        if group is None:
+            group = self._groups[lane] = GroupCommit(self._commit_batch)
+        return await group.run(job)
 
     async def _commit_batch(self, jobs: list[Job]) -> None:
         """One transaction for ``jobs`` (see ``_group``), in pipeline mode: a batch of marks
