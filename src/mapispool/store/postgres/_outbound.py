@@ -28,6 +28,7 @@ from ..model import (
     StaleClaim,
     recovered_state,
 )
+from ..text import storable
 from ..types import Claim, Outcome, Recorded, Route
 from ._group import GroupCommit, Job
 from ._plumbing import Conn, Plumbing
@@ -372,24 +373,23 @@ class Outbound(Plumbing):
     ) -> bool:
         """Apply the state change; True when the message was deleted with it."""
         new = cast(QueueState, outcome.state)
+        detail = outcome.error
         if new.finished:
             detail = outcome.folder if outcome.error is None else outcome.error
-            await add_event(
-                conn, outcome.entry_id, outcome.event or new.value, outcome.transport, detail, now
-            )
             if outcome.delete:
+                await add_event(
+                    conn, outcome.entry_id, outcome.event or new.value, outcome.transport,
+                    detail, now,
+                )  # fmt: skip
                 await conn.execute(q("delete_message_by_id"), (message_id,))
                 return True
-        else:
-            await add_event(
-                conn,
-                outcome.entry_id,
-                outcome.event or new.value,
-                outcome.transport,
-                outcome.error,
-                now,
-            )
+        folder = outcome.folder if new.finished else None
         params: dict[str, Any] = {
+            "entry_id": outcome.entry_id,
+            "kind": outcome.event or new.value,
+            "transport": outcome.transport,
+            "detail": storable(detail) if detail is not None else None,
+            "folder_id": None if folder is None else self.folder_id(folder),
             "state": new.value,
             "not_before": None if new.finished else outcome.not_before,
             "error": outcome.error,
@@ -398,9 +398,7 @@ class Outbound(Plumbing):
             "now": now,
             "message_id": message_id,
         }
-        await conn.execute(q("change_state"), params)
-        if new.finished and outcome.folder is not None:
-            await conn.execute(q("move_to_folder"), (self.folder_id(outcome.folder), message_id))
+        await conn.execute(q("change_state_logged"), params)
         del old
         return False
 
