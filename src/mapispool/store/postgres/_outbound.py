@@ -9,6 +9,7 @@ has its late writes refused with ``StaleClaim``.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,9 @@ from ..model import (
     StaleClaim,
     recovered_state,
 )
+from ..text import storable
 from ..types import Claim, Outcome, Recorded, Route
+from ._group import GroupCommit, Job
 from ._plumbing import Conn, Plumbing
 from ._rows import (
     FOLDER_IDS,
@@ -57,6 +60,8 @@ class Outbound(Plumbing):
     worker_name: str = ""
     dead_after: float = 30.0
     lease: float = 30.0
+    #: The group commits (``_grouped``), made on first use.
+    _groups: dict[str, GroupCommit]
 
     async def claim(
         self,
@@ -198,70 +203,126 @@ class Outbound(Plumbing):
         # must be on the server before the data goes out: any commit gives that, whatever
         # then happens to the worker. Not waited onto disk, as on SQLite (WAL, synchronous
         # = NORMAL): a flush per message would be the one per-message fsync of a send.
-        async with self.tx("recording a hand-over", durable=False) as conn:
-            cur = await conn.execute(
-                q("mark_handoff"), {"begun": begun, "entry_id": entry_id, "token": token}
-            )
-            if await cur.fetchone() is None:
-                if token is None:
-                    raise MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the queue")
-                raise StaleClaim(entry_id, token)
+        # Marks are group-committed among themselves, not behind outcomes: a mark holds
+        # up its message's data (the transport waits for it), an outcome holds up nothing.
+        await self._grouped(Job(mark=(entry_id, token, begun)))
 
     # -- outcomes ---------------------------------------------------------------------
 
     async def record(self, outcomes: Sequence[Outcome], *, durable: bool = False) -> list[Recorded]:
-        """All rows of the batch are locked by one query, in message order (two batches
-        never deadlock); each outcome is checked against its row in Python, so that a
-        refused one is known before anything is written; the writes of each outcome go
-        out pipelined under a savepoint (one round trip), which a failing statement
-        (a constraint) rolls back without touching the others."""
-        results: list[Recorded] = []
+        """Committed with the other outcomes handed in meanwhile (``_group``).
+        All rows of a batch are locked by one query, in message order (two batches never
+        deadlock); each outcome is checked against its row in Python, so that a refused
+        one is known before anything is written; the writes of each outcome go out
+        pipelined under a savepoint, which a failing statement (a constraint) rolls back
+        without touching the others."""
+        if not outcomes:
+            return []
+        results: list[Recorded] = await self._grouped(Job(outcomes, durable))
+        return results
+
+    async def _grouped(self, job: Job) -> Any:
+        if asyncio.get_running_loop() is not self._home:
+            # Another thread's loop (a plug-in's synchronous call): its own transaction
+            # on the connection kept for that loop.
+            await self._commit_batch([job])
+            if job.error is not None:
+                raise job.error
+            return job.result
+        # Two lanes, each on a connection of its own: a mark and an outcome are never of
+        # the same message at once (the outcome follows its mark), so they lock
+        # different rows; a mark locks one row, so it cannot close a lock cycle.
+        lane = "marks" if job.mark is not None else "outcomes"
+        group = self._groups.get(lane)
+        if group is None:
+            group = self._groups[lane] = GroupCommit(self._commit_batch)
+        return await group.run(job)
+
+    async def _commit_batch(self, jobs: list[Job]) -> None:
+        """One transaction for ``jobs`` (see ``_group``), in pipeline mode: a batch of marks
+        alone is one round trip (BEGIN, the UPDATEs and COMMIT together); with outcomes,
+        one more to read the locked rows they are checked against. Sets each job's result
+        or error; raises when the transaction failed as a whole."""
+        durable = any(job.durable for job in jobs)
+        recording = any(job.mark is None for job in jobs)
         woke = False
-        ids = sorted({o.entry_id for o in outcomes})
-        async with self.tx("recording outcomes", durable=durable) as conn:
-            cur = await conn.execute(q("lock_entries"), (ids,))
-            rows = {bytes(r[0]): _Row(QueueState(r[1]), r[2], int(r[3]), list(r[4] or ()))
-                    for r in await cur.fetchall()}  # fmt: skip
-            missing = [e for e in ids if e not in rows]
-            if missing:  # messages outside the queue may still get notes and reports
-                cur = await conn.execute(q("message_ids"), (missing,))
-                rows.update(
-                    {bytes(e): _Row(None, None, int(m), []) for e, m in await cur.fetchall()}
-                )
+        marks: list[tuple[Job, bytes, int | None, Any]] = []
+        what = "recording outcomes" if recording else "recording a hand-over"
+        async with self.tx(what, durable=durable, pipelined=True) as conn:
+            rows: dict[bytes, _Row] = {}
+            if recording:
+                rows = await self._lock_rows(conn, jobs)
             now = time.time()
-            refused: set[bytes] = set()
-            async with conn.pipeline():
-                for outcome in outcomes:
-                    row = rows.get(outcome.entry_id)
-                    try:
-                        if outcome.entry_id in refused:
-                            raise MapiError(
-                                MAPI_E_CALL_FAILED,
-                                f"{outcome.entry_id.hex()}: not recorded, an earlier outcome "
-                                "of the same message in the batch failed",
-                            )
-                        _check(outcome, row)
-                    except MapiError as exc:
-                        results.append(Recorded(error=exc))
-                        refused.add(outcome.entry_id)
-                        continue
-                    assert row is not None
-                    before = (row.state, row.token, row.gone, list(row.declined))
-                    try:
-                        async with conn.transaction():  # a failing statement spares the rest
-                            recorded = await self._apply(conn, outcome, row, now)
-                    except psycopg.DatabaseError as exc:
-                        if isinstance(exc, psycopg.OperationalError):
-                            raise  # the connection or the server: the whole batch fails
-                        row.state, row.token, row.gone, row.declined = before
-                        results.append(Recorded(error=self.error(exc, "recording an outcome")))
-                        refused.add(outcome.entry_id)
-                        continue
-                    results.append(recorded)
-                    woke = woke or outcome.state in _DUE
+            for job in jobs:
+                if job.mark is not None:
+                    # No savepoint: an UPDATE of one flag fails only with the transaction.
+                    entry_id, token, begun = job.mark
+                    params = {"begun": begun, "entry_id": entry_id, "token": token}
+                    cur = await conn.execute(q("mark_handoff"), params)
+                    marks.append((job, entry_id, token, cur))
+                else:
+                    job.result, due = await self._record_in(conn, job.outcomes, rows, now)
+                    woke = woke or due
+        # Read after the commit: a refused mark changed nothing, so it needs no rollback.
+        for job, entry_id, token, cur in marks:
+            if await cur.fetchone() is None:
+                job.error = _mark_refused(entry_id, token)
         if woke:
             self.wake()
-        return results
+
+    async def _lock_rows(self, conn: Conn, jobs: list[Job]) -> dict[bytes, _Row]:
+        """The queue rows of every message in ``jobs``, locked in one query in message
+        order (two batches never deadlock), as ``_Row``s."""
+        ids = sorted(
+            {o.entry_id for job in jobs for o in job.outcomes}
+            | {job.mark[0] for job in jobs if job.mark is not None}
+        )
+        cur = await conn.execute(q("lock_entries"), (ids,))
+        rows = {bytes(r[0]): _Row(QueueState(r[1]), r[2], int(r[3]), list(r[4] or ()))
+                for r in await cur.fetchall()}  # fmt: skip
+        missing = [e for e in ids if e not in rows]
+        if missing:  # messages outside the queue may still get notes and reports
+            cur = await conn.execute(q("message_ids"), (missing,))
+            rows.update({bytes(e): _Row(None, None, int(m), []) for e, m in await cur.fetchall()})
+        return rows
+
+    async def _record_in(
+        self, conn: Conn, outcomes: Sequence[Outcome], rows: dict[bytes, _Row], now: float
+    ) -> tuple[list[Recorded], bool]:
+        """One caller's outcomes, each in a savepoint; their ``Recorded``s and whether one
+        made a message due. ``rows`` (locked) follows the changes."""
+        results: list[Recorded] = []
+        woke = False
+        refused: set[bytes] = set()
+        for outcome in outcomes:
+            row = rows.get(outcome.entry_id)
+            try:
+                if outcome.entry_id in refused:
+                    raise MapiError(
+                        MAPI_E_CALL_FAILED,
+                        f"{outcome.entry_id.hex()}: not recorded, an earlier outcome "
+                        "of the same message in the batch failed",
+                    )
+                _check(outcome, row)
+            except MapiError as exc:
+                results.append(Recorded(error=exc))
+                refused.add(outcome.entry_id)
+                continue
+            assert row is not None
+            before = (row.state, row.token, row.gone, list(row.declined))
+            try:
+                async with conn.transaction():  # a failing statement spares the rest
+                    recorded = await self._apply(conn, outcome, row, now)
+            except psycopg.DatabaseError as exc:
+                if isinstance(exc, psycopg.OperationalError):
+                    raise  # the connection or the server: the whole batch fails
+                row.state, row.token, row.gone, row.declined = before
+                results.append(Recorded(error=self.error(exc, "recording an outcome")))
+                refused.add(outcome.entry_id)
+                continue
+            results.append(recorded)
+            woke = woke or outcome.state in _DUE
+        return results, woke
 
     async def _apply(self, conn: Conn, outcome: Outcome, row: _Row, now: float) -> Recorded:
         entry_id, state, message_id = outcome.entry_id, row.state, row.message_id
@@ -312,24 +373,23 @@ class Outbound(Plumbing):
     ) -> bool:
         """Apply the state change; True when the message was deleted with it."""
         new = cast(QueueState, outcome.state)
+        detail = outcome.error
         if new.finished:
             detail = outcome.folder if outcome.error is None else outcome.error
-            await add_event(
-                conn, outcome.entry_id, outcome.event or new.value, outcome.transport, detail, now
-            )
             if outcome.delete:
+                await add_event(
+                    conn, outcome.entry_id, outcome.event or new.value, outcome.transport,
+                    detail, now,
+                )  # fmt: skip
                 await conn.execute(q("delete_message_by_id"), (message_id,))
                 return True
-        else:
-            await add_event(
-                conn,
-                outcome.entry_id,
-                outcome.event or new.value,
-                outcome.transport,
-                outcome.error,
-                now,
-            )
+        folder = outcome.folder if new.finished else None
         params: dict[str, Any] = {
+            "entry_id": outcome.entry_id,
+            "kind": outcome.event or new.value,
+            "transport": outcome.transport,
+            "detail": storable(detail) if detail is not None else None,
+            "folder_id": None if folder is None else self.folder_id(folder),
             "state": new.value,
             "not_before": None if new.finished else outcome.not_before,
             "error": outcome.error,
@@ -338,9 +398,7 @@ class Outbound(Plumbing):
             "now": now,
             "message_id": message_id,
         }
-        await conn.execute(q("change_state"), params)
-        if new.finished and outcome.folder is not None:
-            await conn.execute(q("move_to_folder"), (self.folder_id(outcome.folder), message_id))
+        await conn.execute(q("change_state_logged"), params)
         del old
         return False
 
@@ -377,6 +435,12 @@ class Outbound(Plumbing):
         if counts["requeued"] or counts["unparked"]:
             self.wake()
         return counts
+
+
+def _mark_refused(entry_id: bytes, token: int | None) -> MapiError:
+    if token is None:
+        return MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the queue")
+    return StaleClaim(entry_id, token)
 
 
 @dataclass

@@ -137,14 +137,22 @@ class Plumbing:
             _close_on(loop, conn)
 
     @asynccontextmanager
-    async def tx(self, what: str, *, durable: bool = True) -> AsyncIterator[Conn]:
+    async def tx(
+        self, what: str, *, durable: bool = True, pipelined: bool = False
+    ) -> AsyncIterator[Conn]:
         """One transaction on a pooled connection. Not ``durable``: committed with
         ``synchronous_commit = off``, so it survives a crash of this process (the server
-        has it) but a crash of the server may lose it until a later durable commit."""
+        has it) but a crash of the server may lose it until a later durable commit.
+        ``pipelined``: the whole transaction in pipeline mode, so BEGIN and SET go out with
+        the first query and COMMIT with the last writes (a round trip only where a result
+        is read; an error may then surface at a later read or at the commit)."""
         if self._pool is None:
             raise self.error(psycopg.InterfaceError("the store is closed"), what)
         try:
-            async with self._connection() as conn, conn.transaction():
+            async with self._connection() as conn, contextlib.AsyncExitStack() as stack:
+                if pipelined:
+                    await stack.enter_async_context(conn.pipeline())
+                await stack.enter_async_context(conn.transaction())
                 if not durable:
                     await conn.execute("SET LOCAL synchronous_commit = off")
                 yield conn

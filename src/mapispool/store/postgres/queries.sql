@@ -151,6 +151,23 @@ UPDATE queue SET state = %(state)s, not_before = %(not_before)s,
        worker = NULL, updated_at = %(now)s
 WHERE message_id = %(message_id)s;
 
+-- name: change_state_logged
+-- change_state, its event row and (folder_id not NULL) the move to a folder, in one
+-- statement: a sent message's outcome costs one statement here instead of three.
+WITH logged AS (
+    INSERT INTO events (entry_id, at, kind, transport, detail)
+    VALUES (%(entry_id)s, %(now)s, %(kind)s, %(transport)s, %(detail)s)
+), moved AS (
+    UPDATE messages SET folder_id = %(folder_id)s::integer
+    WHERE id = %(message_id)s AND %(folder_id)s::integer IS NOT NULL
+)
+UPDATE queue SET state = %(state)s, not_before = %(not_before)s,
+       last_error = CASE WHEN %(state)s = 'sent' THEN NULL ELSE coalesce(%(error)s, last_error) END,
+       parked_by = %(parked_by)s,
+       attempts = attempts + %(attempt)s, handoff = false, token = NULL, lease_until = NULL,
+       worker = NULL, updated_at = %(now)s
+WHERE message_id = %(message_id)s;
+
 -- name: move_to_folder
 UPDATE messages SET folder_id = %s WHERE id = %s;
 

@@ -75,6 +75,7 @@ class PostgresStore(Reads, Store):
         self._listening = False
         self._unsynced = False
         self._closed = False
+        self._groups = {}
 
     # -- opening and closing ------------------------------------------------------------
 
