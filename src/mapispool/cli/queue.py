@@ -6,6 +6,8 @@ import json
 
 import click
 
+from ..store.model import QueueState
+from ..store.types import QUEUE_ACTIONS, QueueAction
 from .context import Cli, pass_cli
 from .render import queue_table, when
 
@@ -69,11 +71,21 @@ def _action(name: str, help_text: str) -> click.Command:
     return command
 
 
+def _retry_help() -> str:
+    """The help of ``queue retry``, naming the states it applies to from the one table
+    of queue actions (so the help cannot fall behind it)."""
+    starts = QUEUE_ACTIONS[QueueAction.RETRY][0]
+    states = [s.value.replace("_", " ") for s in QueueState if s in starts]
+    listed = ", ".join(states[:-1]) + f" or {states[-1]}" if len(states) > 1 else states[0]
+    renewed = " (a failed one gets a new lifetime)" if QueueState.FAILED in starts else ""
+    return f"Send again now messages in state {listed}{renewed}."
+
+
 for _name, _help in (
     ("cancel", "Cancel queued messages (they go to Deleted Items)."),
     ("hold", "Keep messages from being sent until released."),
     ("release", "Let held messages go again."),
-    ("retry", "Send again now: waiting for backoff, uncertain or failed messages."),
+    ("retry", _retry_help()),
     ("purge", "Delete messages for good (not while being sent)."),
 ):
     queue.add_command(_action(_name, _help))

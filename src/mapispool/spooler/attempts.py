@@ -53,12 +53,18 @@ class Result(Enum):
 @dataclass(frozen=True)
 class Offered:
     """The result of ``OutboundRunner.offer``: the outcome, the recipients reported failed
-    in this attempt, the message size, and how many recipients the attempt handled."""
+    in this attempt, the message size, and how many recipients the attempt handled.
+
+    ``finished`` is True only when the message is known to have left the queue for good
+    (sent whole, cancelled, every recipient done): it can never be offered again, so a
+    flush need not remember it. False when unsure: ``Result.SENT`` also means a hand-over
+    that left recipients for other transports."""
 
     outcome: Result
     failed: int = 0
     size: int = 0
     handled: int = 0
+    finished: bool = False
 
 
 @dataclass
@@ -78,3 +84,11 @@ class Attempt:
     #: write of the attempt's outcome carries it, so that the store refuses it once
     #: another worker has taken the message over (DESIGN §9).
     token: int | None = None
+    #: Set when the attempt's outcome finished the message (``Offered.finished``).
+    finished: bool = False
+
+    def offered(self, outcome: Result) -> Offered:
+        """The attempt's result as ``OutboundRunner.offer`` returns it (a cancelled
+        message is finished whichever path cancelled it)."""
+        finished = self.finished or outcome is Result.CANCELLED
+        return Offered(outcome, len(self.failed_rows), self.entry.size, len(self.mine), finished)

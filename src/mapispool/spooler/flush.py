@@ -32,6 +32,7 @@ from .attempts import Result
 from .handles import LogonHandle
 from .inbound import InboundRunner
 from .offering import Offering
+from .pages import OfferedInFlush
 from .status import StatusTable
 
 log = logging.getLogger("mapispool.flush")
@@ -130,6 +131,8 @@ class FlushCoordinator:
         self.lock = asyncio.Lock()
         self._resource_locks: dict[str, asyncio.Lock] = {}
         self.current: FlushResult | None = None
+        #: Per transport, the bookkeeping of its latest outbound phase (its counts).
+        self.offers: dict[str, OfferedInFlush] = {}
 
     async def acquire(self, *, wait: bool) -> None:
         """Take the right to flush: this spooler's lock, then the store's (one FlushQueues
@@ -339,11 +342,25 @@ class FlushCoordinator:
         progress: ProgressCallback | None,
     ) -> None:
         """Offer every due message routed to ``handle``, each at most once per flush."""
-        spooler = self.spooler
         if not self._outbound_wanted(handle):
             return
         force = bool(flags & FLUSH_FORCE)
-        offered: set[bytes] = set()
+        offered = self.offers[handle.name] = OfferedInFlush()
+        try:
+            await self._offer_all(handle, offered, force, mine, progress)
+        finally:
+            offered.close()
+
+    async def _offer_all(
+        self,
+        handle: LogonHandle,
+        offered: OfferedInFlush,
+        force: bool,
+        mine: TransportFlushResult,
+        progress: ProgressCallback | None,
+    ) -> None:
+        """``outbound_phase``'s loop: claim a page, offer it, note the outcomes."""
+        spooler = self.spooler
         until = time.time()
         offering = spooler.offering
         total = bytes_total = done = bytes_done = 0
@@ -373,7 +390,7 @@ class FlushCoordinator:
                     continue
                 break
             for entry, offered_result in outcomes:
-                offered.add(entry.entry_id)
+                offered.add(entry.entry_id, finished=offered_result.finished)
                 count_outcome(
                     mine, offered_result.outcome, offered_result.failed, offered_result.handled
                 )

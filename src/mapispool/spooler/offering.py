@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Protocol
 
@@ -16,7 +16,7 @@ from ..store import Claim, Note, Outcome, QueueEntry, QueueState, Route, Store
 from .attempts import Offered
 from .handles import LogonHandle
 from .outbound import OutboundRunner
-from .pages import parked_pages
+from .pages import Exclusions, parked_pages
 from .retry import RetryPolicy
 from .routing import Registration, route
 from .sender_routing import by_sender
@@ -102,7 +102,7 @@ class Offering:
         handle: LogonHandle,
         *,
         force: bool,
-        exclude: set[bytes],
+        exclude: Collection[bytes],
         submitted_before: float | None = None,
         limit: int = CLAIM_PAGE,
         first: bool = True,
@@ -121,14 +121,16 @@ class Offering:
         for entry_id, until in list(self.held_back.items()):
             if until <= now:
                 del self.held_back[entry_id]
-        if not force:
-            exclude = exclude | self.held_back.keys()
+        # ``exclude`` (a flush's offered messages) is read where it is, never copied; the
+        # small sets that other tasks change meanwhile are snapshots.
+        held_back = frozenset() if force else frozenset(self.held_back)
         order = tuple((n, tuple(t)) for n, t in self.spooler.registrations())
         route = Route(handle.name, order, senders=self.spooler.outbound.senders)
         async with self._claiming:
+            skip = Exclusions(exclude, held_back, frozenset(self.busy))
             claims = await self.store.claim(
                 route, now=now, limit=limit, ignore_backoff=force,
-                submitted_before=submitted_before, exclude=exclude | self.busy.keys(),
+                submitted_before=submitted_before, exclude=skip,
                 released=set(handle.released),
             )  # fmt: skip
             for claim in claims:
@@ -138,7 +140,10 @@ class Offering:
         return claims
 
     async def wait_for_others(
-        self, handle: LogonHandle, exclude: set[bytes], submitted_before: float | None = None
+        self,
+        handle: LogonHandle,
+        exclude: Collection[bytes],
+        submitted_before: float | None = None,
     ) -> bool:
         """Wait for messages another transport is sending right now (a parallel flush)
         that still have recipients for ``handle``: the store shows them in flight, not

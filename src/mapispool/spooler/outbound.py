@@ -185,7 +185,7 @@ class OutboundRunner:
             outcome = await self._submit_and_end(attempt, flags, keep_going)
             if outcome is None:
                 return None
-            return Offered(outcome, len(attempt.failed_rows), size, len(attempt.mine))
+            return attempt.offered(outcome)
         finally:
             self._attempts.pop(entry_id, None)
             self.spooler.queue_changed()
@@ -285,6 +285,7 @@ class OutboundRunner:
         entry_id, name = attempt.entry.entry_id, attempt.handle.name
         held = bool(answer & (END_DONT_RESEND | END_RESEND_LATER))
         if not held and await self._delivered_whole(attempt):
+            attempt.finished = True
             return Result.SENT
         left = await self._record_attempt(attempt, marks_deliver=not held)
         if answer & END_DONT_RESEND and left:
