@@ -98,7 +98,7 @@ def _slow_ok(_transaction: SmtpTransaction) -> str:
     return "250 OK"
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(900)
 def test_a_worker_paused_past_its_lease_loses_its_claim(
     tmp_path: Path, pg_store: PgStoreLocation, smtp_server_factory: object
 ) -> None:
@@ -111,7 +111,7 @@ def test_a_worker_paused_past_its_lease_loses_its_claim(
 
     def held(_transaction: SmtpTransaction) -> str:
         arrived.set()
-        release.wait(120)
+        release.wait(600)
         return "250 OK"
 
     smtp = smtp_server_factory(data_answer=held)  # type: ignore[operator]
@@ -121,15 +121,15 @@ def test_a_worker_paused_past_its_lease_loses_its_claim(
     live: Worker | None = None
     try:
         entry_id = _submit(profile, "paused")
-        assert arrived.wait(60), zombie.text()
+        assert arrived.wait(180), zombie.text()
         zombie.process.send_signal(signal.SIGSTOP)
         live = Worker(profile, "live").wait_started()
-        wait_until(lambda: _entry(pg_store, entry_id)[0] is QueueState.UNCERTAIN, 60)
-        wait_until(lambda: _workers_alive(profile) == {"live"}, 60)
+        wait_until(lambda: _entry(pg_store, entry_id)[0] is QueueState.UNCERTAIN, 180)
+        wait_until(lambda: _workers_alive(profile) == {"live"}, 180)
         zombie.process.send_signal(signal.SIGCONT)
         release.set()
-        wait_until(lambda: DROPPED in zombie.text(), 60)
-        wait_until(lambda: _workers_alive(profile) == {"live", "zombie"}, 60)
+        wait_until(lambda: DROPPED in zombie.text(), 180)
+        wait_until(lambda: _workers_alive(profile) == {"live", "zombie"}, 180)
     finally:
         release.set()
         zombie.process.send_signal(signal.SIGCONT)

@@ -54,7 +54,7 @@ class Worker:
         return self.log.read_text(errors="replace")
 
     def wait_started(self) -> Worker:
-        wait_until(lambda: "event=started" in self.text() or self.process.poll() is not None, 60)
+        wait_until(lambda: "event=started" in self.text() or self.process.poll() is not None, 180)
         assert self.process.poll() is None, self.text()
         return self
 
