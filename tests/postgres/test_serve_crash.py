@@ -59,13 +59,13 @@ def _entry(pg_store: PgStoreLocation, entry_id: str) -> tuple[QueueState, list[s
 
 
 def _workers_alive(profile: Path) -> set[str]:
-    done = run(profile, "status", "--json")
+    done = run(profile, "status", "--json", timeout=120)
     assert done.returncode == 0, done.stderr
     return {name for row in json.loads(done.stdout) for name in row.get("workers", [])}
 
 
 def _submit(profile: Path, subject: str) -> str:
-    done = run(profile, "submit", "-", stdin=message(subject))
+    done = run(profile, "submit", "-", stdin=message(subject), timeout=120)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
