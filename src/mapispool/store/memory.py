@@ -29,6 +29,7 @@ from .model import (
     QueueState,
     Recipient,
     StoredMessage,
+    initial_placement,
 )
 from .types import Claim, Delivery, Outcome, QueueAction, Recorded, Route
 
@@ -112,9 +113,7 @@ class MemoryStore(Store):
         eight_bit: bool = False,
         canonical: bool = False,
     ) -> bytes:
-        deferred = not_before is not None and not_before > submit_time
-        due_at = not_before if deferred and not_before is not None else submit_time
-        state = QueueState.DEFERRED if deferred else QueueState.QUEUED
+        state, due_at, expires_at = initial_placement(submit_time, not_before, expires_at)
         with self._data.lock:
             row = self._data.new_message(
                 "Outbox", content, props, recipients, eight_bit=eight_bit, canonical=canonical
@@ -123,7 +122,7 @@ class MemoryStore(Store):
                 state=state,
                 submit_time=submit_time,
                 not_before=not_before,
-                expires_at=expires_at + due_at - submit_time,
+                expires_at=expires_at,
                 due_at=due_at,
             )
             self._data.log(row.entry_id, "submitted", None, state.value, submit_time)

@@ -92,6 +92,18 @@ TRANSITIONS: Mapping[QueueState, frozenset[QueueState]] = {
 }
 
 
+def initial_placement(
+    submit_time: float, not_before: float | None, expires_at: float
+) -> tuple[QueueState, float, float]:
+    """Where ``Store.submit`` puts a new message: its state (deferred when ``not_before``
+    lies after the submit time, else queued), when it is first due, and its expiry moved
+    by the deferral, so that a message sent later keeps its whole lifetime."""
+    deferred = not_before is not None and not_before > submit_time
+    due_at = not_before if deferred and not_before is not None else submit_time
+    state = QueueState.DEFERRED if deferred else QueueState.QUEUED
+    return state, due_at, expires_at + due_at - submit_time
+
+
 def recovered_state(state: str, handoff: bool, pending: int) -> tuple[QueueState, str, str]:
     """What ``Store.recover`` makes of a stranded message: its new state, the count it
     goes to (``requeued``, ``uncertain`` or ``unparked``) and why, from its state, whether

@@ -27,7 +27,7 @@ import psycopg
 
 from ...mapi import MAPI_E_VERSION, MapiError
 from ..base import Store
-from ..model import QueueState, Recipient
+from ..model import QueueState, Recipient, initial_placement
 from ..types import Delivery, Outcome, Recorded
 from ._plumbing import Conn, log
 from ._reads import Reads
@@ -270,10 +270,7 @@ class PostgresStore(Reads, Store):
         eight_bit: bool = False,
         canonical: bool = False,
     ) -> bytes:
-        deferred = not_before is not None and not_before > submit_time
-        state = QueueState.DEFERRED if deferred else QueueState.QUEUED
-        due_at = not_before if deferred and not_before is not None else submit_time
-        expires_at += due_at - submit_time
+        state, due_at, expires_at = initial_placement(submit_time, not_before, expires_at)
         async with self.tx("submitting a message") as conn, conn.pipeline():
             message_id, entry_id = await insert_message(
                 conn, FOLDER_IDS["Outbox"], content, props, recipients, submit_time,
@@ -285,7 +282,7 @@ class PostgresStore(Reads, Store):
                  submit_time),
             )  # fmt: skip
             await add_event(conn, entry_id, "submitted", None, state.value, submit_time)
-            if not deferred:
+            if state is not QueueState.DEFERRED:
                 await conn.execute(q("notify_submitted"), (self.channel,))
         self.wake()
         return entry_id

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...mapi import PR_MESSAGE_CLASS, PR_SUBJECT
 from ..codec import dump_json, dump_props
-from ..model import QueueState, Recipient
+from ..model import Recipient, initial_placement
 from ..text import storable
 from .database import MEMORY, Database
 from .integrity import content_digest, write_seq
@@ -127,10 +127,7 @@ def submit(
     ``submission_key`` (``mapispool-sendmail``'s hand-off) is stored as a dedupe key in the
     same transaction: when it is there already, nothing is written and ``AlreadySubmitted``
     is raised, so a retry of the same submission cannot queue the message twice."""
-    deferred = not_before is not None and not_before > submit_time
-    state = QueueState.DEFERRED if deferred else QueueState.QUEUED
-    due_at = not_before if deferred and not_before is not None else submit_time
-    expires_at += due_at - submit_time
+    state, due_at, expires_at = initial_placement(submit_time, not_before, expires_at)
     with db.tx("submitting a message") as conn:
         message_id, entry_id = insert_message(
             db,
