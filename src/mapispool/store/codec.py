@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from ..mapi import RecipientType
+from .model import Recipient
 from .text import storable
 
 
@@ -67,3 +69,19 @@ def dump_json(value: Any) -> str:
 def load_json(text: str) -> Any:
     """The inverse of ``dump_json``."""
     return _decode_value(json.loads(text))
+
+
+def recipient_from_row(row: Sequence[Any]) -> Recipient:
+    """A ``Recipient`` from a stored recipient row of any store: (row id, address, type,
+    display name, recipient type, responsibility, props)."""
+    row_id, address, addrtype, display_name, rtype, responsible, props = row
+    recipient = Recipient(
+        address=address,
+        addrtype=addrtype,
+        recipient_type=RecipientType(rtype),
+        display_name=display_name,
+        props=load_props(props),
+        row_id=row_id,
+    )
+    recipient.responsibility = bool(responsible)
+    return recipient

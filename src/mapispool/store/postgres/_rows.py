@@ -6,8 +6,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ...mapi import PR_MESSAGE_CLASS, PR_SUBJECT, RecipientType
+from ...mapi import PR_MESSAGE_CLASS, PR_SUBJECT
 from ..codec import dump_props, load_props
+from ..codec import recipient_from_row as stored_recipient
 from ..model import QueueEntry, QueueState, Recipient, StoredMessage
 from ..sqlite.integrity import content_digest
 from ..text import storable
@@ -108,18 +109,10 @@ def checked_inline(data: bytes | None, digest: bytes | None) -> bytes | None:
 
 
 def recipient_from_row(row: Sequence[Any]) -> tuple[int, Recipient]:
-    """(seq, recipient) from a ``recipients_of`` row."""
-    message_id, row_id, address, addrtype, display_name, rtype, responsible, props = row
-    recipient = Recipient(
-        address=address,
-        addrtype=addrtype,
-        recipient_type=RecipientType(rtype),
-        display_name=display_name,
-        props=load_props(props),
-        row_id=row_id,
-    )
-    recipient.responsibility = bool(responsible)
-    return int(message_id), recipient
+    """(seq, recipient) from a ``recipients_of`` row: the message's id, then a stored
+    recipient row (``codec.recipient_from_row``)."""
+    message_id, *recipient = row
+    return int(message_id), stored_recipient(recipient)
 
 
 async def recipients_by_message(conn: Conn, ids: Sequence[int]) -> dict[int, list[Recipient]]:

@@ -13,13 +13,13 @@ from typing import Any
 
 from ...mapi import PR_SENDER_EMAIL_ADDRESS
 from ..base import PAGE
-from ..codec import load_props
+from ..codec import load_props, recipient_from_row
 from ..model import QueueEntry, QueueState, Recipient
 from ..types import Claim, Route
 from .database import Database
 from .integrity import content_digest
 from .queries import Q
-from .reads import entry_from_row, recipient_from_row
+from .reads import entry_from_row
 from .writes import event
 
 

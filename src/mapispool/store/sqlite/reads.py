@@ -10,9 +10,9 @@ import sqlite3
 from collections.abc import Collection, Sequence
 from typing import IO, Any
 
-from ...mapi import MAPI_E_NOT_FOUND, MapiError, RecipientType
+from ...mapi import MAPI_E_NOT_FOUND, MapiError
 from ..base import QueuePosition
-from ..codec import load_json, load_props
+from ..codec import load_json, load_props, recipient_from_row
 from ..model import Event, QueueEntry, QueueState, Recipient, StoredMessage
 from ..text import storable
 from .database import Database
@@ -39,22 +39,6 @@ def entry_from_row(row: Sequence[Any], recipients: tuple[str, ...] = ()) -> Queu
         recipients=recipients,
         seq=int(mid),
     )
-
-
-def recipient_from_row(row: Sequence[Any]) -> Recipient:
-    """A ``Recipient`` from (row id, address, type, display name, recipient type,
-    responsibility, props)."""
-    row_id, address, addrtype, display_name, rtype, responsible, props = row
-    recipient = Recipient(
-        address=address,
-        addrtype=addrtype,
-        recipient_type=RecipientType(rtype),
-        display_name=display_name,
-        props=load_props(props),
-        row_id=row_id,
-    )
-    recipient.responsibility = bool(responsible)
-    return recipient
 
 
 def _paging(after: QueuePosition | None, limit: int) -> dict[str, Any]:
