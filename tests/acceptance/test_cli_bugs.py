@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,16 +14,6 @@ import pytest
 from tests.acceptance.test_cli_support import command, env, message, run, sendmail, smtp_profile
 from tests.acceptance.test_daemon_support import Serve, write_profile
 from tests.servers.smtp import SmtpServer
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer(rcpt_answers={"nobody@example.test": "550 5.1.1 no such user"})
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

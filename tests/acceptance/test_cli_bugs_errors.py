@@ -20,16 +20,6 @@ PASSWORD_ENV = "MAPISPOOL_R1_SMTP_PASSWORD"
 
 
 @pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer(rcpt_answers={"nobody@example.test": "550 5.1.1 no such user"})
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def auth_smtp() -> Iterator[SmtpServer]:
     server = SmtpServer(auth=("me", "right"), auth_required=True, auth_require_tls=False)
     server.start()

@@ -5,23 +5,12 @@ from __future__ import annotations
 
 import json
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.acceptance.test_cli_support import message, run, sendmail, smtp_profile
 from tests.servers.smtp import SmtpServer
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer(rcpt_answers={"nobody@example.test": "550 5.1.1 no such user"})
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,16 +21,6 @@ BODY = b"Subject: {subject}\n\nhello\n"
 
 def body(subject: str) -> bytes:
     return BODY.replace(b"{subject}", subject.encode())
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer(rcpt_answers={"nobody@example.test": "550 5.1.1 no such user"})
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
