@@ -1,8 +1,7 @@
 """Group commit for ``PostgresStore.record`` and ``mark_handoff``: the outcomes and
 hand-over marks that callers on the store's event loop hand in while an earlier batch is
-being committed go to the server together, in one transaction, each in its own
-savepoint, in the order they were handed in (as ``store/sqlite/group.py`` does for
-SQLite).
+being committed go to the server together, in one transaction, in the order they were
+handed in (as ``store/sqlite/group.py`` does for SQLite); ``_record`` writes them.
 
 No timer: a batch is whatever queued up while the previous transaction ran, up to
 ``GROUP_LIMIT`` outcomes. A lone caller waits for no one; under load the batches grow by
@@ -10,9 +9,9 @@ themselves, and a batch costs one BEGIN, one row lock query and one COMMIT (one 
 flush when durable) instead of one of each per message.
 
 A job's fate is its own: a refused outcome or mark (a stale token, a constraint) is
-rolled back to its savepoint and reported to its caller only. A failure of the whole
-transaction (the connection, the server) is raised to every caller of the batch, whose
-writes then all stayed undone.
+reported to its caller only, and the others of its batch are committed. A failure of the
+whole transaction (the connection, the server) is raised to every caller of the batch,
+whose writes then all stayed undone.
 """
 
 from __future__ import annotations

@@ -12,37 +12,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-import psycopg
-
-from ...mapi import MAPI_E_CALL_FAILED, MAPI_E_NOT_FOUND, PR_SENDER_EMAIL_ADDRESS, MapiError
-from ..base import FOLDERS, INLINE_LIMIT, PAGE
-from ..codec import dump_props, load_props
-from ..model import (
-    TRANSITIONS,
-    InvalidTransition,
-    QueueState,
-    Recipient,
-    StaleClaim,
-    recovered_state,
-)
-from ..text import storable
+from ...mapi import PR_SENDER_EMAIL_ADDRESS
+from ..base import INLINE_LIMIT, PAGE
+from ..codec import load_props
+from ..model import QueueState, Recipient, recovered_state
 from ..types import Claim, Outcome, Recorded, Route
 from ._group import GroupCommit, Job
-from ._plumbing import Conn, Plumbing
-from ._rows import (
-    FOLDER_IDS,
-    add_event,
-    checked_inline,
-    insert_message,
-    queue_entry,
-    recipient_from_row,
-)
+from ._plumbing import Plumbing
+from ._record import commit_marks, commit_outcomes, folder_id
+from ._rows import add_event, checked_inline, queue_entry, recipient_from_row
 from ._sql import q
-
-_DUE = frozenset({QueueState.QUEUED, QueueState.RETRY, QueueState.DEFERRED})
 
 #: The props key of PR_SENDER_EMAIL_ADDRESS (props are stored as JSON keyed by tag).
 _SENDER_KEY = str(int(PR_SENDER_EMAIL_ADDRESS))
@@ -210,12 +191,11 @@ class Outbound(Plumbing):
     # -- outcomes ---------------------------------------------------------------------
 
     async def record(self, outcomes: Sequence[Outcome], *, durable: bool = False) -> list[Recorded]:
-        """Committed with the other outcomes handed in meanwhile (``_group``).
-        All rows of a batch are locked by one query, in message order (two batches never
-        deadlock); each outcome is checked against its row in Python, so that a refused
-        one is known before anything is written; the writes of each outcome go out
-        pipelined under a savepoint, which a failing statement (a constraint) rolls back
-        without touching the others."""
+        """Committed with the other outcomes handed in meanwhile (``_group``), in two
+        round trips (``_record``): the rows of the batch locked in one query, in message
+        order (two batches never deadlock), each outcome checked against its row in
+        Python, so that a refused one is known before anything is written, then every
+        write and the COMMIT together."""
         if not outcomes:
             return []
         results: list[Recorded] = await self._grouped(Job(outcomes, durable))
@@ -239,176 +219,25 @@ class Outbound(Plumbing):
         return await group.run(job)
 
     async def _commit_batch(self, jobs: list[Job]) -> None:
-        """One transaction for ``jobs`` (see ``_group``), in pipeline mode: a batch of marks
-        alone is one round trip (BEGIN, the UPDATEs and COMMIT together); with outcomes,
-        one more to read the locked rows they are checked against. Sets each job's result
-        or error; raises when the transaction failed as a whole."""
-        durable = any(job.durable for job in jobs)
-        recording = any(job.mark is None for job in jobs)
-        woke = False
-        marks: list[tuple[Job, bytes, int | None, Any]] = []
-        what = "recording outcomes" if recording else "recording a hand-over"
-        async with self.tx(what, durable=durable, pipelined=True) as conn:
-            rows: dict[bytes, _Row] = {}
-            if recording:
-                rows = await self._lock_rows(conn, jobs)
-            now = time.time()
-            for job in jobs:
-                if job.mark is not None:
-                    # No savepoint: an UPDATE of one flag fails only with the transaction.
-                    entry_id, token, begun = job.mark
-                    params = {"begun": begun, "entry_id": entry_id, "token": token}
-                    cur = await conn.execute(q("mark_handoff"), params)
-                    marks.append((job, entry_id, token, cur))
-                else:
-                    job.result, due = await self._record_in(conn, job.outcomes, rows, now)
-                    woke = woke or due
-        # Read after the commit: a refused mark changed nothing, so it needs no rollback.
-        for job, entry_id, token, cur in marks:
-            if await cur.fetchone() is None:
-                job.error = _mark_refused(entry_id, token)
-        if woke:
-            self.wake()
-
-    async def _lock_rows(self, conn: Conn, jobs: list[Job]) -> dict[bytes, _Row]:
-        """The queue rows of every message in ``jobs``, locked in one query in message
-        order (two batches never deadlock), as ``_Row``s."""
-        ids = sorted(
-            {o.entry_id for job in jobs for o in job.outcomes}
-            | {job.mark[0] for job in jobs if job.mark is not None}
-        )
-        cur = await conn.execute(q("lock_entries"), (ids,))
-        rows = {bytes(r[0]): _Row(QueueState(r[1]), r[2], int(r[3]), list(r[4] or ()))
-                for r in await cur.fetchall()}  # fmt: skip
-        missing = [e for e in ids if e not in rows]
-        if missing:  # messages outside the queue may still get notes and reports
-            cur = await conn.execute(q("message_ids"), (missing,))
-            rows.update({bytes(e): _Row(None, None, int(m), []) for e, m in await cur.fetchall()})
-        return rows
-
-    async def _record_in(
-        self, conn: Conn, outcomes: Sequence[Outcome], rows: dict[bytes, _Row], now: float
-    ) -> tuple[list[Recorded], bool]:
-        """One caller's outcomes, each in a savepoint; their ``Recorded``s and whether one
-        made a message due. ``rows`` (locked) follows the changes."""
-        results: list[Recorded] = []
-        woke = False
-        refused: set[bytes] = set()
-        for outcome in outcomes:
-            row = rows.get(outcome.entry_id)
-            try:
-                if outcome.entry_id in refused:
-                    raise MapiError(
-                        MAPI_E_CALL_FAILED,
-                        f"{outcome.entry_id.hex()}: not recorded, an earlier outcome "
-                        "of the same message in the batch failed",
-                    )
-                _check(outcome, row)
-            except MapiError as exc:
-                results.append(Recorded(error=exc))
-                refused.add(outcome.entry_id)
-                continue
-            assert row is not None
-            before = (row.state, row.token, row.gone, list(row.declined))
-            try:
-                async with conn.transaction():  # a failing statement spares the rest
-                    recorded = await self._apply(conn, outcome, row, now)
-            except psycopg.DatabaseError as exc:
-                if isinstance(exc, psycopg.OperationalError):
-                    raise  # the connection or the server: the whole batch fails
-                row.state, row.token, row.gone, row.declined = before
-                results.append(Recorded(error=self.error(exc, "recording an outcome")))
-                refused.add(outcome.entry_id)
-                continue
-            results.append(recorded)
-            woke = woke or outcome.state in _DUE
-        return results, woke
-
-    async def _apply(self, conn: Conn, outcome: Outcome, row: _Row, now: float) -> Recorded:
-        entry_id, state, message_id = outcome.entry_id, row.state, row.message_id
-        declined = row.declined
-        async with conn.cursor() as c:
-            if outcome.recipients:
-                await c.executemany(
-                    q("save_recipient"),
-                    [
-                        (bool(r.responsibility), dump_props(r.props), message_id, r.row_id)
-                        for r in outcome.recipients
-                    ],
+        """One transaction for ``jobs`` (see ``_record``): marks in one round trip,
+        outcomes in two. Sets each job's result or error; raises when the transaction
+        failed as a whole. A batch holds marks or outcomes, never both (two lanes)."""
+        marks = [job for job in jobs if job.mark is not None]
+        outcomes = [job for job in jobs if job.mark is None]
+        if marks:
+            async with self.scripted("recording a hand-over") as conn:
+                await commit_marks(conn, marks)
+        if outcomes:
+            durable = any(job.durable for job in outcomes)
+            async with self.scripted("recording outcomes") as conn:
+                woke = await commit_outcomes(
+                    conn, outcomes, durable=durable, now=time.time(), refusal=self.error
                 )
-            for ro in outcome.recipient_outcomes:
-                await c.executemany(
-                    q("recipient_outcome"),
-                    [
-                        (ro.outcome, ro.transport, ro.report_text, message_id, rid)
-                        for rid in ro.row_ids
-                    ],
-                )
-        if outcome.declined and outcome.declined not in declined:
-            declined.append(outcome.declined)
-            await conn.execute(q("set_declined"), (declined, message_id))
-        for note in outcome.notes:
-            await add_event(conn, entry_id, note.kind, note.transport, note.detail, now)
-        gone = False
-        if outcome.state is not None and state is not None:
-            gone = await self._change_state(conn, outcome, state, message_id, now)
-            row.state, row.token, row.gone = outcome.state, None, gone
-        report_ids = []
-        for report in outcome.reports:
-            if not gone:
-                for rid in report.ndr_rows:
-                    await conn.execute(q("mark_ndr_sent"), (message_id, rid))
-                if report.delay_notice:
-                    await conn.execute(q("mark_delay_notified"), (message_id,))
-            if report.content is not None:
-                _mid, report_id = await insert_message(
-                    conn, FOLDER_IDS["Inbox"], report.content, report.props, (), now
-                )
-                await add_event(conn, report_id, "received", None, "Inbox", now)
-                report_ids.append(report_id)
-        return Recorded(old=state, report_ids=tuple(report_ids))
-
-    async def _change_state(
-        self, conn: Conn, outcome: Outcome, old: QueueState, message_id: int, now: float
-    ) -> bool:
-        """Apply the state change; True when the message was deleted with it."""
-        new = cast(QueueState, outcome.state)
-        detail = outcome.error
-        if new.finished:
-            detail = outcome.folder if outcome.error is None else outcome.error
-            if outcome.delete:
-                await add_event(
-                    conn, outcome.entry_id, outcome.event or new.value, outcome.transport,
-                    detail, now,
-                )  # fmt: skip
-                await conn.execute(q("delete_message_by_id"), (message_id,))
-                return True
-        folder = outcome.folder if new.finished else None
-        params: dict[str, Any] = {
-            "entry_id": outcome.entry_id,
-            "kind": outcome.event or new.value,
-            "transport": outcome.transport,
-            "detail": storable(detail) if detail is not None else None,
-            "folder_id": None if folder is None else self.folder_id(folder),
-            "state": new.value,
-            "not_before": None if new.finished else outcome.not_before,
-            "error": outcome.error,
-            "parked_by": outcome.parked_by,
-            "attempt": int(outcome.count_attempt),
-            "now": now,
-            "message_id": message_id,
-        }
-        await conn.execute(q("change_state_logged"), params)
-        del old
-        return False
+            if woke:
+                self.wake()
 
     def folder_id(self, name: str) -> int:
-        try:
-            return FOLDER_IDS[name]
-        except KeyError:
-            raise MapiError(
-                MAPI_E_NOT_FOUND, f"no folder called {name!r}; use one of {FOLDERS}"
-            ) from None
+        return folder_id(name)
 
     # -- recovery ---------------------------------------------------------------------
 
@@ -435,46 +264,3 @@ class Outbound(Plumbing):
         if counts["requeued"] or counts["unparked"]:
             self.wake()
         return counts
-
-
-def _mark_refused(entry_id: bytes, token: int | None) -> MapiError:
-    if token is None:
-        return MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the queue")
-    return StaleClaim(entry_id, token)
-
-
-@dataclass
-class _Row:
-    """A locked queue row as a batch of outcomes changes it."""
-
-    state: QueueState | None  # None: a message outside the queue (notes, reports only)
-    token: int | None
-    message_id: int
-    declined: list[str]
-    gone: bool = False
-
-
-def _check(outcome: Outcome, row: _Row | None) -> None:
-    """Raise what refuses ``outcome`` (unknown message, stale token, a transition the state
-    machine or ``expect`` does not allow); nothing when it may be applied."""
-    entry_id = outcome.entry_id
-    if outcome.token is not None and (row is None or row.gone or row.state is None):
-        raise StaleClaim(entry_id, outcome.token)  # the claim ended with its message
-    if row is None or row.gone:
-        raise MapiError(MAPI_E_NOT_FOUND, f"no message with entry id {entry_id.hex()}")
-    if row.state is None:
-        if outcome.state is not None or outcome.declined:
-            raise MapiError(MAPI_E_NOT_FOUND, f"{entry_id.hex()} is not in the queue")
-        return
-    if outcome.token is not None and (
-        row.state is not QueueState.IN_FLIGHT or row.token != outcome.token
-    ):
-        raise StaleClaim(entry_id, outcome.token)
-    if outcome.state is not None:
-        allowed = outcome.expect
-        if (allowed is not None and row.state not in allowed) or (
-            outcome.state not in TRANSITIONS[row.state]
-        ):
-            raise InvalidTransition(
-                f"{entry_id.hex()}: cannot go from {row.state.value} to {outcome.state.value}"
-            )

@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection, sql
+from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
 from ...mapi import MapiError
@@ -34,6 +35,11 @@ CONNECT_TIMEOUT = 10.0
 #: A connection kept for another thread's event loop is pinged before use when it has
 #: been idle this long (seconds): one that a server restart broke is then replaced.
 FOREIGN_IDLE_CHECK = 1.0
+
+#: A pooled connection is pinged at checkout when it was given back longer ago than this
+#: (seconds). A server restart within that time surfaces as the next query's error (the
+#: worker retries it; a command exits 75), never as a lost write.
+POOL_IDLE_CHECK = 1.0
 
 
 class _Foreign:
@@ -72,6 +78,8 @@ class Plumbing:
             weakref.WeakKeyDictionary()
         )
         self._foreign_guard = threading.Lock()
+        #: When each pooled connection was last given back (``_check_idle``).
+        self._returned: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
         self._where = f"{public_url(url)} (schema {schema})"
         self.channel = f"mapispool_{schema}"[:63]
 
@@ -88,6 +96,10 @@ class Plumbing:
             "connect_timeout": int(CONNECT_TIMEOUT),
             "application_name": "mapispool",
             "context": STORE_ADAPTERS,  # no text a server or a file sends fails a write
+            # psycopg's own prepared statements off: it deallocates every prepared
+            # statement of a connection after any rollback on it, the store's own
+            # (``_script.PREPARED``) included.
+            "prepare_threshold": None,
         }
         password = self._password()
         if password is not None:
@@ -113,14 +125,25 @@ class Plumbing:
             kwargs=self.connect_kwargs(),
             configure=self._configure,
             # A connection broken by a server restart is found out at checkout, not by the
-            # query that would fail on it.
-            check=AsyncConnectionPool.check_connection,
+            # query that would fail on it; one given back moments ago is not asked again
+            # (the ping was a round trip per transaction).
+            check=self._check_idle,
+            reset=self._given_back,
             timeout=CONNECT_TIMEOUT,
             reconnect_timeout=0,  # keep trying forever: workers ride out an outage
             open=False,
             name=f"mapispool-{self.schema}",
         )
         await self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+
+    async def _check_idle(self, conn: Conn) -> None:
+        """The pool's check at checkout: ping a connection idle for over
+        ``POOL_IDLE_CHECK`` seconds; raise if it is broken (the pool then replaces it)."""
+        if time.monotonic() - self._returned.get(conn, 0.0) > POOL_IDLE_CHECK:
+            await AsyncConnectionPool.check_connection(conn)
+
+    async def _given_back(self, conn: Conn) -> None:
+        self._returned[conn] = time.monotonic()
 
     async def close_connections(self) -> None:
         session, self._session = self._session, None
@@ -137,28 +160,39 @@ class Plumbing:
             _close_on(loop, conn)
 
     @asynccontextmanager
-    async def tx(
-        self, what: str, *, durable: bool = True, pipelined: bool = False
-    ) -> AsyncIterator[Conn]:
+    async def tx(self, what: str, *, durable: bool = True) -> AsyncIterator[Conn]:
         """One transaction on a pooled connection. Not ``durable``: committed with
         ``synchronous_commit = off``, so it survives a crash of this process (the server
-        has it) but a crash of the server may lose it until a later durable commit.
-        ``pipelined``: the whole transaction in pipeline mode, so BEGIN and SET go out with
-        the first query and COMMIT with the last writes (a round trip only where a result
-        is read; an error may then surface at a later read or at the commit)."""
+        has it) but a crash of the server may lose it until a later durable commit."""
         if self._pool is None:
             raise self.error(psycopg.InterfaceError("the store is closed"), what)
         try:
-            async with self._connection() as conn, contextlib.AsyncExitStack() as stack:
-                if pipelined:
-                    await stack.enter_async_context(conn.pipeline())
-                await stack.enter_async_context(conn.transaction())
+            async with self._connection() as conn, conn.transaction():
                 if not durable:
                     await conn.execute("SET LOCAL synchronous_commit = off")
                 yield conn
         except MapiError:
             raise
         except (psycopg.Error, OSError) as exc:  # PoolTimeout is an OperationalError
+            raise self.error(exc, what) from exc
+
+    @asynccontextmanager
+    async def scripted(self, what: str) -> AsyncIterator[Conn]:
+        """A connection for statements that manage their own transaction (a ``Script``
+        with BEGIN ... COMMIT). A transaction still open after a failure is rolled back
+        before the connection is given back."""
+        if self._pool is None:
+            raise self.error(psycopg.InterfaceError("the store is closed"), what)
+        try:
+            async with self._connection() as conn:
+                try:
+                    yield conn
+                except BaseException:
+                    await _roll_back(conn)
+                    raise
+        except MapiError:
+            raise
+        except (psycopg.Error, OSError) as exc:
             raise self.error(exc, what) from exc
 
     async def statement(self, what: str, query: Any, params: Any = None) -> None:
@@ -257,6 +291,16 @@ class Plumbing:
             return False
         self._wake.clear()
         return True
+
+
+async def _roll_back(conn: Conn) -> None:
+    """End the transaction a failed script left open (the connection's state otherwise
+    decides: a broken one is dropped by its owner)."""
+    status = conn.info.transaction_status
+    if conn.closed or status not in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+        return
+    with contextlib.suppress(psycopg.Error, OSError):
+        await conn.execute("ROLLBACK")
 
 
 async def _quietly_close(conn: Conn) -> None:

@@ -44,8 +44,11 @@ def queries() -> dict[str, str]:
     """The named queries of ``queries.sql`` (each after a ``-- name: NAME`` line)."""
     text = resources.files(__package__).joinpath("queries.sql").read_text("utf-8")
     parts = _QUERY_HEADER.split(text)
-    pairs = zip(parts[1::2], parts[2::2], strict=True)
-    return {name: body.strip().rstrip(";") for name, body in pairs}
+    pairs = list(zip(parts[1::2], parts[2::2], strict=True))
+    named = {name: body.strip().rstrip(";") for name, body in pairs}
+    if len(named) != len(pairs):  # a second query of one name would hide the first
+        raise RuntimeError("queries.sql names a query twice")
+    return named
 
 
 def q(name: str) -> str:

@@ -8,6 +8,18 @@ VALUES (%(entry_id)s, %(folder_id)s, %(message_class)s, %(subject)s, %(props)s, 
         %(eight_bit)s, %(now)s, %(canonical)s)
 RETURNING id;
 
+-- name: insert_report
+-- A generated report (no recipients) and its content in one statement: the message's
+-- row id stays on the server, so the statement needs no answer.
+WITH m AS (
+    INSERT INTO messages (entry_id, folder_id, message_class, subject, props, size,
+                          eight_bit, created_at, canonical)
+    VALUES (%(entry_id)s, %(folder_id)s, %(message_class)s, %(subject)s, %(props)s,
+            %(size)s, false, %(now)s, false)
+    RETURNING id
+)
+INSERT INTO contents (message_id, data, sha256) SELECT id, %(data)s, %(sha256)s FROM m;
+
 -- name: insert_content
 INSERT INTO contents (message_id, data, sha256) VALUES (%s, %s, %s);
 
@@ -139,6 +151,19 @@ UPDATE recipients SET responsibility = %s, props = %s WHERE message_id = %s AND 
 -- name: recipient_outcome
 UPDATE recipients SET outcome = %s, transport = %s, report_text = %s, responsibility = true
 WHERE message_id = %s AND row_id = %s;
+
+-- name: save_recipients
+-- save_recipient for several rows of one message in one statement.
+UPDATE recipients r SET responsibility = c.responsibility, props = c.props
+FROM unnest(%(row_ids)s::integer[], %(responsibility)s::boolean[], %(props)s::text[])
+     AS c(row_id, responsibility, props)
+WHERE r.message_id = %(message_id)s AND r.row_id = c.row_id;
+
+-- name: set_recipient_outcomes
+-- recipient_outcome for several rows of one message in one statement.
+UPDATE recipients SET outcome = %(outcome)s, transport = %(transport)s,
+       report_text = %(report_text)s, responsibility = true
+WHERE message_id = %(message_id)s AND row_id = ANY(%(row_ids)s::integer[]);
 
 -- name: set_declined
 UPDATE queue SET declined = %s WHERE message_id = %s;
