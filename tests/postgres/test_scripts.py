@@ -150,3 +150,33 @@ async def test_a_script_returns_each_statements_rows_in_order(pg: PostgresStore)
         assert one == 1
     finally:
         await conn.close()
+
+
+async def test_outcomes_of_claims_held_here_take_one_round_trip(
+    pg: PostgresStore, pg2: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sent outcome of a claim this store made is one script (BEGIN, the guard, the
+    writes, COMMIT); the same outcome recorded through another store of the same queue,
+    which does not hold the claim, reads the rows first: two."""
+    runs: list[int] = []
+    real_run = Script.run
+
+    async def counted(self: Script, conn: psycopg.AsyncConnection[object]) -> object:
+        runs.append(len(self))
+        return await real_run(self, conn)
+
+    first, second = await claimed(pg, 2)
+    monkeypatch.setattr(Script, "run", counted)
+    (here,) = await pg.record(
+        [Outcome(first.entry_id, QueueState.SENT, token=first.token, folder="Sent Items")]
+    )
+    assert here.error is None
+    assert len(runs) == 1
+    runs.clear()
+    (elsewhere,) = await pg2.record(
+        [Outcome(second.entry_id, QueueState.SENT, token=second.token, folder="Sent Items")]
+    )
+    assert elsewhere.error is None
+    assert len(runs) == 2
+    for claim in (first, second):
+        assert (await pg.queue_entry(claim.entry_id)).state is QueueState.SENT

@@ -21,7 +21,7 @@ from ..model import QueueState, Recipient, recovered_state
 from ..types import Claim, Outcome, Recorded, Route
 from ._group import GroupCommit, Job
 from ._plumbing import Plumbing
-from ._record import commit_marks, commit_outcomes, folder_id
+from ._record import HeldClaims, commit_marks, commit_outcomes, folder_id
 from ._rows import add_event, checked_inline, queue_entry, recipient_from_row
 from ._sql import q
 
@@ -43,6 +43,8 @@ class Outbound(Plumbing):
     lease: float = 30.0
     #: The group commits (``_grouped``), made on first use.
     _groups: dict[str, GroupCommit]
+    #: What this store's claims returned, for outcomes in one round trip (``_record``).
+    _held: HeldClaims
 
     async def claim(
         self,
@@ -130,6 +132,7 @@ class Outbound(Plumbing):
         claims = []
         for message_id in chosen:
             row = taken[message_id]
+            self._held.hold(bytes(row[1]), message_id, int(row[15]))
             claims.append(
                 Claim(
                     entry=queue_entry((*row[1:12], message_id), recipients[message_id]),
@@ -173,6 +176,8 @@ class Outbound(Plumbing):
                  "now": now},
             )  # fmt: skip
             released = [bytes(eid) for (eid,) in await cur.fetchall()]
+            for entry_id in released:
+                self._held.forget(entry_id)
             async with conn.cursor() as events:
                 await events.executemany(
                     q("insert_event"), [(eid, now, "unclaimed", None, None) for eid in released]
@@ -231,8 +236,10 @@ class Outbound(Plumbing):
             durable = any(job.durable for job in outcomes)
             async with self.scripted("recording outcomes") as conn:
                 woke = await commit_outcomes(
-                    conn, outcomes, durable=durable, now=time.time(), refusal=self.error
-                )
+                    conn, outcomes, durable=durable, now=time.time(), refusal=self.error,
+                    held=self._held,
+                )  # fmt: skip
+            self._held.settle(outcomes)
             if woke:
                 self.wake()
 

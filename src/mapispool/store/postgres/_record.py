@@ -11,10 +11,18 @@ that path: writes of checked outcomes fail only on a broken invariant (a constra
 then the batch is rolled back and done again one outcome at a time, each in a savepoint
 of its own, so that the failing one is refused for its caller only and the others are
 committed, as the group commit promises.
+
+The common batch is one round trip: outcomes of claims this worker holds (``HeldClaims``,
+what its own claims returned). Their rows are known without reading them: in flight under
+the claim's token. The outcomes are checked against those rows, and the script locks the
+rows with a guard that fails unless every one is as assumed (``guard_claims``), then
+writes and commits. A failed guard (the claim was lost) is rolled back, and the batch
+takes the two-round-trip path, which reads the rows and refuses what is stale.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -94,16 +102,78 @@ def mark_refused(entry_id: bytes, token: int | None) -> MapiError:
 # -- outcomes -----------------------------------------------------------------------------
 
 
+class HeldClaims:
+    """The message id and token of each message this store's claims hold, by entry id.
+    Forgotten when an outcome ends the claim or the claim is released; bounded, oldest
+    first, since a claim may also end elsewhere (a lost lease). Used from the store's
+    loop and from a plug-in's thread, hence the lock."""
+
+    LIMIT = 8192
+
+    def __init__(self) -> None:
+        self._rows: dict[bytes, tuple[int, int]] = {}
+        self._lock = threading.Lock()
+
+    def hold(self, entry_id: bytes, message_id: int, token: int) -> None:
+        with self._lock:
+            self._rows.pop(entry_id, None)
+            self._rows[entry_id] = (message_id, token)
+            while len(self._rows) > self.LIMIT:
+                del self._rows[next(iter(self._rows))]
+
+    def forget(self, entry_id: bytes) -> None:
+        with self._lock:
+            self._rows.pop(entry_id, None)
+
+    def rows(self, jobs: Sequence[Job]) -> dict[bytes, Row] | None:
+        """The rows of every message in ``jobs`` as this worker's claims left them, or None
+        when an outcome is not of a claim held here (no token, another token, unknown) or
+        adds a declined transport (which needs the row's current list)."""
+        rows: dict[bytes, Row] = {}
+        with self._lock:
+            for job in jobs:
+                for outcome in job.outcomes:
+                    held = self._rows.get(outcome.entry_id)
+                    if outcome.token is None or held is None or held[1] != outcome.token:
+                        return None
+                    if outcome.declined:
+                        return None
+                    rows[outcome.entry_id] = Row(QueueState.IN_FLIGHT, held[1], held[0], [])
+        return rows
+
+    def settle(self, jobs: Sequence[Job]) -> None:
+        """Forget the claims that the recorded outcomes of ``jobs`` ended."""
+        for job in jobs:
+            for outcome, recorded in zip(job.outcomes, job.result or (), strict=False):
+                if outcome.state is not None and recorded.error is None:
+                    self.forget(outcome.entry_id)
+
+
 #: Turns a database error into the ``MapiError`` a refused outcome carries.
 Refusal = Callable[[BaseException, str], MapiError]
 
 
 async def commit_outcomes(
-    conn: Conn, jobs: Sequence[Job], *, durable: bool, now: float, refusal: Refusal
+    conn: Conn,
+    jobs: Sequence[Job],
+    *,
+    durable: bool,
+    now: float,
+    refusal: Refusal,
+    held: HeldClaims,
 ) -> bool:
     """One transaction for the outcomes of ``jobs``: sets each job's ``result`` (a
     ``Recorded`` per outcome, refused ones with their error); raises when the transaction
-    failed as a whole. True when an outcome made a message due."""
+    failed as a whole. True when an outcome made a message due. ``held``: the claims
+    this worker holds, for the one-round-trip path."""
+    guessed = held.rows(jobs)
+    if guessed is not None:
+        try:
+            return await _commit_held(conn, jobs, guessed, durable=durable, now=now)
+        except psycopg.DatabaseError as exc:
+            if isinstance(exc, psycopg.OperationalError):
+                raise
+            await conn.execute("ROLLBACK")  # a lost claim, or a write refused: read the rows
     rows = await _begin_and_lock(conn, jobs, durable)
     script = Script()
     woke = False
@@ -119,6 +189,25 @@ async def commit_outcomes(
             raise  # the connection or the server: the whole batch fails
         await conn.execute("ROLLBACK")
     return await _one_by_one(conn, jobs, durable=durable, now=now, refusal=refusal)
+
+
+async def _commit_held(
+    conn: Conn, jobs: Sequence[Job], rows: dict[bytes, Row], *, durable: bool, now: float
+) -> bool:
+    """The one-round-trip path: ``rows`` assumed, and checked by the guard under lock."""
+    ids = sorted({(row.message_id, row.token) for row in rows.values()})
+    script = Script()
+    script.add("BEGIN")
+    if not durable:
+        script.add(NOT_DURABLE)
+    script.call("guard_claims", {"ids": [i for i, _t in ids], "tokens": [t for _i, t in ids]})
+    woke = False
+    for job in jobs:
+        job.result, due = _checked(job.outcomes, rows, now, script)
+        woke = woke or due
+    script.add("COMMIT")
+    await script.run(conn)
+    return woke
 
 
 async def _one_by_one(

@@ -41,6 +41,7 @@ PREPARED = frozenset(
     {
         "mark_handoff",
         "lock_entries",
+        "guard_claims",
         "save_recipients",
         "set_recipient_outcomes",
         "change_state_logged",

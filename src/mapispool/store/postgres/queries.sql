@@ -142,6 +142,17 @@ WHERE m.entry_id = ANY(%s::bytea[])
 ORDER BY q.message_id
 FOR UPDATE OF q;
 
+-- name: guard_claims
+-- lock_entries for outcomes of claims this worker holds, when it knows their rows: locks
+-- them in message order and fails (a division by zero) unless every one is still in
+-- flight under its token. The caller then rolls back and reads the rows (lock_entries).
+SELECT 1 / (count(*) = cardinality(%(ids)s::bigint[]))::integer
+FROM (SELECT q.message_id FROM queue q
+      JOIN unnest(%(ids)s::bigint[], %(tokens)s::bigint[]) AS c(id, token)
+        ON q.message_id = c.id AND q.state = 'in_flight' AND q.token = c.token
+      ORDER BY q.message_id
+      FOR UPDATE OF q) AS held;
+
 -- name: message_ids
 SELECT entry_id, id FROM messages WHERE entry_id = ANY(%s::bytea[]);
 

@@ -31,6 +31,7 @@ from ..model import QueueState, Recipient, initial_placement
 from ..types import Delivery, Outcome, Recorded
 from ._plumbing import Conn, log
 from ._reads import Reads
+from ._record import HeldClaims
 from ._rows import FOLDER_IDS, add_event, insert_message
 from ._sql import SchemaTooNew, migrate, q
 
@@ -76,6 +77,7 @@ class PostgresStore(Reads, Store):
         self._unsynced = False
         self._closed = False
         self._groups = {}
+        self._held = HeldClaims()
 
     # -- opening and closing ------------------------------------------------------------
 
