@@ -29,7 +29,7 @@ from typing import Any, cast
 
 import psycopg
 
-from ...mapi import MAPI_E_CALL_FAILED, MAPI_E_NOT_FOUND, PR_MESSAGE_CLASS, PR_SUBJECT, MapiError
+from ...mapi import MAPI_E_CALL_FAILED, MAPI_E_NOT_FOUND, MapiError
 from ..base import FOLDERS
 from ..codec import dump_props
 from ..model import TRANSITIONS, InvalidTransition, QueueState, StaleClaim
@@ -38,7 +38,7 @@ from ..text import storable
 from ..types import Outcome, Recorded
 from ._group import Job
 from ._plumbing import Conn
-from ._rows import FOLDER_IDS, new_entry_id
+from ._rows import FOLDER_IDS, message_row, new_entry_id
 from ._script import Script
 from ._sql import q
 
@@ -388,20 +388,9 @@ def _state_change(
 def _report(script: Script, content: bytes, props: Mapping[int, Any], now: float) -> bytes:
     """Add a generated report to the Inbox; its entry id."""
     entry_id = new_entry_id()
-    script.call(
-        "insert_report",
-        {
-            "entry_id": entry_id,
-            "folder_id": FOLDER_IDS["Inbox"],
-            "message_class": storable(str(props.get(PR_MESSAGE_CLASS, "IPM.Note"))),
-            "subject": storable(str(props.get(PR_SUBJECT, ""))),
-            "props": dump_props(props),
-            "size": len(content),
-            "now": now,
-            "data": content,
-            "sha256": content_digest(content),
-        },
-    )
+    params = message_row(entry_id, FOLDER_IDS["Inbox"], content, props, now)
+    params.update(data=content, sha256=content_digest(content))
+    script.call("insert_report", params)
     return entry_id
 
 

@@ -28,6 +28,21 @@ def new_entry_id() -> bytes:
     return uuid.uuid4().bytes
 
 
+def message_row(
+    entry_id: bytes, folder_id: int, content: bytes, props: Mapping[int, Any], now: float
+) -> dict[str, Any]:
+    """The parameters of a new ``messages`` row (``insert_message``, ``insert_report``)."""
+    return {
+        "entry_id": entry_id,
+        "folder_id": folder_id,
+        "message_class": storable(str(props.get(PR_MESSAGE_CLASS, "IPM.Note"))),
+        "subject": storable(str(props.get(PR_SUBJECT, ""))),
+        "props": dump_props(props),
+        "size": len(content),
+        "now": now,
+    }
+
+
 async def insert_message(
     conn: Conn,
     folder_id: int,
@@ -41,20 +56,9 @@ async def insert_message(
 ) -> tuple[int, bytes]:
     """Write a message, its content and recipients; return (seq, entry id)."""
     entry_id = new_entry_id()
-    cur = await conn.execute(
-        q("insert_message"),
-        {
-            "entry_id": entry_id,
-            "folder_id": folder_id,
-            "message_class": storable(str(props.get(PR_MESSAGE_CLASS, "IPM.Note"))),
-            "subject": storable(str(props.get(PR_SUBJECT, ""))),
-            "props": dump_props(props),
-            "size": len(content),
-            "eight_bit": eight_bit,
-            "canonical": canonical,
-            "now": now,
-        },
-    )
+    params = message_row(entry_id, folder_id, content, props, now)
+    params.update(eight_bit=eight_bit, canonical=canonical)
+    cur = await conn.execute(q("insert_message"), params)
     row = await cur.fetchone()
     assert row is not None
     message_id = int(row[0])
