@@ -23,6 +23,7 @@ from ._group import GroupCommit, Job
 from ._plumbing import Plumbing
 from ._record import HeldClaims, commit_marks, commit_outcomes, folder_id
 from ._rows import add_event, checked_inline, queue_entry, recipient_from_row
+from ._script import Script
 from ._sql import q
 
 #: The props key of PR_SENDER_EMAIL_ADDRESS (props are stored as JSON keyed by tag).
@@ -108,23 +109,18 @@ class Outbound(Plumbing):
             if not chosen:
                 return []
             stamp = time.time()
-            async with conn.pipeline():
-                taking = await conn.execute(
-                    q("claim_take"),
-                    {"ids": chosen, "lease_until": now + lease, "lease": lease,
-                     "worker": worker, "inline_limit": inline_limit, "stamp": stamp},
-                )  # fmt: skip
-                reading = await conn.execute(q("recipients_of"), (chosen,))
-                taken = {int(row[0]): row for row in await taking.fetchall()}
-                recipient_rows = await reading.fetchall()
-                # The claim's worker and fencing token in its event: which worker held
-                # which attempt, for a person reading the history and for the crash test.
-                async with conn.cursor() as cur:
-                    await cur.executemany(
-                        q("insert_event"),
-                        [(bytes(taken[m][1]), stamp, "offered", route.transport,
-                          f"worker {worker or '-'} claim {taken[m][15]}") for m in chosen],
-                    )  # fmt: skip
+            # One round trip: the take (with its events) and the recipients.
+            script = Script()
+            taking = script.call(
+                "claim_take",
+                {"ids": chosen, "lease_until": now + lease, "lease": lease, "worker": worker,
+                 "inline_limit": inline_limit, "stamp": stamp, "transport": route.transport,
+                 "worker_label": worker or "-"},
+            )  # fmt: skip
+            reading = script.call("recipients_of", (chosen,))
+            results = await script.run(conn)
+            taken = {int(row[0]): row for row in results[taking] or ()}
+            recipient_rows = results[reading] or []
         recipients: dict[int, list[Recipient]] = {m: [] for m in chosen}
         for row in recipient_rows:
             message_id, recipient = recipient_from_row(row)

@@ -36,9 +36,11 @@ from ._sql import q
 Rows = list[tuple[Any, ...]]
 
 #: The queries a script sends as EXECUTE of a prepared statement: those of every
-#: outcome and hand-over mark.
+#: claim, hand-over mark and outcome.
 PREPARED = frozenset(
     {
+        "claim_take",
+        "recipients_of",
         "mark_handoff",
         "lock_entries",
         "guard_claims",

@@ -89,17 +89,29 @@ FOR UPDATE OF q SKIP LOCKED;
 
 -- name: claim_take
 -- Takes the chosen rows and returns everything a transport needs but the recipients
--- (``recipients_of``, pipelined with this one); an inline content comes with its checksum. ``claimed_from = q.state`` reads the old
--- state: SET sees the row as it was.
-UPDATE queue q SET claimed_from = q.state, state = 'in_flight', attempts = q.attempts + 1,
-       token = nextval('claim_tokens'), lease_until = %(lease_until)s,
-       lease_seconds = %(lease)s, worker = %(worker)s, handoff = false, updated_at = %(stamp)s
-FROM messages m JOIN contents c ON c.message_id = m.id
-WHERE m.id = q.message_id AND q.message_id = ANY(%(ids)s::bigint[])
-RETURNING m.id, m.entry_id, q.state, q.submit_time, q.not_before, q.expires_at, q.attempts,
-          q.last_error, q.parked_by, q.declined, m.subject, m.size, m.props, m.eight_bit,
-          CASE WHEN m.size <= %(inline_limit)s THEN c.data END, q.token, q.claimed_from,
-          m.canonical, CASE WHEN m.size <= %(inline_limit)s THEN c.sha256 END;
+-- (``recipients_of``, sent with this one); an inline content comes with its checksum.
+-- ``claimed_from = q.state`` reads the old state: SET sees the row as it was. Each claim
+-- is logged as an ``offered`` event naming the worker and the fencing token: which worker
+-- held which attempt, for a person reading the history and for the crash test.
+WITH taken AS (
+    UPDATE queue q SET claimed_from = q.state, state = 'in_flight', attempts = q.attempts + 1,
+           token = nextval('claim_tokens'), lease_until = %(lease_until)s,
+           lease_seconds = %(lease)s, worker = %(worker)s, handoff = false,
+           updated_at = %(stamp)s
+    FROM messages m JOIN contents c ON c.message_id = m.id
+    WHERE m.id = q.message_id AND q.message_id = ANY(%(ids)s::bigint[])
+    RETURNING m.id, m.entry_id, q.state, q.submit_time, q.not_before, q.expires_at,
+              q.attempts, q.last_error, q.parked_by, q.declined, m.subject, m.size, m.props,
+              m.eight_bit, CASE WHEN m.size <= %(inline_limit)s THEN c.data END, q.token,
+              q.claimed_from, m.canonical,
+              CASE WHEN m.size <= %(inline_limit)s THEN c.sha256 END AS sha256
+), logged AS (
+    INSERT INTO events (entry_id, at, kind, transport, detail)
+    SELECT entry_id, %(stamp)s, 'offered', %(transport)s,
+           'worker ' || %(worker_label)s || ' claim ' || token
+    FROM taken
+)
+SELECT * FROM taken;
 
 -- name: recipients_of
 SELECT message_id, row_id, address, addrtype, display_name, recipient_type, responsibility,
