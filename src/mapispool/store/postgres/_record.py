@@ -39,7 +39,7 @@ from ..types import Outcome, Recorded
 from ._group import Job
 from ._plumbing import Conn
 from ._rows import FOLDER_IDS, message_row, new_entry_id
-from ._script import Script
+from ._script import Script, array_literal
 from ._sql import q
 
 #: States whose outcome makes a message due again (the store wakes its workers).
@@ -200,7 +200,11 @@ async def _commit_held(
     script.add("BEGIN")
     if not durable:
         script.add(NOT_DURABLE)
-    script.call("guard_claims", {"ids": [i for i, _t in ids], "tokens": [t for _i, t in ids]})
+    guarded = {
+        "ids": array_literal(i for i, _t in ids),
+        "tokens": array_literal(cast(int, t) for _i, t in ids),
+    }
+    script.call("guard_claims", guarded)
     woke = False
     for job in jobs:
         job.result, due = _checked(job.outcomes, rows, now, script)
@@ -320,15 +324,15 @@ def _writes(script: Script, outcome: Outcome, row: Row, now: float) -> Recorded:
             "save_recipients",
             {
                 "message_id": message_id,
-                "row_ids": [r.row_id for r in outcome.recipients],
-                "responsibility": [bool(r.responsibility) for r in outcome.recipients],
+                "row_ids": array_literal(r.row_id for r in outcome.recipients),
+                "responsibility": array_literal(bool(r.responsibility) for r in outcome.recipients),
                 "props": [dump_props(r.props) for r in outcome.recipients],
             },
         )
     for ro in outcome.recipient_outcomes:
         script.call("set_recipient_outcomes",
             {"outcome": ro.outcome, "transport": ro.transport, "report_text": ro.report_text,
-             "message_id": message_id, "row_ids": list(ro.row_ids)},
+             "message_id": message_id, "row_ids": array_literal(ro.row_ids)},
         )  # fmt: skip
     if outcome.declined and outcome.declined not in row.declined:
         row.declined = [*row.declined, outcome.declined]
