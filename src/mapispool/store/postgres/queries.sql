@@ -158,10 +158,11 @@ FOR UPDATE OF q;
 -- lock_entries for outcomes of claims this worker holds, when it knows their rows: locks
 -- them in message order and fails (a division by zero) unless every one is still in
 -- flight under its token. The caller then rolls back and reads the rows (lock_entries).
+-- The rows are found by primary key; each one's token is the one at its id's position.
 SELECT 1 / (count(*) = cardinality(%(ids)s::bigint[]))::integer
 FROM (SELECT q.message_id FROM queue q
-      JOIN unnest(%(ids)s::bigint[], %(tokens)s::bigint[]) AS c(id, token)
-        ON q.message_id = c.id AND q.state = 'in_flight' AND q.token = c.token
+      WHERE q.message_id = ANY(%(ids)s::bigint[]) AND q.state = 'in_flight'
+        AND q.token = (%(tokens)s::bigint[])[array_position(%(ids)s::bigint[], q.message_id)]
       ORDER BY q.message_id
       FOR UPDATE OF q) AS held;
 
