@@ -192,11 +192,11 @@ class Outbound(Plumbing):
     # -- outcomes ---------------------------------------------------------------------
 
     async def record(self, outcomes: Sequence[Outcome], *, durable: bool = False) -> list[Recorded]:
-        """Committed with the other outcomes handed in meanwhile (``_group``), in two
-        round trips (``_record``): the rows of the batch locked in one query, in message
-        order (two batches never deadlock), each outcome checked against its row in
-        Python, so that a refused one is known before anything is written, then every
-        write and the COMMIT together."""
+        """Committed with the other outcomes handed in meanwhile (``_group``; how, in
+        ``_record``): each outcome is checked against its row in Python, so that a refused
+        one is known before anything is written, and the rows of a batch are locked in
+        one query, in message order (two batches never deadlock). One round trip when
+        every outcome is of a claim this store holds, else two (the rows read first)."""
         if not outcomes:
             return []
         results: list[Recorded] = await self._grouped(Job(outcomes, durable))
