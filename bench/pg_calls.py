@@ -9,8 +9,9 @@ Two parts, on a throwaway cluster as durable as the worker benchmark's (fsync on
    as one simple query bound on the client (what ``store/postgres/_script.py`` does).
    The forms alternate in blocks, and each is timed as wall time and as this process's
    CPU time per transaction.
-2. **The store's calls**: ``mark_handoff`` and ``record`` of a sent outcome, one after
-   another on claimed messages, per call.
+2. **The store's calls**: ``submit`` (durable: it waits for the disk), then
+   ``mark_handoff`` and ``record`` of a sent outcome on the claimed messages, one after
+   another, per call.
 
     .venv/bin/python -m bench.pg_calls [--n 2000]
 
@@ -86,11 +87,14 @@ async def store_calls(url: str, n: int) -> dict[str, tuple[float, float]]:
     store = await PostgresStore.open(url, schema="calls")
     try:
         now = time.time()
-        for i in range(n):
+
+        async def submit(i: int) -> None:
             await store.submit(
                 f"Subject: {i}\r\n\r\nbody\r\n".encode(), {}, [Recipient(f"r{i}@example.test")],
                 submit_time=now + i * 1e-3, not_before=None, expires_at=now + 3600,
             )  # fmt: skip
+
+        submitted = await _timed(n, submit)
         claims = []
         while len(claims) < n:
             claims += await store.claim(ROUTE, now=time.time(), limit=64, worker="bench")
@@ -104,7 +108,11 @@ async def store_calls(url: str, n: int) -> dict[str, tuple[float, float]]:
             (recorded,) = await store.record([outcome])
             recorded.check()
 
-        return {"mark_handoff": await _timed(n, mark), "record (sent)": await _timed(n, record)}
+        return {
+            "submit (durable)": submitted,
+            "mark_handoff": await _timed(n, mark),
+            "record (sent)": await _timed(n, record),
+        }
     finally:
         await store.close()
 

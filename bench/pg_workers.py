@@ -172,27 +172,24 @@ async def _fill_pg(url: str, schema: str, items: list[Prepared]) -> None:
     """Queue ``items`` as ``PostgresStore.submit`` does, but all in one transaction (the
     fill is not what is measured), with one NOTIFY at its commit."""
     from mapispool.store.postgres import PostgresStore
-    from mapispool.store.postgres._rows import FOLDER_IDS, add_event, insert_message
-    from mapispool.store.postgres._sql import q
+    from mapispool.store.postgres._rows import FOLDER_IDS, filed_message
+    from mapispool.store.postgres._script import Script
 
     store = await PostgresStore.open(url, schema=schema)
     try:
         now = time.time()
-        async with store.tx("queueing the benchmark's messages") as conn, conn.pipeline():
-            for content, props, recipients in items:
-                seq, entry_id = await insert_message(
-                    conn,
-                    FOLDER_IDS["Outbox"],
-                    content,
-                    props,
-                    recipients,
-                    now,
-                )
-                await conn.execute(
-                    q("insert_queue"), (seq, "queued", now, None, now + 86400, now, now)
-                )
-                await add_event(conn, entry_id, "submitted", None, "queued", now)
-            await conn.execute(q("notify_submitted"), (store.channel,))
+        script = Script()
+        script.add("BEGIN")
+        for content, props, recipients in items:
+            _entry_id, params = filed_message(
+                FOLDER_IDS["Outbox"], content, props, recipients, now, ("submitted", "queued"),
+                state="queued", expires_at=now + 86400, due_at=now,
+            )  # fmt: skip
+            script.call("file_message", params)
+        script.call("notify_submitted", (store.channel,))
+        script.add("COMMIT")
+        async with store.scripted("queueing the benchmark's messages") as conn:
+            await script.run(conn)
     finally:
         await store.close()
 

@@ -5,16 +5,17 @@ prepared once per connection."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import psycopg
 import pytest
 
-from mapispool.mapi import MapiError
-from mapispool.store.model import QueueState
+from mapispool.mapi import PR_SUBJECT, MapiError
+from mapispool.store.model import QueueState, Recipient
 from mapispool.store.postgres import PostgresStore
 from mapispool.store.postgres._script import Script, prepared
 from mapispool.store.text import storable
-from mapispool.store.types import Note, Outcome, RecipientOutcome
+from mapispool.store.types import Delivery, Note, Outcome, RecipientOutcome
 from tests.postgres.test_group_commit import claimed, writers
 from tests.servers.postgres import PgStoreLocation
 
@@ -180,3 +181,41 @@ async def test_outcomes_of_claims_held_here_take_one_round_trip(
     assert len(runs) == 2
     for claim in (first, second):
         assert (await pg.queue_entry(claim.entry_id)).state is QueueState.SENT
+
+
+async def test_a_submission_and_a_delivery_keep_hostile_text_and_recipient_order(
+    pg: PostgresStore,
+) -> None:
+    """A submission and a received message, each one statement (``file_message``): the
+    recipients come back in order with their row numbers, their hostile addresses and
+    names as ``storable`` makes them, and the content byte for byte; a delivery whose
+    key is stored already files nothing."""
+    recipients = [
+        Recipient(f"r{i}{HOSTILE}@example.test", display_name=HOSTILE, recipient_type=1 + i % 3)
+        for i in range(3)
+    ]
+    content = b"Subject: x\r\n\r\n\x00\xff'; --\r\n"
+    now = time.time()
+    entry_id = await pg.submit(
+        content, {PR_SUBJECT: HOSTILE}, recipients,
+        submit_time=now, not_before=None, expires_at=now + 60,
+    )  # fmt: skip
+    stored = await pg.message(entry_id)
+    assert stored.content == content
+    assert stored.folder == "Outbox"
+    assert [(r.row_id, r.address, r.display_name, r.recipient_type) for r in stored.recipients] == [
+        (i, storable(r.address), storable(HOSTILE), r.recipient_type)
+        for i, r in enumerate(recipients)
+    ]
+    assert (await pg.queue_entry(entry_id)).state is QueueState.QUEUED
+    first, again = await pg.deliver(
+        [Delivery("Inbox", content, {}, "key-1", recipients[:1]),
+         Delivery("Inbox", content, {}, "key-1")]
+    )  # fmt: skip
+    assert first is not None
+    assert again is None
+    received = await pg.message(first)
+    assert received.folder == "Inbox"
+    assert received.content == content
+    assert [r.address for r in received.recipients] == [storable(recipients[0].address)]
+    assert await pg.deliver([Delivery("Inbox", content, {}, "key-1")]) == [None]

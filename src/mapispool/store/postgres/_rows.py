@@ -13,6 +13,7 @@ from ..model import QueueEntry, QueueState, Recipient, StoredMessage
 from ..sqlite.integrity import content_digest
 from ..text import storable
 from ._plumbing import Conn
+from ._script import array_literal
 from ._sql import q
 
 FOLDER_IDS = {"Outbox": 1, "Inbox": 2, "Sent Items": 3, "Deleted Items": 4}
@@ -31,7 +32,7 @@ def new_entry_id() -> bytes:
 def message_row(
     entry_id: bytes, folder_id: int, content: bytes, props: Mapping[int, Any], now: float
 ) -> dict[str, Any]:
-    """The parameters of a new ``messages`` row (``insert_message``, ``insert_report``)."""
+    """The parameters of a new ``messages`` row (``file_message``, ``insert_report``)."""
     return {
         "entry_id": entry_id,
         "folder_id": folder_id,
@@ -43,47 +44,34 @@ def message_row(
     }
 
 
-async def insert_message(
-    conn: Conn,
+def filed_message(
     folder_id: int,
     content: bytes,
     props: Mapping[int, Any],
     recipients: Sequence[Recipient],
     now: float,
-    *,
-    eight_bit: bool = False,
-    canonical: bool = False,
-) -> tuple[int, bytes]:
-    """Write a message, its content and recipients; return (seq, entry id)."""
+    event: tuple[str, str | None],
+    **extra: Any,
+) -> tuple[bytes, dict[str, Any]]:
+    """A fresh entry id and the parameters of ``file_message`` for it: ``event`` is the
+    history line (kind, detail); ``extra`` sets the optional parts (``state``,
+    ``not_before``, ``expires_at``, ``due_at`` for a queue row; ``dedupe_key``;
+    ``eight_bit``, ``canonical``)."""
     entry_id = new_entry_id()
     params = message_row(entry_id, folder_id, content, props, now)
-    params.update(eight_bit=eight_bit, canonical=canonical)
-    cur = await conn.execute(q("insert_message"), params)
-    row = await cur.fetchone()
-    assert row is not None
-    message_id = int(row[0])
-    # The rest needs no answer: callers run this in a pipeline, so these statements go
-    # out with whatever the caller sends next, in one round trip.
-    await conn.execute(q("insert_content"), (message_id, content, content_digest(content)))
-    if recipients:
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                q("insert_recipient"),
-                [
-                    (
-                        message_id,
-                        index,
-                        storable(r.address),
-                        storable(r.addrtype),
-                        storable(r.display_name),
-                        int(r.recipient_type),
-                        bool(r.responsibility),
-                        dump_props(r.props),
-                    )
-                    for index, r in enumerate(recipients)
-                ],
-            )
-    return message_id, entry_id
+    params.update(
+        eight_bit=False, canonical=False, data=content, sha256=content_digest(content),
+        addresses=[storable(r.address) for r in recipients],
+        addrtypes=[storable(r.addrtype) for r in recipients],
+        names=[storable(r.display_name) for r in recipients],
+        types=array_literal(int(r.recipient_type) for r in recipients),
+        responsibility=array_literal(bool(r.responsibility) for r in recipients),
+        recipient_props=[dump_props(r.props) for r in recipients],
+        state=None, not_before=None, expires_at=None, due_at=None, dedupe_key=None,
+        event=event[0], event_detail=storable(event[1]) if event[1] is not None else None,
+    )  # fmt: skip
+    params.update(extra)
+    return entry_id, params
 
 
 async def add_event(

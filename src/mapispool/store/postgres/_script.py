@@ -36,11 +36,13 @@ from ._sql import q
 Rows = list[tuple[Any, ...]]
 
 #: The queries a script sends as EXECUTE of a prepared statement: those of every
-#: claim, hand-over mark and outcome.
+#: submission, delivery, claim, hand-over mark and outcome.
 PREPARED = frozenset(
     {
         "claim_take",
         "recipients_of",
+        "file_message",
+        "claim_dedupe_keys",
         "mark_handoff",
         "lock_entries",
         "guard_claims",

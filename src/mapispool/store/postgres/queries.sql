@@ -1,12 +1,40 @@
 -- The PostgreSQL store's queries (store/postgres/_sql.py loads them by name). Every
 -- connection's search_path is the store's schema. Times are Unix seconds (float8).
 
--- name: insert_message
-INSERT INTO messages (entry_id, folder_id, message_class, subject, props, size, eight_bit,
-                      created_at, canonical)
-VALUES (%(entry_id)s, %(folder_id)s, %(message_class)s, %(subject)s, %(props)s, %(size)s,
-        %(eight_bit)s, %(now)s, %(canonical)s)
-RETURNING id;
+-- name: file_message
+-- A new message with its content, recipients (row ids from 0, in order), history event
+-- and, when state is given, its queue row, and when dedupe_key is given, the link of that
+-- (already inserted) key: one statement, so the message's row id stays on the server.
+WITH m AS (
+    INSERT INTO messages (entry_id, folder_id, message_class, subject, props, size,
+                          eight_bit, created_at, canonical)
+    VALUES (%(entry_id)s, %(folder_id)s, %(message_class)s, %(subject)s, %(props)s,
+            %(size)s, %(eight_bit)s, %(now)s, %(canonical)s)
+    RETURNING id
+), stored AS (
+    INSERT INTO contents (message_id, data, sha256) SELECT id, %(data)s, %(sha256)s FROM m
+), addressed AS (
+    INSERT INTO recipients (message_id, row_id, address, addrtype, display_name,
+                            recipient_type, responsibility, props)
+    SELECT m.id, r.ord - 1, r.address, r.addrtype, r.display_name, r.recipient_type,
+           r.responsibility, r.props
+    FROM m, unnest(%(addresses)s::text[], %(addrtypes)s::text[], %(names)s::text[],
+                   %(types)s::integer[], %(responsibility)s::boolean[],
+                   %(recipient_props)s::text[])
+            WITH ORDINALITY AS r(address, addrtype, display_name, recipient_type,
+                                 responsibility, props, ord)
+), queued AS (
+    INSERT INTO queue (message_id, state, submit_time, not_before, expires_at, due_at,
+                       updated_at)
+    SELECT id, %(state)s::text, %(now)s, %(not_before)s, %(expires_at)s, %(due_at)s, %(now)s
+    FROM m WHERE %(state)s::text IS NOT NULL
+), linked AS (
+    UPDATE dedupe SET message_id = (SELECT id FROM m) WHERE key = %(dedupe_key)s::text
+), logged AS (
+    INSERT INTO events (entry_id, at, kind, transport, detail)
+    VALUES (%(entry_id)s, %(now)s, %(event)s, NULL, %(event_detail)s)
+)
+SELECT id FROM m;
 
 -- name: insert_report
 -- A generated report (no recipients) and its content in one statement: the message's
@@ -19,18 +47,6 @@ WITH m AS (
     RETURNING id
 )
 INSERT INTO contents (message_id, data, sha256) SELECT id, %(data)s, %(sha256)s FROM m;
-
--- name: insert_content
-INSERT INTO contents (message_id, data, sha256) VALUES (%s, %s, %s);
-
--- name: insert_recipient
-INSERT INTO recipients (message_id, row_id, address, addrtype, display_name, recipient_type,
-                        responsibility, props)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s);
-
--- name: insert_queue
-INSERT INTO queue (message_id, state, submit_time, not_before, expires_at, due_at, updated_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s);
 
 -- name: insert_event
 INSERT INTO events (entry_id, at, kind, transport, detail) VALUES (%s, %s, %s, %s, %s);
@@ -378,9 +394,6 @@ SELECT pg_advisory_unlock(%s, hashtext(%s));
 
 -- name: notify_submitted
 SELECT pg_notify(%s, '');
-
--- name: link_dedupe
-UPDATE dedupe SET message_id = %s WHERE key = %s;
 
 -- name: sync_barrier
 -- A transaction id makes the commit wait for the WAL flush, and with it every

@@ -31,8 +31,9 @@ from ..model import QueueState, Recipient, initial_placement
 from ..types import Delivery, Outcome, Recorded
 from ._plumbing import Conn, log
 from ._reads import Reads
-from ._record import HeldClaims
-from ._rows import FOLDER_IDS, add_event, insert_message
+from ._record import NOT_DURABLE, HeldClaims
+from ._rows import FOLDER_IDS, filed_message
+from ._script import Script
 from ._sql import SchemaTooNew, migrate, q
 
 #: The schema of a store whose profile names none.
@@ -273,67 +274,71 @@ class PostgresStore(Reads, Store):
         canonical: bool = False,
     ) -> bytes:
         state, due_at, expires_at = initial_placement(submit_time, not_before, expires_at)
-        async with self.tx("submitting a message") as conn, conn.pipeline():
-            message_id, entry_id = await insert_message(
-                conn, FOLDER_IDS["Outbox"], content, props, recipients, submit_time,
-                eight_bit=eight_bit, canonical=canonical,
-            )  # fmt: skip
-            await conn.execute(
-                q("insert_queue"),
-                (message_id, state.value, submit_time, not_before, expires_at, due_at,
-                 submit_time),
-            )  # fmt: skip
-            await add_event(conn, entry_id, "submitted", None, state.value, submit_time)
-            if state is not QueueState.DEFERRED:
-                await conn.execute(q("notify_submitted"), (self.channel,))
+        entry_id, params = filed_message(
+            FOLDER_IDS["Outbox"], content, props, recipients, submit_time,
+            ("submitted", state.value), state=state.value, not_before=not_before,
+            expires_at=expires_at, due_at=due_at, eight_bit=eight_bit, canonical=canonical,
+        )  # fmt: skip
+        # One round trip, durable: the message, its queue row, its event and the NOTIFY
+        # that wakes idle workers (sent at commit; a deferred message wakes nobody).
+        script = Script()
+        script.add("BEGIN")
+        script.call("file_message", params)
+        if state is not QueueState.DEFERRED:
+            script.call("notify_submitted", (self.channel,))
+        script.add("COMMIT")
+        async with self.scripted("submitting a message") as conn:
+            await script.run(conn)
         self.wake()
         return entry_id
 
     async def deliver(
         self, items: Sequence[Delivery], *, durable: bool = True
     ) -> list[bytes | None]:
-        results: list[bytes | None] = []
+        """Two round trips: the batch's dedupe keys first (inserting them is the check,
+        one statement for the batch, in key order: two workers delivering overlapping
+        batches wait for each other in the same order and never deadlock; a key already
+        stored inserts nothing), then every new message and the COMMIT."""
         now = time.time()
         for item in items:
             self.folder_id(item.folder)  # an unknown folder fails before anything is written
         keys = sorted({i.dedupe_key for i in items if i.dedupe_key is not None})
-        async with self.tx("storing received mail", durable=durable) as conn:
-            # The keys' insert is the check, one statement for the batch, in key order:
-            # two workers delivering overlapping batches wait for each other in the same
-            # order and never deadlock. A key already stored inserts nothing.
-            fresh: set[str] = set()
-            if keys:
-                cur = await conn.execute(q("claim_dedupe_keys"), {"keys": keys, "now": now})
-                fresh = {str(k) for (k,) in await cur.fetchall()}
-            async with conn.pipeline():
-                await self._file(conn, items, fresh, results, now)
+        first = Script()
+        first.add("BEGIN")
+        if not durable:
+            first.add(NOT_DURABLE)
+        claiming = first.call("claim_dedupe_keys", {"keys": keys, "now": now}) if keys else None
+        async with self.scripted("storing received mail") as conn:
+            found = await first.run(conn)
+            fresh = {str(k) for (k,) in found[claiming] or ()} if claiming is not None else set()
+            filing, results = self._filed(items, fresh, now)
+            filing.add("COMMIT")
+            await filing.run(conn)
         if not durable:
             self._unsynced = True
         return results
 
-    async def _file(
-        self,
-        conn: Conn,
-        items: Sequence[Delivery],
-        fresh: set[str],
-        results: list[bytes | None],
-        now: float,
-    ) -> None:
-        """Store each of ``items`` whose key is in ``fresh`` (or that has none)."""
+    def _filed(
+        self, items: Sequence[Delivery], fresh: set[str], now: float
+    ) -> tuple[Script, list[bytes | None]]:
+        """The statements that store each of ``items`` whose key is in ``fresh`` (or that
+        has none), and each item's entry id (None: stored before, or earlier in this
+        batch)."""
+        script = Script()
+        results: list[bytes | None] = []
         for item in items:
             key = item.dedupe_key
             if key is not None and key not in fresh:
-                results.append(None)  # stored before, or earlier in this batch
+                results.append(None)
                 continue
             fresh.discard(key or "")
-            message_id, entry_id = await insert_message(
-                conn, self.folder_id(item.folder), item.content, item.props,
-                item.recipients, now,
+            entry_id, params = filed_message(
+                self.folder_id(item.folder), item.content, item.props, item.recipients, now,
+                ("received", item.folder), dedupe_key=key,
             )  # fmt: skip
-            if key is not None:
-                await conn.execute(q("link_dedupe"), (message_id, key))
-            await add_event(conn, entry_id, "received", None, item.folder, now)
+            script.call("file_message", params)
             results.append(entry_id)
+        return script, results
 
     async def sync(self) -> None:
         """A commit that waits for the WAL flush (it has a transaction id), which makes
