@@ -13,7 +13,7 @@ import pytest
 from mapispool.mapi import PR_SUBJECT, MapiError
 from mapispool.store.model import QueueState, Recipient
 from mapispool.store.postgres import PostgresStore
-from mapispool.store.postgres._script import Script, prepared
+from mapispool.store.postgres._script import LARGE, Script, prepared
 from mapispool.store.text import storable
 from mapispool.store.types import Delivery, Note, Outcome, RecipientOutcome
 from tests.postgres.test_group_commit import claimed, writers
@@ -219,3 +219,34 @@ async def test_a_submission_and_a_delivery_keep_hostile_text_and_recipient_order
     assert received.content == content
     assert [r.address for r in received.recipients] == [storable(recipients[0].address)]
     assert await pg.deliver([Delivery("Inbox", content, {}, "key-1")]) == [None]
+
+
+async def test_a_large_message_is_bound_by_the_server_not_as_a_literal(
+    pg: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A submission and a delivery whose content is over ``LARGE`` keep it byte for byte,
+    and the content is never bound on the client (where it would become a hex literal
+    twice its size, and copies of that): its statement goes alone, bound by the server."""
+    bound: list[int] = []  # per statement bound on the client: its largest bytes
+    real_mogrify = psycopg.AsyncClientCursor.mogrify
+
+    def measured(self: psycopg.AsyncClientCursor[object], query: str, params: object = None) -> str:
+        values = params.values() if isinstance(params, dict) else (params or ())
+        sizes = [len(v) for v in values if isinstance(v, bytes)]  # type: ignore[union-attr]
+        bound.append(max(sizes, default=0))
+        return real_mogrify(self, query, params)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(psycopg.AsyncClientCursor, "mogrify", measured)
+    content = b"Subject: big\r\n\r\n" + bytes(range(256)) * (4 * LARGE // 256)
+    now = time.time()
+    entry_id = await pg.submit(
+        content, {}, [Recipient("r@example.test")],
+        submit_time=now, not_before=None, expires_at=now + 60,
+    )  # fmt: skip
+    (received,) = await pg.deliver([Delivery("Inbox", content, {}, "big")])
+    assert received is not None
+    assert (await pg.message(entry_id)).content == content
+    assert (await pg.message(received)).content == content
+    assert (await pg.queue_entry(entry_id)).state is QueueState.QUEUED
+    assert bound  # the other statements (the NOTIFY, the dedupe key) were bound on the client
+    assert max(bound) <= LARGE
