@@ -5,6 +5,8 @@ took external resources in ``flush_queues`` is told to let them go."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from mapispool.mapi import (
@@ -43,7 +45,7 @@ async def test_a_flush_ended_by_a_store_error_ends_the_transports_flush(
     store = store_backend
     try:
         entry_id = await session.submit(message("caught"))
-        inject_fault(store, "in_flight")
+        await asyncio.to_thread(inject_fault, store, "in_flight")
         script.journal.clear()
         with pytest.raises(MapiError, match=FAULT):
             await session.spooler_status().flush_queues(FLUSH_UPLOAD | FLUSH_DOWNLOAD, wait=True)
@@ -55,7 +57,7 @@ async def test_a_flush_ended_by_a_store_error_ends_the_transports_flush(
         assert ended & NOTIFY_END_OUTBOUND_FLUSH
         assert ended & NOTIFY_END_INBOUND_FLUSH
         # Nothing is lost: once the store works again the message is sent.
-        clear_fault(store)
+        await asyncio.to_thread(clear_fault, store)
         await session.spooler_status().flush_queues(FLUSH_UPLOAD | FLUSH_FORCE, wait=True)
         assert (await session.queue_entry(entry_id)).state is QueueState.SENT
     finally:

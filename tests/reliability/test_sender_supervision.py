@@ -53,7 +53,9 @@ def _sqlite_path(store: Where) -> Path | None:
 
 def _on_postgres(store: StoreBackend, *statements: str) -> list[Any]:
     """Run ``statements`` in the store's schema (from another connection, as another
-    process would); the rows of the last one, if any."""
+    process would); the rows of the last one, if any. An async test calls the fault
+    helpers through ``asyncio.to_thread``: their DDL waits for the table locks of the
+    store's open transactions, which end only while the test's event loop runs."""
     import psycopg
 
     assert store.postgres_url is not None
@@ -186,7 +188,7 @@ async def test_a_store_error_in_the_sender_is_reported_and_sending_goes_on(
     session = await logon(store_backend, script)
     store = store_backend
     try:
-        inject_fault(store)
+        await asyncio.to_thread(inject_fault, store)
         first = await session.submit(message("first"))
 
         async def failure_shown() -> bool:
@@ -206,7 +208,7 @@ async def test_a_store_error_in_the_sender_is_reported_and_sending_goes_on(
             for r in caplog.records
         )
         second = await session.submit(message("second"))
-        clear_fault(store)
+        await asyncio.to_thread(clear_fault, store)
 
         async def both_sent() -> bool:
             states = [(await session.queue_entry(e)).state for e in (first, second)]
@@ -234,7 +236,7 @@ async def test_the_request_server_survives_a_store_error_in_a_requested_flush(
     session = await logon(store_backend, script, send_immediately=False)
     store = store_backend
     try:
-        inject_fault(store, "in_flight")
+        await asyncio.to_thread(inject_fault, store, "in_flight")
         entry_id = await session.submit(message("requested"))
         transport = session.open_status((await session.status_table())[1][PR_ENTRYID])
         await transport.flush_queues(FLUSH_UPLOAD)
@@ -244,7 +246,7 @@ async def test_the_request_server_survives_a_store_error_in_a_requested_flush(
             return "Serving flush requests failed" in str(row[PR_STATUS_STRING])
 
         await eventually(failure_shown, "the spooler's row names the request server")
-        clear_fault(store)
+        await asyncio.to_thread(clear_fault, store)
         # The message that met the error waits its retry delay (one failing message never
         # blocks the others); a forced Send/Receive sends it now.
         await session.spooler_status().flush_queues(FLUSH_UPLOAD | FLUSH_FORCE, wait=True)
@@ -270,7 +272,7 @@ async def test_a_message_that_always_fails_in_the_store_does_not_block_the_other
     session = await logon(store_backend, script)
     store = store_backend
     try:
-        poison(store, "poison")
+        await asyncio.to_thread(poison, store, "poison")
         bad = await session.submit(message("poison"))
         good = [await session.submit(message(f"good {n}")) for n in range(2)]
 
@@ -287,7 +289,7 @@ async def test_a_message_that_always_fails_in_the_store_does_not_block_the_other
         await eventually(bad_put_back, "the failing message was put back to wait its retry")
         entry = await session.queue_entry(bad)
         assert FAULT in (entry.last_error or "")
-        clear_fault(store)
+        await asyncio.to_thread(clear_fault, store)
         await session.spooler_status().flush_queues(FLUSH_UPLOAD | FLUSH_FORCE, wait=True)
         assert (await session.queue_entry(bad)).state is QueueState.SENT
     finally:
@@ -303,7 +305,7 @@ async def test_a_message_left_in_flight_is_back_in_the_queue_after_shutdown(
     session = await logon(store_backend, script)
     store = store_backend
     try:
-        inject_fault(store)
+        await asyncio.to_thread(inject_fault, store)
         entry_id = await session.submit(message("caught"))
 
         async def tried() -> bool:
@@ -314,7 +316,7 @@ async def test_a_message_left_in_flight_is_back_in_the_queue_after_shutdown(
         await session.logoff()
     # The outcome could not be recorded: back on the retry schedule, never in flight.
     assert queue_states(store) == {"caught": "retry"}
-    clear_fault(store)
+    await asyncio.to_thread(clear_fault, store)
     again = await logon(store_backend, script)
     try:
         assert (await again.queue_entry(entry_id)).state is QueueState.SENT

@@ -101,7 +101,10 @@ def initial_placement(
     deferred = not_before is not None and not_before > submit_time
     due_at = not_before if deferred and not_before is not None else submit_time
     state = QueueState.DEFERRED if deferred else QueueState.QUEUED
-    return state, due_at, expires_at + due_at - submit_time
+    # The lifetime first: ``due_at + lifetime`` is exactly the expiry a caller computes
+    # from the due time, where ``expires_at + due_at - submit_time`` may be one unit in
+    # the last place short of it (the sum passes 2**31 seconds and drops a bit).
+    return state, due_at, due_at + (expires_at - submit_time)
 
 
 def recovered_state(state: str, handoff: bool, pending: int) -> tuple[QueueState, str, str]:
