@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.servers.dirs import ServerDirs
 
@@ -88,14 +89,20 @@ def msmtp_block(port: int, msgs: list[bytes], cpu: CpuClock | None = None) -> fl
     binary = require("msmtp", "msmtp", root=False)
     args = [binary, "--host=127.0.0.1", f"--port={port}", f"--from={SENDER}", "--auth=off",
             "--tls=off", RECIPIENT]  # fmt: skip
+    return _one_process_each(args, msgs, cpu)
+
+
+def _one_process_each(cmd: list[str], msgs: list[bytes], cpu: CpuClock | None, **run: Any) -> float:
+    """Seconds to run ``cmd`` once per message, the message on its stdin (``run``: more
+    ``subprocess.run`` arguments); the processes' CPU goes to ``cpu``."""
     if cpu is not None:
         cpu.start()
-    with stopwatch() as t:
+    with stopwatch() as took:
         for raw in msgs:
-            subprocess.run(args, input=raw, check=True)
+            subprocess.run(cmd, input=raw, check=True, **run)
     if cpu is not None:
         cpu.stop(len(msgs))
-    return t[0]
+    return took[0]
 
 
 class MapispoolBlock:
@@ -118,18 +125,11 @@ class MapispoolBlock:
                     "-f", SENDER, RECIPIENT]  # fmt: skip
             flush = [str(_bin("mapispool")), "--profile", str(profile), "-q", "flush",
                      "--upload", "--no-ui"]  # fmt: skip
-            if self.cpu is not None:
-                self.cpu.start()
-            with stopwatch() as queued:
-                for raw in msgs:
-                    subprocess.run(send, input=raw, check=True, stdout=subprocess.DEVNULL,
-                                   env=ENV)  # fmt: skip
-            if self.cpu is not None:
-                self.cpu.stop(len(msgs))
+            queued = _one_process_each(send, msgs, self.cpu, stdout=subprocess.DEVNULL, env=ENV)
             with stopwatch() as sent:
                 subprocess.run(flush, check=True, stdout=subprocess.DEVNULL, env=ENV)
-            self.queued.times.append(queued[0])
-            return queued[0] + sent[0]
+            self.queued.times.append(queued)
+            return queued + sent[0]
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -157,21 +157,14 @@ class HandoffBlock:
                 _wait_for(log, b"event=sendmail-handoff", daemon)
                 send = [str(_bin("mapispool-sendmail")), "--profile", str(profile), "-i",
                         "-odq", "-f", SENDER, RECIPIENT]  # fmt: skip
-                if self.cpu is not None:
-                    self.cpu.start()
-                with stopwatch() as handed:
-                    for raw in msgs:
-                        subprocess.run(send, input=raw, check=True, stdout=subprocess.DEVNULL,
-                                       env=ENV)  # fmt: skip
-                if self.cpu is not None:
-                    self.cpu.stop(len(msgs))
+                handed = _one_process_each(send, msgs, self.cpu, stdout=subprocess.DEVNULL, env=ENV)
             finally:
                 daemon.send_signal(signal.SIGTERM)
                 daemon.wait(60)
             answered = log.read_bytes().count(b"handled=True")
             if answered != len(msgs):
                 raise RuntimeError(f"the daemon answered {answered} of {len(msgs)} hand-offs")
-            return handed[0]
+            return handed
         finally:
             shutil.rmtree(work, ignore_errors=True)
 

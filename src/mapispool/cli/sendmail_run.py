@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .sendmail_args import Invocation, UsageError, parse_args
 from .sendmail_say import say
+from .sendmail_stdin import read_message
 
 if TYPE_CHECKING:
     from .sendmail_fast import DaemonStore
@@ -42,18 +43,6 @@ def default_profile_path() -> Path:
     from platformdirs import user_config_path
 
     return user_config_path("mapispool") / "profile.toml"
-
-
-def read_message(stream: BinaryIO, ignore_dots: bool) -> bytes:
-    """The message on stdin; without -i a line holding only "." ends it, as in sendmail."""
-    if ignore_dots:
-        return stream.read()
-    lines: list[bytes] = []
-    for line in stream:
-        if line.rstrip(b"\r\n") == b".":
-            break
-        lines.append(line)
-    return b"".join(lines)
 
 
 def strip_mbox_from_line(content: bytes) -> bytes:

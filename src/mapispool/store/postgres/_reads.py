@@ -276,14 +276,13 @@ class Reads(Outbound):
                     )
                 await conn.execute(q("reopen_failed_recipients"), (message_id,))
                 await conn.execute(q("reopen_queue"), (expires_at, now, message_id))
+            folder = FOLDER_IDS["Deleted Items"] if action is QueueAction.CANCEL else None
             await conn.execute(
-                q("change_state"),
+                q("change_state_logged"),
                 {"state": new.value, "not_before": None, "error": None, "parked_by": None,
-                 "attempt": 0, "now": now, "message_id": message_id},
+                 "attempt": 0, "now": now, "message_id": message_id, "entry_id": entry_id,
+                 "kind": event, "transport": None, "detail": None, "folder_id": folder},
             )  # fmt: skip
-            await add_event(conn, entry_id, event, None, None, now)
-            if action is QueueAction.CANCEL:
-                await conn.execute(q("move_to_folder"), (FOLDER_IDS["Deleted Items"], message_id))
         if new is QueueState.QUEUED:
             self.wake()
         return old

@@ -176,10 +176,7 @@ async def commit_outcomes(
             await conn.execute("ROLLBACK")  # a lost claim, or a write refused: read the rows
     rows = await _begin_and_lock(conn, jobs, durable)
     script = Script()
-    woke = False
-    for job in jobs:
-        job.result, due = _checked(job.outcomes, rows, now, script)
-        woke = woke or due
+    woke = _check_all(jobs, rows, now, script)
     script.add("COMMIT")
     try:
         await script.run(conn)
@@ -205,12 +202,19 @@ async def _commit_held(
         "tokens": array_literal(cast(int, t) for _i, t in ids),
     }
     script.call("guard_claims", guarded)
+    woke = _check_all(jobs, rows, now, script)
+    script.add("COMMIT")
+    await script.run(conn)
+    return woke
+
+
+def _check_all(jobs: Sequence[Job], rows: dict[bytes, Row], now: float, script: Script) -> bool:
+    """Each job's outcomes checked (``_checked``), its ``result`` set and the writes of
+    those accepted added to ``script``; True when one made a message due."""
     woke = False
     for job in jobs:
         job.result, due = _checked(job.outcomes, rows, now, script)
         woke = woke or due
-    script.add("COMMIT")
-    await script.run(conn)
     return woke
 
 

@@ -116,6 +116,7 @@ class _Part:
     query: str  # as sent in the script (EXECUTE for a prepared one)
     params: Any
     plain: tuple[str, Any]  # the query text and parameters for server-side binding
+    large: bool  # a binary parameter over LARGE: sent alone, bound by the server
 
 
 class Script:
@@ -131,16 +132,18 @@ class Script:
 
     def add(self, query: str, params: Any = None) -> int:
         """A statement given as text."""
-        self._parts.append(_Part(query, params, (query, params)))
+        self._parts.append(_Part(query, params, (query, params), _large(params)))
         return len(self._parts) - 1
 
     def call(self, name: str, params: Any = None) -> int:
-        """The named query ``name`` (``queries.sql``), as EXECUTE when it is prepared."""
+        """The named query ``name`` (``queries.sql``), as EXECUTE when it is prepared (a
+        large one is not: it goes by its text, bound by the server)."""
         if name not in PREPARED or _large(params):
             return self.add(q(name), params)
         statement = prepared(name)
         self._uses.add(name)
-        self._parts.append(_Part(statement.call, statement.arguments(params), (q(name), params)))
+        arguments = statement.arguments(params)
+        self._parts.append(_Part(statement.call, arguments, (q(name), params), False))
         return len(self._parts) - 1
 
     def extend(self, other: Script) -> None:
@@ -156,7 +159,7 @@ class Script:
         results: list[Rows | None] = []
         batch: list[_Part] = []
         for part in self._parts:
-            if _large(part.params):
+            if part.large:
                 results += await _simple(conn, batch)
                 batch = []
                 cur = await conn.execute(*part.plain)

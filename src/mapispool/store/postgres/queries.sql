@@ -185,13 +185,6 @@ FROM (SELECT q.message_id FROM queue q
 -- name: message_ids
 SELECT entry_id, id FROM messages WHERE entry_id = ANY(%s::bytea[]);
 
--- name: save_recipient
-UPDATE recipients SET responsibility = %s, props = %s WHERE message_id = %s AND row_id = %s;
-
--- name: recipient_outcome
-UPDATE recipients SET outcome = %s, transport = %s, report_text = %s, responsibility = true
-WHERE message_id = %s AND row_id = %s;
-
 -- name: save_recipients
 -- save_recipient for several rows of one message in one statement.
 UPDATE recipients r SET responsibility = c.responsibility, props = c.props
@@ -208,17 +201,9 @@ WHERE message_id = %(message_id)s AND row_id = ANY(%(row_ids)s::integer[]);
 -- name: set_declined
 UPDATE queue SET declined = %s WHERE message_id = %s;
 
--- name: change_state
-UPDATE queue SET state = %(state)s, not_before = %(not_before)s,
-       last_error = CASE WHEN %(state)s = 'sent' THEN NULL ELSE coalesce(%(error)s, last_error) END,
-       parked_by = %(parked_by)s,
-       attempts = attempts + %(attempt)s, handoff = false, token = NULL, lease_until = NULL,
-       worker = NULL, updated_at = %(now)s
-WHERE message_id = %(message_id)s;
-
 -- name: change_state_logged
--- change_state, its event row and (folder_id not NULL) the move to a folder, in one
--- statement: a sent message's outcome costs one statement here instead of three.
+-- A queue entry's new state, its event row and (folder_id not NULL) the move to a folder,
+-- in one statement: an outcome's or a person's action.
 WITH logged AS (
     INSERT INTO events (entry_id, at, kind, transport, detail)
     VALUES (%(entry_id)s, %(now)s, %(kind)s, %(transport)s, %(detail)s)
@@ -232,9 +217,6 @@ UPDATE queue SET state = %(state)s, not_before = %(not_before)s,
        attempts = attempts + %(attempt)s, handoff = false, token = NULL, lease_until = NULL,
        worker = NULL, updated_at = %(now)s
 WHERE message_id = %(message_id)s;
-
--- name: move_to_folder
-UPDATE messages SET folder_id = %s WHERE id = %s;
 
 -- name: delete_message_by_id
 DELETE FROM messages WHERE id = %s;
