@@ -29,11 +29,11 @@ import os
 import sys
 
 from ..daemon import trust
-from .sendmail_stdin import read_message
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (import cost)
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from typing import BinaryIO
 
 #: The first field of a request and of an answer: the layout of the fields below.
 VERSION = b"mapispool-sendmail/1"
@@ -192,6 +192,21 @@ def connect(paths: list[str]) -> _socket.socket | None:
             sock.close()
         warn(f"not using the daemon's socket {path}: {problem}")
     return None
+
+
+def read_message(stream: BinaryIO, ignore_dots: bool) -> bytes:
+    """The message on ``stream``: to its end with -i (``ignore_dots``), else up to a line
+    holding only ".", as in sendmail. Here, for both ways of submitting (``sendmail_run``
+    imports it), because this module is loaded by every ``mapispool-sendmail`` process
+    and may import next to nothing."""
+    if ignore_dots:
+        return stream.read()
+    lines: list[bytes] = []
+    for line in stream:
+        if line.rstrip(b"\r\n") == b".":
+            break
+        lines.append(line)
+    return b"".join(lines)
 
 
 def netstring(value: bytes) -> bytes:

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .sendmail_args import Invocation, UsageError, parse_args
+from .sendmail_client import read_message
 from .sendmail_say import say
-from .sendmail_stdin import read_message
 
 if TYPE_CHECKING:
     from .sendmail_fast import DaemonStore
