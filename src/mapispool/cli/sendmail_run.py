@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .sendmail_args import Invocation, UsageError, parse_args
-from .sendmail_client import read_message
 from .sendmail_say import say
 
 if TYPE_CHECKING:
@@ -43,6 +42,21 @@ def default_profile_path() -> Path:
     from platformdirs import user_config_path
 
     return user_config_path("mapispool") / "profile.toml"
+
+
+def read_message(stream: BinaryIO, ignore_dots: bool) -> bytes:
+    """The message on stdin; without -i a line holding only "." ends it, as in sendmail.
+    ``sendmail_client.read_message`` is the same: that module may not import this one
+    (it loads it lazily, and a module-level import back would close a cycle) and must
+    import next to nothing itself."""
+    if ignore_dots:
+        return stream.read()
+    lines: list[bytes] = []
+    for line in stream:
+        if line.rstrip(b"\r\n") == b".":
+            break
+        lines.append(line)
+    return b"".join(lines)
 
 
 def strip_mbox_from_line(content: bytes) -> bytes:
