@@ -196,9 +196,8 @@ def connect(paths: list[str]) -> _socket.socket | None:
 
 def read_message(stream: BinaryIO, ignore_dots: bool) -> bytes:
     """The message on ``stream``: to its end with -i (``ignore_dots``), else up to a line
-    holding only ".", as in sendmail. Here, for both ways of submitting (``sendmail_run``
-    imports it), because this module is loaded by every ``mapispool-sendmail`` process
-    and may import next to nothing."""
+    holding only ".", as in sendmail (``sendmail_run.read_message`` is the same: this
+    module may import next to nothing, and that one may not import this one)."""
     if ignore_dots:
         return stream.read()
     lines: list[bytes] = []
